@@ -1,0 +1,1 @@
+"""Data helpers: writing videos and the project's synthetic benchmark."""

@@ -1,0 +1,63 @@
+"""The one function models call for a selective scan: picks the fast op or the reference.
+
+Choice (made per call, logged once at debug level per choice):
+- ``MUSE_SCAN=ref`` forces the reference, ``MUSE_SCAN=op`` forces ``torch.ops.muse.selective_scan``;
+- otherwise (auto): when gradients are needed, the reference (the op has no backward); else the op
+  when a kernel is registered for the inputs' device, else the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from .reference import selective_scan_ref
+
+logger = logging.getLogger(__name__)
+_announced: set[str] = set()
+SCAN_CHOICES = ("auto", "ref", "op")
+
+
+def selective_scan_fn(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Selective scan through the best available implementation; same semantics as selective_scan_ref.
+
+    Shapes: u, delta, z (batch, Di, L); A (Di, N); B, C (batch, N, L); D, delta_bias (Di,).
+    Returns y (batch, Di, L) in u's dtype.
+    """
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if _chosen_impl(u, needs_grad=_needs_grad(args)) == "op":
+        from .op import selective_scan
+
+        return selective_scan(*args)
+    return selective_scan_ref(*args)
+
+
+def _needs_grad(args) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
+def _chosen_impl(u: torch.Tensor, needs_grad: bool) -> str:
+    wanted = os.environ.get("MUSE_SCAN", "auto").lower()
+    if wanted not in SCAN_CHOICES:
+        raise ValueError(f"MUSE_SCAN={wanted!r} is not one of {SCAN_CHOICES}")
+    if wanted == "auto":
+        from .op import op_available
+
+        wanted = "op" if not needs_grad and op_available(u.device.type) else "ref"
+    key = f"{wanted}:{u.device.type}"
+    if key not in _announced:
+        _announced.add(key)
+        logger.debug("selective scan on %s uses %s", u.device.type, "muse::selective_scan" if wanted == "op" else "selective_scan_ref")
+    return wanted

@@ -1,0 +1,58 @@
+"""Install muse-infer: the package, its `muse-infer` console script, and the C++ scan kernel.
+
+The C++ kernel (csrc/) is compiled with torch's extension tools, so torch must be installed first and
+the build must see it: `pip install --no-build-isolation -e .` (see README.md).
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+CPU_REQUIREMENTS = [
+    "torch>=2.4",
+    "open_clip_torch>=2.24",
+    "numpy",
+    "click>=8",
+    "triton",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "safetensors",
+    "av",
+    "tqdm",
+]
+GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
+DEV_REQUIREMENTS = ["pytest", "ruff", "matplotlib"]
+
+
+def scan_extensions():
+    """The C++ CPU kernel of `muse::selective_scan`, or nothing when MUSE_SKIP_CPP_BUILD=1."""
+    if os.environ.get("MUSE_SKIP_CPP_BUILD") == "1":
+        return [], {}
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    extension = CppExtension(
+        name="muse_infer._C",
+        sources=sorted(glob.glob("csrc/*.cpp")),
+        extra_compile_args={"cxx": ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-math-only"]},
+        extra_link_args=["-fopenmp"],
+    )
+    return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
+
+
+ext_modules, cmdclass = scan_extensions()
+
+setup(
+    name="muse-infer",
+    version="0.1.0",
+    description="Text-video retrieval with MUSE (multi-scale Mamba over CLIP features): encode, search, export.",
+    packages=find_packages(include=["muse_infer", "muse_infer.*", "export", "export.*", "training", "training.*"]),
+    package_data={"muse_infer": ["configs/*.json", "weights/*.safetensors"]},
+    python_requires=">=3.10",
+    install_requires=CPU_REQUIREMENTS,
+    extras_require={"gpu": GPU_REQUIREMENTS, "dev": DEV_REQUIREMENTS},
+    entry_points={"console_scripts": ["muse-infer=muse_infer.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
