@@ -35,7 +35,9 @@ def scan_extensions():
     extension = CppExtension(
         name="muse_infer._C",
         sources=sorted(glob.glob("csrc/*.cpp")),
-        extra_compile_args={"cxx": ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-math-only"]},
+        extra_compile_args={
+            "cxx": ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-math-only"]
+        },
         extra_link_args=["-fopenmp"],
     )
     return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
@@ -47,7 +49,9 @@ setup(
     name="muse-infer",
     version="0.1.0",
     description="Text-video retrieval with MUSE (multi-scale Mamba over CLIP features): encode, search, export.",
-    packages=find_packages(include=["muse_infer", "muse_infer.*", "export", "export.*", "training", "training.*"]),
+    packages=find_packages(
+        include=["muse_infer", "muse_infer.*", "export", "export.*", "training", "training.*"]
+    ),
     package_data={"muse_infer": ["configs/*.json", "weights/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=CPU_REQUIREMENTS,

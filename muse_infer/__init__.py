@@ -1,3 +1,26 @@
-"""muse-infer: text-video retrieval with MUSE (multi-scale Mamba over CLIP features)."""
+"""muse-infer: text-video retrieval with MUSE (multi-scale Mamba over CLIP features).
+
+Light to import: torch and open_clip load only when a model is built or loaded.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["load_model", "available_models", "MuseConfig", "VideoEncoder", "TextEncoder", "EmbeddingIndex"]
+
+_LAZY = {
+    "load_model": ("muse_infer.loading", "load_model"),
+    "available_models": ("muse_infer.loading", "available_models"),
+    "MuseConfig": ("muse_infer.config", "MuseConfig"),
+    "VideoEncoder": ("muse_infer.encoders", "VideoEncoder"),
+    "TextEncoder": ("muse_infer.encoders", "TextEncoder"),
+    "EmbeddingIndex": ("muse_infer.index", "EmbeddingIndex"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'muse_infer' has no attribute {name!r}")

@@ -8,7 +8,13 @@ from fractions import Fraction
 import numpy as np
 
 # Encoder picked from the file extension when the caller names none.
-DEFAULT_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".mov": "libx264", ".webm": "libvpx-vp9"}
+DEFAULT_CODECS = {
+    ".mp4": "libx264",
+    ".mkv": "libx264",
+    ".avi": "mpeg4",
+    ".mov": "libx264",
+    ".webm": "libvpx-vp9",
+}
 
 
 def write_video(

@@ -1,0 +1,156 @@
+"""Checkpoints: one .safetensors file (weights + config in its metadata), checked key by key.
+
+Loading never runs pickled code: safetensors files are plain tensors, and ``.bin``/``.pth`` files of
+other tools are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, MuseConfig
+
+FORMAT_NAME = "muse-infer"
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit its model; the message names file and key."""
+
+
+def save_checkpoint(
+    model: torch.nn.Module, path: str | os.PathLike, extra_metadata: dict | None = None
+) -> Path:
+    """Write ``model``'s weights and config to ``path`` atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    metadata.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``path``, renamed onto it only on success."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[MuseConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, state_dict, metadata) of a muse-infer .safetensors checkpoint, with clear errors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for truncated/garbled files
+        raise CheckpointError(
+            f"{path}: not a readable .safetensors file ({error}); is it truncated?"
+        ) from None
+    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: no muse-infer config in its metadata. Convert other checkpoints first, e.g. "
+            f"`muse-infer convert --from clip4clip {path} --out model.safetensors`"
+        )
+    try:
+        config = MuseConfig.from_dict(json.loads(metadata["config"]), source=f"{path} (metadata)")
+    except (json.JSONDecodeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: bad config in metadata: {error}") from None
+    return config, tensors, metadata
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first missing, unexpected or wrongly shaped key."""
+    missing = [k for k in expected if k not in given]
+    if missing:
+        raise CheckpointError(f"{source}: missing key '{missing[0]}' ({len(missing)} missing in all)")
+    unexpected = [k for k in given if k not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: unexpected key '{unexpected[0]}' ({len(unexpected)} unexpected in all)"
+        )
+    for key, tensor in expected.items():
+        if tuple(given[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: key '{key}' has shape {tuple(given[key].shape)}, the model expects {tuple(tensor.shape)}"
+            )
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load every key of ``model`` from ``state_dict`` after checking names and shapes."""
+    expected = model.state_dict()
+    check_state_dict(expected, state_dict, source)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A MuseModel in eval mode from a muse-infer checkpoint."""
+    from .model import MuseModel
+
+    config, tensors, _ = read_checkpoint(path)
+    model = MuseModel(config)
+    load_state_dict_checked(model, tensors, str(path))
+    return model.to(device).eval()
+
+
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from .bin/.pth/.pt (any suffix) with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({error})") from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as weights with weights_only=True ({str(error).splitlines()[0]}). "
+            "Only plain state dicts (tensors) are loaded; pickled code is never executed."
+        ) from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,143 @@
+"""``load_model``: a MUSE model from a checkpoint file, a config file, or a named architecture."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, read_torch_state_dict
+from .config import ConfigError, MuseConfig, available_configs, load_config
+
+logger = logging.getLogger(__name__)
+RANDOM_INIT_SEED = 0  # random weights are seeded so that two loads of the same name agree
+PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained CLIP weights could not be found or fetched; the message says how to pass a local file."""
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    clip_weights: str | os.PathLike | None = None,
+):
+    """A MuseModel in eval mode.
+
+    name_or_path: a muse-infer ``.safetensors`` checkpoint; a JSON config file; or a named
+    architecture (``available_models()``: "ViT-B-32", "ViT-B-16", their "-meanP" baselines, "tiny", and
+    packaged trained models). For a config, the CLIP weights come from ``clip_weights`` (an open_clip
+    pretrained tag such as "openai", a local weights file, or "random"), else from the config's
+    ``clip_pretrained``.
+    """
+    path = Path(name_or_path)
+    packaged = PACKAGED_WEIGHTS / f"{name_or_path}.safetensors"
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+        return load_checkpoint(path, device)
+    if packaged.is_file():
+        return load_checkpoint(packaged, device)
+    if path.suffix == ".json" or str(name_or_path) in available_configs():
+        config = load_config(name_or_path)
+        return build_model(config, clip_weights).to(device).eval()
+    raise ConfigError(
+        f"'{name_or_path}' is neither a checkpoint/config file nor a known model; known: {available_models()}"
+    )
+
+
+def available_models() -> list[str]:
+    """Named architectures and packaged trained models."""
+    return sorted(set(available_configs()) | {p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors")})
+
+
+def build_model(config: MuseConfig, clip_weights: str | os.PathLike | None = None):
+    """A freshly initialised (seeded) MuseModel with pretrained CLIP weights loaded when named."""
+    from .model import MuseModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = MuseModel(config)
+    source = clip_weights if clip_weights is not None else config.clip_pretrained
+    if source is not None and str(source) != "random":
+        load_clip_weights(model.backbone.clip, resolve_clip_weights(config, str(source)))
+    return model
+
+
+def load_clip_weights(clip: torch.nn.Module, weights_file: Path) -> None:
+    """Load an open_clip/OpenAI CLIP state dict into ``clip``, checking every key and shape."""
+    from .checkpoint import load_state_dict_checked
+
+    state = read_torch_state_dict(weights_file)
+    state = {
+        k.removeprefix("clip."): v
+        for k, v in state.items()
+        if k not in ("input_resolution", "context_length", "vocab_size")
+    }
+    expected = clip.state_dict()
+    if "logit_bias" not in expected:
+        state.pop("logit_bias", None)
+    load_state_dict_checked(clip, state, str(weights_file))
+
+
+def resolve_clip_weights(config: MuseConfig, source: str) -> Path:
+    """A local file for ``source``: the path itself, or open_clip's cached/downloaded pretrained file."""
+    if Path(source).is_file():
+        return Path(source)
+    if os.sep in source or source.endswith((".bin", ".pt", ".pth", ".safetensors")):
+        raise CheckpointError(f"CLIP weights file not found: {source}")
+    import open_clip
+
+    model_name = config.clip_model or config.name
+    pretrained = open_clip.get_pretrained_cfg(model_name, source)
+    if not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise PretrainedWeightsError(f"open_clip has no pretrained '{source}' for {model_name}; tags: {tags}")
+    cached = _cached_open_clip_file(pretrained)
+    if cached is not None:
+        return cached
+    if not _hub_reachable():
+        raise PretrainedWeightsError(_offline_message(model_name, source))
+    try:
+        return Path(open_clip.download_pretrained(pretrained))
+    except Exception as error:
+        raise PretrainedWeightsError(
+            _offline_message(model_name, source) + f" (download failed: {error})"
+        ) from None
+
+
+def _cached_open_clip_file(pretrained: dict) -> Path | None:
+    repo = (pretrained.get("hf_hub") or "").rstrip("/")
+    if not repo:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        try:
+            return Path(hf_hub_download(repo, filename, local_files_only=True))
+        except Exception:  # not in the local cache: try the next name
+            continue
+    return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    # A quick probe: without it, huggingface_hub retries for most of a minute before failing offline.
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_message(model_name: str, tag: str) -> str:
+    return (
+        f"cannot fetch pretrained CLIP weights '{tag}' for {model_name}: no network and no cached copy. "
+        f"Download open_clip's '{model_name}' / '{tag}' weights (open_clip_model.safetensors or "
+        f"open_clip_pytorch_model.bin) on a connected machine and pass the local file: "
+        f"load_model('{model_name}', clip_weights='/path/to/open_clip_model.safetensors') or "
+        f"--clip-weights /path/to/file on the command line; clip_weights='random' builds random weights."
+    )

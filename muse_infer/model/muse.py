@@ -1,0 +1,92 @@
+"""The MUSE model: CLIP tokens -> multi-scale pyramid -> ResMamba blocks -> pooled video embedding.
+
+With ``num_blocks == 0`` the same model is CLIP4Clip's meanP baseline (the frames' class tokens,
+normalised and mean-pooled): one code path, two configurations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MuseConfig
+from ..tokenizer import tokenize
+from .aggregation import aggregate, class_token_positions
+from .backbone import ClipBackbone, build_open_clip
+from .bimamba import ResMambaBlock
+from .pyramid import MultiScaleGenerator, scaled_grid
+
+
+class MuseModel(nn.Module):
+    """Video and text towers of MUSE. State-dict keys: ``backbone.clip.*`` (OpenAI CLIP layout),
+    ``pyramid.branches.{s}.{j}.*``, ``blocks.{i}.*``."""
+
+    def __init__(self, config: MuseConfig, clip: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.backbone = ClipBackbone(clip if clip is not None else build_open_clip(config.clip))
+        width = config.embed_dim
+        self.pyramid = None if config.is_mean_pooling else MultiScaleGenerator(width, config.scales)
+        drop_rates = np.linspace(0, config.max_drop_rate, config.num_blocks) if config.num_blocks else []
+        self.blocks = nn.ModuleList(
+            ResMambaBlock(width, float(rate), config.d_state, config.d_conv, config.expand)
+            for rate in drop_rates
+        )
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.backbone.clip.logit_scale
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, 3, H, W) -> per-frame features (B, T, C) at the class-token positions."""
+        batch, length = frames.shape[:2]
+        tokens = self.backbone.image_tokens(frames.flatten(0, 1))  # (B*T, 1 + G*G, C)
+        tokens = tokens.unflatten(0, (batch, length))  # (B, T, 1 + G*G, C)
+        cls_tokens = tokens[:, :, 0]  # (B, T, C)
+        if self.pyramid is None:
+            return cls_tokens
+        grid = self.backbone.grid_size
+        patches = (
+            tokens[:, :, 1:].reshape(batch * length, grid, grid, -1).permute(0, 3, 1, 2)
+        )  # (B*T, C, G, G)
+        scale_tokens = [
+            m.flatten(2).transpose(1, 2).unflatten(0, (batch, length))  # (B, T, g*g, C)
+            for m in self.pyramid(patches)
+        ]
+        sequence = aggregate(cls_tokens, scale_tokens, self.config.aggregation)  # (B, S, C)
+        for block in self.blocks:
+            sequence = block(sequence)
+        per_frame = sum(scaled_grid(grid, s) ** 2 for s in self.config.scales)
+        positions = class_token_positions(self.config.aggregation, length, per_frame)
+        return sequence[:, positions]
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, 3, H, W) preprocessed, padded frames zero; mask (B, T), 1 = real frame.
+
+        Returns L2-normalised video embeddings (B, C). As the authors do, padded frames run through
+        the head unmasked; only the final pooling ignores them.
+        """
+        return masked_mean_pool(self.frame_features(frames), mask)
+
+    def encode_text_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """token_ids (N, L) long -> L2-normalised text embeddings (N, C)."""
+        return F.normalize(self.backbone.text_features(token_ids), dim=-1)
+
+    def encode_text(self, texts: list[str] | str) -> torch.Tensor:
+        """texts -> L2-normalised text embeddings (N, C), tokenised as CLIP4Clip does."""
+        device = self.logit_scale.device
+        return self.encode_text_tokens(tokenize(texts, self.config.max_words).to(device))
+
+    def similarity(self, text_embeddings: torch.Tensor, video_embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, C), (M, C) normalised -> logits (N, M) = logit_scale.exp() * cosine."""
+        return self.logit_scale.exp() * text_embeddings @ video_embeddings.t()
+
+
+def masked_mean_pool(frame_features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, C), mask (B, T) -> (B, C): normalise frames, average the real ones, normalise again."""
+    features = F.normalize(frame_features, dim=-1)
+    weights = mask.to(features.dtype).unsqueeze(-1)  # (B, T, 1)
+    count = weights.sum(dim=1).clamp(min=1.0)  # a video with no real frame keeps a zero sum
+    return F.normalize((features * weights).sum(dim=1) / count, dim=-1)
