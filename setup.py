@@ -56,7 +56,11 @@ setup(
     python_requires=">=3.10",
     install_requires=CPU_REQUIREMENTS,
     extras_require={"gpu": GPU_REQUIREMENTS, "dev": DEV_REQUIREMENTS},
-    entry_points={"console_scripts": ["muse-infer=muse_infer.cli:main"]},
+    entry_points={
+        "console_scripts": ["muse-infer=muse_infer.cli:main"],
+        # Commands of the packages built on muse_infer; muse_infer itself never imports them.
+        "muse_infer.commands": ["export = export.cli:export_command", "train = training.cli:train_command"],
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
