@@ -30,7 +30,13 @@ def scan_extensions():
     """The C++ CPU kernel of `muse::selective_scan`, or nothing when MUSE_SKIP_CPP_BUILD=1."""
     if os.environ.get("MUSE_SKIP_CPP_BUILD") == "1":
         return [], {}
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        raise SystemExit(
+            "muse-infer compiles its C++ scan kernel against torch: install torch first "
+            "(pip install torch), then: pip install --no-build-isolation -e ."
+        ) from None
 
     extension = CppExtension(
         name="muse_infer._C",
