@@ -20,6 +20,7 @@ CPU_REQUIREMENTS = [
     "onnxruntime",
     "safetensors",
     "av",
+    "pillow",
     "tqdm",
 ]
 GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
