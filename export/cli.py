@@ -1,0 +1,93 @@
+"""`muse-infer export`: a thin wrapper over ``export.export_checkpoint`` (plugged in by entry point)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+class UserError(click.ClickException):
+    """Bad input (model, folder, format): one clear line, exit status 2 as in every muse-infer command.
+
+    Not imported from muse_infer.cli: that module loads this one as a plugin while it is imported.
+    """
+
+    exit_code = 2
+
+
+class VerificationFailed(click.ClickException):
+    """An export whose files do not match the eager model: nothing is written, exit status 1."""
+
+    exit_code = 1
+
+
+@click.command("export")
+@click.option(
+    "--checkpoint",
+    required=True,
+    help="Model to export: a .safetensors checkpoint, a JSON config, or a name (`muse-infer models`).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory to write.")
+@click.option(
+    "--format",
+    "formats",
+    default="onnx,torchscript",
+    show_default=True,
+    help="Comma-separated formats: onnx, torchscript.",
+)
+@click.option(
+    "--clip-weights",
+    default=None,
+    help="CLIP weights of a named/config model: open_clip tag, file, or 'random'.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-4,
+    show_default=True,
+    help="Largest max abs error (L2-normalised fp32 embeddings) an exported file may have.",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the fresh-process comparison with the eager model.")
+def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance, no_verify) -> None:
+    """Export the text and video encoders to ONNX and/or TorchScript, each checked against the model.
+
+    Writes OUT/manifest.json, text_encoder.onnx, video_encoder.onnx, text_encoder.pt,
+    video_encoder.pt (needs the muse op library, see the manifest) and video_encoder.portable.pt.
+    Each file is run in a fresh process on random inputs and its max abs error against the eager
+    model is printed; above --tolerance the export fails and nothing is written.
+
+    \b
+    Example:
+      muse-infer export --checkpoint muse_msrvtt.safetensors --out exported/ --format onnx,torchscript
+      muse-infer encode-videos videos/ --out emb.npy --model exported/ --backend onnx
+    """
+    from muse_infer.backends import BackendError
+    from muse_infer.checkpoint import CheckpointError
+    from muse_infer.config import ConfigError
+    from muse_infer.loading import PretrainedWeightsError
+
+    from .modules import ExportError
+    from .package import export_checkpoint
+
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # its passes log every deduplicated constant
+    try:
+        result = export_checkpoint(
+            checkpoint,
+            out,
+            formats,
+            clip_weights=clip_weights,
+            verify=not no_verify,
+            overwrite=overwrite,
+            tolerance=tolerance,
+            log=lambda line: click.echo(line, err=True),
+        )
+    except (CheckpointError, ConfigError, PretrainedWeightsError, BackendError) as error:
+        raise UserError(f"--checkpoint {checkpoint}: {error}") from None
+    except ExportError as error:
+        if "differ from the eager model" in str(error):
+            raise VerificationFailed(f"{error}; nothing was written to {out}") from None
+        raise UserError(str(error)) from None
+    names = sorted(p.name for p in result.directory.iterdir())
+    click.echo(f"wrote {result.directory}: {', '.join(names)}")

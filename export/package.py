@@ -1,0 +1,175 @@
+"""``export_model``: an export directory with both encoders in each format, a manifest, verified.
+
+Layout of DIR (every file written into a temporary sibling folder, renamed onto DIR only when all
+files are written and verified, so DIR is never half-written)::
+
+    manifest.json                 identity, inputs, tokenizer, preprocessing, files, measured errors
+    text_encoder.onnx             ids (batch, L) int64 -> embeddings (batch, C)
+    video_encoder.onnx            frames (batch, T, 3, H, W) float32, mask (batch, T) float32 -> (batch, C)
+    text_encoder.pt               TorchScript, bare torch
+    video_encoder.pt              TorchScript with muse::selective_scan calls (load the op library first)
+    video_encoder.portable.pt     TorchScript, scan as TorchScript code, bare torch
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from .manifest import build_manifest
+from .modules import ExportError, op_library_path
+from .verify import TOLERANCE, ExportedFile, verify_files
+
+logger = logging.getLogger(__name__)
+FORMATS = ("onnx", "torchscript")
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What ``export_model`` wrote: the directory, its manifest, and each file's max abs error."""
+
+    directory: Path
+    manifest: dict
+    errors: dict[str, float]
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    clip_weights: str | os.PathLike | None = None,
+    **options,
+) -> ExportResult:
+    """Load ``checkpoint`` (anything ``muse_infer.load_model`` accepts) and ``export_model`` it."""
+    from muse_infer import load_model
+    from muse_infer.backends import _absolute_if_file
+    from muse_infer.identity import model_identity
+
+    model = load_model(checkpoint, clip_weights=clip_weights)
+    identity = model_identity(checkpoint, model.config, clip_weights)
+    source = {"model": _absolute_if_file(checkpoint), "clip_weights": None}
+    if clip_weights is not None:
+        source["clip_weights"] = _absolute_if_file(clip_weights)
+    return export_model(model, out_dir, formats, identity=identity, source=source, **options)
+
+
+def export_model(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    identity: dict | None = None,
+    source: dict | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    tolerance: float = TOLERANCE,
+    log: Callable[[str], None] = logger.info,
+) -> ExportResult:
+    """Write a MuseModel's text and video encoders in each of ``formats`` ("onnx", "torchscript").
+
+    identity: the model's ``muse_infer.identity.model_identity`` (default: a hash of its weights);
+    source: how to load it again with torch ({"model": ..., "clip_weights": ...}), kept in the manifest.
+    verify: run each file in a fresh process against the eager model; ExportError above ``tolerance``.
+    """
+    formats = _check_formats(formats)
+    out_dir = Path(out_dir)
+    _check_destination(out_dir, overwrite)
+    model = model.float().eval().to("cpu")
+    identity = identity or weights_identity(model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        files = _write_files(model, staging, formats, log)
+        errors = {}
+        if verify:
+            errors = verify_files(model, files, op_library_path(), tolerance)
+            for name, error in errors.items():
+                log(f"verified {name}: max abs error {error:.2e} vs the eager model (limit {tolerance:g})")
+        manifest = build_manifest(model, identity, source, files, errors)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out_dir, manifest, errors)
+
+
+def _write_files(model: nn.Module, directory: Path, formats: tuple[str, ...], log) -> list[ExportedFile]:
+    from .onnx_export import export_text_onnx, export_video_onnx
+    from .torchscript_export import export_text_torchscript, export_video_torchscript
+
+    files = []
+    if "onnx" in formats:
+        log("exporting text_encoder.onnx")
+        files.append(ExportedFile(export_text_onnx(model, directory / "text_encoder.onnx"), "text", "onnx"))
+        log("exporting video_encoder.onnx")
+        files.append(
+            ExportedFile(export_video_onnx(model, directory / "video_encoder.onnx"), "video", "onnx")
+        )
+    if "torchscript" in formats:
+        log("exporting text_encoder.pt, video_encoder.pt, video_encoder.portable.pt")
+        text = export_text_torchscript(model, directory / "text_encoder.pt")
+        video = export_video_torchscript(model, directory / "video_encoder.pt")
+        portable = export_video_torchscript(model, directory / "video_encoder.portable.pt", portable=True)
+        files += [
+            ExportedFile(text, "text", "torchscript"),
+            ExportedFile(video, "video", "torchscript", needs_op_library=True),
+            ExportedFile(portable, "video", "torchscript"),
+        ]
+    return files
+
+
+def weights_identity(model: nn.Module) -> dict:
+    """An identity for an in-memory model: the SHA-256 of its weights and its config."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return json.loads(
+        json.dumps({"kind": "weights", "sha256": digest.hexdigest(), "config": model.config.to_dict()})
+    )
+
+
+def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"formats: {list(unknown) or 'none given'}; choose from {list(FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def _check_destination(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ExportError(
+                f"--out {out_dir}: directory exists and is not empty (pass --overwrite to replace it)"
+            )
+        if not (out_dir / MANIFEST).is_file():
+            raise ExportError(
+                f"--out {out_dir}: not an export directory (no {MANIFEST}); refusing to replace it"
+            )
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished folder onto ``out_dir``; an old export is moved aside first, then deleted."""
+    os.chmod(staging, 0o755)  # mkdtemp makes it private
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
