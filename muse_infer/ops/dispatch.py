@@ -3,7 +3,8 @@
 Choice (made per call, logged once at debug level per choice):
 - ``MUSE_SCAN=ref`` forces the reference, ``MUSE_SCAN=op`` forces ``torch.ops.muse.selective_scan``;
 - otherwise (auto): when gradients are needed, the reference (the op has no backward); else the op
-  when a kernel is registered for the inputs' device, else the reference.
+  when it has a fast kernel for the inputs' device and takes their dtype (float32/16, bfloat16; float64
+  stays with the reference, which computes in float64), else the reference.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .reference import selective_scan_ref
 logger = logging.getLogger(__name__)
 _announced: set[str] = set()
 SCAN_CHOICES = ("auto", "ref", "op")
+OP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def selective_scan_fn(
@@ -55,9 +57,14 @@ def _chosen_impl(u: torch.Tensor, needs_grad: bool) -> str:
     if wanted == "auto":
         from .op import op_available
 
-        wanted = "op" if not needs_grad and op_available(u.device.type) else "ref"
+        op_fits = u.dtype in OP_DTYPES and op_available(u.device.type)
+        wanted = "op" if op_fits and not needs_grad else "ref"
     key = f"{wanted}:{u.device.type}"
     if key not in _announced:
         _announced.add(key)
-        logger.debug("selective scan on %s uses %s", u.device.type, "muse::selective_scan" if wanted == "op" else "selective_scan_ref")
+        logger.debug(
+            "selective scan on %s uses %s",
+            u.device.type,
+            "muse::selective_scan" if wanted == "op" else "selective_scan_ref",
+        )
     return wanted

@@ -1,0 +1,289 @@
+"""Time ``torch.ops.muse.selective_scan`` against ``selective_scan_ref`` (and, on CUDA, its peers).
+
+    python benchmarks/bench_scan.py                       # CPU, and CUDA when there is a GPU
+    python benchmarks/bench_scan.py --device cpu --json out/scan_cpu.json
+
+For every shape (batch, Di, L, N) and dtype it prints a table, and the same rows as markdown:
+- CPU: the op (the C++ kernel) and the reference in the same run, and their ratio; at the first shape
+  also BiMamba's two directions as two op calls with and without the flips a block does around the
+  backward one (what a fused bidirectional op could save at most).
+- CUDA: the op (the Triton kernel), the reference, a device-to-device copy of the same number of bytes
+  (the memory ceiling), the scan's effective bandwidth (u, delta, z, B, C read once, y written once,
+  over its time), both directions at batch 16 (two calls + flips, and Triton's bidirectional entry when
+  it exists), and mamba-ssm's CUDA ``selective_scan_fn`` when it is installed.
+Times are the minimum over repeats after a warm-up (CUDA: torch.cuda.Event pairs).
+
+Imports only torch and muse_infer.ops (Triton only through the op, on CUDA): it runs where open_clip is
+missing. Inputs look like a MUSE block's: A = -(1..N), delta_bias as Mamba initialises it, softplus on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from muse_infer.ops.op import cpu_kernel_isa, op_available, selective_scan  # noqa: E402
+from muse_infer.ops.reference import selective_scan_ref  # noqa: E402
+
+CPU_SHAPES = ["1,512,3060,16", "8,512,1024,16"]
+CUDA_SHAPES = ["1,512,3060,16", "8,512,1024,16", "16,512,3060,16"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def scan_inputs(batch: int, channels: int, length: int, dstate: int, device: str, dtype: torch.dtype) -> dict:
+    """Arguments of one scan direction: u, delta, z (batch, Di, L); B, C (batch, N, L); A (Di, N); D, bias (Di,)."""
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, generator=g)
+
+    dt = torch.exp(
+        torch.rand(channels, device=device, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
+    )
+    return dict(
+        u=randn(batch, channels, length).to(dtype),
+        delta=(0.1 * randn(batch, channels, length)).to(dtype),
+        A=-torch.arange(1, dstate + 1, device=device, dtype=torch.float32).repeat(channels, 1),
+        B=randn(batch, dstate, length).to(dtype),
+        C=randn(batch, dstate, length).to(dtype),
+        D=torch.ones(channels, device=device),
+        z=randn(batch, channels, length).to(dtype),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)),  # inverse softplus of dt
+    )
+
+
+def scan_bytes(args: dict) -> int:
+    """Bytes a scan must move at least: u, delta, z, B, C read once and y written once."""
+    read = sum(args[k].numel() * args[k].element_size() for k in ("u", "delta", "z", "B", "C"))
+    return read + args["u"].numel() * args["u"].element_size()  # y: u's shape and dtype
+
+
+def time_cpu(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time in ms over ``repeats`` calls, after one warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def time_cuda(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum GPU time in ms over ``repeats`` calls (CUDA events), after one warm-up call."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return min(times)
+
+
+def bidirectional_two_calls(fwd: dict, bwd: dict, flips: bool) -> torch.Tensor:
+    """BiMamba's two scans as two op calls; ``flips``: with the copies a block makes around the backward one."""
+    if not flips:
+        return selective_scan(**fwd, delta_softplus=True) + selective_scan(**bwd, delta_softplus=True)
+    flipped = {k: v.flip(-1) if k in ("u", "delta", "z", "B", "C") else v for k, v in bwd.items()}
+    return selective_scan(**fwd, delta_softplus=True) + selective_scan(**flipped, delta_softplus=True).flip(
+        -1
+    )
+
+
+def row(device, shape, dtype, impl, ms, **extra) -> dict:
+    return dict(device=device, shape=shape, dtype=dtype, impl=impl, ms=round(ms, 3), **extra)
+
+
+def bench_cpu(shape: tuple, dtype_name: str, args: argparse.Namespace, first: bool) -> list[dict]:
+    inputs = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
+    ref_ms = time_cpu(lambda: selective_scan_ref(**inputs, delta_softplus=True), args.ref_repeats)
+    rows = [row("cpu", shape, dtype_name, "selective_scan_ref", ref_ms, vs_ref=1.0)]
+    if not op_available("cpu"):
+        return rows + [
+            row("cpu", shape, dtype_name, "muse::selective_scan: muse_infer._C not built", math.nan)
+        ]
+    op_ms = time_cpu(lambda: selective_scan(**inputs, delta_softplus=True), args.repeats)
+    rows.append(
+        row(
+            "cpu",
+            shape,
+            dtype_name,
+            f"muse::selective_scan (C++, {cpu_kernel_isa()})",
+            op_ms,
+            vs_ref=round(ref_ms / op_ms, 1),
+        )
+    )
+    if first:
+        backward = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
+        for flips in (False, True):
+            ms = time_cpu(lambda f=flips: bidirectional_two_calls(inputs, backward, f), args.repeats)
+            name = (
+                "both directions: 2 op calls + flips of u, delta, z, B, C, y"
+                if flips
+                else "both directions: 2 op calls, no flips"
+            )
+            rows.append(row("cpu", shape, dtype_name, name, ms))
+    return rows
+
+
+def bench_cuda(shape: tuple, dtype_name: str, args: argparse.Namespace) -> list[dict]:
+    inputs = scan_inputs(*shape, "cuda", DTYPES[dtype_name])
+    nbytes = scan_bytes(inputs)
+    ref_ms = time_cuda(lambda: selective_scan_ref(**inputs, delta_softplus=True), args.ref_repeats)
+    op_ms = time_cuda(lambda: selective_scan(**inputs, delta_softplus=True), args.repeats)
+    source = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")  # read n/2 + write n/2 = n bytes
+    target = torch.empty_like(source)
+    copy_ms = time_cuda(lambda: target.copy_(source), args.repeats)
+    rows = [
+        row("cuda", shape, dtype_name, "selective_scan_ref", ref_ms, vs_ref=1.0),
+        row(
+            "cuda",
+            shape,
+            dtype_name,
+            "muse::selective_scan (Triton)",
+            op_ms,
+            vs_ref=round(ref_ms / op_ms, 1),
+            GBps=round(nbytes / op_ms / 1e6, 1),
+        ),
+        row(
+            "cuda",
+            shape,
+            dtype_name,
+            f"device copy of the same {nbytes / 1e6:.0f} MB",
+            copy_ms,
+            GBps=round(nbytes / copy_ms / 1e6, 1),
+        ),
+    ]
+    rows += bench_mamba_ssm(shape, dtype_name, inputs, args)
+    if shape[0] == 16:
+        rows += bench_cuda_bidirectional(shape, dtype_name, inputs, args)
+    return rows
+
+
+def bench_mamba_ssm(shape, dtype_name, inputs, args) -> list[dict]:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_scan
+    except ImportError:
+        return [row("cuda", shape, dtype_name, "mamba-ssm selective_scan_fn: not installed", math.nan)]
+    ms = time_cuda(lambda: mamba_scan(**inputs, delta_softplus=True), args.repeats)
+    return [
+        row(
+            "cuda",
+            shape,
+            dtype_name,
+            "mamba-ssm selective_scan_fn",
+            ms,
+            GBps=round(scan_bytes(inputs) / ms / 1e6, 1),
+        )
+    ]
+
+
+def bench_cuda_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
+    backward = scan_inputs(*shape, "cuda", DTYPES[dtype_name])
+    rows = [
+        row(
+            "cuda",
+            shape,
+            dtype_name,
+            "both directions: 2 op calls + flips",
+            time_cuda(lambda: bidirectional_two_calls(inputs, backward, True), args.repeats),
+        )
+    ]
+    try:
+        from muse_infer.ops.triton_scan import ScanInputs, selective_scan_triton_bidirectional
+    except ImportError:
+        return rows + [row("cuda", shape, dtype_name, "both directions: no bidirectional entry", math.nan)]
+    fwd, bwd = ScanInputs(**inputs), ScanInputs(**backward)
+    ms = time_cuda(lambda: selective_scan_triton_bidirectional(fwd, bwd, delta_softplus=True), args.repeats)
+    return rows + [row("cuda", shape, dtype_name, "both directions: selective_scan_triton_bidirectional", ms)]
+
+
+def markdown(rows: list[dict]) -> list[str]:
+    lines = [
+        "| device | batch, Di, L, N | dtype | implementation | ms | x ref | GB/s |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = [
+            r["device"],
+            ", ".join(map(str, r["shape"])),
+            r["dtype"],
+            r["impl"],
+            f"{r['ms']:.2f}",
+            str(r.get("vs_ref", "")),
+            str(r.get("GBps", "")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--shapes", nargs="+", help="batch,Di,L,N each (default: per device, see CPU_SHAPES)")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["float32"])
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls of the fast paths")
+    parser.add_argument("--ref-repeats", type=int, default=3, help="timed calls of the (slow) reference")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads before timing (CPU)")
+    parser.add_argument("--json", type=Path, help="also write the rows and the setup here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            raise SystemExit("--device cuda: no CUDA GPU visible")
+        devices.remove("cuda")
+    setup = dict(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_kernel=cpu_kernel_isa(),
+        gpu=torch.cuda.get_device_name() if "cuda" in devices else None,
+    )
+    print("setup:", ", ".join(f"{k}={v}" for k, v in setup.items()))
+    rows = []
+    for device in devices:
+        shapes = args.shapes or (CPU_SHAPES if device == "cpu" else CUDA_SHAPES)
+        for i, text in enumerate(shapes):
+            shape = tuple(int(x) for x in text.split(","))
+            for dtype_name in args.dtypes:
+                new = (
+                    bench_cpu(shape, dtype_name, args, i == 0)
+                    if device == "cpu"
+                    else bench_cuda(shape, dtype_name, args)
+                )
+                for r in new:
+                    print(
+                        f"{r['device']:5} {str(r['shape']):22} {r['dtype']:9} {r['ms']:10.2f} ms  "
+                        f"{'x{}'.format(r['vs_ref']) if 'vs_ref' in r else '':>8}  {r.get('GBps', ''):>7}  {r['impl']}",
+                        flush=True,
+                    )
+                rows += new
+    print()
+    print("\n".join(markdown(rows)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(setup=setup, rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+// The selective scan as plain pointers and sizes: the contract between the torch glue
+// (selective_scan.cpp) and the per-instruction-set kernels (scan_kernel_*.cpp).
+//
+// Kept free of torch headers on purpose: the kernels are compiled several times with different
+// `#pragma GCC target`s, and any inline function they shared with the rest of the library could be
+// merged by the linker into its AVX-512 copy and then crash on an older CPU.
+#pragma once
+
+#include <cstdint>
+
+// Runtime choice between AVX-512 / AVX2 / baseline builds of the kernel. GCC on x86-64 only: other
+// compilers and CPUs get the baseline build (still correct, about 3-4x slower).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MUSE_SCAN_MULTIVERSION 1
+#endif
+
+namespace muse {
+
+struct ScanProblem {
+  int64_t batch = 0, channels = 0, length = 0, dstate = 0, groups = 1;
+  // u, delta, z: (batch, Di, L) fp32, any strides (in elements). Fast when time or channel stride is 1.
+  const float* u = nullptr;
+  const float* delta = nullptr;
+  const float* z = nullptr;  // optional
+  int64_t u_stride[3] = {0, 0, 0};
+  int64_t delta_stride[3] = {0, 0, 0};
+  int64_t z_stride[3] = {0, 0, 0};
+  const float* A = nullptr;           // (Di, N) contiguous
+  const float* Bt = nullptr;          // (batch, groups, L, N) contiguous: B with time before state
+  const float* Ct = nullptr;          // (batch, groups, L, N) contiguous
+  const float* D = nullptr;           // (Di,) optional
+  const float* delta_bias = nullptr;  // (Di,) optional
+  bool delta_softplus = false;
+  float* y = nullptr;           // (batch, Di, L) contiguous
+  float* last_state = nullptr;  // (batch, Di, N) contiguous, optional
+};
+
+// Runs channels [d0, d0 + count) of batch item b, count <= the kernel's width (floats per vector), all
+// inside one group of B/C.
+using ScanBlockFn = void (*)(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+
+namespace baseline {
+extern const int kWidth;
+void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+}  // namespace baseline
+
+#if defined(MUSE_SCAN_MULTIVERSION)
+namespace avx2 {
+extern const int kWidth;
+void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+}  // namespace avx2
+namespace avx512 {
+extern const int kWidth;
+void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+}  // namespace avx512
+#endif
+
+}  // namespace muse

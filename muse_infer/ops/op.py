@@ -1,0 +1,158 @@
+"""The custom op ``torch.ops.muse.selective_scan`` and its Python entry ``selective_scan``.
+
+Kernels, by device:
+- CPU: the C++ kernel in csrc/selective_scan.cpp, in the extension ``muse_infer._C`` that setup.py builds.
+  Loading it defines the op's schema (TORCH_LIBRARY) and registers the CPU kernel.
+- CUDA: ``muse_infer.ops.triton_scan.selective_scan_triton``, registered here, imported on first call.
+- Meta / fake tensors: shape-only kernels registered here (torch.compile, torch.export).
+
+Without the extension (a build with MUSE_SKIP_CPP_BUILD=1, or a failed build) the schema is defined here
+instead, with the same text, and the CPU kernel is the reference: slow, but tracing and export still work,
+and ``op_available("cpu")`` says False so that dispatch calls the reference directly.
+
+The op has no backward. It refuses inputs that need gradients, pointing to the reference instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import torch
+
+from .reference import selective_scan_ref
+
+logger = logging.getLogger(__name__)
+
+# The same text as TORCH_LIBRARY(muse, m) in csrc/selective_scan.cpp; tests/test_scan_op.py checks it.
+_ARGS = (
+    "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
+    "Tensor? delta_bias=None, bool delta_softplus=False)"
+)
+SCHEMAS = {
+    "selective_scan": f"{_ARGS} -> Tensor",
+    "selective_scan_with_state": f"{_ARGS} -> (Tensor, Tensor)",
+}
+NO_BACKWARD_MESSAGE = (
+    "muse::selective_scan has no backward. For training use selective_scan_ref "
+    "(muse_infer.ops.selective_scan_ref), or call selective_scan_fn with MUSE_SCAN=ref or auto, "
+    "which picks the reference whenever gradients are needed."
+)
+
+
+def _load_cpu_library():
+    """The extension module ``muse_infer._C``, or None when it was not built."""
+    try:
+        return importlib.import_module("muse_infer._C")
+    except (ImportError, OSError) as error:  # OSError: built against another torch (undefined symbols)
+        logger.debug("muse_infer._C not loaded (%s); the CPU op falls back to selective_scan_ref", error)
+        return None
+
+
+_cpu_library = _load_cpu_library()
+
+if _cpu_library is None:
+    for _name, _schema in SCHEMAS.items():
+        torch.library.define(f"muse::{_name}", _schema)
+
+    # Why register the reference at all: traced/exported graphs that contain the op still run on CPU.
+    @torch.library.register_kernel("muse::selective_scan", "cpu")
+    def _scan_cpu_fallback(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus).contiguous()
+
+    @torch.library.register_kernel("muse::selective_scan_with_state", "cpu")
+    def _scan_with_state_cpu_fallback(
+        u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
+    ):
+        y, state = selective_scan_ref(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True
+        )
+        return y.contiguous(), state.contiguous()
+
+
+@torch.library.register_fake("muse::selective_scan")
+def _scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    return u.new_empty(u.shape)  # (batch, Di, L), contiguous like the real kernels' output
+
+
+@torch.library.register_fake("muse::selective_scan_with_state")
+def _scan_with_state_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    return u.new_empty(u.shape), u.new_empty(u.shape[0], u.shape[1], A.shape[1])  # y, state (batch, Di, N)
+
+
+@torch.library.register_kernel("muse::selective_scan", "cuda")
+def _scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    from .triton_scan import selective_scan_triton  # imports Triton: only when a CUDA scan runs
+
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus).contiguous()
+
+
+@torch.library.register_kernel("muse::selective_scan_with_state", "cuda")
+def _scan_with_state_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    from .triton_scan import selective_scan_triton
+
+    y, state = selective_scan_triton(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True
+    )
+    return y.contiguous(), state.contiguous()
+
+
+def _refuse_backward(ctx, *grads):
+    raise RuntimeError(NO_BACKWARD_MESSAGE)
+
+
+def _refuse_grad(ctx, inputs, output):
+    # Runs in the forward pass as soon as an input requires grad (with grad mode on), so the error comes
+    # before any graph is built, not at .backward().
+    raise RuntimeError(NO_BACKWARD_MESSAGE)
+
+
+for _name in SCHEMAS:
+    torch.library.register_autograd(f"muse::{_name}", _refuse_backward, setup_context=_refuse_grad)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
+    """Selective scan through ``torch.ops.muse.selective_scan``; same arguments and math as selective_scan_ref.
+
+    Shapes: u, delta, z (batch, Di, L); A (Di, N); B, C (batch, N, L) or (batch, groups, N, L);
+    D, delta_bias (Di,). Inputs float32, float16 or bfloat16; computed in float32.
+    Returns y (batch, Di, L) in u's dtype, or (y, last_state (batch, Di, N)) when ``return_last_state``.
+    Inference only: raises RuntimeError when an input requires grad and grad mode is on.
+    """
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        raise RuntimeError(NO_BACKWARD_MESSAGE)  # before the kernel runs, not after
+    if return_last_state:
+        return torch.ops.muse.selective_scan_with_state(*args)
+    return torch.ops.muse.selective_scan(*args)
+
+
+def op_available(device_type: str) -> bool:
+    """Whether ``muse::selective_scan`` has a fast kernel for this device type ("cpu", "cuda", ...)."""
+    if device_type == "cpu":
+        return _cpu_library is not None
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:
+            importlib.import_module("triton")
+        except ImportError:
+            return False
+        return True
+    return False
+
+
+def cpu_kernel_isa() -> str | None:
+    """Instruction set of the C++ kernel's next CPU call ("avx512", "avx2", "baseline"), or None unbuilt."""
+    return _cpu_library.cpu_isa() if _cpu_library is not None else None

@@ -1,0 +1,355 @@
+"""torch.ops.muse.selective_scan on CPU: parity with the reference, registrations, refusal of grads, dispatch.
+
+Acceptance (flash-attention's rule): against a float64 oracle run on the same (rounded) inputs, the op's
+error is at most twice the error of selective_scan_ref run on those inputs, plus a small floor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from muse_infer.ops import dispatch
+from muse_infer.ops import op as scan_op
+from muse_infer.ops.op import SCHEMAS, op_available, selective_scan
+from muse_infer.ops.reference import selective_scan_ref
+
+needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
+LOW_PRECISION = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}  # floors, x max|y|
+
+
+def make_inputs(batch, channels, length, dstate, *, groups=0, softplus=True, dtype=torch.float32, seed=0):
+    """Random scan arguments; groups=0 gives B, C of shape (batch, N, L), else (batch, groups, N, L)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    bc_shape = (batch, dstate, length) if groups == 0 else (batch, groups, dstate, length)
+    # Without softplus delta is used as is: keep it positive so that the state decays as in a real model.
+    delta = (
+        randn(batch, channels, length) * 0.5 - 1
+        if softplus
+        else torch.rand(batch, channels, length, generator=g) * 0.2
+    )
+    args = dict(
+        u=randn(batch, channels, length),
+        delta=delta,
+        A=-(torch.rand(channels, dstate, generator=g) * 4 + 0.1),
+        B=randn(*bc_shape),
+        C=randn(*bc_shape),
+        D=randn(channels),
+        z=randn(batch, channels, length),
+        delta_bias=randn(channels) * 0.5 if softplus else torch.rand(channels, generator=g) * 0.1,
+    )
+    return {k: v.to(dtype) for k, v in args.items()}
+
+
+def scan_loop64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """An independent float64 oracle: the recurrence written out step by step, per (batch, channel)."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    batch, channels, length = u.shape
+    B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))  # (batch, G, N, L)
+    group_of = torch.arange(channels) // (channels // B.shape[1])
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[:, None]
+    if delta_softplus:
+        delta = torch.where(delta > 20, delta, torch.log1p(torch.exp(delta)))
+    decay = torch.exp(delta[..., None] * A[:, None, :])  # (batch, Di, L, N), one call: exp is slow per step
+    h = torch.zeros(batch, channels, A.shape[1], dtype=torch.float64)
+    y = torch.zeros(batch, channels, length, dtype=torch.float64)
+    for t in range(length):
+        h = decay[:, :, t] * h + (delta[:, :, t] * u[:, :, t])[..., None] * B[:, group_of, :, t]
+        y[:, :, t] = (h * C[:, group_of, :, t]).sum(-1)
+    if D is not None:
+        y = y + D.double()[:, None] * u
+    if z is not None:
+        z = z.double()
+        y = y * z * torch.sigmoid(z)
+    return y, h
+
+
+def assert_close_to_oracle(args, softplus, *, check_state=False):
+    """Op vs reference, both against the float64 oracle on the same inputs (see module docstring)."""
+    dtype = args["u"].dtype
+    got = selective_scan(**args, delta_softplus=softplus, return_last_state=True)
+    ref = selective_scan_ref(**args, delta_softplus=softplus, return_last_state=True)
+    oracle = scan_loop64(**args, delta_softplus=softplus)
+    for name, g, r, o in zip(("y", "last_state"), got, ref, oracle, strict=True):
+        if name == "last_state" and not check_state:
+            continue
+        assert g.dtype == dtype and g.shape == o.shape, name
+        err_op = (g.double() - o).abs().max().item() if o.numel() else 0.0
+        err_ref = (r.double() - o).abs().max().item() if o.numel() else 0.0
+        floor = LOW_PRECISION[dtype] * max(1.0, o.abs().max().item() if o.numel() else 0.0)
+        assert err_op <= 2 * err_ref + floor, f"{name}: op error {err_op:.3g}, reference error {err_ref:.3g}"
+
+
+SIZES = [  # (batch, Di, L, N): awkward on purpose; 16 is the fixed-N fast path, 17 and 1 the generic one
+    (1, 5, 1, 16),
+    (2, 37, 7, 17),
+    (1, 37, 113, 1),
+    (2, 5, 272, 16),
+    (1, 21, 113, 16),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("all_options", [True, False], ids=["all_options", "no_options"])
+def test_matches_reference(size, all_options):
+    args = make_inputs(*size, softplus=all_options, seed=sum(size))
+    if not all_options:
+        args.update(D=None, z=None, delta_bias=None)
+    assert_close_to_oracle(args, softplus=all_options, check_state=True)
+
+
+@needs_kernel
+@pytest.mark.parametrize("option", ["D", "z", "delta_bias", "softplus"])
+def test_each_option_alone(option):
+    args = make_inputs(2, 37, 113, 16, softplus=option == "softplus", seed=3)
+    for name in ("D", "z", "delta_bias"):
+        if name != option:
+            args[name] = None
+    assert_close_to_oracle(args, softplus=option == "softplus")
+
+
+@needs_kernel
+def test_long_sequence_muse_length():
+    assert_close_to_oracle(make_inputs(1, 20, 3060, 16, seed=4), softplus=True, check_state=True)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("channels", "groups"), [(21, 3), (48, 2), (37, 1)])
+def test_grouped_B_C(channels, groups):
+    assert_close_to_oracle(
+        make_inputs(2, channels, 113, 16, groups=groups, seed=5), softplus=True, check_state=True
+    )
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("size", [(2, 37, 113, 16), (1, 5, 272, 17)], ids=lambda s: "x".join(map(str, s)))
+def test_low_precision(dtype, size):
+    assert_close_to_oracle(make_inputs(*size, dtype=dtype, seed=6), softplus=True, check_state=True)
+
+
+@needs_kernel
+def test_mixed_dtypes_compute_in_float32_and_return_u_dtype():
+    args = make_inputs(1, 37, 113, 16, seed=7)
+    args["u"] = args["u"].bfloat16()
+    y = selective_scan(**args, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    expected = selective_scan_ref(**args, delta_softplus=True)
+    torch.testing.assert_close(y, expected, atol=2e-2, rtol=2e-2)
+
+
+def _non_contiguous(args):
+    """The layouts a model produces, and worse: every tensor a view with foreign strides."""
+    batch, channels, length = args["u"].shape
+    out = dict(args)
+    # u, z: halves of one (batch, 2 Di, L) projection (batch stride 2 Di L).
+    out["u"], out["z"] = torch.cat([args["u"], args["z"]], dim=1).chunk(2, dim=1)
+    # delta: (batch, L, Di) memory seen as (batch, Di, L): channel stride 1, time stride Di.
+    out["delta"] = args["delta"].transpose(1, 2).contiguous().transpose(1, 2)
+    # B, C: every other time step of a twice longer tensor; A transposed; D, delta_bias strided.
+    out["B"] = torch.stack([args["B"], args["B"]], dim=-1).flatten(-2)[..., ::2]
+    out["C"] = args["C"].transpose(-1, -2).contiguous().transpose(-1, -2)
+    out["A"] = args["A"].t().contiguous().t()
+    out["D"] = torch.stack([args["D"], args["D"]], dim=-1)[:, 0]
+    out["delta_bias"] = torch.stack([args["delta_bias"], args["delta_bias"]], dim=-1)[:, 1]
+    assert out["delta"].stride(1) == 1 and out["B"].stride(-1) == 2 and out["C"].stride(-1) != 1
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "size", [(2, 37, 113, 16), (1, 40, 272, 17), (1, 64, 50, 16)], ids=lambda s: "x".join(map(str, s))
+)
+def test_non_contiguous_inputs(size):
+    args = make_inputs(*size, seed=8)
+    strided = _non_contiguous(args)
+    assert_close_to_oracle(strided, softplus=True, check_state=True)
+    torch.testing.assert_close(
+        selective_scan(**strided, delta_softplus=True),
+        selective_scan(**args, delta_softplus=True),
+        rtol=0,
+        atol=0,
+    )
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+def test_every_instruction_set_build(isa, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_ISA", isa)
+    if scan_op.cpu_kernel_isa() != isa:
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    assert_close_to_oracle(make_inputs(2, 37, 113, 16, seed=9), softplus=True, check_state=True)
+    assert_close_to_oracle(_non_contiguous(make_inputs(1, 21, 50, 17, groups=3, seed=10)), softplus=True)
+
+
+@needs_kernel
+def test_empty_sequence():
+    args = make_inputs(2, 5, 0, 16)
+    y, state = selective_scan(**args, delta_softplus=True, return_last_state=True)
+    assert y.shape == (2, 5, 0)
+    assert state.shape == (2, 5, 16) and not state.any()
+
+
+@needs_kernel
+def test_shapes_are_checked_with_the_argument_name():
+    args = make_inputs(1, 5, 7, 16)
+    with pytest.raises(RuntimeError, match="D must have shape"):
+        selective_scan(**{**args, "D": torch.zeros(6)})
+    with pytest.raises(RuntimeError, match="C must have shape"):
+        selective_scan(**{**args, "C": args["C"][:, :8]})
+    with pytest.raises(RuntimeError, match="groups, which does not divide"):
+        selective_scan(**{**args, "B": torch.zeros(1, 2, 16, 7), "C": torch.zeros(1, 2, 16, 7)})
+    with pytest.raises(RuntimeError, match="u has dtype Double"):
+        selective_scan(**{**args, "u": args["u"].double()})
+
+
+@needs_kernel
+def test_cpu_kernel_is_registered_from_the_cpp_file():
+    dump = torch._C._dispatch_dump("muse::selective_scan")
+    cpu_lines = [line for line in dump.splitlines() if line.startswith("CPU:")]
+    assert len(cpu_lines) == 1 and "csrc/selective_scan.cpp" in cpu_lines[0], dump
+    assert "Meta:" in dump and "CUDA:" in dump and "Autograd" in dump
+
+
+@needs_kernel
+def test_cpp_and_python_schemas_agree():
+    for name, schema in SCHEMAS.items():
+        assert str(getattr(torch.ops.muse, name).default._schema) == f"muse::{name}{schema}"
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_opcheck(name):
+    args = make_inputs(2, 21, 37, 16, groups=3, seed=11)
+    positional = (*args.values(), True)
+    # The op has no backward (it refuses grads), so the autograd checks do not apply.
+    torch.library.opcheck(
+        getattr(torch.ops.muse, name).default,
+        positional,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
+
+
+def test_gradients_are_refused_before_the_kernel_runs():
+    args = make_inputs(1, 5, 7, 16)
+    args["u"].requires_grad_(True)
+    with pytest.raises(RuntimeError, match="no backward.*selective_scan_ref"):
+        selective_scan(**args)
+    with pytest.raises(RuntimeError, match="no backward"):
+        torch.ops.muse.selective_scan(*args.values())  # the registered autograd kernel refuses too
+    with pytest.raises(RuntimeError, match="no backward"):
+        torch.ops.muse.selective_scan_with_state(*args.values())
+    with torch.no_grad():
+        assert selective_scan(**args).shape == (1, 5, 7)
+
+
+# Dispatch -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Records which implementation selective_scan_fn called."""
+    seen = []
+    real_op = scan_op.selective_scan
+
+    def spy_ref(*args, **kwargs):
+        seen.append("ref")
+        return selective_scan_ref(*args, **kwargs)
+
+    def spy_op(*args, **kwargs):
+        seen.append("op")
+        return real_op(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "selective_scan_ref", spy_ref)
+    monkeypatch.setattr(scan_op, "selective_scan", spy_op)
+    return seen
+
+
+def _fn(args):
+    return dispatch.selective_scan_fn(**args, delta_softplus=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("ref", "ref"), ("op", "op"), ("auto", "op"), ("AUTO", "op")]
+)
+def test_dispatch_choice(setting, expected, calls, monkeypatch):
+    if expected == "op" and not op_available("cpu"):
+        expected = "ref" if setting.lower() == "auto" else "op"
+    monkeypatch.setenv("MUSE_SCAN", setting)
+    _fn(make_inputs(1, 5, 7, 16))
+    assert calls == [expected]
+
+
+def test_dispatch_auto_is_the_default(calls, monkeypatch):
+    monkeypatch.delenv("MUSE_SCAN", raising=False)
+    _fn(make_inputs(1, 5, 7, 16))
+    assert calls == ["op" if op_available("cpu") else "ref"]
+
+
+def test_dispatch_uses_the_reference_when_grads_are_needed(calls, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN", "auto")
+    args = make_inputs(1, 5, 7, 16)
+    args["delta"].requires_grad_(True)
+    _fn(args).sum().backward()
+    assert calls == ["ref"] and args["delta"].grad is not None
+
+
+def test_dispatch_keeps_float64_on_the_reference(calls, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN", "auto")
+    assert _fn(make_inputs(1, 5, 7, 16, dtype=torch.float64)).dtype == torch.float64
+    assert calls == ["ref"]
+
+
+def test_dispatch_rejects_unknown_setting(monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN", "fast")
+    with pytest.raises(ValueError, match="MUSE_SCAN='fast'"):
+        _fn(make_inputs(1, 5, 7, 16))
+
+
+def test_dispatch_logs_its_choice_once(monkeypatch, caplog):
+    monkeypatch.setenv("MUSE_SCAN", "ref")
+    monkeypatch.setattr(dispatch, "_announced", set())
+    with caplog.at_level(logging.DEBUG, logger=dispatch.__name__):
+        for _ in range(3):
+            _fn(make_inputs(1, 5, 7, 16))
+    assert [r.getMessage() for r in caplog.records] == ["selective scan on cpu uses selective_scan_ref"]
+
+
+def test_without_the_cpp_library_the_op_still_runs_on_the_reference():
+    code = """
+import sys, torch
+sys.modules["muse_infer._C"] = None  # as if the extension had not been built
+from muse_infer.ops import op
+from muse_infer.ops.dispatch import selective_scan_fn
+from muse_infer.ops.reference import selective_scan_ref
+assert not op.op_available("cpu") and op.cpu_kernel_isa() is None
+args = [torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.rand(4, 3), torch.randn(1, 3, 9), torch.randn(1, 3, 9)]
+torch.testing.assert_close(op.selective_scan(*args), selective_scan_ref(*args), rtol=0, atol=0)
+torch.testing.assert_close(selective_scan_fn(*args), selective_scan_ref(*args), rtol=0, atol=0)
+torch.library.opcheck(torch.ops.muse.selective_scan.default, args, test_utils=("test_schema", "test_faketensor"))
+print(torch._C._dispatch_dump("muse::selective_scan"))
+"""
+    env = {**os.environ, "MUSE_SCAN": "auto"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    cpu_line = next(line for line in result.stdout.splitlines() if line.startswith("CPU:"))
+    assert "csrc" not in cpu_line
+
+
+def test_softplus_oracle_matches_torch():
+    x = torch.linspace(-30, 30, 101, dtype=torch.float64)
+    torch.testing.assert_close(torch.where(x > 20, x, torch.log1p(torch.exp(x))), F.softplus(x))
