@@ -185,8 +185,7 @@ def _name(dtype: torch.dtype) -> str:
 
 
 def _config_name(config) -> str:
-    name = f"d{config.block_d}-l{config.block_l}-w{config.num_warps}"
-    return name + ("" if config.prefetch else "-noprefetch")
+    return f"d{config.block_d}-l{config.block_l}-w{config.num_warps}"
 
 
 def markdown(result: dict) -> str:

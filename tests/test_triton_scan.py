@@ -80,7 +80,7 @@ INTERPRETER_CASES = [
     Case("strided-fp32", 2, 37, 16, 33, layout="strided"),
     Case("strided-grouped-bf16", 1, 32, 16, 33, dtype="bfloat16", groups_B=4, groups_C=2, layout="strided"),
     Case("config-bd4-bl8", 1, 37, 16, 33, config=(4, 8)),
-    Case("config-no-prefetch", 1, 5, 16, 33, config=(8, 16, 1, False)),
+    Case("config-bd16-bl32-w2", 1, 37, 16, 33, config=(16, 32, 2)),
     Case("bidir-fp32", 2, 37, 16, 33, bidirectional=True),
     Case("bidir-L113", 1, 8, 16, 113, bidirectional=True),
     Case("bidir-plain-L1", 2, 5, 16, 1, D=False, z=False, bias=False, softplus=False, bidirectional=True),
@@ -410,8 +410,7 @@ def _candidate_configs() -> list[tuple]:
 
 
 GPU_CONFIG_CASES = [
-    Case(f"config-d{c[0]}-l{c[1]}-w{c[2]}{'' if c[3] else '-noprefetch'}", 2, 64, 16, 1012, config=c)
-    for c in _candidate_configs()
+    Case(f"config-d{c[0]}-l{c[1]}-w{c[2]}", 2, 64, 16, 1012, config=c) for c in _candidate_configs()
 ]
 
 

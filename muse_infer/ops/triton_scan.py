@@ -30,16 +30,17 @@ delta, z, B, C once and writing y once is 0.40 GB in fp32 (0.20 GB in bf16), 134
 - The carried state is folded into the chunk's first step (b_0 = a_0 h + b_0): the scan yields the
   states themselves. With time inside the thread, the first-step and last-step tests are
   compile-time constants per register and cost nothing.
-- The next chunk's loads are issued before this chunk's arithmetic (PREFETCH): with ~2 warps a
+- The next chunk's loads are issued before this chunk's arithmetic (a prefetch): with ~2 warps a
   scheduler there is little else to hide memory latency behind. Triton's own pipelining
   (``tl.range(num_stages=2)``) went through shared memory here and cost more instructions.
 - exp(delta A) is one exp2 with A pre-scaled by log2(e); delta_bias + softplus, the D skip and the
   silu(z) gate are fused. Padded steps, channels and states get delta = 0 and A = B = C = 0, so the
   state passes through them unchanged and they add nothing.
 
-Read off the sm_90 build (Triton 3.8, compiled on a CPU machine; not yet timed): ~14.5 SASS
-instructions a (step, state, channel) in the loop, 1.25 of them SFU, 250 registers, no spills at
-BLOCK_L 16 (32 spills); so issue, not memory, bounds it near 190 us at the MUSE shape in fp32.
+Read off the sm_90 build (compiled on a CPU machine with Triton 3.6, the GPU machine's, and 3.8;
+not yet timed): the loop costs ~14.2-15.3 SASS instructions a (step, state, channel), 1.25 of them
+SFU, with 244-252 registers and no spills at BLOCK_L 16 (32 spills); the reverse direction costs
+the same. So issue, not memory, should bound it: near 190 us at the MUSE shape in fp32 by that count.
 benchmarks/bench_triton_bidir.py sweeps the launch shapes on the GPU.
 """
 
@@ -70,7 +71,7 @@ def _combine(a_prev, b_prev, a_next, b_next):
 def _softplus(x):
     # torch's softplus (threshold 20). log1p(w) by Kahan's trick, log(v) * w / (v - 1) with v = 1 + w:
     # plain log(1 + w) loses most digits for small w, and delta_bias puts x near -7 at initialisation.
-    w = tl.exp(tl.minimum(x, 20.0))
+    w = tl.exp(tl.where(x > 20.0, 0.0, x))  # no overflow, and NaN stays NaN (minimum would drop it)
     v = 1.0 + w
     log1p_w = tl.where(v == 1.0, w, tl.log(v) * (w / (v - 1.0)))
     return tl.where(x > 20.0, x, log1p_w)
@@ -90,9 +91,12 @@ def _to_dtype(x, dtype: tl.constexpr):
 
 @triton.jit
 def _chunk_steps(chunk, L, offs_l, BLOCK_L: tl.constexpr, REVERSE: tl.constexpr):
-    """Time steps of a chunk (BL,). Backward chunks are aligned on the end; the last one starts < 0."""
+    """Time steps of a chunk (BL,), in scan order. The backward direction reads each chunk from its
+    last step down (L-1, L-2, ...), so a forward scan over the tile runs backward in time; its last
+    chunk reaches below 0. (Triton 3.6 lowers associative_scan(reverse=True) with ~15 shuffles an
+    element even when the axis lies inside each thread; descending loads touch the same lines.)"""
     if REVERSE:
-        return L - (chunk + 1) * BLOCK_L + offs_l
+        return L - 1 - chunk * BLOCK_L - offs_l
     else:
         return chunk * BLOCK_L + offs_l
 
@@ -102,18 +106,24 @@ def _load_chunk(
     t, L, mask_d, mask_n, u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl,
     HAS_Z: tl.constexpr,
 ):  # fmt: skip
-    """u, delta, z (BL, BD) and B, C (BL, BN) at steps t, in their stored dtypes; 0 outside the data."""
+    """u, delta, z (BL, BD) and B, C (BL, BN) at steps t, in fp32; 0 outside the data.
+
+    Converted here, before the loop carries them (prefetch): Triton 3.6 otherwise moves the layout
+    conversion of delta above its bf16 -> fp32 extension and then runs softplus in the layout
+    replicated over the lanes on N (4x the work). With the extension on both the prologue and the
+    loop's prefetch, it finds two and leaves the conversion after softplus.
+    """
     mask_t = (t >= 0) & (t < L)  # (BL,)
     mask_td = mask_t[:, None] & mask_d[None, :]  # (BL, BD)
     mask_tn = mask_t[:, None] & mask_n[None, :]  # (BL, BN)
-    u = tl.load(u_row + t[:, None] * s_ul, mask=mask_td, other=0.0)
-    dt = tl.load(dt_row + t[:, None] * s_tl, mask=mask_td, other=0.0)
+    u = tl.load(u_row + t[:, None] * s_ul, mask=mask_td, other=0.0).to(tl.float32)
+    dt = tl.load(dt_row + t[:, None] * s_tl, mask=mask_td, other=0.0).to(tl.float32)
     if HAS_Z:
-        z = tl.load(z_row + t[:, None] * s_zl, mask=mask_td, other=0.0)
+        z = tl.load(z_row + t[:, None] * s_zl, mask=mask_td, other=0.0).to(tl.float32)
     else:
         z = u  # unused
-    Bt = tl.load(B_row + t[:, None] * s_Bl, mask=mask_tn, other=0.0)
-    Ct = tl.load(C_row + t[:, None] * s_Cl, mask=mask_tn, other=0.0)
+    Bt = tl.load(B_row + t[:, None] * s_Bl, mask=mask_tn, other=0.0).to(tl.float32)
+    Ct = tl.load(C_row + t[:, None] * s_Cl, mask=mask_tn, other=0.0).to(tl.float32)
     return u, dt, z, Bt, Ct
 
 
@@ -126,7 +136,7 @@ def _scan_direction(
     s_yb, s_yd, s_yl, s_hb, s_hd, s_hn,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, STORE_STATE: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
     """One direction of the scan for channels d0 .. d0 + BLOCK_D - 1 of batch row pid_b."""
     offs_d = d0 + tl.arange(0, BLOCK_D)  # (BD,)
@@ -148,38 +158,24 @@ def _scan_direction(
     # Every channel of the block reads the same B/C rows: the caller keeps a block inside one group.
     B_row = B_ptr + pid_b * s_Bb + (d0 // per_group_B) * s_Bg + offs_n[None, :] * s_Bn  # (1, BN)
     C_row = C_ptr + pid_b * s_Cb + (d0 // per_group_C) * s_Cg + offs_n[None, :] * s_Cn
-    if REVERSE:
-        first: tl.constexpr = BLOCK_L - 1  # the step each chunk starts from
-    else:
-        first: tl.constexpr = 0
-    is_first = (offs_l == first)[:, None, None]  # (BL, 1, 1)
-    is_last = (offs_l == BLOCK_L - 1 - first)[:, None, None]
+    is_first = (offs_l == 0)[:, None, None]  # (BL, 1, 1): the step a chunk starts from
+    is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    if PREFETCH:
-        u_nx, dt_nx, z_nx, B_nx, C_nx = _load_chunk(
-            _chunk_steps(0, L, offs_l, BLOCK_L, REVERSE), L, mask_d, mask_n,
-            u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl, HAS_Z,
-        )  # fmt: skip
+    u_nx, dt_nx, z_nx, B_nx, C_nx = _load_chunk(
+        _chunk_steps(0, L, offs_l, BLOCK_L, REVERSE), L, mask_d, mask_n,
+        u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl, HAS_Z,
+    )  # fmt: skip
     for chunk in range(tl.cdiv(L, BLOCK_L)):
         t = _chunk_steps(chunk, L, offs_l, BLOCK_L, REVERSE)  # (BL,)
-        if PREFETCH:
-            # Loads of chunk + 1 are issued before chunk's arithmetic, so their latency hides behind
-            # it (a warp has few neighbours to switch to); past the end they are fully masked.
-            u, dt, z, Bt, Ct = u_nx, dt_nx, z_nx, B_nx, C_nx
-            u_nx, dt_nx, z_nx, B_nx, C_nx = _load_chunk(
-                _chunk_steps(chunk + 1, L, offs_l, BLOCK_L, REVERSE), L, mask_d, mask_n,
-                u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl, HAS_Z,
-            )  # fmt: skip
-        else:
-            u, dt, z, Bt, Ct = _load_chunk(
-                t, L, mask_d, mask_n, u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl, HAS_Z
-            )
+        # The loads of chunk + 1 are issued before chunk's arithmetic, so their latency hides behind
+        # it (a warp has few neighbours to switch to); past the end they are fully masked.
+        u, dt, z, Bt, Ct = u_nx, dt_nx, z_nx, B_nx, C_nx
+        u_nx, dt_nx, z_nx, B_nx, C_nx = _load_chunk(
+            _chunk_steps(chunk + 1, L, offs_l, BLOCK_L, REVERSE), L, mask_d, mask_n,
+            u_row, dt_row, z_row, B_row, C_row, s_ul, s_tl, s_zl, s_Bl, s_Cl, HAS_Z,
+        )  # fmt: skip
         mask_td = ((t >= 0) & (t < L))[:, None] & mask_d[None, :]  # (BL, BD)
-        u = u.to(tl.float32)  # (BL, BD)
-        dt = dt.to(tl.float32)
-        Bt = Bt.to(tl.float32)  # (BL, BN)
-        Ct = Ct.to(tl.float32)
         if HAS_BIAS:
             dt = dt + bias[None, :]
         if SOFTPLUS:
@@ -189,14 +185,13 @@ def _scan_direction(
         decay = tl.exp2(dt[:, None, :] * A[None, :, :])  # (BL, BN, BD)
         drive = (dt * u)[:, None, :] * Bt[:, :, None]  # (BL, BN, BD)
         drive = tl.where(is_first, decay * h[None, :, :] + drive, drive)  # carry in
-        _, states = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine, reverse=REVERSE)
+        _, states = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
         y = tl.sum(states * Ct[:, :, None], axis=1)  # (BL, BD)
         h = tl.sum(tl.where(is_last, states, 0.0), axis=0)  # (BN, BD): carry out
 
         if HAS_D:
             y += skip[None, :] * u
         if HAS_Z:
-            z = z.to(tl.float32)
             y *= z / (1.0 + tl.exp(-z))  # silu(z)
         if ACCUMULATE:
             # Two directions add into one zeroed fp32 buffer: 0 + a + b == 0 + b + a exactly, so the
@@ -222,7 +217,7 @@ def _selective_scan_kernel(
     s_Bbb, s_Bbg, s_Bbn, s_Bbl, s_Cbb, s_Cbg, s_Cbn, s_Cbl, s_Abd, s_Abn,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_STATE: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, PREFETCH: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
     """Grid (cdiv(Di, BLOCK_D), batch, 1 or 2 directions); see _scan_direction."""
     d0 = tl.program_id(0) * BLOCK_D
@@ -235,7 +230,7 @@ def _selective_scan_kernel(
             s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_Ad, s_An,
             s_yb, s_yd, s_yl, s_hb, s_hd, s_hn,
             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, BIDIRECTIONAL, STORE_STATE,
-            BLOCK_D, BLOCK_N, BLOCK_L, PREFETCH,
+            BLOCK_D, BLOCK_N, BLOCK_L,
         )  # fmt: skip
     elif BIDIRECTIONAL:
         _scan_direction(
@@ -245,13 +240,13 @@ def _selective_scan_kernel(
             s_Bbb, s_Bbg, s_Bbn, s_Bbl, s_Cbb, s_Cbg, s_Cbn, s_Cbl, s_Abd, s_Abn,
             s_yb, s_yd, s_yl, s_hb, s_hd, s_hn,
             HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, True, False,
-            BLOCK_D, BLOCK_N, BLOCK_L, PREFETCH,
+            BLOCK_D, BLOCK_N, BLOCK_L,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Launch shape: channels and time steps a program (powers of two), warps a program, prefetch.
+    """Launch shape: channels and time steps a program, warps a program (powers of two).
 
     num_warps > 1 makes Triton spread warps over the state axis, so y's sum over N goes through
     shared memory: it works, but the default is 1.
@@ -260,19 +255,16 @@ class ScanConfig:
     block_d: int
     block_l: int
     num_warps: int = 1
-    prefetch: bool = True
 
 
 # Launch shapes worth timing against each other on a GPU (benchmarks/bench_triton_bidir.py sweeps
 # them; tests/test_triton_scan.py checks each on the GPU). The default for N = 16 is the first.
+# (16, 16) and (8, 32) are left out: both spill registers in the sm_90 build.
 CANDIDATE_CONFIGS = (
     ScanConfig(8, 16),
     ScanConfig(8, 8),
     ScanConfig(16, 8),
     ScanConfig(4, 16),
-    ScanConfig(16, 16),
-    ScanConfig(8, 32),
-    ScanConfig(8, 16, prefetch=False),
     ScanConfig(8, 16, num_warps=2),
 )
 
@@ -283,7 +275,8 @@ def _choose_config(n_states: int, per_group: int) -> ScanConfig:
     Fewer states a thread put more lanes on N and more shuffles into y's sum over N (BLOCK_D 4: 18
     instructions an element against 14.5); more make fewer, fatter warps (BLOCK_D 16: 12.4, but one
     warp a scheduler at the MUSE shape). 16 steps a chunk: the prefetch then runs a whole chunk of
-    arithmetic ahead, and the registers (250) still hold; 32 steps spill.
+    arithmetic ahead, and the registers (~250) still hold; 32 steps spill, and so do 16 once BLOCK_D
+    reaches 16 (N <= 8), whose (step, channel) tiles are twice as wide: those get 8 steps.
     """
     block_n = triton.next_power_of_2(n_states)
     lanes_on_n = min(32, max(1, block_n // 4))
@@ -291,7 +284,7 @@ def _choose_config(n_states: int, per_group: int) -> ScanConfig:
     # A block must sit inside one group of B/C (per_group is 0 when there are no groups).
     while per_group and per_group % block_d:
         block_d //= 2
-    return ScanConfig(block_d=block_d, block_l=16, num_warps=1)
+    return ScanConfig(block_d=block_d, block_l=16 if block_d <= 8 else 8, num_warps=1)
 
 
 def selective_scan_triton(
@@ -495,7 +488,7 @@ def _launch(y, state, forward: _Direction, backward: _Direction | None, softplus
             HAS_D=forward.flags[0], HAS_Z=forward.flags[1], HAS_BIAS=forward.flags[2],
             SOFTPLUS=bool(softplus), STORE_STATE=state is not None, BIDIRECTIONAL=backward is not None,
             BLOCK_D=config.block_d, BLOCK_N=triton.next_power_of_2(n_states), BLOCK_L=config.block_l,
-            PREFETCH=config.prefetch, num_warps=config.num_warps,
+            num_warps=config.num_warps,
         )  # fmt: skip
 
 
