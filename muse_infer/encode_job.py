@@ -1,0 +1,453 @@
+"""The resumable folder job behind ``muse-infer encode-videos DIR --out EMB.npy``.
+
+Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
+- ``EMB.npy.parts/`` the work directory while a run is unfinished:
+  ``job.json`` (model identity, frame settings, root folder: a resume must match them),
+  ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
+  ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``),
+  ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index).
+  Every file is written to a temporary name, fsynced and renamed, so a kill leaves whole files only.
+- ``EMB.npy``, ``EMB.failures.jsonl``, ``EMB.json`` written at the end, sidecar last; then the work
+  directory is renamed away and deleted.
+
+Resume: a run reuses every result in the work directory (or, when there is none, in the finished
+index) whose file is still there with the same size and mtime, and encodes only the rest. Files
+that failed are not retried (a file that hangs would hang again) unless they changed or
+``retry_failed`` is set. Removed files leave the index. Paths are sorted, so new files take their
+sorted place and the result equals a clean run's. Results are stored in whole model batches (see
+``VideoEncoder.encode_groups``), so a resumed run forms the same batches as an uninterrupted one
+with the same ``batch_size``, and its rows are bit-identical; new files or another batch size change
+rows only by float rounding (<= 1e-7 measured).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .encoders import VideoEncoder, VideoResult
+from .identity import identity_difference
+from .index import EmbeddingIndex, IndexFileError, failures_path, sidecar_path, write_atomic, write_index
+
+logger = logging.getLogger(__name__)
+JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
+FLUSH_SECONDS = 30.0  # a chunk is also written after this long, so a kill loses at most this much work
+
+
+class JobError(ValueError):
+    """A job that cannot run as asked (bad folder, mismatched previous work, locked); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A video file found under the root: relative POSIX path, size, mtime, or a problem found before decoding."""
+
+    path: str
+    size: int = -1
+    mtime_ns: int = -1
+    problem: str | None = None
+
+
+@dataclass
+class Known:
+    """A finished result: the file's stats when it was encoded, and its embedding (C,) or failure reason."""
+
+    size: int
+    mtime_ns: int
+    embedding: np.ndarray | None = None
+    reason: str | None = None
+
+    def matches(self, entry: Entry) -> bool:
+        return (self.size, self.mtime_ns) == (entry.size, entry.mtime_ns)
+
+
+@dataclass
+class JobSummary:
+    """What a run did. ``exit_code``: 0 every video encoded, 1 some failed (the index holds the rest)."""
+
+    out: Path
+    total: int = 0
+    encoded_now: int = 0
+    reused: int = 0
+    failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    processed_now: int = 0
+    encode_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    @property
+    def encoded(self) -> int:
+        return self.total - len(self.failures)
+
+    def line(self) -> str:
+        rate = self.processed_now / self.encode_seconds if self.encode_seconds > 0 else 0.0
+        text = (
+            f"encoded {self.encoded} of {self.total} videos ({self.encoded_now} now, {self.reused} already done) "
+            f"in {self.seconds:.1f} s"
+            + (f" ({rate:.2f} videos/s)" if self.processed_now else "")
+            + f" -> {self.out}"
+        )
+        if self.failures:
+            kinds = Counter(_reason_kind(f["reason"]) for f in self.failures)
+            listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+            text += f"; skipped {len(self.failures)} ({listed}): see {failures_path(self.out)}"
+        return text
+
+
+def _reason_kind(reason: str) -> str:
+    # "not a readable video container (Invalid data ...)" -> "not a readable video container"
+    return reason.split(" (")[0].split(":")[0]
+
+
+def parts_dir(out: Path) -> Path:
+    """EMB.npy -> EMB.npy.parts (the work directory of an unfinished run)."""
+    return out.with_name(out.name + ".parts")
+
+
+def find_videos(root: Path) -> list[Entry]:
+    """Video files under ``root`` (recursively, by extension), sorted by relative POSIX path.
+
+    Symbolic links to files are followed, links to folders are not. A file that cannot be
+    examined (broken link, not a regular file) or a folder that cannot be listed becomes an entry
+    with a ``problem``.
+    """
+    from .video import VIDEO_EXTENSIONS
+
+    entries = []
+
+    def unreadable_folder(error: OSError) -> None:
+        relative = Path(error.filename).relative_to(root).as_posix() + "/"
+        entries.append(Entry(relative, problem=f"folder not readable ({error.strerror})"))
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable_folder):
+        subfolders.sort()
+        for name in names:
+            if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                full = os.path.join(folder, name)
+                entries.append(_entry(full, Path(full).relative_to(root).as_posix()))
+    return sorted(entries, key=lambda entry: entry.path)
+
+
+def _entry(full: str, relative: str) -> Entry:
+    try:
+        info = os.stat(full)
+    except FileNotFoundError:
+        return Entry(relative, problem="file not found (a broken symbolic link?)")
+    except OSError as error:
+        return Entry(relative, problem=f"cannot examine the file ({error.strerror})")
+    if not stat.S_ISREG(info.st_mode):
+        return Entry(relative, info.st_size, info.st_mtime_ns, problem="not a regular file")
+    return Entry(relative, info.st_size, info.st_mtime_ns)
+
+
+class ChunkStore:
+    """The work directory: job.json, numbered chunk files, and the lock."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.directory.glob("chunk-*.npz"))
+
+    def write(self, results: list[VideoResult], entries: list[Entry]) -> None:
+        """One chunk with the results (``result.index`` indexes ``entries``)."""
+        done = [r for r in results if r.error is None]
+        embeddings = np.stack([r.embedding for r in done]) if done else np.zeros((0, 0), np.float32)
+        records = {
+            "done": [_stats(entries[r.index]) for r in done],
+            "failed": [[*_stats(entries[r.index]), r.error] for r in results if r.error is not None],
+        }
+        number = max([int(p.stem.split("-")[1]) for p in self.chunks()] + [-1]) + 1
+        self.write_chunk(number, embeddings, records)
+
+    def write_chunk(self, number: int, embeddings: np.ndarray, records: dict) -> None:
+        payload = np.frombuffer(json.dumps(records).encode(), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, embeddings=embeddings.astype(np.float32), records=payload)
+        write_atomic(
+            self.directory / f"chunk-{number:06d}.npz", lambda handle: handle.write(buffer.getvalue())
+        )
+
+    def load(self) -> dict[str, Known]:
+        """Results of every chunk, later chunks overriding earlier ones; unreadable chunks are dropped."""
+        known: dict[str, Known] = {}
+        for chunk in self.chunks():
+            try:
+                embeddings, records = _read_chunk(chunk)
+            except (OSError, ValueError, KeyError, EOFError) as error:
+                logger.warning(
+                    "dropping unreadable work file %s (%s); its videos are encoded again", chunk, error
+                )
+                chunk.unlink(missing_ok=True)
+                continue
+            for (path, size, mtime_ns), row in zip(records["done"], embeddings, strict=True):
+                known[path] = Known(size, mtime_ns, embedding=row)
+            for path, size, mtime_ns, reason in records["failed"]:
+                known[path] = Known(size, mtime_ns, reason=reason)
+        return known
+
+
+def _stats(entry: Entry) -> list:
+    return [entry.path, entry.size, entry.mtime_ns]
+
+
+def _read_chunk(chunk: Path) -> tuple[np.ndarray, dict]:
+    with np.load(chunk, allow_pickle=False) as data:
+        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
+        records = json.loads(bytes(data["records"]).decode())
+    if len(records["done"]) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} rows for {len(records['done'])} paths")
+    return embeddings, records
+
+
+def encode_folder(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder: VideoEncoder,
+    batch_size: int = 8,
+    workers: int | None = None,
+    timeout: float = 120.0,
+    chunk_size: int = 64,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> JobSummary:
+    """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
+
+    chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
+    ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
+    settings or folder (without it, such leftovers are an error). Raises ``JobError`` for problems
+    the user must fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
+    """
+    root, out = check_locations(root, out)
+    started = time.monotonic()
+    job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
+    job |= {"model": encoder.identity, "settings": encoder.settings}
+    _remove_trash(out)
+    work = parts_dir(out)
+    with _locked(work):
+        if overwrite:
+            _discard_previous(work, out)
+        store = _open_store(work, out, job)
+        entries = find_videos(root)
+        known = store.load()
+        summary = JobSummary(out, total=len(entries))
+        todo = [e for e in entries if e.problem is None and not _reusable(known.get(e.path), e, retry_failed)]
+        redo = {e.path for e in todo}
+        summary.reused = sum(
+            e.path in known and e.path not in redo and known[e.path].reason is None for e in entries
+        )
+        options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
+        _encode_todo(root, todo, encoder, store, summary, options)
+        known = store.load()
+        _assemble(root, out, entries, known, job, encoder, summary)
+        _retire(work, out)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def check_locations(root, out) -> tuple[Path, Path]:
+    """(root, out) made absolute, or JobError when root is no folder or out is no writable .npy path."""
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise JobError(f"{root}: not a folder (give the folder of videos to encode)")
+    if out.suffix != ".npy":
+        raise JobError(f"--out {out}: the index file must end with .npy (e.g. --out embeddings.npy)")
+    if out.is_dir():
+        raise JobError(f"--out {out}: is a folder; give a file name such as {out / 'embeddings.npy'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise JobError(f"--out {out}: cannot create its folder ({error.strerror})") from None
+    return root.resolve(), out.absolute()
+
+
+def _reusable(known: Known | None, entry: Entry, retry_failed: bool) -> bool:
+    return known is not None and known.matches(entry) and not (retry_failed and known.reason is not None)
+
+
+class _locked:
+    """Hold ``work/lock`` with flock (creating ``work``), or raise JobError if another run holds it."""
+
+    def __init__(self, work: Path):
+        self.work = work
+
+    def __enter__(self):
+        self.work.mkdir(exist_ok=True)
+        self.handle = open(self.work / "lock", "a")
+        try:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock on this platform: run unguarded
+            pass
+        except OSError:
+            self.handle.close()
+            raise JobError(
+                f"another encode-videos run is writing {self.work}; wait for it to finish"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
+    """The work directory's store, checked against ``job``; a new one starts from the finished index, if any."""
+    store = ChunkStore(work)
+    job_file = work / "job.json"
+    if job_file.is_file():
+        try:
+            previous = json.loads(job_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        _check_same_job(previous, job, f"{work} holds an unfinished run")
+        return store
+    for chunk in store.chunks():  # written before a job.json that never came: not trustworthy
+        chunk.unlink()
+    if sidecar_path(out).exists() or out.exists():
+        _import_index(store, out, job)
+    write_atomic(job_file, lambda handle: handle.write(json.dumps(job, sort_keys=True).encode()))
+    return store
+
+
+def _check_same_job(previous: dict, job: dict, what: str) -> None:
+    differences = []
+    for key in ("model", "settings", "root"):
+        if previous.get(key) != job[key]:
+            if key == "model" and isinstance(previous.get(key), dict):
+                differences.append(f"model ({identity_difference(previous[key], job[key])})")
+            else:
+                differences.append(f"{key} ({previous.get(key)!r} vs {job[key]!r})")
+    if differences:
+        raise JobError(
+            f"{what} made with a different {', '.join(differences)}; run with the same --model, --frames and "
+            "folder to continue it, or add --overwrite to start again"
+        )
+
+
+def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
+    """Copy a finished index (rows and failures) into the work directory as chunk 0."""
+    try:
+        index = EmbeddingIndex.load(out)
+    except IndexFileError as error:
+        raise JobError(
+            f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
+        ) from None
+    metadata = index.metadata
+    _check_same_job(metadata, job, f"the index {out} was")
+    done = [
+        [p, *s] for p, s in zip(index.paths, metadata.get("file_stats", [[-1, -1]] * len(index)), strict=True)
+    ]
+    failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
+    store.write_chunk(0, index.embeddings, {"done": done, "failed": failed})
+
+
+def _read_failures(out: Path) -> list[dict]:
+    try:
+        lines = failures_path(out).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return []  # without it, earlier failures are simply tried again
+
+
+def _discard_previous(work: Path, out: Path) -> None:
+    """--overwrite: forget earlier work (the lock in ``work`` stays, it is ours)."""
+    for path in [*ChunkStore(work).chunks(), work / "job.json", out, sidecar_path(out), failures_path(out)]:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    batch_size: int
+    workers: int | None
+    timeout: float
+    chunk_size: int
+    progress: bool
+
+
+def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summary: JobSummary, options):
+    """Encode ``todo`` entries, saving whole model batches to chunks as they finish."""
+    if not todo:
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(todo), unit="video", file=sys.stderr, disable=not options.progress, dynamic_ncols=True
+    )
+    bar.set_description(f"encoding ({summary.reused} already done)" if summary.reused else "encoding")
+    pending: list[VideoResult] = []
+    flushed = encode_started = time.monotonic()
+    failed = 0
+    paths = [str(root / e.path) for e in todo]
+    groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
+    try:
+        for group in groups:
+            pending += group
+            summary.encoded_now += sum(r.error is None for r in group)
+            failed += sum(r.error is not None for r in group)
+            bar.set_postfix(failed=failed, refresh=False)
+            bar.update(len(group))
+            summary.processed_now += len(group)
+            if len(pending) >= options.chunk_size or time.monotonic() - flushed > FLUSH_SECONDS:
+                store.write(pending, todo)
+                pending, flushed = [], time.monotonic()
+    finally:  # also on Ctrl-C: whole batches already computed are kept
+        groups.close()  # stops the decode workers
+        if pending:
+            store.write(pending, todo)
+        bar.close()
+        summary.encode_seconds = time.monotonic() - encode_started
+
+
+def _assemble(
+    root: Path, out: Path, entries: list[Entry], known: dict[str, Known], job: dict, encoder, summary
+):
+    """Write the finished index: rows in ``entries`` order, failures beside it."""
+    rows, paths, stats = [], [], []
+    for entry in entries:
+        result = known.get(entry.path)
+        if entry.problem is not None:
+            reason = entry.problem
+        elif result is None or not result.matches(entry):
+            reason = "not encoded (the file changed during the run?); run the command again"
+        else:
+            reason = result.reason
+        if reason is not None:
+            summary.failures.append(
+                {"path": entry.path, "reason": reason, "size": entry.size, "mtime_ns": entry.mtime_ns}
+            )
+            continue
+        rows.append(result.embedding)
+        paths.append(entry.path)
+        stats.append([entry.size, entry.mtime_ns])
+    embeddings = np.stack(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+    metadata = {"root": job["root"], "paths": paths, "file_stats": stats, "model": job["model"]}
+    metadata |= {"model_source": encoder.backend.source, "settings": job["settings"]}
+    write_index(out, embeddings, metadata, summary.failures)
+
+
+def _retire(work: Path, out: Path) -> None:
+    """Remove the work directory: renamed first (atomic), so a kill never leaves half of it behind."""
+    trash = work.with_name(f".{out.name}.trash-{os.getpid()}")
+    os.replace(work, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_trash(out: Path) -> None:
+    for trash in out.parent.glob(f".{out.name}.trash-*"):
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""Model identity: which weights made an embedding, independent of the backend that ran them.
+
+An index records the identity of the model that encoded its videos, so a text query is encoded by
+the same model (through torch, ONNX or TorchScript alike: the backend is not part of the identity).
+Identities are plain JSON dicts:
+
+- a checkpoint file: ``{"kind": "checkpoint", "sha256": <file hash>, "config": {...}}`` (the path is
+  not part of it, so a moved or renamed checkpoint still matches);
+- a packaged trained model: ``{"kind": "named", "name": ..., "sha256": ..., "config": {...}}``;
+- a named architecture or a JSON config with seeded random or pretrained CLIP weights:
+  ``{"kind": "named" | "config", "name": ..., "clip_weights": "random" | <tag> | "sha256:<hash>",
+  "config": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .config import MuseConfig, available_configs
+
+PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def model_identity(
+    name_or_path: str | os.PathLike, config: MuseConfig, clip_weights: str | os.PathLike | None = None
+) -> dict:
+    """The identity dict of the model ``load_model(name_or_path, clip_weights=...)`` builds.
+
+    Mirrors ``load_model``'s resolution order: checkpoint file, packaged weights, config file or name.
+    """
+    from .checkpoint import file_sha256  # imports torch: only needed when a model is loaded
+
+    path = Path(name_or_path)
+    packaged = PACKAGED_WEIGHTS / f"{name_or_path}.safetensors"
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+        identity = {"kind": "checkpoint", "sha256": file_sha256(path)}
+    elif packaged.is_file():
+        identity = {"kind": "named", "name": str(name_or_path), "sha256": file_sha256(packaged)}
+    else:
+        kind = "named" if str(name_or_path) in available_configs() else "config"
+        source = clip_weights if clip_weights is not None else config.clip_pretrained
+        identity = {"kind": kind, "name": config.name, "clip_weights": _clip_weights_identity(source)}
+    identity["config"] = config.to_dict()
+    return normalise_identity(identity)
+
+
+def _clip_weights_identity(source: str | os.PathLike | None) -> str:
+    # A local weights file is identified by its content: the same file elsewhere is the same model.
+    if source is None or str(source) == "random":
+        return "random"
+    if Path(source).is_file():
+        from .checkpoint import file_sha256
+
+        return f"sha256:{file_sha256(source)}"
+    return str(source)
+
+
+def normalise_identity(identity: dict) -> dict:
+    """The identity as it reads back from JSON (tuples become lists), so comparisons are exact."""
+    return json.loads(json.dumps(identity, sort_keys=True))
+
+
+def same_model(a: dict | None, b: dict | None) -> bool:
+    """True when two identities name the same weights and architecture."""
+    if not a or not b:
+        return False
+    return normalise_identity(a) == normalise_identity(b)
+
+
+def describe_identity(identity: dict | None) -> str:
+    """A short human-readable name for messages, e.g. "tiny (random CLIP weights)"."""
+    if not identity:
+        return "an unknown model"
+    kind = identity.get("kind")
+    if kind == "checkpoint":
+        return f"checkpoint sha256 {str(identity.get('sha256', '?'))[:12]} ({identity['config']['name']})"
+    name = identity.get("name", "?")
+    if "clip_weights" in identity:
+        weights = identity["clip_weights"]
+        weights = "random" if weights == "random" else weights[:19]
+        return f"{name} ({weights} CLIP weights)"
+    return f"{name} (sha256 {str(identity.get('sha256', '?'))[:12]})"
+
+
+def identity_difference(expected: dict, given: dict) -> str:
+    """Which top-level fields differ between two identities (config fields listed by name)."""
+    expected, given = normalise_identity(expected), normalise_identity(given)
+    differences = []
+    for key in sorted(set(expected) | set(given)):
+        if key == "config" and isinstance(expected.get(key), dict) and isinstance(given.get(key), dict):
+            fields = sorted(
+                k for k in set(expected[key]) | set(given[key]) if expected[key].get(k) != given[key].get(k)
+            )
+            if fields:
+                differences.append(f"config fields {fields}")
+        elif expected.get(key) != given.get(key):
+            differences.append(f"{key}: {expected.get(key)!r} vs {given.get(key)!r}")
+    return "; ".join(differences) or "none"
