@@ -5,12 +5,12 @@
 
 For every shape (batch, Di, L, N) and dtype it prints a table, and the same rows as markdown:
 - CPU: the op (the C++ kernel) and the reference in the same run, and their ratio; at the first shape
-  also BiMamba's two directions as two op calls with and without the flips a block does around the
-  backward one (what a fused bidirectional op could save at most).
+  also BiMamba's two directions: two op calls with the flips a block makes around the backward one,
+  the same without the flips, and ``muse::selective_scan_bidirectional`` (one call, no flips).
 - CUDA: the op (the Triton kernel), the reference, a device-to-device copy of the same number of bytes
   (the memory ceiling), the scan's effective bandwidth (u, delta, z, B, C read once, y written once,
-  over its time), both directions at batch 16 (two calls + flips, and Triton's bidirectional entry when
-  it exists), and mamba-ssm's CUDA ``selective_scan_fn`` when it is installed.
+  over its time), both directions at batch 16 (two calls + flips, and the bidirectional op), and
+  mamba-ssm's CUDA ``selective_scan_fn`` when it is installed.
 Times are the minimum over repeats after a warm-up (CUDA: torch.cuda.Event pairs).
 
 Imports only torch and muse_infer.ops (Triton only through the op, on CUDA): it runs where open_clip is
@@ -32,7 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from muse_infer.ops.op import cpu_kernel_isa, op_available, selective_scan  # noqa: E402
+from muse_infer.ops.op import (  # noqa: E402
+    SCAN_FIELDS,
+    cpu_kernel_isa,
+    op_available,
+    selective_scan,
+    selective_scan_bidirectional,
+)
 from muse_infer.ops.reference import selective_scan_ref  # noqa: E402
 
 CPU_SHAPES = ["1,512,3060,16", "8,512,1024,16"]
@@ -128,16 +134,24 @@ def bench_cpu(shape: tuple, dtype_name: str, args: argparse.Namespace, first: bo
         )
     )
     if first:
-        backward = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
-        for flips in (False, True):
-            ms = time_cpu(lambda f=flips: bidirectional_two_calls(inputs, backward, f), args.repeats)
-            name = (
-                "both directions: 2 op calls + flips of u, delta, z, B, C, y"
-                if flips
-                else "both directions: 2 op calls, no flips"
-            )
-            rows.append(row("cpu", shape, dtype_name, name, ms))
+        rows += bench_cpu_bidirectional(shape, dtype_name, inputs, args)
     return rows
+
+
+def bench_cpu_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
+    """BiMamba's two scans: two op calls with the flips a block makes, without them, and the fused op."""
+    backward = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
+    forward_args, backward_args = [inputs[k] for k in SCAN_FIELDS], [backward[k] for k in SCAN_FIELDS]
+    variants = {
+        "both directions: 2 op calls + flips of u, delta, z, B, C, y": lambda: bidirectional_two_calls(
+            inputs, backward, True
+        ),
+        "both directions: 2 op calls, no flips": lambda: bidirectional_two_calls(inputs, backward, False),
+        "both directions: muse::selective_scan_bidirectional": lambda: selective_scan_bidirectional(
+            forward_args, backward_args, True
+        ),
+    }
+    return [row("cpu", shape, dtype_name, name, time_cpu(fn, args.repeats)) for name, fn in variants.items()]
 
 
 def bench_cuda(shape: tuple, dtype_name: str, args: argparse.Namespace) -> list[dict]:
@@ -193,23 +207,18 @@ def bench_mamba_ssm(shape, dtype_name, inputs, args) -> list[dict]:
 
 
 def bench_cuda_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
+    """Two op calls + flips against muse::selective_scan_bidirectional (Triton's bidirectional kernel)."""
     backward = scan_inputs(*shape, "cuda", DTYPES[dtype_name])
-    rows = [
-        row(
-            "cuda",
-            shape,
-            dtype_name,
-            "both directions: 2 op calls + flips",
-            time_cuda(lambda: bidirectional_two_calls(inputs, backward, True), args.repeats),
-        )
+    forward_args, backward_args = [inputs[k] for k in SCAN_FIELDS], [backward[k] for k in SCAN_FIELDS]
+    variants = {
+        "both directions: 2 op calls + flips": lambda: bidirectional_two_calls(inputs, backward, True),
+        "both directions: muse::selective_scan_bidirectional (Triton)": lambda: selective_scan_bidirectional(
+            forward_args, backward_args, True
+        ),
+    }
+    return [
+        row("cuda", shape, dtype_name, name, time_cuda(fn, args.repeats)) for name, fn in variants.items()
     ]
-    try:
-        from muse_infer.ops.triton_scan import ScanInputs, selective_scan_triton_bidirectional
-    except ImportError:
-        return rows + [row("cuda", shape, dtype_name, "both directions: no bidirectional entry", math.nan)]
-    fwd, bwd = ScanInputs(**inputs), ScanInputs(**backward)
-    ms = time_cuda(lambda: selective_scan_triton_bidirectional(fwd, bwd, delta_softplus=True), args.repeats)
-    return rows + [row("cuda", shape, dtype_name, "both directions: selective_scan_triton_bidirectional", ms)]
 
 
 def markdown(rows: list[dict]) -> list[str]:

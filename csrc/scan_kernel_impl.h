@@ -199,6 +199,15 @@ inline const float* at(const float* base, const int64_t* stride, int64_t b, int6
   return base + b * stride[0] + d * stride[1] + t * stride[2];
 }
 
+// Reverses the order of the first `steps` rows of a (kTile, W) tile: time order <-> scan order.
+inline void reverse_rows(float* tile, int steps) {
+  for (int i = 0, j = steps - 1; i < j; ++i, --j) {
+    const vf a = load(tile + i * W);
+    store(tile + i * W, load(tile + j * W));
+    store(tile + j * W, a);
+  }
+}
+
 struct Tiles {
   alignas(64) float u[kTile * W];
   alignas(64) float delta[kTile * W];
@@ -206,12 +215,17 @@ struct Tiles {
   alignas(64) float y[kTile * W];
 };
 
-// Loads a tile of u and delta (delta with bias and softplus applied) for channels [d0, d0 + count).
+// Loads the tile of u and delta from time t0 (delta with bias and softplus applied) for channels
+// [d0, d0 + count), rows in scan order.
 inline void load_inputs(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps,
                         vf delta_bias, Tiles& tiles) {
   load_tile(at(p.u, p.u_stride, b, d0, t0), p.u_stride[1], p.u_stride[2], count, steps, tiles.u);
   load_tile(at(p.delta, p.delta_stride, b, d0, t0), p.delta_stride[1], p.delta_stride[2], count, steps,
             tiles.delta);
+  if (p.reverse) {
+    reverse_rows(tiles.u, steps);
+    reverse_rows(tiles.delta, steps);
+  }
   for (int t = 0; t < steps; ++t) {
     vf dt = load(tiles.delta + t * W) + delta_bias;
     if (p.delta_softplus) dt = softplus_fast(dt);
@@ -265,11 +279,11 @@ struct Prefetcher {
   }
 };
 
-// The prefetcher for the tile at t0 of channels [d0, d0 + count), spread over `steps` steps of the current tile.
+// The prefetcher for the tile of `next_steps` steps from time t0 of channels [d0, d0 + count), spread
+// over the `steps` steps of the current tile.
 inline Prefetcher prefetch_tile(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0,
-                                int steps) {
+                                int next_steps, int steps) {
   Prefetcher pf;
-  const int next_steps = static_cast<int>(t0 >= p.length ? 0 : (p.length - t0 < kTile ? p.length - t0 : kTile));
   pf.add(p.u, p.u_stride, b, d0, count, t0, next_steps);
   pf.add(p.delta, p.delta_stride, b, d0, count, t0, next_steps);
   pf.add(p.z, p.z_stride, b, d0, count, t0, next_steps);
@@ -288,8 +302,8 @@ inline Prefetcher prefetch_tile(const ScanProblem& p, int64_t b, int64_t d0, int
 // NS > 0 fixes the state size at compile time: the loop over states unrolls and h lives in registers
 // (copied in and out once a tile).
 template <int NS>
-inline void scan_tile(const float* Bt, const float* Ct, int n_state, int steps, const vf* A2, vf* h_saved,
-                      const Prefetcher& prefetch, Tiles& tiles) {
+inline void scan_tile(const float* Bt, const float* Ct, int64_t bc_step, int n_state, int steps, const vf* A2,
+                      vf* h_saved, const Prefetcher& prefetch, Tiles& tiles) {
   const int n_count = NS > 0 ? NS : n_state;
   vf h_local[NS > 0 ? NS : 1];
   vf* h = NS > 0 ? h_local : h_saved;
@@ -298,8 +312,8 @@ inline void scan_tile(const float* Bt, const float* Ct, int n_state, int steps, 
     prefetch.step(t);
     const vf dt = load(tiles.delta + t * W);
     const vf du = dt * load(tiles.u + t * W);
-    const float* b_t = Bt + t * n_count;
-    const float* c_t = Ct + t * n_count;
+    const float* b_t = Bt + t * bc_step;  // bc_step: +-N, the B and C of step t in scan order
+    const float* c_t = Ct + t * bc_step;
     vf acc = {};
 #pragma GCC unroll 16
     for (int n = 0; n < n_count; ++n) {
@@ -311,19 +325,27 @@ inline void scan_tile(const float* Bt, const float* Ct, int n_state, int steps, 
   for (int n = 0; NS > 0 && n < NS; ++n) h_saved[n] = h_local[n];
 }
 
-// y = (y + D u) * silu(z) over one tile, then back to (channel, time) rows.
+// y = (y + D u) * silu(z) over one tile, back in time order, then into its (channel, time) rows (added
+// to what is there when accumulating). The tile starts at time t0.
 inline void finish_tile(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps,
                         vf D, Tiles& tiles) {
   const bool gated = p.z != nullptr;
   if (gated) {
     load_tile(at(p.z, p.z_stride, b, d0, t0), p.z_stride[1], p.z_stride[2], count, steps, tiles.z);
+    if (p.reverse) reverse_rows(tiles.z, steps);
   }
   for (int t = 0; t < steps; ++t) {
     vf y = load(tiles.y + t * W) + D * load(tiles.u + t * W);
     if (gated) y *= silu_fast(load(tiles.z + t * W));
     store(tiles.y + t * W, y);
   }
-  store_tile(tiles.y, p.length, count, steps, p.y + (b * p.channels + d0) * p.length + t0);
+  if (p.reverse) reverse_rows(tiles.y, steps);
+  float* y_rows = p.y + (b * p.channels + d0) * p.length + t0;
+  if (p.accumulate) {
+    load_tile(y_rows, p.length, 1, count, steps, tiles.z);  // tiles.z is free again
+    for (int t = 0; t < steps; ++t) store(tiles.y + t * W, load(tiles.y + t * W) + load(tiles.z + t * W));
+  }
+  store_tile(tiles.y, p.length, count, steps, y_rows);
 }
 
 // One block of up to W channels: its constants, and its state between tiles.
@@ -357,6 +379,9 @@ inline void save_last_state(const ScanProblem& p, int64_t b, int n_state, const 
   }
 }
 
+// Steps in the tile that starts s0 steps into a sequence of L (0 past the end).
+inline int tile_steps(int64_t L, int64_t s0) { return static_cast<int>(s0 >= L ? 0 : (L - s0 < kTile ? L - s0 : kTile)); }
+
 // Channels [d0, d0 + count), count <= W, of batch item b, over the whole sequence, tile by tile.
 template <int NS>
 void scan_block_impl(const ScanProblem& p, int64_t b, int64_t d0, int64_t count) {
@@ -372,11 +397,16 @@ void scan_block_impl(const ScanProblem& p, int64_t b, int64_t d0, int64_t count)
   block.count = count;
   init_block(p, n_state, storage, block);
   Tiles tiles;
-  for (int64_t t0 = 0; t0 < L; t0 += kTile) {
-    const int steps = static_cast<int>(L - t0 < kTile ? L - t0 : kTile);
+  for (int64_t s0 = 0; s0 < L; s0 += kTile) {  // s: steps in scan order; t: time
+    const int steps = tile_steps(L, s0);
+    const int64_t t0 = p.reverse ? L - s0 - steps : s0;
     load_inputs(p, b, d0, count, t0, steps, block.delta_bias, tiles);
-    const Prefetcher prefetch = prefetch_tile(p, b, d0, count, t0 + kTile, steps);
-    scan_tile<NS>(Bt + t0 * n_state, Ct + t0 * n_state, n_state, steps, block.A2, block.h, prefetch, tiles);
+    const int next_steps = tile_steps(L, s0 + kTile);
+    const int64_t next_t0 = p.reverse ? t0 - next_steps : s0 + kTile;
+    const Prefetcher prefetch = prefetch_tile(p, b, d0, count, next_t0, next_steps, steps);
+    const int64_t first = p.reverse ? t0 + steps - 1 : t0, bc_step = p.reverse ? -n_state : n_state;
+    scan_tile<NS>(Bt + first * n_state, Ct + first * n_state, bc_step, n_state, steps, block.A2, block.h,
+                  prefetch, tiles);
     finish_tile(p, b, d0, count, t0, steps, block.D, tiles);
   }
   if (p.last_state != nullptr) save_last_state(p, b, n_state, block);

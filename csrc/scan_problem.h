@@ -33,6 +33,10 @@ struct ScanProblem {
   bool delta_softplus = false;
   float* y = nullptr;           // (batch, Di, L) contiguous
   float* last_state = nullptr;  // (batch, Di, N) contiguous, optional
+  // The backward direction of a bidirectional scan: the recurrence runs from step L-1 down to 0 over
+  // inputs in natural order, and each output is added to y at the step it was computed for.
+  bool reverse = false;
+  bool accumulate = false;  // y += instead of y =
 };
 
 // Runs channels [d0, d0 + count) of batch item b, count <= the kernel's width (floats per vector), all

@@ -130,7 +130,11 @@ const float* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_da
 void run_parallel(const ScanProblem& p, const Kernel& kernel) {
   const int64_t per_group = p.channels / p.groups;
   const int64_t blocks_per_group = (per_group + kernel.width - 1) / kernel.width;
-  at::parallel_for(0, p.batch * p.groups * blocks_per_group, 1, [&](int64_t begin, int64_t end) {
+  // Threads only for enough work: waking a second thread costs ~10 us, and much more when the machine
+  // is busy (an OpenMP barrier waits for a descheduled thread). An item costs ~3 ns a (step, state).
+  const int64_t item_cost = std::max<int64_t>(1, p.length * p.dstate);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / item_cost);
+  at::parallel_for(0, p.batch * p.groups * blocks_per_group, grain, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t row = item / blocks_per_group;  // batch * groups + group
       const int64_t first = (item % blocks_per_group) * kernel.width;
@@ -140,39 +144,54 @@ void run_parallel(const ScanProblem& p, const Kernel& kernel) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& u_in, const at::Tensor& delta_in, const at::Tensor& A_in,
-                                            const at::Tensor& B_in, const at::Tensor& C_in,
-                                            const std::optional<at::Tensor>& D_in,
-                                            const std::optional<at::Tensor>& z_in,
-                                            const std::optional<at::Tensor>& delta_bias_in, bool delta_softplus,
-                                            bool want_state) {
-  const int64_t groups = check_arguments(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, delta_bias_in);
-  const at::Tensor u = as_float(u_in), delta = as_float(delta_in);
-  const at::Tensor z = z_in ? as_float(*z_in) : at::Tensor();
-  const at::Tensor A = A_in.to(at::kFloat).contiguous();
-  const at::Tensor Bt = as_time_major(B_in), Ct = as_time_major(C_in);
-  const at::Tensor D = as_vector(D_in), delta_bias = as_vector(delta_bias_in);
-
+// One direction's arguments converted for the kernel (the tensors keep the problem's pointers alive).
+struct Prepared {
+  at::Tensor u, delta, z, A, Bt, Ct, D, delta_bias;
   ScanProblem p;
-  p.batch = u.size(0), p.channels = u.size(1), p.length = u.size(2), p.dstate = A.size(1), p.groups = groups;
-  p.u = u.const_data_ptr<float>(), p.delta = delta.const_data_ptr<float>();
-  set_strides(p.u_stride, u);
-  set_strides(p.delta_stride, delta);
-  if (z.defined()) {
-    p.z = z.const_data_ptr<float>();
-    set_strides(p.z_stride, z);
+};
+
+Prepared prepare(const at::Tensor& u_in, const at::Tensor& delta_in, const at::Tensor& A_in, const at::Tensor& B_in,
+                 const at::Tensor& C_in, const std::optional<at::Tensor>& D_in, const std::optional<at::Tensor>& z_in,
+                 const std::optional<at::Tensor>& delta_bias_in, bool delta_softplus) {
+  const int64_t groups = check_arguments(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, delta_bias_in);
+  Prepared in;
+  in.u = as_float(u_in), in.delta = as_float(delta_in), in.z = z_in ? as_float(*z_in) : at::Tensor();
+  in.A = A_in.to(at::kFloat).contiguous();
+  in.Bt = as_time_major(B_in), in.Ct = as_time_major(C_in);
+  in.D = as_vector(D_in), in.delta_bias = as_vector(delta_bias_in);
+
+  ScanProblem& p = in.p;
+  p.batch = in.u.size(0), p.channels = in.u.size(1), p.length = in.u.size(2), p.dstate = in.A.size(1);
+  p.groups = groups;
+  p.u = in.u.const_data_ptr<float>(), p.delta = in.delta.const_data_ptr<float>();
+  set_strides(p.u_stride, in.u);
+  set_strides(p.delta_stride, in.delta);
+  if (in.z.defined()) {
+    p.z = in.z.const_data_ptr<float>();
+    set_strides(p.z_stride, in.z);
   }
-  p.A = A.const_data_ptr<float>(), p.Bt = Bt.const_data_ptr<float>(), p.Ct = Ct.const_data_ptr<float>();
-  p.D = data_or_null(D), p.delta_bias = data_or_null(delta_bias), p.delta_softplus = delta_softplus;
+  p.A = in.A.const_data_ptr<float>(), p.Bt = in.Bt.const_data_ptr<float>(), p.Ct = in.Ct.const_data_ptr<float>();
+  p.D = data_or_null(in.D), p.delta_bias = data_or_null(in.delta_bias), p.delta_softplus = delta_softplus;
+  return in;
+}
 
-  at::Tensor y = at::empty({p.batch, p.channels, p.length}, u.options());
-  at::Tensor state = want_state ? at::zeros({p.batch, p.channels, p.dstate}, u.options()) : at::Tensor();
+void run(ScanProblem& p, const at::Tensor& y, const at::Tensor& state) {
   p.y = y.mutable_data_ptr<float>();
-  p.last_state = want_state ? state.mutable_data_ptr<float>() : nullptr;
-
+  p.last_state = state.defined() ? state.mutable_data_ptr<float>() : nullptr;
   if (p.batch * p.channels * p.length > 0) run_parallel(p, pick_kernel());
-  const auto out_dtype = u_in.scalar_type();
-  return {y.to(out_dtype), want_state ? state.to(out_dtype) : state};
+}
+
+std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                            const at::Tensor& B, const at::Tensor& C,
+                                            const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+                                            const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                            bool want_state) {
+  Prepared in = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  const ScanProblem& p = in.p;
+  at::Tensor y = at::empty({p.batch, p.channels, p.length}, in.u.options());
+  at::Tensor state = want_state ? at::zeros({p.batch, p.channels, p.dstate}, in.u.options()) : at::Tensor();
+  run(in.p, y, state);
+  return {y.to(u.scalar_type()), want_state ? state.to(u.scalar_type()) : state};
 }
 
 at::Tensor selective_scan_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
@@ -189,6 +208,31 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_with_state_cpu(
   return scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, true);
 }
 
+// Both directions of a BiMamba block, every input in natural time order: the forward scan, plus the
+// backward one run from step L-1 down to 0 with each output added at its own step. Equal to
+// scan(forward) + flip(scan(flip(backward inputs))) without the flipped copies; the sum is rounded once.
+at::Tensor selective_scan_bidirectional_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, const at::Tensor& u_b, const at::Tensor& delta_b,
+    const at::Tensor& A_b, const at::Tensor& B_b, const at::Tensor& C_b, const std::optional<at::Tensor>& D_b,
+    const std::optional<at::Tensor>& z_b, const std::optional<at::Tensor>& delta_bias_b, bool delta_softplus) {
+  TORCH_CHECK(u_b.sizes() == u.sizes() && A_b.sizes() == A.sizes(), kOpName,
+              "_bidirectional: the directions must agree: u ", u.sizes(), " vs u_b ", u_b.sizes(), ", A ", A.sizes(),
+              " vs A_b ", A_b.sizes());
+  for (const auto& [f, b, name] : {std::tuple{D, D_b, "D"}, {z, z_b, "z"}, {delta_bias, delta_bias_b, "delta_bias"}}) {
+    TORCH_CHECK(f.has_value() == b.has_value(), kOpName, "_bidirectional: give ", name, " for both directions or for neither");
+  }
+  Prepared forward = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  Prepared backward = prepare(u_b, delta_b, A_b, B_b, C_b, D_b, z_b, delta_bias_b, delta_softplus);
+  backward.p.reverse = backward.p.accumulate = true;
+  const ScanProblem& p = forward.p;
+  at::Tensor y = at::empty({p.batch, p.channels, p.length}, forward.u.options());
+  run(forward.p, y, at::Tensor());
+  run(backward.p, y, at::Tensor());
+  return y.to(u.scalar_type());
+}
+
 }  // namespace
 }  // namespace muse
 
@@ -202,11 +246,16 @@ TORCH_LIBRARY(muse, m) {
   m.def(
       "selective_scan_with_state(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, "
       "Tensor? z=None, Tensor? delta_bias=None, bool delta_softplus=False) -> (Tensor, Tensor)");
+  m.def(
+      "selective_scan_bidirectional(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+      "Tensor? delta_bias, Tensor u_b, Tensor delta_b, Tensor A_b, Tensor B_b, Tensor C_b, Tensor? D_b, "
+      "Tensor? z_b, Tensor? delta_bias_b, bool delta_softplus=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(muse, CPU, m) {
   m.impl("selective_scan", &muse::selective_scan_cpu);
   m.impl("selective_scan_with_state", &muse::selective_scan_with_state_cpu);
+  m.impl("selective_scan_bidirectional", &muse::selective_scan_bidirectional_cpu);
 }
 
 // A Python module so that `import muse_infer._C` loads the library (which runs the registrations

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 
 from muse_infer.ops import dispatch
 from muse_infer.ops import op as scan_op
-from muse_infer.ops.op import SCHEMAS, op_available, selective_scan
+from muse_infer.ops.op import (
+    SCAN_FIELDS,
+    SCHEMAS,
+    op_available,
+    selective_scan,
+    selective_scan_bidirectional,
+    selective_scan_bidirectional_ref,
+)
 from muse_infer.ops.reference import selective_scan_ref
 
 needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
@@ -230,7 +237,7 @@ def test_cpp_and_python_schemas_agree():
 
 
 @needs_kernel
-@pytest.mark.parametrize("name", list(SCHEMAS))
+@pytest.mark.parametrize("name", ["selective_scan", "selective_scan_with_state"])
 def test_opcheck(name):
     args = make_inputs(2, 21, 37, 16, groups=3, seed=11)
     positional = (*args.values(), True)
@@ -238,6 +245,91 @@ def test_opcheck(name):
     torch.library.opcheck(
         getattr(torch.ops.muse, name).default,
         positional,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
+
+
+# Bidirectional ----------------------------------------------------------------------------------------
+
+
+def _flip_time(args):
+    return {
+        k: v.flip(-1) if k in ("u", "delta", "z", "B", "C") and v is not None else v for k, v in args.items()
+    }
+
+
+def _direction(args):
+    return tuple(args[k] for k in SCAN_FIELDS)
+
+
+def assert_bidirectional_close(forward, backward, softplus=True):
+    """Same rule as assert_close_to_oracle, for scan(forward) + flip(scan(flip(backward)))."""
+    got = selective_scan_bidirectional(_direction(forward), _direction(backward), softplus)
+    ref = selective_scan_bidirectional_ref(_direction(forward), _direction(backward), softplus)
+    oracle = scan_loop64(**forward, delta_softplus=softplus)[0] + scan_loop64(
+        **_flip_time(backward), delta_softplus=softplus
+    )[0].flip(-1)
+    assert got.dtype == forward["u"].dtype and got.shape == oracle.shape
+    err_op, err_ref = ((t.double() - oracle).abs().max().item() for t in (got, ref))
+    floor = LOW_PRECISION[got.dtype] * max(1.0, oracle.abs().max().item())
+    assert err_op <= 2 * err_ref + floor, f"op error {err_op:.3g}, reference error {err_ref:.3g}"
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("size", "groups", "dtype"),
+    [
+        ((2, 37, 113, 16), 0, torch.float32),
+        ((1, 21, 50, 17), 3, torch.float32),
+        ((1, 5, 7, 1), 0, torch.float32),
+        ((2, 37, 272, 16), 0, torch.bfloat16),
+    ],
+    ids=["37x113", "grouped", "tiny", "bf16"],
+)
+def test_bidirectional_matches_reference(size, groups, dtype):
+    forward = make_inputs(*size, groups=groups, dtype=dtype, seed=12)
+    backward = make_inputs(*size, groups=groups, dtype=dtype, seed=13)
+    assert_bidirectional_close(forward, backward)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+def test_bidirectional_every_build_and_layout(isa, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_ISA", isa)
+    if scan_op.cpu_kernel_isa() != isa:
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    forward = _non_contiguous(make_inputs(1, 64, 3060 // 20, 16, seed=14))
+    backward = make_inputs(1, 64, 3060 // 20, 16, seed=15)
+    assert_bidirectional_close(forward, _non_contiguous(backward))
+    plain = {k: v for k, v in make_inputs(1, 40, 37, 17, softplus=False, seed=16).items()}
+    for args in (plain, backward):
+        args.update(D=None, z=None, delta_bias=None)
+    assert_bidirectional_close(plain, _flip_time(plain), softplus=False)
+
+
+@needs_kernel
+def test_bidirectional_checks_its_arguments():
+    forward, backward = make_inputs(1, 5, 7, 16), make_inputs(1, 5, 7, 16)
+    with pytest.raises(ValueError, match="z for both directions or for neither"):
+        selective_scan_bidirectional(_direction(forward), _direction({**backward, "z": None}))
+    with pytest.raises(RuntimeError, match="z for both directions or for neither"):
+        torch.ops.muse.selective_scan_bidirectional(
+            *_direction(forward), *_direction({**backward, "z": None})
+        )
+    with pytest.raises(RuntimeError, match="directions must agree"):
+        selective_scan_bidirectional(_direction(forward), _direction(make_inputs(1, 5, 8, 16)))
+    with pytest.raises(RuntimeError, match="no backward"):
+        selective_scan_bidirectional(
+            _direction({**forward, "u": forward["u"].requires_grad_(True)}), _direction(backward)
+        )
+
+
+@needs_kernel
+def test_bidirectional_opcheck():
+    forward, backward = make_inputs(2, 21, 37, 16, groups=3, seed=17), make_inputs(2, 21, 37, 16, seed=18)
+    torch.library.opcheck(
+        torch.ops.muse.selective_scan_bidirectional.default,
+        (*_direction(forward), *_direction(backward), True),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
 
@@ -327,6 +419,24 @@ def test_dispatch_logs_its_choice_once(monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records] == ["selective scan on cpu uses selective_scan_ref"]
 
 
+def test_dispatch_bidirectional(monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN", "auto")
+    seen = []
+    for name in ("selective_scan_bidirectional", "selective_scan_bidirectional_ref"):
+        real = getattr(scan_op, name)
+        monkeypatch.setattr(scan_op, name, lambda *a, real=real, name=name: seen.append(name) or real(*a))
+    forward, backward = (
+        _direction(make_inputs(1, 5, 7, 16, seed=1)),
+        _direction(make_inputs(1, 5, 7, 16, seed=2)),
+    )
+    y = dispatch.selective_scan_bidirectional_fn(forward, backward, True)
+    forward[1].requires_grad_(True)
+    dispatch.selective_scan_bidirectional_fn(forward, backward, True).sum().backward()
+    fast = "selective_scan_bidirectional" if op_available("cpu") else "selective_scan_bidirectional_ref"
+    assert seen == [fast, "selective_scan_bidirectional_ref"] and forward[1].grad is not None
+    torch.testing.assert_close(y, selective_scan_bidirectional_ref(forward, backward, True))
+
+
 def test_without_the_cpp_library_the_op_still_runs_on_the_reference():
     code = """
 import sys, torch
@@ -338,6 +448,7 @@ assert not op.op_available("cpu") and op.cpu_kernel_isa() is None
 args = [torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.rand(4, 3), torch.randn(1, 3, 9), torch.randn(1, 3, 9)]
 torch.testing.assert_close(op.selective_scan(*args), selective_scan_ref(*args), rtol=0, atol=0)
 torch.testing.assert_close(selective_scan_fn(*args), selective_scan_ref(*args), rtol=0, atol=0)
+torch.testing.assert_close(op.selective_scan_bidirectional(args, args), op.selective_scan_bidirectional_ref(args, args))
 torch.library.opcheck(torch.ops.muse.selective_scan.default, args, test_utils=("test_schema", "test_faketensor"))
 print(torch._C._dispatch_dump("muse::selective_scan"))
 """

@@ -46,6 +46,21 @@ def selective_scan_fn(
     return selective_scan_ref(*args)
 
 
+def selective_scan_bidirectional_fn(forward, backward, delta_softplus: bool = False) -> torch.Tensor:
+    """Both scans of a BiMamba block, chosen like selective_scan_fn: the fused op, else the reference.
+
+    ``forward``, ``backward``: (u, delta, A, B, C[, D, z, delta_bias]) each, shapes as above, every tensor
+    in natural time order; the backward scan runs from the last step to the first (see
+    ``muse_infer.ops.op.selective_scan_bidirectional``). Returns y (batch, Di, L) in forward u's dtype.
+    """
+    from .op import selective_scan_bidirectional, selective_scan_bidirectional_ref
+
+    forward, backward = tuple(forward), tuple(backward)
+    if _chosen_impl(forward[0], needs_grad=_needs_grad((*forward, *backward))) == "op":
+        return selective_scan_bidirectional(forward, backward, delta_softplus)
+    return selective_scan_bidirectional_ref(forward, backward, delta_softplus)
+
+
 def _needs_grad(args) -> bool:
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 

@@ -29,10 +29,17 @@ _ARGS = (
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False)"
 )
+_BIDIRECTIONAL_ARGS = (
+    "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+    "Tensor u_b, Tensor delta_b, Tensor A_b, Tensor B_b, Tensor C_b, Tensor? D_b, Tensor? z_b, "
+    "Tensor? delta_bias_b, bool delta_softplus=False)"
+)
 SCHEMAS = {
     "selective_scan": f"{_ARGS} -> Tensor",
     "selective_scan_with_state": f"{_ARGS} -> (Tensor, Tensor)",
+    "selective_scan_bidirectional": f"{_BIDIRECTIONAL_ARGS} -> Tensor",
 }
+SCAN_FIELDS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # one direction's arguments, in order
 NO_BACKWARD_MESSAGE = (
     "muse::selective_scan has no backward. For training use selective_scan_ref "
     "(muse_infer.ops.selective_scan_ref), or call selective_scan_fn with MUSE_SCAN=ref or auto, "
@@ -69,6 +76,14 @@ if _cpu_library is None:
         )
         return y.contiguous(), state.contiguous()
 
+    @torch.library.register_kernel("muse::selective_scan_bidirectional", "cpu")
+    def _scan_bidirectional_cpu_fallback(*args, delta_softplus=False):
+        # The dispatcher drops a trailing argument equal to its default: delta_softplus may be absent.
+        forward, backward, rest = args[:8], args[8:16], args[16:]
+        return selective_scan_bidirectional_ref(
+            forward, backward, rest[0] if rest else delta_softplus
+        ).contiguous()
+
 
 @torch.library.register_fake("muse::selective_scan")
 def _scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -78,6 +93,11 @@ def _scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplu
 @torch.library.register_fake("muse::selective_scan_with_state")
 def _scan_with_state_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     return u.new_empty(u.shape), u.new_empty(u.shape[0], u.shape[1], A.shape[1])  # y, state (batch, Di, N)
+
+
+@torch.library.register_fake("muse::selective_scan_bidirectional")
+def _scan_bidirectional_fake(u, *args):
+    return u.new_empty(u.shape)
 
 
 @torch.library.register_kernel("muse::selective_scan", "cuda")
@@ -95,6 +115,17 @@ def _scan_with_state_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True
     )
     return y.contiguous(), state.contiguous()
+
+
+@torch.library.register_kernel("muse::selective_scan_bidirectional", "cuda")
+def _scan_bidirectional_cuda(*args, delta_softplus=False):
+    from .triton_scan import ScanInputs, selective_scan_triton_bidirectional
+
+    # The dispatcher drops a trailing argument equal to its default: delta_softplus may be absent.
+    forward, backward, rest = ScanInputs(*args[:8]), ScanInputs(*args[8:16]), args[16:]
+    return selective_scan_triton_bidirectional(
+        forward, backward, rest[0] if rest else delta_softplus
+    ).contiguous()
 
 
 def _refuse_backward(ctx, *grads):
@@ -136,6 +167,44 @@ def selective_scan(
     if return_last_state:
         return torch.ops.muse.selective_scan_with_state(*args)
     return torch.ops.muse.selective_scan(*args)
+
+
+def selective_scan_bidirectional(forward, backward, delta_softplus: bool = False) -> torch.Tensor:
+    """Both scans of a BiMamba block through ``torch.ops.muse.selective_scan_bidirectional``.
+
+    ``forward`` and ``backward``: each a sequence (u, delta, A, B, C[, D, z, delta_bias]) with the shapes
+    of ``selective_scan`` (a ``triton_scan.ScanInputs`` works), every tensor in natural time order.
+    Returns y (batch, Di, L) in forward u's dtype, equal up to fp32 rounding to
+    ``selective_scan_bidirectional_ref(forward, backward, delta_softplus)``: the backward scan runs
+    from step L-1 down to 0 and each of its outputs lands at its own step, with no flipped copies.
+    D, z and delta_bias go in both directions or in neither. Inference only, like ``selective_scan``.
+    """
+    args = (*_direction(forward), *_direction(backward), delta_softplus)
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        raise RuntimeError(NO_BACKWARD_MESSAGE)
+    for name, f, b in zip(SCAN_FIELDS[5:], args[5:8], args[13:16], strict=True):
+        if (f is None) != (b is None):
+            raise ValueError(f"give {name} for both directions or for neither")
+    return torch.ops.muse.selective_scan_bidirectional(*args)
+
+
+def selective_scan_bidirectional_ref(forward, backward, delta_softplus: bool = False) -> torch.Tensor:
+    """The meaning of the bidirectional op in plain PyTorch: scan(forward) + flip(scan(flip(backward)))."""
+    forward, backward = _direction(forward), _direction(backward)
+    flipped = [
+        a.flip(-1) if name in ("u", "delta", "z", "B", "C") and a is not None else a
+        for name, a in zip(SCAN_FIELDS, backward, strict=True)
+    ]
+    y_forward = selective_scan_ref(*forward, delta_softplus)
+    return y_forward + selective_scan_ref(*flipped, delta_softplus).flip(-1).to(y_forward.dtype)
+
+
+def _direction(args) -> tuple:
+    """(u, delta, A, B, C[, D, z, delta_bias]) padded with None to the 8 arguments of one direction."""
+    args = tuple(args)
+    if not 5 <= len(args) <= 8:
+        raise ValueError(f"a direction is (u, delta, A, B, C[, D, z, delta_bias]); got {len(args)} items")
+    return args + (None,) * (8 - len(args))
 
 
 def op_available(device_type: str) -> bool:
