@@ -6,10 +6,11 @@
 // different instruction sets never meet in the linker.
 //
 // Layout: one vector lane per channel. A block of W channels is scanned together, time step by time
-// step, so the N states of a channel live in N vectors and y_t needs no horizontal sum. Inputs come in
-// as (channel, time) rows; each tile of kTile steps is transposed into (time, channel) buffers that
-// stay in L1. The cost is the exp(delta * A) of every (channel, step, state): a polynomial exp2 on whole
-// vectors, about 12 instructions for W of them.
+// step, so the N states of a channel live in N vectors and y_t needs no horizontal sum. Each tile of
+// kTile steps of u, delta and z is gathered into (time, channel) buffers that stay in L1: with W x W
+// in-register transposes from time-contiguous rows, or plain vector loads when the channel stride is 1.
+// The cost is the exp(delta * A) of every (channel, step, state): a polynomial exp2 on whole vectors,
+// 9 instructions for W of them with AVX-512, then 3 more for the state and the output.
 
 namespace muse {
 namespace MUSE_ISA_NAMESPACE {
@@ -46,13 +47,13 @@ inline vf round_nearest(vf y) {
   return (vf)_mm512_maskz_roundscale_ps(0xffff, (__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 inline vf times_pow2(vf p, vf k) { return (vf)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k); }
-constexpr float kExp2Low = -1e30f, kExp2High = 1e30f;  // no clamping needed
+constexpr bool kClampExponent = false;
 #else
 // round(y) for y in [-127, 127] (callers clamp): truncating y + 127.5 > 0 is floor(y + 0.5) + 127.
 inline vf round_nearest(vf y) { return __builtin_convertvector(__builtin_convertvector(y + 127.5f, vi) - 127, vf); }
 // p 2^k for integer k in [-127, 127], k = -127 giving 0 (the true value is below float's normal range).
 inline vf times_pow2(vf p, vf k) { return p * (vf)((__builtin_convertvector(k, vi) + 127) << 23); }
-constexpr float kExp2Low = -127.0f, kExp2High = 127.0f;
+constexpr bool kClampExponent = true;
 #endif
 
 // 2^r for r in [-0.5, 0.5] (Cephes exp2f coefficients), relative error ~1e-7.
@@ -69,7 +70,7 @@ inline vf exp2_poly(vf r) {
 // 2^x for the scan's exp(delta A) = 2^(delta A log2(e)); 9 instructions with AVX-512. Generic builds
 // return 0 below 2^-127 and saturate near 2^127.
 inline vf exp2_fast(vf x) {
-  x = vmin(vmax(x, splat(kExp2Low)), splat(kExp2High));
+  if (kClampExponent) x = vmin(vmax(x, splat(-127.0f)), splat(127.0f));
   const vf k = round_nearest(x);
   return times_pow2(exp2_poly(x - k), k);
 }
@@ -77,7 +78,7 @@ inline vf exp2_fast(vf x) {
 // e^x with Cody-Waite reduction (x = k ln2 + r, ln2 split in two so that k ln2_hi is exact) and
 // Cephes' expf polynomial: relative error ~1e-7 over the whole range, no bias growing with |x|.
 inline vf exp_fast(vf x) {
-  x = vmin(vmax(x, splat(-87.5f)), splat(88.0f));
+  if (kClampExponent) x = vmin(vmax(x, splat(-87.5f)), splat(88.0f));
   const vf k = round_nearest(x * kLog2e);
   const vf r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
   vf p = splat(1.9875691500e-4f);
@@ -122,7 +123,8 @@ inline vf reciprocal(vf x) {
 inline vf reciprocal(vf x) { return 1.0f / x; }
 #endif
 
-inline vf silu_fast(vf x) { return x * reciprocal(1.0f + exp_fast(-x)); }
+// x sigmoid(x). The exponent is capped so that 1 + e^-x stays finite: Newton's step on inf gives NaN.
+inline vf silu_fast(vf x) { return x * reciprocal(1.0f + exp_fast(vmin(-x, splat(80.0f)))); }
 
 // Lanes [0, count) from p (nullptr: zeros), the rest zero so padded lanes stay finite.
 inline vf load_lanes(const float* p, int64_t count, float fill) {

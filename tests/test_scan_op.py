@@ -202,6 +202,18 @@ def test_every_instruction_set_build(isa, monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+def test_extreme_values_stay_finite(isa, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_ISA", isa)
+    args = make_inputs(1, 37, 50, 16, seed=19)
+    args["z"] = args["z"] * 200  # silu's exp overflows fp32 below z = -88
+    args["delta"] = args["delta"] * 100  # softplus of +-100s: the identity, or 0
+    y = selective_scan(**args, delta_softplus=True)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, selective_scan_ref(**args, delta_softplus=True), rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
 def test_empty_sequence():
     args = make_inputs(2, 5, 0, 16)
     y, state = selective_scan(**args, delta_softplus=True, return_last_state=True)
