@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -66,6 +67,15 @@ def scan_inputs(batch: int, channels: int, length: int, dstate: int, device: str
         z=randn(batch, channels, length).to(dtype),
         delta_bias=dt + torch.log(-torch.expm1(-dt)),  # inverse softplus of dt
     )
+
+
+def model_layout(args: dict) -> dict:
+    """The same values laid out as BiMamba passes them: delta (batch, L, Di) memory seen as (batch, Di, L),
+    z one half of a (batch, L, 2 Di) projection; channel stride 1 for both."""
+    batch, channels, length = args["u"].shape
+    delta = args["delta"].transpose(1, 2).contiguous().transpose(1, 2)
+    xz = torch.cat([args["u"], args["z"]], dim=1).transpose(1, 2).contiguous().transpose(1, 2)
+    return {**args, "delta": delta, "z": xz[:, channels:]}
 
 
 def scan_bytes(args: dict) -> int:
@@ -134,6 +144,18 @@ def bench_cpu(shape: tuple, dtype_name: str, args: argparse.Namespace, first: bo
         )
     )
     if first:
+        model = model_layout(inputs)
+        ms = time_cpu(lambda: selective_scan(**model, delta_softplus=True), args.repeats)
+        rows.append(
+            row(
+                "cpu",
+                shape,
+                dtype_name,
+                "muse::selective_scan, delta and z in the model's layout",
+                ms,
+                vs_ref=round(ref_ms / ms, 1),
+            )
+        )
         rows += bench_cpu_bidirectional(shape, dtype_name, inputs, args)
     return rows
 
@@ -240,6 +262,17 @@ def markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    """The CPU's model name (lscpu's), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
@@ -264,9 +297,11 @@ def main(argv=None) -> None:
     setup = dict(
         torch=torch.__version__,
         threads=torch.get_num_threads(),
-        cpu=platform.processor() or platform.machine(),
+        cpu=cpu_name(),
         cpu_kernel=cpu_kernel_isa(),
         gpu=torch.cuda.get_device_name() if "cuda" in devices else None,
+        # Other processes skew CPU times (an OpenMP barrier waits for any descheduled thread): say so.
+        load_average_1min=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     )
     print("setup:", ", ".join(f"{k}={v}" for k, v in setup.items()))
     rows = []

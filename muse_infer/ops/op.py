@@ -1,9 +1,15 @@
-"""The custom op ``torch.ops.muse.selective_scan`` and its Python entry ``selective_scan``.
+"""The custom ops ``torch.ops.muse.selective_scan*`` and their Python entries.
+
+- ``selective_scan``: one scan, ``selective_scan_ref``'s arguments; it calls ``muse::selective_scan``,
+  or ``muse::selective_scan_with_state`` when ``return_last_state``.
+- ``selective_scan_bidirectional``: both scans of a BiMamba block in one call
+  (``muse::selective_scan_bidirectional``), the backward one reading its inputs back to front.
 
 Kernels, by device:
 - CPU: the C++ kernel in csrc/selective_scan.cpp, in the extension ``muse_infer._C`` that setup.py builds.
   Loading it defines the op's schema (TORCH_LIBRARY) and registers the CPU kernel.
-- CUDA: ``muse_infer.ops.triton_scan.selective_scan_triton``, registered here, imported on first call.
+- CUDA: ``muse_infer.ops.triton_scan``'s ``selective_scan_triton`` and
+  ``selective_scan_triton_bidirectional``, registered here, imported on the first CUDA call.
 - Meta / fake tensors: shape-only kernels registered here (torch.compile, torch.export).
 
 Without the extension (a build with MUSE_SKIP_CPP_BUILD=1, or a failed build) the schema is defined here
