@@ -228,6 +228,7 @@ def test_unknown_backend_is_a_clear_error():
 
 def test_decode_pool_cuts_off_a_hanging_decode(corpus, monkeypatch):
     from muse_infer.decode_pool import DecodePool, DecodeSettings
+    from muse_infer.video import load_video
 
     root, good, _ = corpus
     monkeypatch.setenv("MUSE_TEST_DECODE_DELAY", "a.mp4=60")
@@ -239,6 +240,9 @@ def test_decode_pool_cuts_off_a_hanging_decode(corpus, monkeypatch):
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert "timed out after 2 s" in results[0].error
     assert results[1].error is None and results[1].frames.shape == (2, 3, 224, 224)
+    frames, mask = load_video(paths[1], max_frames=2)  # the pool sends uint8 and normalises again:
+    np.testing.assert_array_equal(results[1].frames, frames.numpy())  # the very same bits
+    np.testing.assert_array_equal(results[1].mask, mask.numpy())
     assert "not a readable video container" in results[2].error
     assert results[3].error is None
 
