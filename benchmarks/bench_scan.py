@@ -124,47 +124,78 @@ def row(device, shape, dtype, impl, ms, **extra) -> dict:
     return dict(device=device, shape=shape, dtype=dtype, impl=impl, ms=round(ms, 3), **extra)
 
 
+def thread_cpu_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum CPU time in ms of this thread over ``repeats`` calls run on 1 thread, after a warm-up.
+
+    Why: on a shared machine wall times measure the neighbours too; one thread's CPU time does not count
+    the time it spends descheduled (it still feels their use of caches and memory).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        best = math.inf
+        for _ in range(repeats):
+            start = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return best * 1e3
+
+
+def cpu_rows(shape, dtype_name, variants: dict, args, repeats: int) -> list[dict]:
+    """One row a variant (name -> function), wall ms and, with --thread-cpu-time, 1-thread CPU ms."""
+    rows = []
+    for name, fn in variants.items():
+        extra = dict(cpu_1t_ms=round(thread_cpu_ms(fn, repeats), 3)) if args.thread_cpu_time else {}
+        rows.append(row("cpu", shape, dtype_name, name, time_cpu(fn, repeats), **extra))
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """vs_ref (and cpu_1t_vs_ref): how many times faster than the first row, the reference."""
+    ref = rows[0]
+    for r in rows:
+        if not r["impl"].startswith("both directions"):
+            r["vs_ref"] = round(ref["ms"] / r["ms"], 1)
+            if "cpu_1t_ms" in r:
+                r["cpu_1t_vs_ref"] = round(ref["cpu_1t_ms"] / r["cpu_1t_ms"], 1)
+    return rows
+
+
 def bench_cpu(shape: tuple, dtype_name: str, args: argparse.Namespace, first: bool) -> list[dict]:
     inputs = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
-    ref_ms = time_cpu(lambda: selective_scan_ref(**inputs, delta_softplus=True), args.ref_repeats)
-    rows = [row("cpu", shape, dtype_name, "selective_scan_ref", ref_ms, vs_ref=1.0)]
+    rows = cpu_rows(
+        shape,
+        dtype_name,
+        {"selective_scan_ref": lambda: selective_scan_ref(**inputs, delta_softplus=True)},
+        args,
+        args.ref_repeats,
+    )
     if not op_available("cpu"):
         return rows + [
             row("cpu", shape, dtype_name, "muse::selective_scan: muse_infer._C not built", math.nan)
         ]
-    op_ms = time_cpu(lambda: selective_scan(**inputs, delta_softplus=True), args.repeats)
-    rows.append(
-        row(
-            "cpu",
-            shape,
-            dtype_name,
-            f"muse::selective_scan (C++, {cpu_kernel_isa()})",
-            op_ms,
-            vs_ref=round(ref_ms / op_ms, 1),
+    variants = {
+        f"muse::selective_scan (C++, {cpu_kernel_isa()})": lambda: selective_scan(
+            **inputs, delta_softplus=True
         )
-    )
+    }
     if first:
         model = model_layout(inputs)
-        ms = time_cpu(lambda: selective_scan(**model, delta_softplus=True), args.repeats)
-        rows.append(
-            row(
-                "cpu",
-                shape,
-                dtype_name,
-                "muse::selective_scan, delta and z in the model's layout",
-                ms,
-                vs_ref=round(ref_ms / ms, 1),
-            )
+        variants["muse::selective_scan, delta and z in the model's layout"] = lambda: selective_scan(
+            **model, delta_softplus=True
         )
-        rows += bench_cpu_bidirectional(shape, dtype_name, inputs, args)
-    return rows
+        variants.update(bidirectional_variants(shape, dtype_name, inputs))
+    return add_ratios(rows + cpu_rows(shape, dtype_name, variants, args, args.repeats))
 
 
-def bench_cpu_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
+def bidirectional_variants(shape, dtype_name, inputs) -> dict:
     """BiMamba's two scans: two op calls with the flips a block makes, without them, and the fused op."""
     backward = scan_inputs(*shape, "cpu", DTYPES[dtype_name])
     forward_args, backward_args = [inputs[k] for k in SCAN_FIELDS], [backward[k] for k in SCAN_FIELDS]
-    variants = {
+    return {
         "both directions: 2 op calls + flips of u, delta, z, B, C, y": lambda: bidirectional_two_calls(
             inputs, backward, True
         ),
@@ -173,7 +204,6 @@ def bench_cpu_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
             forward_args, backward_args, True
         ),
     }
-    return [row("cpu", shape, dtype_name, name, time_cpu(fn, args.repeats)) for name, fn in variants.items()]
 
 
 def bench_cuda(shape: tuple, dtype_name: str, args: argparse.Namespace) -> list[dict]:
@@ -243,21 +273,25 @@ def bench_cuda_bidirectional(shape, dtype_name, inputs, args) -> list[dict]:
     ]
 
 
+def table_line(r: dict) -> str:
+    ratio = f"x{r['vs_ref']}" if "vs_ref" in r else ""
+    one_thread = f"{r['cpu_1t_ms']:10.2f} ms 1-thread CPU" if "cpu_1t_ms" in r else ""
+    return (
+        f"{r['device']:5} {str(r['shape']):22} {r['dtype']:9} {r['ms']:10.2f} ms {ratio:>8} "
+        f"{r.get('GBps', ''):>7} {one_thread}  {r['impl']}"
+    )
+
+
 def markdown(rows: list[dict]) -> list[str]:
-    lines = [
-        "| device | batch, Di, L, N | dtype | implementation | ms | x ref | GB/s |",
-        "|---|---|---|---|---:|---:|---:|",
-    ]
+    cpu_time = any("cpu_1t_ms" in r for r in rows)
+    head = ["device", "batch, Di, L, N", "dtype", "implementation", "ms", "x ref", "GB/s"]
+    head += ["1-thread CPU ms", "x ref (1 thread)"] if cpu_time else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for r in rows:
-        cells = [
-            r["device"],
-            ", ".join(map(str, r["shape"])),
-            r["dtype"],
-            r["impl"],
-            f"{r['ms']:.2f}",
-            str(r.get("vs_ref", "")),
-            str(r.get("GBps", "")),
-        ]
+        cells = [r["device"], ", ".join(map(str, r["shape"])), r["dtype"], r["impl"], f"{r['ms']:.2f}"]
+        cells += [str(r.get("vs_ref", "")), str(r.get("GBps", ""))]
+        if cpu_time:
+            cells += [str(r.get("cpu_1t_ms", "")), str(r.get("cpu_1t_vs_ref", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -281,6 +315,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls of the fast paths")
     parser.add_argument("--ref-repeats", type=int, default=3, help="timed calls of the (slow) reference")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before timing (CPU)")
+    parser.add_argument(
+        "--thread-cpu-time",
+        action="store_true",
+        help="CPU: also time each variant as one thread's CPU time on 1 thread (robust on a shared machine)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows and the setup here")
     return parser.parse_args(argv)
 
@@ -316,11 +355,7 @@ def main(argv=None) -> None:
                     else bench_cuda(shape, dtype_name, args)
                 )
                 for r in new:
-                    print(
-                        f"{r['device']:5} {str(r['shape']):22} {r['dtype']:9} {r['ms']:10.2f} ms  "
-                        f"{'x{}'.format(r['vs_ref']) if 'vs_ref' in r else '':>8}  {r.get('GBps', ''):>7}  {r['impl']}",
-                        flush=True,
-                    )
+                    print(table_line(r), flush=True)
                 rows += new
     print()
     print("\n".join(markdown(rows)))
