@@ -39,20 +39,33 @@ inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 
+// Every exp here splits its argument y into round(y) and a rest, and scales a polynomial of the rest by
+// 2^round(y). ExpSplit holds round(y) as a float, and whatever the scaling needs.
 #if defined(MUSE_SCAN_AVX512_EXP2)
-// round(y) as a float; times_pow2(p, k) = p 2^k with vscalefps, which underflows to 0 and overflows to
-// inf correctly, so callers need no clamping.
-inline vf round_nearest(vf y) {
+struct ExpSplit {
+  vf k;
+};
+inline ExpSplit split_exponent(vf y) {
   // The maskz forms: GCC 12's unmasked ones read an "undefined" register that -Wall reports.
-  return (vf)_mm512_maskz_roundscale_ps(0xffff, (__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return {(vf)_mm512_maskz_roundscale_ps(0xffff, (__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
-inline vf times_pow2(vf p, vf k) { return (vf)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k); }
+// p 2^k with vscalefps, which underflows to 0 and overflows to inf correctly: callers need no clamping.
+inline vf times_pow2(vf p, ExpSplit e) { return (vf)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)e.k); }
 constexpr bool kClampExponent = false;
 #else
-// round(y) for y in [-127, 127] (callers clamp): truncating y + 127.5 > 0 is floor(y + 0.5) + 127.
-inline vf round_nearest(vf y) { return __builtin_convertvector(__builtin_convertvector(y + 127.5f, vi) - 127, vf); }
-// p 2^k for integer k in [-127, 127], k = -127 giving 0 (the true value is below float's normal range).
-inline vf times_pow2(vf p, vf k) { return p * (vf)((__builtin_convertvector(k, vi) + 127) << 23); }
+struct ExpSplit {
+  vf k;
+  vi biased;  // k + 127, float's exponent field
+};
+// For y in [-127, 127] (callers clamp): truncating y + 127.5 > 0 is floor(y + 0.5) + 127.
+inline ExpSplit split_exponent(vf y) {
+  const vi biased = __builtin_convertvector(y + 127.5f, vi);
+  // k from the integer: with -ffast-math, x - (float(biased) - 127) may become (x + 127) - float(biased),
+  // which rounds away the low bits of x.
+  return {__builtin_convertvector(biased - 127, vf), biased};
+}
+// p 2^k by building 2^k's bits; k = -127 gives 0 (the true value is below float's normal range).
+inline vf times_pow2(vf p, ExpSplit e) { return p * (vf)(e.biased << 23); }
 constexpr bool kClampExponent = true;
 #endif
 
@@ -71,23 +84,23 @@ inline vf exp2_poly(vf r) {
 // return 0 below 2^-127 and saturate near 2^127.
 inline vf exp2_fast(vf x) {
   if (kClampExponent) x = vmin(vmax(x, splat(-127.0f)), splat(127.0f));
-  const vf k = round_nearest(x);
-  return times_pow2(exp2_poly(x - k), k);
+  const ExpSplit e = split_exponent(x);
+  return times_pow2(exp2_poly(x - e.k), e);
 }
 
 // e^x with Cody-Waite reduction (x = k ln2 + r, ln2 split in two so that k ln2_hi is exact) and
 // Cephes' expf polynomial: relative error ~1e-7 over the whole range, no bias growing with |x|.
 inline vf exp_fast(vf x) {
   if (kClampExponent) x = vmin(vmax(x, splat(-87.5f)), splat(88.0f));
-  const vf k = round_nearest(x * kLog2e);
-  const vf r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  const ExpSplit e = split_exponent(x * kLog2e);
+  const vf r = (x - e.k * 0.693359375f) - e.k * -2.12194440e-4f;
   vf p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  return times_pow2(p * r * r + r + 1.0f, k);
+  return times_pow2(p * r * r + r + 1.0f, e);
 }
 
 // log1p(w) / w for w in [0, 1]: Chebyshev fit of degree 10, relative error 1.2e-7 in fp32 and no bias.
