@@ -161,17 +161,20 @@ def selective_scan_script(
         delta = delta + delta_bias.float().unsqueeze(1)
     if delta_softplus:
         delta = F.softplus(delta)
-    decay = torch.exp(delta.transpose(1, 2).unsqueeze(3) * A)  # (batch, L, Di, N)
-    drive = (delta * u).transpose(1, 2).unsqueeze(3) * B.float().transpose(1, 2).unsqueeze(
+    # Time-major and contiguous, so each step reads one block; one addcmul a step (the interpreter's
+    # cost is per op), the readout by C as one matmul after the loop.
+    delta_t = delta.permute(2, 0, 1).contiguous()  # (L, batch, Di)
+    decay = torch.exp(delta_t.unsqueeze(3) * A)  # (L, batch, Di, N)
+    drive = (delta_t * u.permute(2, 0, 1)).unsqueeze(3) * B.float().permute(2, 0, 1).unsqueeze(
         2
-    )  # (batch, L, Di, N)
-    readout = C.float().transpose(1, 2).unsqueeze(3)  # (batch, L, N, 1)
-    h = torch.zeros_like(decay[:, 0])  # (batch, Di, N)
-    ys: list[Tensor] = []
-    for t in range(u.shape[2]):
-        h = decay[:, t] * h + drive[:, t]
-        ys.append(torch.matmul(h, readout[:, t]))  # (batch, Di, 1)
-    y = torch.cat(ys, dim=2) if len(ys) > 0 else torch.zeros_like(u)
+    )  # (L, batch, Di, N)
+    states = torch.empty_like(decay)
+    h = torch.zeros_like(decay[0])  # (batch, Di, N)
+    for t in range(decay.shape[0]):
+        h = torch.addcmul(drive[t], decay[t], h)
+        states[t] = h
+    readout = C.float().permute(2, 0, 1).unsqueeze(3)  # (L, batch, N, 1)
+    y = torch.matmul(states, readout).squeeze(3).permute(1, 2, 0)  # (batch, Di, L)
     if D is not None:
         y = y + D.float().unsqueeze(1) * u
     if z is not None:

@@ -35,8 +35,10 @@ def export_video_torchscript(model: nn.Module, path: str | Path, portable: bool 
     """Trace the video encoder: frames (batch, T, 3, H, W) float32, mask (batch, T) float32 -> (batch, C).
 
     portable=False keeps ``muse::selective_scan`` calls; True embeds the scan as TorchScript code.
+    Traced on the model's device: a trace made on CPU creates its intermediate tensors on CPU.
     """
-    frames, mask = example_video_inputs(model.config, TRACE_BATCH)
+    device = next(model.parameters()).device
+    frames, mask = (t.to(device) for t in example_video_inputs(model.config, TRACE_BATCH))
     routing = scan_as_script() if portable else scan_as_op()
     with routing:
         return _trace_and_save(VideoEncoderModule(model), (frames, mask), Path(path))

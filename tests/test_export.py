@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 
 import muse_infer
+import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan for the scan-only module)
 from export import ExportError, export_checkpoint, op_library_path
 from export.cli import export_command
 from export.modules import example_text_inputs, example_video_inputs, scripted_scan
@@ -307,3 +308,64 @@ def test_scripted_scan_matches_the_reference():
         scan(u, delta, A, B, C, D, z, bias, True), selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
     )
     torch.testing.assert_close(scan(u, delta.abs(), A, B, C), selective_scan_ref(u, delta.abs(), A, B, C))
+
+
+def test_encode_videos_with_onnx_matches_torch_and_searches_across(tiny_export, tiny_checkpoint, tmp_path):
+    from muse_infer.cli import main
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from video_factory import make_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i, (frames, fps) in enumerate([(30, 10.0), (8, 2.0), (50, 5.0)]):
+        make_video(videos / f"v{i}.mp4", frames, fps, size=(48, 64))
+    runner = CliRunner()
+    common = ["--device", "cpu", "--workers", "0", "--batch-size", "2", "-q"]
+    indexes = {}
+    for backend, model in (("torch", tiny_checkpoint), ("onnx", tiny_export.directory)):
+        out = tmp_path / f"{backend}.npy"
+        result = runner.invoke(
+            main,
+            [
+                "encode-videos",
+                str(videos),
+                "--out",
+                str(out),
+                "--model",
+                str(model),
+                "--backend",
+                backend,
+                *common,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        indexes[backend] = (np.load(out), json.loads(out.with_suffix(".json").read_text()))
+    (torch_rows, torch_meta), (onnx_rows, onnx_meta) = indexes["torch"], indexes["onnx"]
+    assert torch_meta["paths"] == onnx_meta["paths"] and torch_meta["model"] == onnx_meta["model"]
+    cosine = (
+        (torch_rows * onnx_rows).sum(1)
+        / np.linalg.norm(torch_rows, axis=1)
+        / np.linalg.norm(onnx_rows, axis=1)
+    )
+    assert cosine.min() >= 0.9999
+    for index, backend, extra in (
+        ("onnx", "torch", []),  # the onnx index names the export folder: torch runs the model it came from
+        ("torch", "onnx", ["--model", str(tiny_export.directory)]),
+        ("torch", "torchscript", ["--model", str(tiny_export.directory)]),
+    ):
+        result = runner.invoke(
+            main,
+            [
+                "search",
+                "a cat",
+                "--index",
+                str(tmp_path / f"{index}.npy"),
+                "--backend",
+                backend,
+                "--json",
+                *extra,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.output)) == 3
