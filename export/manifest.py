@@ -42,7 +42,8 @@ TORCHSCRIPT_LOADING = {
     "video_encoder.pt": (
         "register muse::selective_scan before torch.jit.load: in Python "
         "`torch.ops.load_library(<site-packages>/muse_infer/_C.so)` (CPU kernel) or `import muse_infer.ops.op` "
-        "(CPU and CUDA kernels); in C++ dlopen the same _C.so before torch::jit::load"
+        '(CPU and CUDA kernels); in a libtorch C++ program dlopen("_C.so", RTLD_LAZY | RTLD_GLOBAL) '
+        "before torch::jit::load (RTLD_NOW fails: the file also holds a Python module init)"
     ),
     "video_encoder.portable.pt": "torch.jit.load only",
     "text_encoder.pt": "torch.jit.load only",
