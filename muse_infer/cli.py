@@ -320,6 +320,9 @@ def _register_plugins() -> None:
             logging.getLogger(__name__).debug("command %s unavailable: %s", entry.name, error)
 
 
+from .cli_eval import register as _register_eval_and_demo  # noqa: E402  (eval, demo)
+
+_register_eval_and_demo(main)
 _register_plugins()
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""`muse-infer train` (plugged in by entry point) and `python -m training`: a thin wrapper over
+``training.train`` / ``training.resume``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from muse_infer.checkpoint import CheckpointError
+from muse_infer.config import ConfigError
+from muse_infer.datasets import LAYOUTS, DatasetError
+from muse_infer.video import VideoDecodeError
+
+from .config import TrainConfig, TrainConfigError, load_train_config
+
+
+class UserError(click.ClickException):
+    """Bad settings or data: one clear line, exit status 2 as in every muse-infer command."""
+
+    exit_code = 2
+
+
+def _data(layout, annotations, split, videos) -> dict | None:
+    if annotations is None:
+        return None
+    if layout is None:
+        raise UserError("--layout is needed with --train/--val (one of " + ", ".join(LAYOUTS) + ")")
+    return {"layout": layout, "annotations": annotations, "split": split, "videos": videos}
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict:
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE (VALUE in JSON, e.g. epochs=3)")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text  # a bare string such as device=cpu
+    return values
+
+
+@click.command("train")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training settings (JSON).")
+@click.option(
+    "--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder."
+)
+@click.option("--out-dir", help="Folder for checkpoints, optimizer state and log.jsonl.")
+@click.option("--model", help="Named model/config, JSON config, or .safetensors checkpoint to start from.")
+@click.option("--clip-weights", help="CLIP weights for a named model: open_clip tag, file, or 'random'.")
+@click.option("--layout", type=click.Choice(LAYOUTS), help="Layout of --train/--val.")
+@click.option("--train", "train_annotations", help="Training annotations (file or folder, per --layout).")
+@click.option("--train-split", default=None, help="Split of the training annotations (e.g. train).")
+@click.option("--val", "val_annotations", help="Validation annotations (file or folder).")
+@click.option("--val-split", default=None, help="Split of the validation annotations (e.g. test, val).")
+@click.option("--videos", help="Videos folder (benchmark layouts; JSONL/CSV paths are relative to it).")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=float)
+@click.option("--coef-lr", type=float, help="CLIP lr multiplier (recipe: 1e-3; 1 to train CLIP fully).")
+@click.option("--seed", type=int)
+@click.option("--device", help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option("--set", "sets", multiple=True, help="Any other setting, KEY=JSON (repeatable).")
+def train_command(config_file, resume_dir, sets, **flags) -> None:
+    """Contrastive fine-tuning of a MUSE (or meanP) model; one checkpoint an epoch; exact resume.
+
+    \b
+    Examples:
+      muse-infer train --config train.json
+      muse-infer train --model tiny --clip-weights random --layout jsonl \\
+          --train data/train.jsonl --val data/val.jsonl --out-dir runs/tiny --epochs 2 --batch-size 16
+      muse-infer train --resume runs/tiny
+    """
+    from .loop import resume, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        if resume_dir:
+            extra = {k: flags[k] for k in ("device", "threads")} | _parse_sets(sets)
+            summary = resume(resume_dir, **extra)
+        else:
+            summary = train(_build_config(config_file, flags, sets))
+    except (
+        TrainConfigError,
+        DatasetError,
+        ConfigError,
+        CheckpointError,
+        VideoDecodeError,
+        FileNotFoundError,
+    ) as error:
+        raise UserError(str(error)) from None
+    click.echo(json.dumps(summary, indent=2))
+
+
+def _build_config(config_file, flags: dict, sets) -> TrainConfig:
+    layout = flags.pop("layout")
+    train = _data(layout, flags.pop("train_annotations"), flags.pop("train_split"), flags["videos"])
+    val = _data(layout, flags.pop("val_annotations"), flags.pop("val_split"), flags.pop("videos"))
+    data = (
+        {k: v for k, v in flags.items() if v is not None} | {"train": train, "val": val} | _parse_sets(sets)
+    )
+    data = {k: v for k, v in data.items() if v is not None}
+    if config_file:
+        return load_train_config(config_file, **data)
+    if "out_dir" not in data or "train" not in data:
+        raise UserError("give --config FILE, or at least --out-dir, --layout and --train")
+    return TrainConfig.from_dict(data, source="command line")

@@ -1,0 +1,320 @@
+"""The training loop: contrastive fine-tuning of a MuseModel, one checkpoint an epoch, exact resume.
+
+Files in ``out_dir``:
+- ``train_config.json``: the TrainConfig of the run (``--resume`` reads it back);
+- ``epoch_{k}.safetensors``: the model after epoch k (``muse_infer.checkpoint`` format, loadable with
+  ``muse_infer.load_model``), its metadata recording epoch, step and the training config;
+- ``last_optimizer.pt``: AdamW state, completed epoch and step, RNG states; tensors and plain
+  containers only, read back with ``torch.load(weights_only=True)``;
+- ``log.jsonl``: one line a step ({"event": "step", "epoch", "step", "loss", "lr_factor"}) and one an
+  epoch ({"event": "epoch", "epoch", "step", "train_loss", "val": metrics, "checkpoint"}).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from muse_infer.checkpoint import atomic_path, load_state_dict_checked, read_checkpoint, save_checkpoint
+from muse_infer.config import load_config
+from muse_infer.datasets import read_pairs
+from muse_infer.evaluation import similarity_report
+from muse_infer.loading import load_clip_weights, resolve_clip_weights
+from muse_infer.model import MuseModel
+
+from .config import TrainConfig, TrainConfigError
+from .data import PairData, epoch_batches, steps_per_epoch
+from .distributed import gather_features, init_distributed
+from .frames import Sampling, default_cache_dir
+from .optim import build_optimizer, set_learning_rates
+
+logger = logging.getLogger(__name__)
+CONFIG_FILE, OPTIMIZER_FILE, LOG_FILE = "train_config.json", "last_optimizer.pt", "log.jsonl"
+MAX_LOGIT_SCALE = math.log(100)  # CLIP4Clip clamps the learned temperature after every step
+
+
+class ContrastiveModel(nn.Module):
+    """The module DDP wraps: (frames, mask, tokens) -> (text (B, C), video (B, C)) embeddings."""
+
+    def __init__(self, model: MuseModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor):
+        return self.model.encode_text_tokens(tokens), self.model.encode_video(frames, mask)
+
+
+def contrastive_loss(text: torch.Tensor, video: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy: mean of text->video and video->text CE on logit_scale.exp() * cosine.
+
+    text, video: (N, C) L2-normalised, row i of each a matching pair.
+    """
+    logits = logit_scale.exp() * text.float() @ video.float().t()  # (N, N)
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def build_training_model(config: TrainConfig, seed: int, load_clip: bool = True) -> MuseModel:
+    """The starting model: a checkpoint's weights, or a named/JSON architecture initialised from ``seed``
+    with CLIP weights from ``clip_weights`` (tag, file or "random")."""
+    path = Path(config.model)
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+        if config.model_overrides:
+            raise TrainConfigError("model_overrides apply to named/JSON models, not to a checkpoint")
+        model_config, state, _ = read_checkpoint(path)
+        model = MuseModel(_with_lengths(model_config, config))
+        if load_clip:
+            load_state_dict_checked(model, state, str(path))
+        return model
+    model_config = _with_lengths(load_config(config.model).replace(**config.model_overrides), config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MuseModel(model_config)
+    source = config.clip_weights if config.clip_weights is not None else model_config.clip_pretrained
+    if load_clip and source is not None and str(source) != "random":
+        load_clip_weights(model.backbone.clip, resolve_clip_weights(model_config, str(source)))
+    return model
+
+
+def _with_lengths(model_config, config: TrainConfig):
+    return model_config.replace(max_words=config.max_words, max_frames=config.max_frames)
+
+
+class Trainer:
+    """One training run (fresh or resumed). ``run()`` trains the remaining epochs and returns a summary."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config, self.out = config, Path(config.out_dir)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = _resolve_device(config.device)
+        self.dist = init_distributed(self.device.type)
+        if config.batch_size % self.dist.world_size:
+            raise TrainConfigError(
+                f"batch_size {config.batch_size} must divide by {self.dist.world_size} ranks"
+            )
+        if self.dist.initialised and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
+        torch.manual_seed(config.seed + self.dist.rank)
+        self.model = build_training_model(config, config.seed, load_clip=not resume).to(self.device)
+        self.wrapped = self._wrap(ContrastiveModel(self.model))
+        self.optimizer = build_optimizer(self.model, config)
+        self.train_data, self.val_data = self._load_data()
+        self.steps_per_epoch = steps_per_epoch(len(self.train_data), config.batch_size)
+        if self.steps_per_epoch == 0:
+            raise TrainConfigError(
+                f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training examples"
+            )
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.epoch, self.step = 0, 0
+        if resume:
+            self._restore()
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.dist.initialised:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def _load_data(self) -> tuple[PairData, PairData | None]:
+        cfg, model_cfg = self.config, self.model.config
+        sampling = Sampling(cfg.max_frames, model_cfg.framerate, model_cfg.slice_mode, model_cfg.image_size)
+        cache = cfg.cache_dir or default_cache_dir()
+        specs = [cfg.train_spec] + ([cfg.val_spec] if cfg.val_spec is not None else [])
+        datasets = []
+        for spec in specs:
+            pairs = read_pairs(spec)
+            if self.dist.initialised and not self.dist.is_main:
+                torch.distributed.barrier()  # rank 0 decodes first; the others then find the cache full
+            datasets.append(PairData(pairs, sampling, cache, cfg.max_words, cfg.decode_workers))
+            if self.dist.initialised and self.dist.is_main:
+                torch.distributed.barrier()
+        return datasets[0], datasets[1] if len(datasets) > 1 else None
+
+    # ---------------------------------------------------------------- training
+
+    def run(self, until_epoch: int | None = None) -> dict:
+        """Train epochs self.epoch + 1 .. config.epochs (or only up to ``until_epoch``, as if interrupted)."""
+        last = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out / CONFIG_FILE, self.config.to_dict())
+        report = None
+        for epoch in range(self.epoch + 1, last + 1):
+            began = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            report = self._validate() if self.val_data is not None and self.dist.is_main else None
+            self.epoch = epoch
+            checkpoint = self._save(report)
+            self._log(
+                event="epoch",
+                epoch=epoch,
+                step=self.step,
+                train_loss=train_loss,
+                val=report,
+                checkpoint=checkpoint,
+                seconds=round(time.perf_counter() - began, 2),
+            )
+        return {"out_dir": str(self.out), "epochs": self.epoch, "steps": self.step, "val": report}
+
+    def _train_epoch(self, epoch: int) -> float:
+        self.wrapped.train()
+        cfg, losses = self.config, []
+        batches = epoch_batches(
+            len(self.train_data), cfg.batch_size, cfg.seed, epoch, self.dist.rank, self.dist.world_size
+        )
+        for indices in batches:
+            factor = set_learning_rates(self.optimizer, self.step, self.total_steps, cfg.warmup_proportion)
+            loss = self._train_step(indices)
+            self.step += 1
+            losses.append(loss)
+            self._log(event="step", epoch=epoch, step=self.step, loss=loss, lr_factor=factor)
+            if self.step % cfg.log_every == 0 and self.dist.is_main:
+                logger.info("epoch %d step %d/%d loss %.4f", epoch, self.step, self.total_steps, loss)
+        return sum(losses) / len(losses)
+
+    def _train_step(self, indices: list[int]) -> float:
+        batch = self.train_data.batch(indices)
+        frames, mask, tokens = (t.to(self.device) for t in (batch.frames, batch.mask, batch.tokens))
+        with self._autocast():
+            text, video = self.wrapped(frames, mask, tokens)
+        text, video = gather_features(text, self.dist), gather_features(video, self.dist)
+        loss = contrastive_loss(text, video, self.model.logit_scale)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+        return float(loss.detach())
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    @torch.no_grad()
+    def _validate(self) -> dict:
+        self.model.eval()
+        report = embed_and_score(
+            self.model, self.val_data, self.config.val_batch_size, self.device, self._autocast
+        )
+        self.model.train()
+        return report
+
+    # ---------------------------------------------------------------- files
+
+    def _save(self, report: dict | None) -> str | None:
+        if self.dist.initialised:
+            torch.distributed.barrier()
+        if not self.dist.is_main:
+            return None
+        path = self.out / f"epoch_{self.epoch}.safetensors"
+        metadata = {"epoch": self.epoch, "step": self.step, "training": json.dumps(self.config.to_dict())}
+        if report is not None:
+            metadata["val"] = json.dumps(report)
+        save_checkpoint(self.model, path, extra_metadata=metadata)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "world_size": self.dist.world_size,
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        with atomic_path(self.out / OPTIMIZER_FILE) as tmp:
+            torch.save(state, tmp)
+        return str(path)
+
+    def _restore(self) -> None:
+        state_file = self.out / OPTIMIZER_FILE
+        if not state_file.is_file():
+            raise TrainConfigError(f"cannot resume: {state_file} not found (no epoch has finished)")
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state["world_size"] != self.dist.world_size:
+            raise TrainConfigError(
+                f"{state_file} was written by {state['world_size']} processes; resume with the same number"
+            )
+        weights = self.out / f"epoch_{state['epoch']}.safetensors"
+        _, tensors, _ = read_checkpoint(weights)
+        load_state_dict_checked(self.model, tensors, str(weights))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        torch.set_rng_state(state["rng_torch"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def _log(self, **record) -> None:
+        if not self.dist.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / LOG_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def embed_and_score(model: MuseModel, data: PairData, batch_size: int, device, autocast=nullcontext) -> dict:
+    """Validation metrics of ``model`` on ``data`` (all its captions vs its unique videos)."""
+    retrieval = data.retrieval_set()
+    videos = []
+    for start in range(0, len(retrieval.videos), batch_size):
+        frames, mask = data.videos_batch(retrieval.videos[start : start + batch_size])
+        with autocast():
+            videos.append(model.encode_video(frames.to(device), mask.to(device)).float().cpu())
+    texts = []
+    for start in range(0, len(data.tokens), batch_size):
+        with autocast():
+            texts.append(
+                model.encode_text_tokens(data.tokens[start : start + batch_size].to(device)).float().cpu()
+            )
+    return similarity_report(torch.cat(texts).numpy(), torch.cat(videos).numpy(), retrieval.caption_to_video)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError(f"device {name!r} requested but no CUDA GPU is visible")
+    return device
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def train(config: TrainConfig) -> dict:
+    """Train from scratch (an existing ``out_dir`` with a finished epoch is refused: use ``resume``)."""
+    if (Path(config.out_dir) / OPTIMIZER_FILE).exists():
+        raise TrainConfigError(
+            f"{config.out_dir} already holds a training run; resume it (--resume) or choose another out_dir"
+        )
+    return Trainer(config).run()
+
+
+def resume(out_dir: str, **changes) -> dict:
+    """Continue the run in ``out_dir`` from its last finished epoch, with the same settings.
+
+    changes: settings that do not alter the run's result (device, threads, decode_workers, cache_dir,
+    log_every, val_batch_size) may be changed; anything else is refused.
+    """
+    config_file = Path(out_dir) / CONFIG_FILE
+    if not config_file.is_file():
+        raise TrainConfigError(f"cannot resume: {config_file} not found")
+    saved = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
+    allowed = {"device", "threads", "decode_workers", "cache_dir", "log_every", "val_batch_size"}
+    refused = sorted(k for k, v in changes.items() if v is not None and k not in allowed)
+    if refused:
+        raise TrainConfigError(f"--resume continues the saved run; these settings cannot change: {refused}")
+    config = saved.replace(out_dir=str(out_dir), **{k: v for k, v in changes.items() if v is not None})
+    return Trainer(config, resume=True).run()
