@@ -5,7 +5,7 @@ small-object splits. Results go to ``OUT/results.json``; docs/experiments.md's t
     python -m muse_infer.data.synthetic DATA --seed 0 --sizes train=2000,val=100,test=100,test_small=100
     python -m training.experiments run --data DATA --out OUT --run muse --seed 0
     python -m training.experiments table --out OUT
-    python -m training.experiments package-demo OUT/muse-s0/epoch_4.safetensors muse_infer/weights/demo.safetensors
+    python -m training.experiments package-demo OUT/muse-s0/epoch_12.safetensors muse_infer/weights/demo.safetensors
 
 Every run: model ``training/configs/synthetic-small.json`` (open_clip ViT, 2 layers, width 64, patch 32,
 160 px; text width 32; CLIP weights random: no pretrained weights are used, the whole model is trained
@@ -16,6 +16,7 @@ backbone is trained from scratch) and Mamba blocks at x10; the rest of the autho
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -44,7 +45,7 @@ RUNS = {
     "blocks-1": {"num_blocks": 1},
     "blocks-4": {"num_blocks": 4},
 }
-SETTINGS = dict(epochs=4, batch_size=16, lr=1e-3, coef_lr=1.0, max_frames=4, threads=1, log_every=25)
+SETTINGS = dict(epochs=12, batch_size=16, lr=1e-3, coef_lr=1.0, max_frames=4, threads=1, log_every=25)
 EVAL_SPLITS = ("test", "test_small")
 DEMO_NOTE = "Trained on the synthetic benchmark only (coloured shapes); not for real videos."
 
@@ -112,11 +113,14 @@ def run(name: str, seed: int, data: Path, out: Path, cache_dir: str | None, epoc
 
 
 def merge_result(path: Path, key: str, record: dict) -> None:
-    """Add ``record`` under ``key`` in the results file (rewritten atomically)."""
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results[key] = record
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    """Add ``record`` under ``key`` in the results file (rewritten atomically; runs in parallel
+    processes take turns through a lock file)."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[key] = record
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def markdown_table(results: dict, split: str, keys: list[str] | None = None) -> str:
