@@ -1,5 +1,5 @@
 """training/: recipe pieces (groups, schedule, loss, all-gather), the frame cache, a short run that
-learns, and resume == continuous.
+learns (its own videos; held-out videos in a slow test), and resume == continuous.
 
 The runs use the "tiny" architecture at a reduced input size (64 px: a 2x2 patch grid, so the MUSE
 sequence is short) on a small synthetic set generated here, so the default test run stays quick.
@@ -20,7 +20,7 @@ from muse_infer.checkpoint import read_checkpoint
 from muse_infer.config import load_config
 from muse_infer.data.synthetic import generate_synthetic_benchmark
 from muse_infer.loading import load_model
-from muse_infer.video import load_video
+from muse_infer.video import VideoDecodeError, load_video
 from training.cli import train_command
 from training.config import TrainConfig, TrainConfigError
 from training.data import epoch_batches
@@ -220,3 +220,13 @@ def test_resume_continues_the_same_run(synthetic, tmp_path):
         train(whole)
     with pytest.raises(TrainConfigError, match="cannot change"):
         resume(str(tmp_path / "split"), lr=1.0)
+
+
+def test_undecodable_training_video_is_named(tmp_path):
+    good = tmp_path / "broken.mp4"
+    good.write_bytes(b"not a video")
+    other = tmp_path / "also_broken.mp4"
+    other.write_bytes(b"nor this")
+    for workers in (1, 2):
+        with pytest.raises(VideoDecodeError, match="broken.mp4"):
+            fill_cache([str(good), str(other)], tmp_path / f"cache{workers}", Sampling(), workers=workers)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from muse_infer.checkpoint import atomic_path
-from muse_infer.video import CLIP_MEAN, CLIP_STD, read_frames
+from muse_infer.video import CLIP_MEAN, CLIP_STD, VideoDecodeError, read_frames
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,22 @@ def fit_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image)[top : top + size, left : left + size])
 
 
-def decode_to_cache(job: tuple[str, str, Sampling]) -> str:
-    """Decode one video into its cache entry unless it exists; returns the entry path."""
+def decode_to_cache(job: tuple[str, str, Sampling]) -> str | None:
+    """Decode one video into its cache entry unless it exists. Returns None, or why the video could not
+    be read (a string: exceptions with extra arguments do not survive the trip back from a worker)."""
     video, cache_dir, sampling = job
     target = entry_path(cache_dir, video, sampling)
     if target.is_file():
-        return str(target)
-    images = read_frames(video, sampling.max_frames, sampling.framerate, sampling.slice_mode)
+        return None
+    try:
+        images = read_frames(video, sampling.max_frames, sampling.framerate, sampling.slice_mode)
+    except VideoDecodeError as error:
+        return error.reason
     frames = np.stack([fit_uint8(image, sampling.size) for image in images])  # (t, S, S, 3)
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, frames)
-    return str(target)
+    return None
 
 
 def fill_cache(
@@ -94,15 +98,18 @@ def fill_cache(
     decoded raises ``VideoDecodeError`` naming it.
     """
     unique = list(dict.fromkeys(videos))
-    jobs = [(video, str(cache_dir), sampling) for video in unique]
     workers = (os.cpu_count() or 1) if workers is None else workers
-    missing = [job for job in jobs if not entry_path(job[1], job[0], sampling).is_file()]
+    missing = [
+        (v, str(cache_dir), sampling) for v in unique if not entry_path(cache_dir, v, sampling).is_file()
+    ]
     if workers <= 1 or len(missing) < 2:
-        for job in missing:
-            decode_to_cache(job)
+        failures = [decode_to_cache(job) for job in missing]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(decode_to_cache, missing, chunksize=4))
+            failures = list(pool.map(decode_to_cache, missing, chunksize=4))
+    for job, reason in zip(missing, failures, strict=True):
+        if reason is not None:
+            raise VideoDecodeError(job[0], reason)
     return {video: str(entry_path(cache_dir, video, sampling)) for video in unique}
 
 
