@@ -29,7 +29,11 @@ class UserError(click.ClickException):
 @click.option(
     "--split", default=None, help="Split: msrvtt test|train, didemo test|val|train, activitynet val|train."
 )
-@click.option("--videos", default=None, help="Videos folder (benchmarks; base of relative JSONL/CSV paths).")
+@click.option(
+    "--videos",
+    default=None,
+    help="Videos folder of a benchmark; base of relative JSONL/CSV paths [default: the file's folder, or with --index the index root].",
+)
 @click.option("--index", "index_path", default=None, help="An encoded index (EMB.npy) to evaluate instead.")
 @click.option(
     "--captions", default=None, help="With --index: JSONL or CSV of (video, caption), paths as indexed."
