@@ -437,7 +437,11 @@ def _assemble(
         stats.append([entry.size, entry.mtime_ns])
     embeddings = np.stack(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
     metadata = {"root": job["root"], "paths": paths, "file_stats": stats, "model": job["model"]}
-    metadata |= {"model_source": encoder.backend.source, "settings": job["settings"]}
+    metadata |= {
+        "model_source": encoder.backend.source,
+        "backend": encoder.backend.name,
+        "settings": job["settings"],
+    }
     write_index(out, embeddings, metadata, summary.failures)
 
 
