@@ -1,7 +1,7 @@
 """The `muse-infer` command line: each command is a thin wrapper over an SDK call.
 
 Commands from the packages built on muse_infer (export/, training/) plug in through the
-``muse_infer.commands`` entry-point group, so muse_infer never imports them.
+``muse_infer.commands`` entry-point group (see PluginGroup), so muse_infer never imports them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,33 @@ class UserError(click.ClickException):
     exit_code = EXIT_USAGE_OR_INPUT
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class PluginGroup(click.Group):
+    """A click group that also offers the ``muse_infer.commands`` entry points, loaded on first use.
+
+    Loading them lazily (not at import) keeps `muse-infer --help` quick and avoids import cycles:
+    a plugin imports muse_infer.cli for UserError while this module is still initialising.
+    """
+
+    def _plugins(self) -> dict:
+        return {entry.name: entry for entry in entry_points(group="muse_infer.commands")}
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        if command is not None or name not in self._plugins():
+            return command
+        try:
+            return self._plugins()[name].load()
+        except ImportError as error:  # a plugin whose package is absent must not break the CLI
+            logging.getLogger(__name__).debug("command %s unavailable: %s", name, error)
+            return None
+
+
+@click.group(
+    cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="muse-infer")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -312,18 +338,9 @@ def search(queries, index_path, top_k, as_json, model, clip_weights, device, bac
             click.echo("  (the index is empty)")
 
 
-def _register_plugins() -> None:
-    for entry in entry_points(group="muse_infer.commands"):
-        try:
-            main.add_command(entry.load(), entry.name)
-        except ImportError as error:  # a plugin whose package is absent must not break the CLI
-            logging.getLogger(__name__).debug("command %s unavailable: %s", entry.name, error)
-
-
 from .cli_eval import register as _register_eval_and_demo  # noqa: E402  (eval, demo)
 
 _register_eval_and_demo(main)
-_register_plugins()
 
 if __name__ == "__main__":
     sys.exit(main())
