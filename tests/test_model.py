@@ -183,3 +183,26 @@ def test_config_validation_names_the_field():
         MuseConfig.from_dict(base | {"num_layers": 4})
     with pytest.raises(ConfigError, match="unknown model config"):
         load_config("ViT-Z-99")
+
+
+def test_video_embedding_same_through_the_op_and_the_reference(tiny, monkeypatch):
+    from muse_infer.ops.op import op_available
+
+    assert op_available("cpu"), "the C++ scan kernel was not built (pip install --no-build-isolation -e .)"
+    set_gates(tiny, scale=0.2)
+    try:
+        video, mask = random_video(frames=3)
+        embeddings = {}
+        for choice in ("ref", "op"):
+            monkeypatch.setenv("MUSE_SCAN", choice)
+            with torch.no_grad():
+                embeddings[choice] = tiny.encode_video(video, mask)
+        gap = (embeddings["op"] - embeddings["ref"]).norm() / embeddings["ref"].norm()
+        assert gap < 1e-5
+        # the gates are open: the scan really shapes the embedding
+        mean_pooling = build_model(load_config("tiny-meanP"))
+        mean_pooling.backbone.load_state_dict(tiny.backbone.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(embeddings["op"], mean_pooling.encode_video(video, mask), atol=1e-3)
+    finally:
+        set_gates(tiny, scale=0.0)
