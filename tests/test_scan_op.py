@@ -390,7 +390,13 @@ def calls(monkeypatch):
         seen.append("op")
         return real_op(*args, **kwargs)
 
+    def spy_chunked(*args, **kwargs):
+        seen.append("chunked")
+        return real_chunked(*args, **kwargs)
+
+    real_chunked = dispatch.selective_scan_chunked
     monkeypatch.setattr(dispatch, "selective_scan_ref", spy_ref)
+    monkeypatch.setattr(dispatch, "selective_scan_chunked", spy_chunked)
     monkeypatch.setattr(scan_op, "selective_scan", spy_op)
     return seen
 
@@ -400,7 +406,8 @@ def _fn(args):
 
 
 @pytest.mark.parametrize(
-    ("setting", "expected"), [("ref", "ref"), ("op", "op"), ("auto", "op"), ("AUTO", "op")]
+    ("setting", "expected"),
+    [("ref", "ref"), ("op", "op"), ("chunked", "chunked"), ("auto", "op"), ("AUTO", "op")],
 )
 def test_dispatch_choice(setting, expected, calls, monkeypatch):
     if expected == "op" and not op_available("cpu"):
@@ -416,12 +423,16 @@ def test_dispatch_auto_is_the_default(calls, monkeypatch):
     assert calls == ["op" if op_available("cpu") else "ref"]
 
 
-def test_dispatch_uses_the_reference_when_grads_are_needed(calls, monkeypatch):
+def test_dispatch_uses_the_chunked_scan_when_grads_are_needed(calls, monkeypatch):
     monkeypatch.setenv("MUSE_SCAN", "auto")
     args = make_inputs(1, 5, 7, 16)
     args["delta"].requires_grad_(True)
     _fn(args).sum().backward()
-    assert calls == ["ref"] and args["delta"].grad is not None
+    assert calls == ["chunked"]
+    # the gradient is the reference's
+    expected_delta = args["delta"].detach().clone().requires_grad_(True)
+    selective_scan_ref(**(args | {"delta": expected_delta}), delta_softplus=True).sum().backward()
+    torch.testing.assert_close(args["delta"].grad, expected_delta.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_dispatch_keeps_float64_on_the_reference(calls, monkeypatch):
@@ -450,7 +461,9 @@ def test_dispatch_bidirectional(monkeypatch):
     seen = []
     for name in ("selective_scan_bidirectional", "selective_scan_bidirectional_ref"):
         real = getattr(scan_op, name)
-        monkeypatch.setattr(scan_op, name, lambda *a, real=real, name=name: seen.append(name) or real(*a))
+        monkeypatch.setattr(
+            scan_op, name, lambda *a, real=real, name=name, **kw: seen.append(name) or real(*a, **kw)
+        )
     forward, backward = (
         _direction(make_inputs(1, 5, 7, 16, seed=1)),
         _direction(make_inputs(1, 5, 7, 16, seed=2)),

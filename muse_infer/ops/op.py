@@ -47,9 +47,9 @@ SCHEMAS = {
 }
 SCAN_FIELDS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # one direction's arguments, in order
 NO_BACKWARD_MESSAGE = (
-    "muse::selective_scan has no backward. For training use selective_scan_ref "
-    "(muse_infer.ops.selective_scan_ref), or call selective_scan_fn with MUSE_SCAN=ref or auto, "
-    "which picks the reference whenever gradients are needed."
+    "muse::selective_scan has no backward. For training call selective_scan_fn with MUSE_SCAN=auto "
+    "(the default), which picks the differentiable selective_scan_chunked whenever gradients are "
+    "needed, or use muse_infer.ops.chunked.selective_scan_chunked / selective_scan_ref directly."
 )
 
 
@@ -194,15 +194,20 @@ def selective_scan_bidirectional(forward, backward, delta_softplus: bool = False
     return torch.ops.muse.selective_scan_bidirectional(*args)
 
 
-def selective_scan_bidirectional_ref(forward, backward, delta_softplus: bool = False) -> torch.Tensor:
-    """The meaning of the bidirectional op in plain PyTorch: scan(forward) + flip(scan(flip(backward)))."""
+def selective_scan_bidirectional_ref(
+    forward, backward, delta_softplus: bool = False, scan=selective_scan_ref
+) -> torch.Tensor:
+    """The meaning of the bidirectional op in plain PyTorch: scan(forward) + flip(scan(flip(backward))).
+
+    ``scan``: the one-direction scan to compose (the reference, or another with its signature).
+    """
     forward, backward = _direction(forward), _direction(backward)
     flipped = [
         a.flip(-1) if name in ("u", "delta", "z", "B", "C") and a is not None else a
         for name, a in zip(SCAN_FIELDS, backward, strict=True)
     ]
-    y_forward = selective_scan_ref(*forward, delta_softplus)
-    return y_forward + selective_scan_ref(*flipped, delta_softplus).flip(-1).to(y_forward.dtype)
+    y_forward = scan(*forward, delta_softplus)
+    return y_forward + scan(*flipped, delta_softplus).flip(-1).to(y_forward.dtype)
 
 
 def _direction(args) -> tuple:
