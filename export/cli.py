@@ -34,7 +34,7 @@ class VerificationFailed(click.ClickException):
     "formats",
     default="onnx,torchscript",
     show_default=True,
-    help="Comma-separated formats: onnx, torchscript.",
+    help="Comma-separated formats: onnx, torchscript, pt2 (torch.export).",
 )
 @click.option(
     "--clip-weights",
@@ -51,16 +51,19 @@ class VerificationFailed(click.ClickException):
 )
 @click.option("--no-verify", is_flag=True, help="Skip the fresh-process comparison with the eager model.")
 def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance, no_verify) -> None:
-    """Export the text and video encoders to ONNX and/or TorchScript, each checked against the model.
+    """Export the text and video encoders to ONNX, TorchScript and/or torch.export, each checked.
 
-    Writes OUT/manifest.json, text_encoder.onnx, video_encoder.onnx, text_encoder.pt,
-    video_encoder.pt (needs the muse op library, see the manifest) and video_encoder.portable.pt.
+    Writes OUT/manifest.json, text_encoder.onnx, video_encoder.onnx (onnx); text_encoder.pt,
+    video_encoder.pt (needs the muse op library, see the manifest), video_encoder.portable.pt
+    (torchscript); text_encoder.pt2, video_encoder.pt2 (pt2: torch.export programs, the video one
+    needs the op library too).
     Each file is run in a fresh process on random inputs and its max abs error against the eager
     model is printed; above --tolerance the export fails and nothing is written.
 
     \b
     Example:
       muse-infer export --checkpoint muse_msrvtt.safetensors --out exported/ --format onnx,torchscript
+      muse-infer export --checkpoint muse_msrvtt.safetensors --out exported_pt2/ --format pt2
       muse-infer encode-videos videos/ --out emb.npy --model exported/ --backend onnx
     """
     from muse_infer.backends import BackendError

@@ -34,6 +34,7 @@ def build_manifest(
         "tokenizer": _tokenizer(config),
         "preprocessing": _preprocessing(config),
         "torchscript_loading": TORCHSCRIPT_LOADING,
+        "pt2_loading": PT2_LOADING,
         "created_with": _versions(muse_infer.__version__),
     }
 
@@ -47,6 +48,14 @@ TORCHSCRIPT_LOADING = {
     ),
     "video_encoder.portable.pt": "torch.jit.load only",
     "text_encoder.pt": "torch.jit.load only",
+}
+PT2_LOADING = {
+    "video_encoder.pt2": (
+        "register muse::selective_scan before torch.export.load(path).module(): "
+        "`torch.ops.load_library(<site-packages>/muse_infer/_C.so)` (CPU kernel) or `import muse_infer.ops.op` "
+        "(CPU and CUDA kernels); exported on the CPU, move to a GPU with torch.export.passes.move_to_device_pass"
+    ),
+    "text_encoder.pt2": "torch.export.load(path).module() only",
 }
 
 

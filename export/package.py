@@ -9,6 +9,8 @@ files are written and verified, so DIR is never half-written)::
     text_encoder.pt               TorchScript, bare torch
     video_encoder.pt              TorchScript with muse::selective_scan calls (load the op library first)
     video_encoder.portable.pt     TorchScript, scan as TorchScript code, bare torch
+    text_encoder.pt2              torch.export program, bare torch
+    video_encoder.pt2             torch.export program with muse::selective_scan nodes (register the op first)
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .modules import ExportError, op_library_path
 from .verify import TOLERANCE, ExportedFile, verify_files
 
 logger = logging.getLogger(__name__)
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "pt2")
+DEFAULT_FORMATS = ("onnx", "torchscript")
 MANIFEST = "manifest.json"
 
 
@@ -45,7 +48,7 @@ class ExportResult:
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     clip_weights: str | os.PathLike | None = None,
     **options,
 ) -> ExportResult:
@@ -65,7 +68,7 @@ def export_checkpoint(
 def export_model(
     model: nn.Module,
     out_dir: str | os.PathLike,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     identity: dict | None = None,
     source: dict | None = None,
     verify: bool = True,
@@ -73,7 +76,7 @@ def export_model(
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = logger.info,
 ) -> ExportResult:
-    """Write a MuseModel's text and video encoders in each of ``formats`` ("onnx", "torchscript").
+    """Write a MuseModel's text and video encoders in each of ``formats`` ("onnx", "torchscript", "pt2").
 
     identity: the model's ``muse_infer.identity.model_identity`` (default: a hash of its weights);
     source: how to load it again with torch ({"model": ..., "clip_weights": ...}), kept in the manifest.
@@ -104,6 +107,7 @@ def export_model(
 
 def _write_files(model: nn.Module, directory: Path, formats: tuple[str, ...], log) -> list[ExportedFile]:
     from .onnx_export import export_text_onnx, export_video_onnx
+    from .pt2_export import export_text_pt2, export_video_pt2
     from .torchscript_export import export_text_torchscript, export_video_torchscript
 
     files = []
@@ -123,6 +127,17 @@ def _write_files(model: nn.Module, directory: Path, formats: tuple[str, ...], lo
             ExportedFile(text, "text", "torchscript"),
             ExportedFile(video, "video", "torchscript", needs_op_library=True),
             ExportedFile(portable, "video", "torchscript"),
+        ]
+    if "pt2" in formats:
+        log("exporting text_encoder.pt2, video_encoder.pt2")
+        files += [
+            ExportedFile(export_text_pt2(model, directory / "text_encoder.pt2"), "text", "pt2"),
+            ExportedFile(
+                export_video_pt2(model, directory / "video_encoder.pt2"),
+                "video",
+                "pt2",
+                needs_op_library=True,
+            ),
         ]
     return files
 

@@ -2,7 +2,8 @@
 
 The parent computes the eager model's embeddings on seeded random inputs and saves the inputs; a child
 process per file loads only what a deployment would (ONNX: onnxruntime and numpy, and it asserts that
-torch was never imported; TorchScript: torch, plus the C++ library for files that call the op), runs
+torch was never imported; TorchScript and torch.export: torch, plus the C++ library for files that call
+the op), runs
 the file and saves its output; the parent reports the max abs error of the L2-normalised embeddings.
 """
 
@@ -40,7 +41,8 @@ _ONNX_RUNNER = textwrap.dedent(
     """
 )
 
-_TORCHSCRIPT_RUNNER = textwrap.dedent(
+# argv[3] says how a file is loaded: "torchscript" (torch.jit.load) or "pt2" (torch.export.load).
+_TORCH_RUNNER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
@@ -49,19 +51,19 @@ _TORCHSCRIPT_RUNNER = textwrap.dedent(
         torch.ops.load_library(sys.argv[2])
     for model, inputs, output in json.loads(sys.argv[1]):
         feeds = np.load(inputs)
-        module = torch.jit.load(model)
+        module = torch.jit.load(model) if sys.argv[3] == "torchscript" else torch.export.load(model).module()
         with torch.no_grad():
             result = module(*[torch.from_numpy(feeds[name]) for name in feeds.files])
         np.save(output, result.numpy())
-    assert "muse_infer" not in sys.modules, "the TorchScript check imported muse_infer"
+    assert "muse_infer" not in sys.modules, "the TorchScript / torch.export check imported muse_infer"
     """
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportedFile:
-    """One exported encoder: ``encoder`` is "video" or "text"; ``runtime`` "onnx" or "torchscript";
-    ``needs_op_library``: a TorchScript file with ``muse::selective_scan`` calls."""
+    """One exported encoder: ``encoder`` is "video" or "text"; ``runtime`` "onnx", "torchscript" or
+    "pt2"; ``needs_op_library``: a TorchScript or torch.export file with ``muse::selective_scan`` calls."""
 
     path: Path
     encoder: str
@@ -94,8 +96,8 @@ def verify_files(
 ) -> dict[str, float]:
     """Max abs error of each file's output against the eager model, each run in a fresh process.
 
-    One process per kind of loading: ONNX files (onnxruntime + numpy only), TorchScript files that need
-    nothing but torch, and TorchScript files that call the op (after ``torch.ops.load_library``).
+    One process per kind of loading: ONNX files (onnxruntime + numpy only), TorchScript / torch.export
+    files that need nothing but torch, and those that call the op (after ``torch.ops.load_library``).
     Raises ExportError naming the file when a run fails or its error exceeds ``tolerance``.
     """
     with tempfile.TemporaryDirectory(prefix="muse-verify-") as scratch_name:
@@ -143,7 +145,7 @@ def run_in_fresh_process(
         library = (op_library or "") if files[0].needs_op_library else ""
         if files[0].needs_op_library and not library:
             raise ExportError(f"{names}: calls muse::selective_scan but no op library was given")
-        command = [sys.executable, "-c", _TORCHSCRIPT_RUNNER, json.dumps(jobs), library]
+        command = [sys.executable, "-c", _TORCH_RUNNER, json.dumps(jobs), library, files[0].runtime]
     result = subprocess.run(command, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S)
     if result.returncode != 0:
         raise ExportError(f"{names}: failed to run in a fresh process:\n{result.stderr[-3000:]}")

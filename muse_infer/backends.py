@@ -2,7 +2,8 @@
 
 Every backend offers the same small interface (``Backend`` below), so ``VideoEncoder`` and
 ``TextEncoder`` do not care whether PyTorch, ONNX Runtime or TorchScript computes the numbers.
-``TorchBackend`` runs a ``MuseModel``; the ONNX and TorchScript backends plug into ``load_backend``.
+``TorchBackend`` runs a ``MuseModel``; the ONNX, TorchScript and torch.export ("pt2") backends, which
+run an export directory, plug into ``load_backend``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx", "torchscript")
+BACKENDS = ("torch", "onnx", "torchscript", "pt2")
 
 
 class BackendError(ValueError):

@@ -1,8 +1,9 @@
-"""Backends that run an export directory (written by ``muse-infer export``): ONNX Runtime, TorchScript.
+"""Backends that run an export directory (written by ``muse-infer export``): ONNX Runtime, TorchScript,
+torch.export ("pt2").
 
 An export directory holds ``manifest.json`` and the encoder files; the manifest carries the model
 identity, so an index encoded by one backend is searched by another. onnxruntime is imported only when
-an ONNX session is created, torch only by the TorchScript backend.
+an ONNX session is created, torch only by the TorchScript and pt2 backends.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ def read_manifest(directory: str | os.PathLike) -> dict:
 
 
 def load_export_backend(model: str | os.PathLike, backend: str, device: str = "cpu"):
-    """The ``backend`` ("onnx" | "torchscript") running the export directory ``model``."""
+    """The ``backend`` ("onnx" | "torchscript" | "pt2") running the export directory ``model``."""
     if not is_export_directory(model):
         raise BackendError(
             f"backend {backend!r} runs an export directory, and {str(model)!r} is not one: first run "
             f"`muse-infer export --checkpoint {model} --out EXPORT_DIR --format {backend}` "
             f"and pass EXPORT_DIR as the model (--model EXPORT_DIR)"
         )
-    cls = OnnxBackend if backend == "onnx" else TorchScriptBackend
+    cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}[backend]
     return cls(Path(model).resolve(), device)
 
 
@@ -63,10 +64,10 @@ def export_model_source(directory: str | os.PathLike) -> dict:
 
 
 class _ExportBackend:
-    """What the ONNX and TorchScript backends share: the manifest's settings and input checks."""
+    """What the export backends share: the manifest's settings and input checks."""
 
     name = "export"
-    runtime = ""  # the manifest's file variant: "onnx" or "torchscript"
+    runtime = ""  # the manifest's file variant: "onnx", "torchscript" or "pt2"
 
     def __init__(self, directory: Path, device: str):
         manifest = read_manifest(directory)
@@ -214,3 +215,38 @@ class TorchScriptBackend(_ExportBackend):
         if op_available is not None and op_available(self.device.split(":")[0]):
             return "torchscript"
         return "torchscript_portable"
+
+
+class Pt2Backend(TorchScriptBackend):
+    """``torch.export.load``-ed programs (``video_encoder.pt2``, ``text_encoder.pt2``). The video program
+    calls ``muse::selective_scan``, registered here by ``import muse_infer.ops.op``."""
+
+    name = "pt2"
+    runtime = "pt2"
+
+    def _module(self, encoder: str):
+        if encoder not in self._modules:
+            import torch
+
+            path = self._file(encoder, "pt2")
+            if encoder == "video":
+                self._register_op()
+            program = torch.export.load(str(path))
+            if torch.device(self.device).type != "cpu":  # exported on the CPU
+                from torch.export.passes import move_to_device_pass
+
+                program = move_to_device_pass(program, torch.device(self.device))
+            self._modules[encoder] = program.module()
+        return self._modules[encoder]
+
+    def _register_op(self) -> None:
+        try:
+            from .ops.op import op_available
+        except ImportError as error:
+            raise BackendError(f"backend 'pt2' needs the muse::selective_scan op ({error})") from None
+        if not op_available(self.device.split(":")[0]):
+            raise BackendError(
+                f"{self.directory / 'video_encoder.pt2'} calls muse::selective_scan, which has no kernel "
+                f"on {self.device!r} here (build the package with `pip install --no-build-isolation -e .`, "
+                "or use --backend torchscript, whose portable file needs no op)"
+            )

@@ -135,7 +135,7 @@ def list_models() -> None:
         click.echo(name)
 
 
-BACKEND_CHOICE = click.Choice(["torch", "onnx", "torchscript"])
+BACKEND_CHOICE = click.Choice(["torch", "onnx", "torchscript", "pt2"])
 
 
 @main.command("encode-videos")

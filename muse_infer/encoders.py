@@ -54,7 +54,7 @@ class TextEncoder:
     """Encodes text queries with a MUSE model's text tower.
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend (e.g.
-    ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" for an export directory.
+    ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" / "pt2" for an export directory.
     """
 
     def __init__(

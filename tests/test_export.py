@@ -29,8 +29,8 @@ from muse_infer.checkpoint import save_checkpoint
 from muse_infer.ops.reference import selective_scan_ref
 
 TOLERANCE = 1e-4
-VIDEO_FILES = ("video_encoder.onnx", "video_encoder.pt", "video_encoder.portable.pt")
-TEXT_FILES = ("text_encoder.onnx", "text_encoder.pt")
+VIDEO_FILES = ("video_encoder.onnx", "video_encoder.pt", "video_encoder.portable.pt", "video_encoder.pt2")
+TEXT_FILES = ("text_encoder.onnx", "text_encoder.pt", "text_encoder.pt2")
 
 
 def open_gates(model, seed: int, scale: float = 0.05):
@@ -53,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_export(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny"
-    return export_checkpoint(tiny_checkpoint, out, ("onnx", "torchscript"))
+    return export_checkpoint(tiny_checkpoint, out, ("onnx", "torchscript", "pt2"))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,9 @@ def test_export_writes_every_file_and_verifies_it(tiny_export):
         video["files"]["torchscript"]["needs_op_library"]
         and not video["files"]["torchscript_portable"]["needs_op_library"]
     )
+    assert video["files"]["pt2"]["needs_op_library"]
+    assert not manifest["encoders"]["text"]["files"]["pt2"]["needs_op_library"]
+    assert set(manifest["pt2_loading"]) == {"video_encoder.pt2", "text_encoder.pt2"}
 
 
 def test_onnx_files_are_standard_and_pass_the_full_checker(tiny_export):
@@ -132,6 +135,23 @@ TORCHSCRIPT_DOCUMENTED = textwrap.dedent(
 )
 
 
+PT2_DOCUMENTED = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import torch
+    folder, inputs, output, library = sys.argv[1:5]
+    feeds = {k: torch.from_numpy(v) for k, v in np.load(inputs).items()}
+    with torch.no_grad():
+        text = torch.export.load(folder + "/text_encoder.pt2").module()(feeds["ids"])
+        torch.ops.load_library(library)  # the documented loading step for video_encoder.pt2
+        video = torch.export.load(folder + "/video_encoder.pt2").module()(feeds["frames"], feeds["mask"])
+    assert not [m for m in sys.modules if m.split(".")[0] in ("muse_infer", "export")]
+    np.savez(output, video=video.numpy(), text=text.numpy())
+    """
+)
+
+
 @pytest.fixture(scope="module")
 def fresh_inputs(eager, tmp_path_factory):
     """Batch sizes 1 and 4 (the export traced batch 2): the batch dimension must be dynamic."""
@@ -168,12 +188,19 @@ def test_torchscript_in_a_fresh_process_after_the_documented_step(tiny_export, f
     assert np.abs(got["text"] - expected["text"]).max() <= TOLERANCE
 
 
+def test_pt2_in_a_fresh_process_after_the_documented_step(tiny_export, fresh_inputs):
+    inputs, expected = fresh_inputs
+    got = run_fresh(PT2_DOCUMENTED, str(tiny_export.directory), str(inputs), op_library_path())
+    assert np.abs(got["video"] - expected["video"]).max() <= TOLERANCE
+    assert np.abs(got["text"] - expected["text"]).max() <= TOLERANCE
+
+
 def test_backends_run_the_export_like_torch(tiny_export, tiny_checkpoint, fresh_inputs):
     inputs = np.load(fresh_inputs[0])
     torch_backend = load_backend(tiny_checkpoint, "torch")
     want_video = torch_backend.encode_video(inputs["frames"], inputs["mask"].astype(np.int64))
     want_text = torch_backend.encode_text_tokens(inputs["ids"])
-    for name in ("onnx", "torchscript", "torch"):
+    for name in ("onnx", "torchscript", "pt2", "torch"):
         backend = load_backend(tiny_export.directory, name)
         assert backend.identity == torch_backend.identity
         assert backend.max_frames == 12 and backend.embed_dim == 64
@@ -207,6 +234,10 @@ def test_cli_exports_meanp_and_prints_errors(tmp_path):
     assert result.exit_code == 0, result.output
     assert "video_encoder.onnx: max abs error" in result.output and "text_encoder.onnx" in result.output
     assert {p.name for p in out.iterdir()} == {"manifest.json", "video_encoder.onnx", "text_encoder.onnx"}
+    from muse_infer.backends import BackendError
+
+    with pytest.raises(BackendError, match="no pt2 text encoder in this export.*--format pt2"):
+        load_backend(out, "pt2").encode_text_tokens(np.zeros((1, 32), np.int64))
     again = runner.invoke(
         export_command, ["--checkpoint", "tiny-meanP", "--out", str(out), "--format", "onnx"]
     )
@@ -353,6 +384,7 @@ def test_encode_videos_with_onnx_matches_torch_and_searches_across(tiny_export, 
         ("onnx", "torch", []),  # the onnx index names the export folder: torch runs the model it came from
         ("torch", "onnx", ["--model", str(tiny_export.directory)]),
         ("torch", "torchscript", ["--model", str(tiny_export.directory)]),
+        ("torch", "pt2", ["--model", str(tiny_export.directory)]),
     ):
         result = runner.invoke(
             main,

@@ -67,7 +67,9 @@ def selective_scan_bidirectional_fn(forward, backward, delta_softplus: bool = Fa
     if chosen == "op":
         return selective_scan_bidirectional(forward, backward, delta_softplus)
     if chosen == "chunked":
-        return selective_scan_bidirectional_ref(forward, backward, delta_softplus, scan=selective_scan_chunked)
+        return selective_scan_bidirectional_ref(
+            forward, backward, delta_softplus, scan=selective_scan_chunked
+        )
     return selective_scan_bidirectional_ref(forward, backward, delta_softplus)
 
 
