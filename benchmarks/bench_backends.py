@@ -9,6 +9,7 @@ batch, round-robin so that a busy machine slows all of them alike:
 - onnx               video_encoder.onnx in a stock onnxruntime InferenceSession (standard ops)
 - torchscript        video_encoder.pt (muse::selective_scan calls, op library loaded)
 - torchscript portable  video_encoder.portable.pt (the scan as TorchScript code)
+- pt2                video_encoder.pt2, a torch.export program (muse::selective_scan nodes), .module()
 
 Run:  python benchmarks/bench_backends.py --batch 1 8 --repeats 5 [--device cuda] [--json out.json]
 """
@@ -33,7 +34,7 @@ from export.modules import example_video_inputs  # noqa: E402
 from muse_infer.config import load_config  # noqa: E402
 from muse_infer.loading import build_model  # noqa: E402
 
-BACKENDS = ("torch", "torch-ref", "onnx", "torchscript", "torchscript-portable")
+BACKENDS = ("torch", "torch-ref", "onnx", "torchscript", "torchscript-portable", "pt2")
 
 
 def build(architecture: str) -> torch.nn.Module:
@@ -50,9 +51,11 @@ def build(architecture: str) -> torch.nn.Module:
 def exported(model, work_dir: Path, wanted: list[str], device: str) -> dict[str, Path]:
     """Export the video encoder in the formats the wanted backends need (kept across runs).
 
-    ONNX is exported from the CPU model (onnxruntime runs it on CPU here); TorchScript is traced on
-    ``device``, since a trace keeps the device its intermediate tensors were made on.
+    ONNX and pt2 are exported from the CPU model (onnxruntime runs it on CPU here; the pt2 program is
+    moved to ``device`` when loaded); TorchScript is traced on ``device``, since a trace keeps the
+    device its intermediate tensors were made on.
     """
+    from export.pt2_export import export_video_pt2
     from export.torchscript_export import export_video_torchscript
 
     def export_video_onnx(model, path):
@@ -72,6 +75,7 @@ def exported(model, work_dir: Path, wanted: list[str], device: str) -> dict[str,
             work_dir / f"video_encoder.portable.{tag}.pt",
             lambda p: export_video_torchscript(model.to(device), p, portable=True),
         ),
+        "pt2": (work_dir / "video_encoder.pt2", lambda p: export_video_pt2(model.cpu(), p)),
     }
     paths = {}
     for name in wanted:
@@ -102,8 +106,13 @@ def runners(model, paths: dict[str, Path], wanted: list[str], device: str) -> di
 
         return run
 
-    def scripted(path: Path):
-        module = torch.jit.load(str(path), map_location=device).eval()
+    def scripted(path: Path, loader: str):
+        if loader == "pt2":
+            from export.pt2_export import load_pt2
+
+            module = load_pt2(path, device)
+        else:
+            module = torch.jit.load(str(path), map_location=device).eval()
 
         def run(frames, mask):
             with torch.inference_mode():
@@ -128,7 +137,7 @@ def runners(model, paths: dict[str, Path], wanted: list[str], device: str) -> di
             session = ort.InferenceSession(str(paths[name]), options, providers=["CPUExecutionProvider"])
             result[name] = lambda f, m, s=session: s.run(None, {"frames": f, "mask": m})[0]
         else:
-            result[name] = scripted(paths[name])
+            result[name] = scripted(paths[name], "pt2" if name == "pt2" else "torchscript")
     return result
 
 

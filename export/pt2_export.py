@@ -58,17 +58,10 @@ def _export_and_save(module: nn.Module, args: tuple[torch.Tensor, ...], path: Pa
     return path
 
 
-def load_pt2(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """``torch.export.load(path).module()`` after registering ``muse::selective_scan``, on ``device``.
-
-    The programs are exported on the CPU; for another device the program's tensors (weights and the
-    constants the graph creates) are moved with ``torch.export.passes.move_to_device_pass``.
-    """
+def load_pt2(path: str | Path, device: str = "cpu") -> nn.Module:
+    """``torch.export.load(path).module()`` after registering ``muse::selective_scan``, on ``device``
+    (the programs are exported on the CPU and moved with ``move_to_device_pass``)."""
     import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan: C++ CPU kernel, CUDA kernel)
+    from muse_infer.backends_export import load_exported_program
 
-    program = torch.export.load(str(path))
-    if torch.device(device).type != "cpu":
-        from torch.export.passes import move_to_device_pass
-
-        program = move_to_device_pass(program, torch.device(device))
-    return program.module()
+    return load_exported_program(path, device)

@@ -226,20 +226,14 @@ class Pt2Backend(TorchScriptBackend):
 
     def _module(self, encoder: str):
         if encoder not in self._modules:
-            import torch
-
             path = self._file(encoder, "pt2")
             if encoder == "video":
                 self._register_op()
-            program = torch.export.load(str(path))
-            if torch.device(self.device).type != "cpu":  # exported on the CPU
-                from torch.export.passes import move_to_device_pass
-
-                program = move_to_device_pass(program, torch.device(self.device))
-            self._modules[encoder] = program.module()
+            self._modules[encoder] = load_exported_program(path, self.device)
         return self._modules[encoder]
 
     def _register_op(self) -> None:
+        """Register muse::selective_scan (import muse_infer.ops.op), refusing where it has no kernel."""
         try:
             from .ops.op import op_available
         except ImportError as error:
@@ -250,3 +244,19 @@ class Pt2Backend(TorchScriptBackend):
                 f"on {self.device!r} here (build the package with `pip install --no-build-isolation -e .`, "
                 "or use --backend torchscript, whose portable file needs no op)"
             )
+
+
+def load_exported_program(path: str | os.PathLike, device: str = "cpu"):
+    """``torch.export.load(path).module()`` on ``device`` (register muse::selective_scan first if needed).
+
+    The programs are exported on the CPU; for another device the program's tensors (weights and the
+    constants the graph creates) are moved with ``torch.export.passes.move_to_device_pass``.
+    """
+    import torch
+
+    program = torch.export.load(str(path))
+    if torch.device(device).type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, torch.device(device))
+    return program.module()
