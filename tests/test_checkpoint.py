@@ -42,6 +42,18 @@ def test_round_trip_keeps_weights_and_config(tiny, saved):
         torch.testing.assert_close(loaded.encode_video(*video()), tiny.encode_video(*video()), rtol=0, atol=0)
 
 
+def test_saved_file_gets_the_usual_mode_not_the_temporary_files(tiny, tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tiny, tmp_path / "model.safetensors")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
 def test_truncated_file_gives_a_clear_error(saved, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
