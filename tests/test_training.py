@@ -1,5 +1,5 @@
 """training/: recipe pieces (groups, schedule, loss, all-gather), the frame cache, a short run that
-learns (its own videos; held-out videos in a slow test), and resume == continuous.
+learns (its own videos; held-out videos in a slow test, ~6 min), and resume == continuous.
 
 The runs use the "tiny" architecture at a reduced input size (64 px: a 2x2 patch grid, so the MUSE
 sequence is short) on a small synthetic set generated here, so the default test run stays quick.
@@ -196,16 +196,37 @@ def test_short_run_lowers_loss_and_fits_its_videos(synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_run_lifts_held_out_recall(tmp_path):
-    """Trained on 800 synthetic videos (64 px, 6 epochs: ~20 min on a shared 2-core CPU), the tiny model
-    ranks 100 unseen videos well above chance. Measured: MdR 26 (t2v) / 25 (v2t), R@10 24 / 22 %, where
-    chance is MdR 50.5 and R@10 10 %; R@1 is still near chance (2 %) at this budget."""
+    """The experiment's small model (training/configs/synthetic-small.json, random CLIP weights), trained
+    12 epochs on 800 synthetic videos (~6 min on one core), retrieves 100 unseen videos well above
+    chance. Measured on 2026-11-29 (one thread, deterministic): val R@1 11 % (t2v) / 12 % (v2t), MdR
+    10 / 11, where chance is R@1 1 % and MdR 50.5; the loss fell from 2.85 to 1.59 (epoch means).
+    The same run from the command line is in docs/experiments.md ("A short run")."""
+    from training.experiments import MODEL_CONFIG
+
     root = tmp_path / "data"
-    generate_synthetic_benchmark(root, seed=2, sizes={"train": 800, "val": 100}, workers=2)
-    config = run_config(root, tmp_path / "run", tmp_path / "cache", epochs=6, lr=1e-3, decode_workers=2)
+    generate_synthetic_benchmark(root, seed=3, sizes={"train": 800, "val": 100}, workers=2)
+    config = TrainConfig(
+        out_dir=str(tmp_path / "run"),
+        model=MODEL_CONFIG,
+        clip_weights="random",
+        train={"layout": "jsonl", "annotations": str(root / "train.jsonl")},
+        val={"layout": "jsonl", "annotations": str(root / "val.jsonl")},
+        epochs=12,
+        batch_size=16,
+        lr=1e-3,
+        coef_lr=1.0,
+        max_frames=4,
+        cache_dir=str(tmp_path / "cache"),
+        decode_workers=2,
+        threads=1,
+    )
     summary = train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    epoch_losses = [r["train_loss"] for r in log if r["event"] == "epoch"]
+    assert epoch_losses[-1] < epoch_losses[0] - 0.8, epoch_losses
     for direction in ("t2v", "v2t"):
-        assert summary["val"][direction]["MdR"] <= 35, summary["val"]
-        assert summary["val"][direction]["R@10"] >= 18, summary["val"]
+        assert summary["val"][direction]["R@1"] >= 5, summary["val"]  # chance: 1 %
+        assert summary["val"][direction]["MdR"] <= 25, summary["val"]  # chance: 50.5
 
 
 def test_resume_continues_the_same_run(synthetic, tmp_path):

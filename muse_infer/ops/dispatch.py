@@ -1,4 +1,4 @@
-"""The one function models call for a selective scan: picks the fast op or the reference.
+"""The one function models call for a selective scan: picks the fast op, the chunked scan or the reference.
 
 Choice (made per call, logged once at debug level per choice):
 - ``MUSE_SCAN=ref`` forces the reference, ``MUSE_SCAN=op`` forces ``torch.ops.muse.selective_scan``
