@@ -205,20 +205,15 @@ def test_run_lifts_held_out_recall(tmp_path):
 
     root = tmp_path / "data"
     generate_synthetic_benchmark(root, seed=3, sizes={"train": 800, "val": 100}, workers=2)
-    config = TrainConfig(
-        out_dir=str(tmp_path / "run"),
+    config = run_config(
+        root,
+        tmp_path / "run",
+        tmp_path / "cache",
         model=MODEL_CONFIG,
-        clip_weights="random",
-        train={"layout": "jsonl", "annotations": str(root / "train.jsonl")},
-        val={"layout": "jsonl", "annotations": str(root / "val.jsonl")},
+        model_overrides={},
         epochs=12,
-        batch_size=16,
         lr=1e-3,
-        coef_lr=1.0,
-        max_frames=4,
-        cache_dir=str(tmp_path / "cache"),
         decode_workers=2,
-        threads=1,
     )
     summary = train(config)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
