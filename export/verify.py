@@ -3,8 +3,8 @@
 The parent computes the eager model's embeddings on seeded random inputs and saves the inputs; a child
 process per file loads only what a deployment would (ONNX: onnxruntime and numpy, and it asserts that
 torch was never imported; TorchScript and torch.export: torch, plus the C++ library for files that call
-the op), runs
-the file and saves its output; the parent reports the max abs error of the L2-normalised embeddings.
+the op), runs the file and saves its output; the parent reports the max abs error of the L2-normalised
+embeddings.
 """
 
 from __future__ import annotations
