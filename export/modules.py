@@ -182,6 +182,16 @@ def selective_scan_script(
     return y.to(out_dtype)
 
 
+EXPORT_BATCH = 2  # the example batch for torch.export; 1 would let it specialise the batch dimension
+MAX_EXPORT_BATCH = 4096
+
+
+def dynamic_batch(args: tuple[Tensor, ...]) -> tuple[dict, ...]:
+    """torch.export ``dynamic_shapes`` making dimension 0 of every input one shared dynamic batch size."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    return tuple({0: batch} for _ in args)
+
+
 def example_video_inputs(config, batch: int, seed: int = 0, real_frames: list[int] | None = None):
     """Random preprocessed frames (batch, T, 3, H, W) float32 and mask (batch, T) float32.
 

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from .modules import (
+    EXPORT_BATCH,
     ExportError,
     TextEncoderModule,
     VideoEncoderModule,
+    dynamic_batch,
     example_text_inputs,
     example_video_inputs,
     scan_as_op,
@@ -25,7 +27,6 @@ from .modules import (
 from .scan_onnx import OPSET, selective_scan_onnx
 
 logger = logging.getLogger(__name__)
-EXPORT_BATCH = 2  # the example batch; 1 would let torch.export specialise the batch dimension
 
 
 def export_video_onnx(model: nn.Module, path: str | Path) -> Path:
@@ -42,8 +43,6 @@ def export_text_onnx(model: nn.Module, path: str | Path) -> Path:
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list[str], path: Path) -> Path:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic_shapes = tuple({0: batch} for _ in args)
     with scan_as_op(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
         program = torch.onnx.export(
@@ -53,7 +52,7 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list
             opset_version=OPSET,
             input_names=input_names,
             output_names=["embeddings"],
-            dynamic_shapes=dynamic_shapes,
+            dynamic_shapes=dynamic_batch(args),
             custom_translation_table={torch.ops.muse.selective_scan.default: selective_scan_onnx},
             optimize=True,
             verbose=False,

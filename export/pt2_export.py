@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from .modules import (
+    EXPORT_BATCH,
     TextEncoderModule,
     VideoEncoderModule,
+    dynamic_batch,
     example_text_inputs,
     example_video_inputs,
     scan_as_op,
 )
 
 logger = logging.getLogger(__name__)
-EXPORT_BATCH = 2  # the example batch; 1 would let torch.export specialise the batch dimension
-MAX_BATCH = 4096
 
 
 def export_video_pt2(model: nn.Module, path: str | Path) -> Path:
@@ -49,10 +49,9 @@ def export_text_pt2(model: nn.Module, path: str | Path) -> Path:
 
 
 def _export_and_save(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> Path:
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter; the result is verified
-        program = torch.export.export(module.eval(), args, dynamic_shapes=tuple({0: batch} for _ in args))
+        program = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_batch(args))
     torch.export.save(program, str(path))
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path

@@ -390,11 +390,12 @@ def calls(monkeypatch):
         seen.append("op")
         return real_op(*args, **kwargs)
 
+    real_chunked = dispatch.selective_scan_chunked
+
     def spy_chunked(*args, **kwargs):
         seen.append("chunked")
         return real_chunked(*args, **kwargs)
 
-    real_chunked = dispatch.selective_scan_chunked
     monkeypatch.setattr(dispatch, "selective_scan_ref", spy_ref)
     monkeypatch.setattr(dispatch, "selective_scan_chunked", spy_chunked)
     monkeypatch.setattr(scan_op, "selective_scan", spy_op)
