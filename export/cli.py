@@ -6,14 +6,8 @@ import logging
 
 import click
 
-
-class UserError(click.ClickException):
-    """Bad input (model, folder, format): one clear line, exit status 2 as in every muse-infer command.
-
-    Not imported from muse_infer.cli: that module loads this one as a plugin while it is imported.
-    """
-
-    exit_code = 2
+from muse_infer.cli.common import UserError
+from muse_infer.errors import MuseError
 
 
 class VerificationFailed(click.ClickException):
@@ -66,12 +60,7 @@ def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance,
       muse-infer export --checkpoint muse_msrvtt.safetensors --out exported_pt2/ --format pt2
       muse-infer encode-videos videos/ --out emb.npy --model exported/ --backend onnx
     """
-    from muse_infer.backends import BackendError
-    from muse_infer.checkpoint import CheckpointError
-    from muse_infer.config import ConfigError
-    from muse_infer.loading import PretrainedWeightsError
-
-    from .modules import ExportError
+    from .modules import ExportError, ExportVerificationError
     from .package import export_checkpoint
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # its passes log every deduplicated constant
@@ -86,11 +75,11 @@ def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance,
             tolerance=tolerance,
             log=lambda line: click.echo(line, err=True),
         )
-    except (CheckpointError, ConfigError, PretrainedWeightsError, BackendError) as error:
-        raise UserError(f"--checkpoint {checkpoint}: {error}") from None
+    except ExportVerificationError as error:
+        raise VerificationFailed(f"{error}; nothing was written to {out}") from None
     except ExportError as error:
-        if "differ from the eager model" in str(error):
-            raise VerificationFailed(f"{error}; nothing was written to {out}") from None
         raise UserError(str(error)) from None
+    except MuseError as error:  # the model could not be loaded
+        raise UserError(f"--checkpoint {checkpoint}: {error}") from None
     names = sorted(p.name for p in result.directory.iterdir())
     click.echo(f"wrote {result.directory}: {', '.join(names)}")

@@ -23,9 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from muse_infer.errors import MuseError
 
-class ExportError(RuntimeError):
+
+class ExportError(MuseError, RuntimeError):
     """An export that cannot be written or does not verify; the message names the file or argument."""
+
+
+class ExportVerificationError(ExportError):
+    """Exported files whose results differ from the eager model's by more than the tolerance."""
 
 
 # open_clip CLIP attributes that only the text tower (or only the similarity) uses.

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from muse_infer.ops.onnx_scan import OPSET, selective_scan_onnx
+
 from .modules import (
     EXPORT_BATCH,
     ExportError,
@@ -24,7 +26,6 @@ from .modules import (
     example_video_inputs,
     scan_as_op,
 )
-from .scan_onnx import OPSET, selective_scan_onnx
 
 logger = logging.getLogger(__name__)
 

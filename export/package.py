@@ -26,14 +26,15 @@ from pathlib import Path
 
 from torch import nn
 
-from .manifest import build_manifest
+from muse_infer.ops.onnx_scan import OPSET
+from muse_infer.runtime.manifest import MANIFEST, build_manifest
+
 from .modules import ExportError, op_library_path
 from .verify import TOLERANCE, ExportedFile, verify_files
 
 logger = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript")
-MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass
@@ -54,14 +55,12 @@ def export_checkpoint(
 ) -> ExportResult:
     """Load ``checkpoint`` (anything ``muse_infer.load_model`` accepts) and ``export_model`` it."""
     from muse_infer import load_model
-    from muse_infer.backends import _absolute_if_file
-    from muse_infer.identity import model_identity
+    from muse_infer.loading.identity import model_identity
+    from muse_infer.loading.reference import model_source
 
     model = load_model(checkpoint, clip_weights=clip_weights)
     identity = model_identity(checkpoint, model.config, clip_weights)
-    source = {"model": _absolute_if_file(checkpoint), "clip_weights": None}
-    if clip_weights is not None:
-        source["clip_weights"] = _absolute_if_file(clip_weights)
+    source = model_source(checkpoint, clip_weights)
     return export_model(model, out_dir, formats, identity=identity, source=source, **options)
 
 
@@ -78,7 +77,7 @@ def export_model(
 ) -> ExportResult:
     """Write a MuseModel's text and video encoders in each of ``formats`` ("onnx", "torchscript", "pt2").
 
-    identity: the model's ``muse_infer.identity.model_identity`` (default: a hash of its weights);
+    identity: the model's ``muse_infer.loading.identity.model_identity`` (default: a hash of its weights);
     source: how to load it again with torch ({"model": ..., "clip_weights": ...}), kept in the manifest.
     verify: run each file in a fresh process against the eager model; ExportError above ``tolerance``.
     """
@@ -96,7 +95,7 @@ def export_model(
             errors = verify_files(model, files, op_library_path(), tolerance)
             for name, error in errors.items():
                 log(f"verified {name}: max abs error {error:.2e} vs the eager model (limit {tolerance:g})")
-        manifest = build_manifest(model, identity, source, files, errors)
+        manifest = build_manifest(model, identity, source, files, errors, onnx_opset=OPSET)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _move_into_place(staging, out_dir)
     except BaseException:

@@ -61,6 +61,6 @@ def load_pt2(path: str | Path, device: str = "cpu") -> nn.Module:
     """``torch.export.load(path).module()`` after registering ``muse::selective_scan``, on ``device``
     (the programs are exported on the CPU and moved with ``move_to_device_pass``)."""
     import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan: C++ CPU kernel, CUDA kernel)
-    from muse_infer.backends_export import load_exported_program
+    from muse_infer.runtime.exported import load_exported_program
 
     return load_exported_program(path, device)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modules import ExportError, example_text_inputs, example_video_inputs
+from .modules import ExportError, ExportVerificationError, example_text_inputs, example_video_inputs
 
 TOLERANCE = 1e-4
 VERIFY_SEED = 1234
@@ -115,7 +115,7 @@ def verify_files(
     bad = {name: error for name, error in errors.items() if not error <= tolerance}
     if bad:
         detail = ", ".join(f"{name}: {error:.3g}" for name, error in bad.items())
-        raise ExportError(
+        raise ExportVerificationError(
             f"exported encoders differ from the eager model by more than {tolerance:g}: {detail}"
         )
     return errors

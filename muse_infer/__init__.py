@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 __all__ = ["load_model", "available_models", "MuseConfig", "VideoEncoder", "TextEncoder", "EmbeddingIndex"]
 
 _LAZY = {
-    "load_model": ("muse_infer.loading", "load_model"),
-    "available_models": ("muse_infer.loading", "available_models"),
+    "load_model": ("muse_infer.loading.models", "load_model"),
+    "available_models": ("muse_infer.loading.reference", "available_models"),
     "MuseConfig": ("muse_infer.config", "MuseConfig"),
     "VideoEncoder": ("muse_infer.encoders", "VideoEncoder"),
     "TextEncoder": ("muse_infer.encoders", "TextEncoder"),

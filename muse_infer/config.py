@@ -8,14 +8,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 SUPPORTED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 AGGREGATIONS = ("scale_wise", "frame_wise", "spatial_wise")
 SLICE_MODES = ("uniform", "head", "tail")
-
-
-class ConfigError(ValueError):
-    """A model configuration that cannot be built; the message names the field."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from .errors import DatasetError
+
 LAYOUTS = ("msrvtt", "didemo", "activitynet", "jsonl", "csv")
 SPLITS = {
     "msrvtt": ("train", "test"),
@@ -39,10 +41,6 @@ SPLITS = {
     "activitynet": ("train", "val"),
 }
 ACTIVITYNET_CAPTIONS = {"train": "train.json", "val": "val_1.json"}
-
-
-class DatasetError(ValueError):
-    """An annotation file that cannot be read as its layout says; the message names file, line and field."""
 
 
 class Pair(NamedTuple):

@@ -7,9 +7,10 @@ Both give L2-normalised float32 numpy arrays (N, C), whatever backend runs the m
     texts = TextEncoder(encoder.backend).encode(["a dog", "a cat"])  # (2, 512), same model
     scores = texts @ videos.T                                        # cosine similarities
 
-Videos are decoded in worker processes while the model runs (see ``muse_infer.decode_pool``). Each
-``encode`` call starts its workers afresh (a fresh interpreter importing torch: a second or more), so
-pass many paths a call; ``workers=0`` decodes in the calling process (no per-file timeout then).
+Videos are decoded in worker processes while the model runs (see ``muse_infer.video.pool``); the
+workers send uint8 clips and the frames are normalised here, next to the model. Each ``encode`` call
+starts its workers afresh, so pass many paths a call; ``workers=0`` decodes in the calling process
+(no per-file timeout then).
 A video's embedding does not depend on the other videos of its batch beyond float rounding
 (measured: identical on the tiny model, <= 1e-7 apart for ViT-B-32 on CPU between batch sizes 1 and 5).
 """
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import Backend, load_backend
-from .decode_pool import DecodePool, DecodeSettings, decode_inline
+from .errors import VideoDecodeError
+from .runtime import Backend, load_backend
+from .video.frames import FrameSettings, clip_inputs
+from .video.pool import DecodePool, decode_inline
 
 ON_ERROR = ("raise", "skip")
 
@@ -119,7 +122,7 @@ class VideoEncoder:
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
         b = self.backend
-        self.decode_settings = DecodeSettings(
+        self.frame_settings = FrameSettings(
             max_frames or b.max_frames, b.framerate, b.slice_mode, b.image_size
         )
 
@@ -134,13 +137,7 @@ class VideoEncoder:
     @property
     def settings(self) -> dict:
         """Frame sampling settings that, with the model identity, determine every embedding."""
-        s = self.decode_settings
-        return {
-            "max_frames": s.max_frames,
-            "framerate": s.framerate,
-            "slice_mode": s.slice_mode,
-            "image_size": s.size,
-        }
+        return self.frame_settings.to_dict()
 
     def encode(
         self,
@@ -165,8 +162,6 @@ class VideoEncoder:
             if result.error is None:
                 embeddings[result.index] = result.embedding
             elif on_error == "raise":
-                from .video import VideoDecodeError
-
                 raise VideoDecodeError(result.path, result.error)
         return embeddings
 
@@ -203,10 +198,10 @@ class VideoEncoder:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if workers == 0:
-            decoded = decode_inline(paths, self.decode_settings)
+            decoded = decode_inline(paths, self.frame_settings)
         else:
             decoded = DecodePool(
-                self.decode_settings, workers, timeout, prefetch=2 * batch_size + workers
+                self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
         yield from self._batched(decoded, batch_size)
 
@@ -231,8 +226,7 @@ class VideoEncoder:
         good = [item for item in items if item.error is None]
         embeddings = {}
         if good:
-            frames = np.stack([item.frames for item in good])  # (B, T, 3, H, W)
-            masks = np.stack([item.mask for item in good])  # (B, T)
+            frames, masks = clip_inputs([item.pixels for item in good], self.frame_settings.max_frames)
             for item, row in zip(good, self.backend.encode_video(frames, masks), strict=True):
                 embeddings[item.index] = row
         results = []

@@ -10,8 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 from muse_infer import load_model
-from muse_infer.checkpoint import CheckpointError, load_checkpoint, read_torch_state_dict, save_checkpoint
-from muse_infer.convert import ConversionError, convert_clip4clip, to_authors_state_dict
+from muse_infer.loading.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_torch_state_dict,
+    save_checkpoint,
+)
+from muse_infer.loading.convert import ConversionError, convert_clip4clip, to_authors_state_dict
 
 
 @pytest.fixture(scope="module")

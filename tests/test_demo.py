@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import muse_infer
-from muse_infer.checkpoint import read_checkpoint
+from muse_infer.loading.checkpoint import read_checkpoint
 
 DEMO_WEIGHTS = Path(muse_infer.__file__).parent / "weights" / "demo.safetensors"
 needs_weights = pytest.mark.skipif(
@@ -64,7 +64,7 @@ def test_a_missed_query_exits_non_zero(monkeypatch):
     from click.testing import CliRunner
 
     from muse_infer import demo
-    from muse_infer.cli_eval import demo_command
+    from muse_infer.cli.evaluate import demo_command
 
     def fake_run(model, seed, count, device):
         return [

@@ -24,11 +24,12 @@ import pytest
 from muse_infer.data.writer import write_video
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import hang_env  # noqa: E402
 from video_factory import make_video  # noqa: E402
 
 FRAMES = 4
 HANG = "hang.mp4"
-CLI_ENV = {"MUSE_TEST_DECODE_DELAY": f"{HANG}=120"}  # the test hook: this file's decode "hangs"
+CLI_ENV = hang_env(f"{HANG}=120")  # this file's decode "hangs" (tests/hooks/sitecustomize.py)
 CLI = [sys.executable, "-c", "from muse_infer.cli import main; main()"]  # the `muse-infer` script
 CLI_OPTIONS = ["--model", "tiny", "--device", "cpu", "--frames", str(FRAMES), "--batch-size", "2"]
 CLI_OPTIONS += ["--chunk-size", "2", "--workers", "1", "--timeout", "4", "-q"]
@@ -218,7 +219,7 @@ def test_text_encoder_shares_the_model(video_encoder):
 
 def test_unknown_backend_is_a_clear_error():
     from muse_infer import TextEncoder
-    from muse_infer.backends import BackendError
+    from muse_infer.runtime import BackendError
 
     with pytest.raises(BackendError, match="export"):  # ONNX runs an export directory, not a name
         TextEncoder("tiny", backend="onnx")
@@ -227,30 +228,33 @@ def test_unknown_backend_is_a_clear_error():
 
 
 def test_decode_pool_cuts_off_a_hanging_decode(corpus, monkeypatch):
-    from muse_infer.decode_pool import DecodePool, DecodeSettings
-    from muse_infer.video import load_video
+    from muse_infer.video import FrameSettings, clip_inputs, load_video
+    from muse_infer.video.pool import DecodePool
 
     root, good, _ = corpus
-    monkeypatch.setenv("MUSE_TEST_DECODE_DELAY", "a.mp4=60")
+    for name, value in hang_env("a.mp4=60").items():
+        monkeypatch.setenv(name, value)
     others = [p for p in good if p != "a.mp4"]
     paths = [str(root / "a.mp4"), str(root / others[0]), str(root / "text.mp4"), str(root / others[1])]
     started = time.monotonic()
-    results = list(DecodePool(DecodeSettings(max_frames=2), workers=2, timeout=2).imap(paths))
+    results = list(DecodePool(FrameSettings(max_frames=2), workers=2, timeout=2).imap(paths))
     assert time.monotonic() - started < 40
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert "timed out after 2 s" in results[0].error
-    assert results[1].error is None and results[1].frames.shape == (2, 3, 224, 224)
-    frames, mask = load_video(paths[1], max_frames=2)  # the pool sends uint8 and normalises again:
-    np.testing.assert_array_equal(results[1].frames, frames.numpy())  # the very same bits
-    np.testing.assert_array_equal(results[1].mask, mask.numpy())
+    assert results[1].error is None and results[1].pixels.shape == (2, 224, 224, 3)
+    assert results[1].pixels.dtype == np.uint8  # workers ship uint8; the model side normalises:
+    frames, mask = clip_inputs([results[1].pixels], max_frames=2)
+    expected_frames, expected_mask = load_video(paths[1], max_frames=2)
+    np.testing.assert_array_equal(frames[0], expected_frames.numpy())  # the very same bits
+    np.testing.assert_array_equal(mask[0], expected_mask.numpy())
     assert "not a readable video container" in results[2].error
     assert results[3].error is None
 
 
 def test_identity_of_a_checkpoint_ignores_its_location(tmp_path):
     from muse_infer import load_model
-    from muse_infer.checkpoint import save_checkpoint
-    from muse_infer.identity import model_identity, same_model
+    from muse_infer.loading.checkpoint import save_checkpoint
+    from muse_infer.loading.identity import model_identity, same_model
 
     model = load_model("tiny")
     first, second = tmp_path / "a.safetensors", tmp_path / "moved" / "b.safetensors"
@@ -334,14 +338,14 @@ def test_kill_and_resume_equals_a_clean_run(corpus, clean_index, tmp_path):
     embeddings, sidecar = load_pair(out)
     assert sidecar["paths"] == expected_sidecar["paths"], f"kill seed {seed}"
     np.testing.assert_allclose(embeddings, expected, atol=1e-6, rtol=0)
-    # Same batches as the clean run, hence the same bits (see muse_infer.encode_job).
+    # Same batches as the clean run, hence the same bits (see muse_infer.jobs.encode).
     np.testing.assert_array_equal(embeddings, expected)
     assert read_failures(out) == read_failures(clean_index)
     assert not parts.exists()
 
 
 def test_rerun_adds_new_files_and_redoes_changed_ones(tmp_path, video_encoder):
-    from muse_infer.encode_job import encode_folder
+    from muse_infer.jobs.encode import encode_folder
 
     root, out = tmp_path / "videos", tmp_path / "emb.npy"
     root.mkdir()

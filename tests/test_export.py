@@ -24,9 +24,9 @@ from export import ExportError, export_checkpoint, op_library_path
 from export.cli import export_command
 from export.modules import example_text_inputs, example_video_inputs, scripted_scan
 from export.verify import ExportedFile, verify_files
-from muse_infer.backends import load_backend
-from muse_infer.checkpoint import save_checkpoint
+from muse_infer.loading.checkpoint import save_checkpoint
 from muse_infer.ops.reference import selective_scan_ref
+from muse_infer.runtime import load_backend
 
 TOLERANCE = 1e-4
 VIDEO_FILES = ("video_encoder.onnx", "video_encoder.pt", "video_encoder.portable.pt", "video_encoder.pt2")
@@ -209,7 +209,7 @@ def test_backends_run_the_export_like_torch(tiny_export, tiny_checkpoint, fresh_
 
 
 def test_export_backends_give_clear_errors(tiny_export, tiny_checkpoint):
-    from muse_infer.backends import BackendError
+    from muse_infer.runtime import BackendError
 
     with pytest.raises(BackendError, match="muse-infer export --checkpoint"):
         load_backend(tiny_checkpoint, "onnx")
@@ -234,7 +234,7 @@ def test_cli_exports_meanp_and_prints_errors(tmp_path):
     assert result.exit_code == 0, result.output
     assert "video_encoder.onnx: max abs error" in result.output and "text_encoder.onnx" in result.output
     assert {p.name for p in out.iterdir()} == {"manifest.json", "video_encoder.onnx", "text_encoder.onnx"}
-    from muse_infer.backends import BackendError
+    from muse_infer.runtime import BackendError
 
     with pytest.raises(BackendError, match="no pt2 text encoder in this export.*--format pt2"):
         load_backend(out, "pt2").encode_text_tokens(np.zeros((1, 32), np.int64))
@@ -287,7 +287,7 @@ class ScanOnly(torch.nn.Module):
 def test_scan_translation_matches_the_reference(tmp_path, parts):
     import onnxruntime as ort
 
-    from export.scan_onnx import selective_scan_onnx
+    from muse_infer.ops.onnx_scan import selective_scan_onnx
 
     module = ScanOnly(17, 5, frozenset(parts)).eval()
     g = torch.Generator().manual_seed(1)

@@ -6,8 +6,8 @@ from authors_reference import authors_video_embedding
 
 from muse_infer import load_model
 from muse_infer.config import ConfigError, MuseConfig, load_config
-from muse_infer.convert import convert_clip4clip, to_authors_state_dict
 from muse_infer.loading import build_model
+from muse_infer.loading.convert import convert_clip4clip, to_authors_state_dict
 from muse_infer.model.aggregation import aggregate, class_token_positions, sequence_length
 from muse_infer.model.pyramid import MultiScaleGenerator, scaled_grid
 

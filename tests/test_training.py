@@ -16,16 +16,16 @@ import torch
 import torch.distributed as dist
 from click.testing import CliRunner
 
-from muse_infer.checkpoint import read_checkpoint
 from muse_infer.config import load_config
 from muse_infer.data.synthetic import generate_synthetic_benchmark
 from muse_infer.loading import load_model
-from muse_infer.video import VideoDecodeError, load_video
+from muse_infer.loading.checkpoint import read_checkpoint
+from muse_infer.video import FrameSettings, VideoDecodeError, load_video
 from training.cli import train_command
 from training.config import TrainConfig, TrainConfigError
 from training.data import epoch_batches
 from training.distributed import DistInfo, gather_features
-from training.frames import Sampling, fill_cache, normalise
+from training.frames import fill_cache, normalise
 from training.loop import Trainer, build_training_model, contrastive_loss, resume, train
 from training.optim import no_weight_decay_names, parameter_groups, warmup_cosine
 
@@ -162,7 +162,7 @@ def test_config_errors_name_the_field():
 
 def test_cached_frames_equal_load_video(synthetic, tmp_path):
     video = str(synthetic / "val" / "val_00000.mp4")
-    sampling = Sampling(max_frames=4, size=64)
+    sampling = FrameSettings(max_frames=4, size=64)
     entries = fill_cache([video], tmp_path, sampling, workers=1)
     frames, mask = normalise([np.load(entries[video])], max_frames=4)
     expected_frames, expected_mask = load_video(video, max_frames=4, size=64)
@@ -247,4 +247,6 @@ def test_undecodable_training_video_is_named(tmp_path):
     other.write_bytes(b"nor this")
     for workers in (1, 2):
         with pytest.raises(VideoDecodeError, match="broken.mp4"):
-            fill_cache([str(good), str(other)], tmp_path / f"cache{workers}", Sampling(), workers=workers)
+            fill_cache(
+                [str(good), str(other)], tmp_path / f"cache{workers}", FrameSettings(), workers=workers
+            )

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from muse_infer import video
 from muse_infer.video import (
     CLIP_MEAN,
     CLIP_STD,
@@ -23,6 +22,7 @@ from muse_infer.video import (
     read_frames,
     sample_indices,
 )
+from muse_infer.video import reader as video
 
 sys.path.insert(0, os.path.dirname(__file__))
 from video_factory import index_image, make_video, read_index  # noqa: E402

@@ -8,18 +8,11 @@ import logging
 
 import click
 
-from muse_infer.checkpoint import CheckpointError
-from muse_infer.config import ConfigError
-from muse_infer.datasets import LAYOUTS, DatasetError
-from muse_infer.video import VideoDecodeError
+from muse_infer.cli.common import UserError
+from muse_infer.datasets import LAYOUTS
+from muse_infer.errors import MuseError
 
-from .config import TrainConfig, TrainConfigError, load_train_config
-
-
-class UserError(click.ClickException):
-    """Bad settings or data: one clear line, exit status 2 as in every muse-infer command."""
-
-    exit_code = 2
+from .config import TrainConfig, load_train_config
 
 
 def _data(layout, annotations, split, videos) -> dict | None:
@@ -84,14 +77,7 @@ def train_command(config_file, resume_dir, sets, **flags) -> None:
             summary = resume(resume_dir, **extra)
         else:
             summary = train(_build_config(config_file, flags, sets))
-    except (
-        TrainConfigError,
-        DatasetError,
-        ConfigError,
-        CheckpointError,
-        VideoDecodeError,
-        FileNotFoundError,
-    ) as error:
+    except (MuseError, FileNotFoundError) as error:  # MuseError: `python -m training` has no MuseGroup
         raise UserError(str(error)) from None
     click.echo(json.dumps(summary, indent=2))
 

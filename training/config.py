@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from muse_infer.datasets import DataSpec
+from muse_infer.errors import MuseError
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(MuseError, ValueError):
     """Training settings that cannot be used; the message names the field."""
 
 

@@ -10,8 +10,9 @@ import torch
 
 from muse_infer.datasets import Pair, RetrievalSet, group_by_video
 from muse_infer.tokenizer import tokenize
+from muse_infer.video import FrameSettings
 
-from .frames import Sampling, fill_cache, normalise
+from .frames import fill_cache, normalise
 
 
 @dataclass
@@ -31,7 +32,12 @@ class PairData:
     """
 
     def __init__(
-        self, pairs: Sequence[Pair], sampling: Sampling, cache_dir, max_words: int, workers: int | None = None
+        self,
+        pairs: Sequence[Pair],
+        sampling: FrameSettings,
+        cache_dir,
+        max_words: int,
+        workers: int | None = None,
     ):
         self.pairs, self.sampling = list(pairs), sampling
         self.entries = fill_cache([p.video for p in self.pairs], cache_dir, sampling, workers)

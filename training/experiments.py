@@ -25,13 +25,15 @@ from pathlib import Path
 
 import torch
 
-from muse_infer.checkpoint import atomic_path, read_checkpoint, save_checkpoint
+from muse_infer.atomic import atomic_path
 from muse_infer.datasets import DataSpec, read_pairs
+from muse_infer.loading.checkpoint import read_checkpoint, save_checkpoint
 from muse_infer.model import MuseModel
+from muse_infer.video import FrameSettings
 
 from .config import TrainConfig
 from .data import PairData
-from .frames import Sampling, default_cache_dir
+from .frames import default_cache_dir
 from .loop import Trainer, embed_and_score
 
 MODEL_CONFIG = str(Path(__file__).parent / "configs" / "synthetic-small.json")
@@ -75,7 +77,7 @@ def evaluate_splits(config: TrainConfig, checkpoint: Path, data: Path) -> dict:
     model = MuseModel(model_config)
     model.load_state_dict(tensors)
     model.eval()
-    sampling = Sampling(
+    sampling = FrameSettings(
         config.max_frames, model_config.framerate, model_config.slice_mode, model_config.image_size
     )
     results = {}

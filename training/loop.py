@@ -2,7 +2,7 @@
 
 Files in ``out_dir``:
 - ``train_config.json``: the TrainConfig of the run (``--resume`` reads it back);
-- ``epoch_{k}.safetensors``: the model after epoch k (``muse_infer.checkpoint`` format, loadable with
+- ``epoch_{k}.safetensors``: the model after epoch k (``muse_infer.loading.checkpoint`` format, loadable with
   ``muse_infer.load_model``), its metadata recording epoch, step and the training config;
 - ``last_optimizer.pt``: AdamW state, completed epoch and step, RNG states; tensors and plain
   containers only, read back with ``torch.load(weights_only=True)``;
@@ -23,17 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muse_infer.checkpoint import atomic_path, load_state_dict_checked, read_checkpoint, save_checkpoint
+from muse_infer.atomic import atomic_path
 from muse_infer.config import load_config
 from muse_infer.datasets import read_pairs
 from muse_infer.evaluation import similarity_report
 from muse_infer.loading import load_clip_weights, resolve_clip_weights
+from muse_infer.loading.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
 from muse_infer.model import MuseModel
+from muse_infer.video import FrameSettings
 
 from .config import TrainConfig, TrainConfigError
 from .data import PairData, epoch_batches, steps_per_epoch
 from .distributed import gather_features, init_distributed
-from .frames import Sampling, default_cache_dir
+from .frames import default_cache_dir
 from .optim import build_optimizer, set_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,9 @@ class Trainer:
 
     def _load_data(self) -> tuple[PairData, PairData | None]:
         cfg, model_cfg = self.config, self.model.config
-        sampling = Sampling(cfg.max_frames, model_cfg.framerate, model_cfg.slice_mode, model_cfg.image_size)
+        sampling = FrameSettings(
+            cfg.max_frames, model_cfg.framerate, model_cfg.slice_mode, model_cfg.image_size
+        )
         cache = cfg.cache_dir or default_cache_dir()
         specs = [cfg.train_spec] + ([cfg.val_spec] if cfg.val_spec is not None else [])
         datasets = []

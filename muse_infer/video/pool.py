@@ -1,6 +1,6 @@
 """Decode videos in worker processes, in input order, each decode cut off after a per-file timeout.
 
-Why plain subprocesses (``python -m muse_infer.decode_pool``) and not ``multiprocessing``:
+Why plain subprocesses (``python -m muse_infer.video.pool``) and not ``multiprocessing``:
 - a decode that hangs inside FFmpeg cannot be interrupted, only its process killed; a pool of our own
   processes lets us kill one worker and start another (``concurrent.futures`` cannot kill one task);
 - the ``spawn`` start method re-runs the caller's ``__main__`` script in every worker, which breaks
@@ -11,20 +11,14 @@ their pipes), so a ``kill -9`` of the main process leaves no decoder behind, hun
 
 Protocol over the worker's stdin/stdout (pickled ``multiprocessing.connection`` messages):
 parent -> worker ``(index, path)`` or ``None`` (stop); worker -> parent ``("ready",)``, then
-``("pixels", index, pixels, mask)``, ``("ok", index, frames, mask)`` or ``("error", index, reason)``
-for each task. "pixels" sends the uint8 pixels the CLIP-normalised frames were computed from (4x
-less data through the pipe, which bounds throughput with many workers: 7 MB of float32 a 12-frame
-video); the parent normalises them again with the same float32 operations, so the frames are
-bit-identical to ``load_video``'s. A worker checks that before sending and sends "ok" (float32)
-whenever the round trip is not exact.
-
-Test hook: ``MUSE_TEST_DECODE_DELAY="PATTERN=SECONDS[;PATTERN=SECONDS...]"`` makes a decode of a
-file whose name matches the glob PATTERN sleep first, to test timeouts without real hangs.
+``("ok", index, pixels)`` or ``("error", index, reason)`` for each task. ``pixels`` is the clip as
+``muse_infer.video.reader.read_clip`` gives it, (t, S, S, 3) uint8: 1.8 MB for 12 frames at 224 px,
+a quarter of the float32 frames. Normalising it is the model side's job
+(``muse_infer.video.frames.clip_inputs``), so workers import neither torch nor anything of the model.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import subprocess
 import sys
@@ -36,46 +30,28 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-TEST_DELAY_ENV = "MUSE_TEST_DECODE_DELAY"
-STARTUP_TIMEOUT_S = 180.0  # importing torch and PyAV in a fresh interpreter on a busy machine
+from ..errors import DecodePoolError, VideoDecodeError
+from . import reader
+from .frames import FrameSettings
+
+STARTUP_TIMEOUT_S = 180.0  # starting a fresh interpreter with PyAV on a busy machine
 POLL_S = 0.05  # how often the pool notices that the consumer has taken results
-
-
-class DecodePoolError(RuntimeError):
-    """The decode workers could not be started or failed as a whole (not one bad file)."""
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """How frames are sampled and sized (``muse_infer.video.load_video`` arguments)."""
-
-    max_frames: int = 12
-    framerate: float = 1.0
-    slice_mode: str = "uniform"
-    size: int = 224
 
 
 @dataclass
 class Decoded:
-    """One video's frames (T, 3, size, size) float32 and mask (T,) int64, or the reason it failed."""
+    """One video's clip (t, S, S, 3) uint8 (``reader.read_clip``), or the reason it failed."""
 
     index: int
     path: str
-    frames: np.ndarray | None = None
-    mask: np.ndarray | None = None
+    pixels: np.ndarray | None = None
     error: str | None = None
 
 
-def decode_one(path: str, settings: DecodeSettings) -> tuple[np.ndarray, np.ndarray] | str:
-    """(frames, mask) of one video, or a one-line reason why it cannot be read. Never raises."""
-    from .video import VideoDecodeError, load_video
-
+def decode_one(path: str, settings: FrameSettings) -> np.ndarray | str:
+    """The clip of one video, (t, S, S, 3) uint8, or a one-line reason why it cannot be read. Never raises."""
     try:
-        _test_delay(path)
-        frames, mask = load_video(
-            path, settings.max_frames, settings.framerate, settings.slice_mode, settings.size
-        )
-        return frames.numpy(), mask.numpy()
+        return reader.read_clip(path, settings)
     except VideoDecodeError as error:
         return error.reason
     except MemoryError:
@@ -84,60 +60,24 @@ def decode_one(path: str, settings: DecodeSettings) -> tuple[np.ndarray, np.ndar
         return f"decoder error: {type(error).__name__}: {error}"
 
 
-def normalise_pixels(pixels: np.ndarray) -> np.ndarray:
-    """(n, 3, S, S) uint8 -> float32 CLIP-normalised, by the element-wise float32 operations of
-    ``muse_infer.video.preprocess_frame`` (each element rounds the same way, hence the same bits)."""
-    from .video import CLIP_MEAN, CLIP_STD
-
-    mean = np.float32(CLIP_MEAN)[:, None, None]
-    std = np.float32(CLIP_STD)[:, None, None]
-    return (pixels.astype(np.float32) / np.float32(255) - mean) / std
-
-
-def frames_to_pixels(frames: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """The uint8 pixels (n, 3, S, S) of the n real frames of ``frames`` (T, 3, S, S), or None when
-    ``normalise_pixels`` of them does not give back exactly these frames."""
-    from .video import CLIP_MEAN, CLIP_STD
-
-    real = frames[: int(mask.sum())]
-    mean = np.float32(CLIP_MEAN)[:, None, None]
-    std = np.float32(CLIP_STD)[:, None, None]
-    pixels = np.clip(np.rint((real * std + mean) * np.float32(255)), 0, 255).astype(np.uint8)
-    return pixels if np.array_equal(normalise_pixels(pixels), real) else None
-
-
-def pixels_to_frames(pixels: np.ndarray, max_frames: int) -> np.ndarray:
-    """(n, 3, S, S) uint8 -> (max_frames, 3, S, S) float32 frames, zero after the n real ones."""
-    frames = np.zeros((max_frames, *pixels.shape[1:]), dtype=np.float32)
-    frames[: len(pixels)] = normalise_pixels(pixels)
-    return frames
-
-
-def _test_delay(path: str) -> None:
-    for rule in filter(None, os.environ.get(TEST_DELAY_ENV, "").split(";")):
-        pattern, _, seconds = rule.rpartition("=")
-        if fnmatch.fnmatch(os.path.basename(path), pattern):
-            time.sleep(float(seconds))
-
-
-def decode_inline(paths: Sequence[str], settings: DecodeSettings) -> Iterator[Decoded]:
+def decode_inline(paths: Sequence[str], settings: FrameSettings) -> Iterator[Decoded]:
     """Decode in this process, one after another (no parallelism, no timeout)."""
     for index, path in enumerate(paths):
         result = decode_one(path, settings)
         if isinstance(result, str):
             yield Decoded(index, path, error=result)
         else:
-            yield Decoded(index, path, *result)
+            yield Decoded(index, path, pixels=result)
 
 
 class _Worker:
     """One decoder subprocess and the task it is working on."""
 
-    def __init__(self, settings: DecodeSettings):
+    def __init__(self, settings: FrameSettings):
         env = dict(os.environ)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-        args = [sys.executable, "-m", "muse_infer.decode_pool", str(os.getpid()), repr(asdict(settings))]
+        args = [sys.executable, "-m", "muse_infer.video.pool", str(os.getpid()), repr(asdict(settings))]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.writer = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.reader = Connection(os.dup(self.process.stdout.fileno()), writable=False)
@@ -190,7 +130,7 @@ class DecodePool:
     decoder) fails only the file it was decoding.
     """
 
-    def __init__(self, settings: DecodeSettings, workers: int, timeout: float = 120.0, prefetch: int = 16):
+    def __init__(self, settings: FrameSettings, workers: int, timeout: float = 120.0, prefetch: int = 16):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.settings, self.workers, self.timeout = settings, workers, timeout
@@ -227,10 +167,7 @@ class _PoolRun:
             if self.error is not None:
                 raise self.error
             self.consumed = index + 1
-            result = self.results.pop(index)
-        if result.frames is not None and result.frames.dtype == np.uint8:
-            result.frames = pixels_to_frames(result.frames, len(result.mask))
-        return result
+            return self.results.pop(index)
 
     def manage(self) -> None:
         # Runs on its own thread: workers are started here, so PR_SET_PDEATHSIG (which follows the
@@ -277,8 +214,8 @@ class _PoolRun:
             worker.ready, worker.deadline = True, float("inf")
             return worker
         index, path = message[1], self.paths[message[1]]
-        if kind in ("ok", "pixels"):  # uint8 pixels are normalised by the consumer, off this pump thread
-            self._store(Decoded(index, path, frames=message[2], mask=message[3]))
+        if kind == "ok":
+            self._store(Decoded(index, path, pixels=message[2]))
         else:
             self._store(Decoded(index, path, error=message[2]))
         worker.finish(index)
@@ -322,7 +259,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _worker_main(parent_pid: int, settings: DecodeSettings) -> None:
+def _worker_main(parent_pid: int, settings: FrameSettings) -> None:
     """Body of a worker process: decode tasks from stdin, answer on stdout, until end-of-file."""
     import signal
 
@@ -331,11 +268,9 @@ def _worker_main(parent_pid: int, settings: DecodeSettings) -> None:
     reader = Connection(os.dup(0), writable=False)
     writer = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # stray prints from libraries go to stderr, not into the message stream
-    import torch
+    import av  # noqa: F401  (imported before "ready" so its start-up is not billed to a task's timeout)
+    import PIL.Image  # noqa: F401
 
-    from . import video  # noqa: F401  (import before "ready" so startup is not billed to a task)
-
-    torch.set_num_threads(1)  # the main process runs the model; workers should not compete for cores
     writer.send(("ready",))
     while True:
         try:
@@ -352,16 +287,12 @@ def _worker_main(parent_pid: int, settings: DecodeSettings) -> None:
             return
 
 
-def _answer(index: int, result: tuple[np.ndarray, np.ndarray] | str) -> tuple:
-    """The message for one decoded task: an error, uint8 pixels when exact, else float32 frames."""
-    if isinstance(result, str):
-        return ("error", index, result)
-    frames, mask = result
-    pixels = frames_to_pixels(frames, mask)
-    return ("ok", index, frames, mask) if pixels is None else ("pixels", index, pixels, mask)
+def _answer(index: int, result: np.ndarray | str) -> tuple:
+    """The message for one decoded task: its clip, or why it failed."""
+    return ("error", index, result) if isinstance(result, str) else ("ok", index, result)
 
 
 if __name__ == "__main__":
     import ast
 
-    _worker_main(int(sys.argv[1]), DecodeSettings(**ast.literal_eval(sys.argv[2])))
+    _worker_main(int(sys.argv[1]), FrameSettings(**ast.literal_eval(sys.argv[2])))

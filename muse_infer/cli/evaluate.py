@@ -1,5 +1,5 @@
 """`muse-infer eval` and `muse-infer demo`: thin wrappers over ``muse_infer.evaluation`` and
-``muse_infer.demo``, attached to the command group by ``muse_infer.cli``."""
+``muse_infer.demo``."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import sys
 
 import click
 
-from .datasets import LAYOUTS
+from ..datasets import LAYOUTS
+from .common import UserError
 
 EXIT_DEMO_MISSED = 1
-
-
-class UserError(click.ClickException):
-    """Bad input (model, dataset files, arguments): one clear line, exit status 2."""
-
-    exit_code = 2
 
 
 @click.command("eval")
@@ -59,35 +54,20 @@ def eval_command(
       muse-infer eval --model demo --dataset jsonl --annotations synthetic/test.jsonl
       muse-infer eval --index emb.npy --captions captions.jsonl
     """
-    from .backends import BackendError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .datasets import DatasetError, DataSpec
-    from .evaluation import evaluate, evaluate_index, format_report
-    from .index import IndexFileError
-    from .video import VideoDecodeError
+    from ..datasets import DataSpec
+    from ..evaluation import evaluate, evaluate_index, format_report
 
-    try:
-        if index_path is not None:
-            if captions is None:
-                raise UserError("--index needs --captions (a JSONL or CSV of video, caption)")
-            kind = "csv" if captions.lower().endswith(".csv") else "jsonl"
-            spec = DataSpec(kind, captions, None, videos, video_key, caption_key)
-            report = evaluate_index(index_path, spec, model=model, device=device)
-        else:
-            if model is None or layout is None or annotations is None:
-                raise UserError("give --model, --dataset and --annotations (or --index and --captions)")
-            spec = DataSpec(layout, annotations, split, videos, video_key, caption_key)
-            report = evaluate(model, spec, batch_size, device, clip_weights, workers)
-    except (
-        DatasetError,
-        IndexFileError,
-        BackendError,
-        CheckpointError,
-        ConfigError,
-        VideoDecodeError,
-    ) as error:
-        raise UserError(str(error)) from None
+    if index_path is not None:
+        if captions is None:
+            raise UserError("--index needs --captions (a JSONL or CSV of video, caption)")
+        kind = "csv" if captions.lower().endswith(".csv") else "jsonl"
+        spec = DataSpec(kind, captions, None, videos, video_key, caption_key)
+        report = evaluate_index(index_path, spec, model=model, device=device)
+    else:
+        if model is None or layout is None or annotations is None:
+            raise UserError("give --model, --dataset and --annotations (or --index and --captions)")
+        spec = DataSpec(layout, annotations, split, videos, video_key, caption_key)
+        report = evaluate(model, spec, batch_size, device, clip_weights, workers)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
@@ -110,20 +90,10 @@ def demo_command(model, seed, count, device) -> None:
     Example:
       muse-infer demo
     """
-    from .backends import BackendError
-    from .demo import format_results, run_demo, timed
+    from ..demo import format_results, run_demo, timed
 
-    try:
-        results, seconds = timed(run_demo, model, seed, count, device)
-    except BackendError as error:
-        raise UserError(str(error)) from None
+    results, seconds = timed(run_demo, model, seed, count, device)
     click.echo(format_results(results))
     click.echo(f"({seconds:.1f} s, model {model!r})")
     if not all(r.hit for r in results):
         sys.exit(EXIT_DEMO_MISSED)
-
-
-def register(group: click.Group) -> None:
-    """Attach ``eval`` and ``demo`` to the ``muse-infer`` command group."""
-    group.add_command(eval_command)
-    group.add_command(demo_command)

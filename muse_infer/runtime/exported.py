@@ -8,39 +8,15 @@ an ONNX session is created, torch only by the TorchScript and pt2 backends.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .backends import BackendError
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "muse-infer-export"
-
-
-def is_export_directory(model: str | os.PathLike) -> bool:
-    """True when ``model`` is a folder with an export manifest."""
-    return Path(model).is_dir() and (Path(model) / MANIFEST).is_file()
-
-
-def read_manifest(directory: str | os.PathLike) -> dict:
-    """The manifest of an export directory, checked; BackendError naming the file otherwise."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise BackendError(
-            f"{directory}: not an export directory (no {MANIFEST}); the ONNX and TorchScript backends run "
-            f"the folder written by `muse-infer export --checkpoint MODEL --out {directory}`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise BackendError(f"{path}: unreadable manifest ({error}); export again") from None
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != 1:
-        raise BackendError(f"{path}: not a muse-infer export manifest (format version 1)")
-    return manifest
+from ..errors import BackendError
+from .devices import resolve_device
+from .manifest import is_export_directory, read_manifest
 
 
 def load_export_backend(model: str | os.PathLike, backend: str, device: str = "cpu"):
@@ -53,14 +29,6 @@ def load_export_backend(model: str | os.PathLike, backend: str, device: str = "c
         )
     cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}[backend]
     return cls(Path(model).resolve(), device)
-
-
-def export_model_source(directory: str | os.PathLike) -> dict:
-    """How to load the exported model with torch: the manifest's {"model": ..., "clip_weights": ...}."""
-    source = read_manifest(directory).get("model_source")
-    if not source or not source.get("model"):
-        raise BackendError(f"{directory}: the manifest does not say which model was exported; pass --model")
-    return source
 
 
 class _ExportBackend:
@@ -170,8 +138,6 @@ class TorchScriptBackend(_ExportBackend):
     runtime = "torchscript"
 
     def __init__(self, directory: Path, device: str = "cpu"):
-        from .backends import resolve_device
-
         super().__init__(directory, resolve_device(device))
         self._modules: dict[str, object] = {}
 
@@ -209,7 +175,7 @@ class TorchScriptBackend(_ExportBackend):
         if encoder == "text" or not files.get("torchscript", {}).get("needs_op_library"):
             return "torchscript"
         try:
-            from .ops.op import op_available
+            from ..ops.op import op_available
         except ImportError:
             op_available = None
         if op_available is not None and op_available(self.device.split(":")[0]):
@@ -235,7 +201,7 @@ class Pt2Backend(TorchScriptBackend):
     def _register_op(self) -> None:
         """Register muse::selective_scan (import muse_infer.ops.op), refusing where it has no kernel."""
         try:
-            from .ops.op import op_available
+            from ..ops.op import op_available
         except ImportError as error:
             raise BackendError(f"backend 'pt2' needs the muse::selective_scan op ({error})") from None
         if not op_available(self.device.split(":")[0]):

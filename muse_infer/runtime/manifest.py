@@ -1,21 +1,67 @@
-"""The export manifest: everything a deployment needs to feed the encoders without muse_infer."""
+"""The export manifest, owned here: what ``export/`` writes and the exported backends read.
+
+``manifest.json`` in an export directory holds everything a deployment needs to feed the encoders
+without muse_infer: the model identity, the inputs and outputs of each encoder file, the tokenizer and
+the frame preprocessing, how to load each file, and each file's measured error.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import json
+import os
+from pathlib import Path
 
-from .scan_onnx import OPSET
-from .verify import ExportedFile
+from ..errors import BackendError
+from ..loading.reference import EXPORT_MANIFEST
 
+MANIFEST = EXPORT_MANIFEST
 MANIFEST_FORMAT = "muse-infer-export"
 MANIFEST_VERSION = 1
 SOT_TOKEN_ID, EOT_TOKEN_ID = 49406, 49407
 
 
+def is_export_directory(model: str | os.PathLike) -> bool:
+    """True when ``model`` is a folder with an export manifest."""
+    return Path(model).is_dir() and (Path(model) / MANIFEST).is_file()
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of an export directory, checked; BackendError naming the file otherwise."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise BackendError(
+            f"{directory}: not an export directory (no {MANIFEST}); the ONNX, TorchScript and pt2 backends "
+            f"run the folder written by `muse-infer export --checkpoint MODEL --out {directory}`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BackendError(f"{path}: unreadable manifest ({error}); export again") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or manifest.get("format_version") != MANIFEST_VERSION
+    ):
+        raise BackendError(f"{path}: not a muse-infer export manifest (format version {MANIFEST_VERSION})")
+    return manifest
+
+
+def export_model_source(directory: str | os.PathLike) -> dict:
+    """How to load the exported model with torch: the manifest's {"model": ..., "clip_weights": ...}."""
+    source = read_manifest(directory).get("model_source")
+    if not source or not source.get("model"):
+        raise BackendError(f"{directory}: the manifest does not say which model was exported; pass --model")
+    return source
+
+
 def build_manifest(
-    model: nn.Module, identity: dict, source: dict | None, files: list[ExportedFile], errors: dict[str, float]
+    model, identity: dict, source: dict | None, files: list, errors: dict[str, float], onnx_opset: int
 ) -> dict:
-    """The manifest dict (JSON-ready) for an export of ``model`` made of ``files``."""
+    """The manifest dict (JSON-ready) for an export of ``model`` (a MuseModel) made of ``files``.
+
+    ``files``: the written files (each with ``encoder``, ``runtime``, ``path``, ``needs_op_library``);
+    ``errors``: each file's max abs error against the eager model, by file name.
+    """
     import muse_infer
 
     config = model.config
@@ -26,7 +72,7 @@ def build_manifest(
         "model_source": source,
         "embed_dim": config.embed_dim,
         "logit_scale": float(model.logit_scale.detach().float()),
-        "onnx_opset": OPSET,
+        "onnx_opset": onnx_opset,
         "encoders": {
             "video": _video_signature(config, files, errors),
             "text": _text_signature(config, files, errors),
@@ -59,7 +105,7 @@ PT2_LOADING = {
 }
 
 
-def _video_signature(config, files: list[ExportedFile], errors: dict[str, float]) -> dict:
+def _video_signature(config, files: list, errors: dict[str, float]) -> dict:
     frames, size = config.max_frames, config.image_size
     return {
         "inputs": [
@@ -71,7 +117,7 @@ def _video_signature(config, files: list[ExportedFile], errors: dict[str, float]
     }
 
 
-def _text_signature(config, files: list[ExportedFile], errors: dict[str, float]) -> dict:
+def _text_signature(config, files: list, errors: dict[str, float]) -> dict:
     return {
         "inputs": [{"name": "ids", "shape": ["batch", config.max_words], "dtype": "int64"}],
         "outputs": [{"name": "embeddings", "shape": ["batch", config.embed_dim], "dtype": "float32"}],
@@ -79,7 +125,7 @@ def _text_signature(config, files: list[ExportedFile], errors: dict[str, float])
     }
 
 
-def _files_of(encoder: str, files: list[ExportedFile], errors: dict[str, float]) -> dict:
+def _files_of(encoder: str, files: list, errors: dict[str, float]) -> dict:
     variants = {}
     for file in files:
         if file.encoder != encoder:
@@ -105,7 +151,7 @@ def _tokenizer(config) -> dict:
 
 
 def _preprocessing(config) -> dict:
-    from muse_infer.video import CLIP_MEAN, CLIP_STD
+    from ..video.frames import CLIP_MEAN, CLIP_STD
 
     return {
         "image_size": config.image_size,

@@ -14,13 +14,13 @@ Identities are plain JSON dicts:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from .config import MuseConfig, available_configs
-
-PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
+from ..config import MuseConfig
+from .reference import resolve_model
 
 
 def model_identity(
@@ -28,18 +28,15 @@ def model_identity(
 ) -> dict:
     """The identity dict of the model ``load_model(name_or_path, clip_weights=...)`` builds.
 
-    Mirrors ``load_model``'s resolution order: checkpoint file, packaged weights, config file or name.
+    The reference is resolved as ``load_model`` resolves it (``muse_infer.loading.reference``).
     """
-    from .checkpoint import file_sha256  # imports torch: only needed when a model is loaded
-
-    path = Path(name_or_path)
-    packaged = PACKAGED_WEIGHTS / f"{name_or_path}.safetensors"
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
-        identity = {"kind": "checkpoint", "sha256": file_sha256(path)}
-    elif packaged.is_file():
-        identity = {"kind": "named", "name": str(name_or_path), "sha256": file_sha256(packaged)}
+    ref = resolve_model(name_or_path)
+    if ref.kind == "checkpoint":
+        identity = {"kind": "checkpoint", "sha256": file_sha256(ref.path)}
+    elif ref.kind == "packaged":
+        identity = {"kind": "named", "name": ref.name, "sha256": file_sha256(ref.path)}
     else:
-        kind = "named" if str(name_or_path) in available_configs() else "config"
+        kind = "named" if ref.kind == "named" else "config"
         source = clip_weights if clip_weights is not None else config.clip_pretrained
         identity = {"kind": kind, "name": config.name, "clip_weights": _clip_weights_identity(source)}
     identity["config"] = config.to_dict()
@@ -51,10 +48,17 @@ def _clip_weights_identity(source: str | os.PathLike | None) -> str:
     if source is None or str(source) == "random":
         return "random"
     if Path(source).is_file():
-        from .checkpoint import file_sha256
-
         return f"sha256:{file_sha256(source)}"
     return str(source)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def normalise_identity(identity: dict) -> dict:

@@ -1,6 +1,6 @@
 """The embedding index: ``EMB.npy`` (N, C) float32 rows + its sidecar ``EMB.json``.
 
-Files beside ``EMB.npy`` (written by ``muse-infer encode-videos`` / ``muse_infer.encode_job``):
+Files beside ``EMB.npy`` (written by ``muse-infer encode-videos`` / ``muse_infer.jobs.encode``):
 - ``EMB.npy``: (N, C) float32, row i the L2-normalised embedding of ``paths[i]``;
 - ``EMB.json`` (the sidecar, written last, so its presence means the set is complete)::
 
@@ -20,29 +20,21 @@ Search is cosine similarity (rows and query normalised), best first, ties broken
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .identity import describe_identity, identity_difference, same_model
+from ..atomic import atomic_write
+from ..errors import IndexFileError, ModelMismatchError
+from ..loading.identity import describe_identity, identity_difference, same_model
 
 INDEX_FORMAT, INDEX_FORMAT_VERSION = "muse-infer-index", 1
 REQUIRED_KEYS = ("format", "count", "dim", "paths", "model", "model_source", "settings", "embeddings_sha256")
-
-
-class IndexFileError(ValueError):
-    """An index or sidecar that is missing, truncated or inconsistent; the message names the file and the fix."""
-
-
-class ModelMismatchError(IndexFileError):
-    """A model other than the index's was given for searching it."""
 
 
 @dataclass(frozen=True)
@@ -269,11 +261,11 @@ def write_index(
         "failed": len(failures),
         **metadata,
     }
-    write_atomic(out, lambda handle: np.save(handle, embeddings, allow_pickle=False))
+    atomic_write(out, lambda handle: np.save(handle, embeddings, allow_pickle=False))
     lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures)
-    write_atomic(failures_path(out), lambda handle: handle.write(lines.encode()))
+    atomic_write(failures_path(out), lambda handle: handle.write(lines.encode()))
     text = _sidecar_text(sidecar)
-    write_atomic(sidecar_path(out), lambda handle: handle.write(text.encode()))
+    atomic_write(sidecar_path(out), lambda handle: handle.write(text.encode()))
     return out, sidecar_path(out), failures_path(out)
 
 
@@ -281,36 +273,3 @@ def _sidecar_text(sidecar: dict) -> str:
     # One key a line, each value compact: readable, and a long path list stays one line.
     lines = [f" {json.dumps(key)}: {json.dumps(sidecar[key], sort_keys=True)}" for key in sorted(sidecar)]
     return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    # Linux reports it without changing it; os.umask can only be read by setting it (racy with threads).
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | os.PathLike, write) -> None:
-    """Call ``write(binary_handle)`` on a temporary file beside ``path``, fsync it, rename onto ``path``.
-
-    A reader (or a run killed at any instant) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import CheckpointError, load_state_dict_checked
-from .config import MuseConfig
+from ..config import MuseConfig
+from ..errors import ConversionError
+from .checkpoint import load_state_dict_checked
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ BLOCK_NAMES = {f"mamba.{k}": f"mamba.{v}" for k, v in BIMAMBA_NAMES.items()} | {
 }
 # Entries CLIP4Clip's CLIP state dicts carry that are not parameters.
 CLIP_NON_PARAMETERS = ("input_resolution", "context_length", "vocab_size")
-
-
-class ConversionError(CheckpointError):
-    """The input cannot become a MUSE model; the message says what is missing and what to do."""
 
 
 @dataclass
@@ -160,7 +157,7 @@ def convert_clip4clip(
     seed: int = 0,
 ):
     """(MuseModel, ConversionReport) from an authors' state dict (``module.`` prefixes already stripped)."""
-    from .model import MuseModel
+    from ..model import MuseModel
 
     config = infer_config(state, base_config, scales, aggregation)
     mapped = {our_key(k): v.float() for k, v in state.items() if our_key(k) is not None}

@@ -1,4 +1,5 @@
-"""``load_model``: a MUSE model from a checkpoint file, a config file, or a named architecture."""
+"""``load_model``: a MUSE model from a checkpoint file, a packaged model, a config file, or a named
+architecture (what each reference means: ``muse_infer.loading.reference``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_torch_state_dict
-from .config import ConfigError, MuseConfig, available_configs, load_config
+from ..config import MuseConfig, load_config
+from ..errors import CheckpointError, ConfigError, PretrainedWeightsError
+from .checkpoint import load_checkpoint, read_torch_state_dict
+from .reference import available_models, resolve_model
+
+__all__ = ["load_model", "available_models", "build_model", "load_clip_weights", "resolve_clip_weights"]
 
 logger = logging.getLogger(__name__)
 RANDOM_INIT_SEED = 0  # random weights are seeded so that two loads of the same name agree
-PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained CLIP weights could not be found or fetched; the message says how to pass a local file."""
 
 
 def load_model(
@@ -28,34 +28,27 @@ def load_model(
 ):
     """A MuseModel in eval mode.
 
-    name_or_path: a muse-infer ``.safetensors`` checkpoint; a JSON config file; or a named
-    architecture (``available_models()``: "ViT-B-32", "ViT-B-16", their "-meanP" baselines, "tiny", and
-    packaged trained models). For a config, the CLIP weights come from ``clip_weights`` (an open_clip
-    pretrained tag such as "openai", a local weights file, or "random"), else from the config's
-    ``clip_pretrained``.
+    name_or_path: a muse-infer ``.safetensors`` checkpoint; a packaged trained model ("demo"); a JSON
+    config file; or a named architecture (``available_models()``: "ViT-B-32", "ViT-B-16", their
+    "-meanP" baselines, "tiny"). For a config or an architecture, the CLIP weights come from
+    ``clip_weights`` (an open_clip pretrained tag such as "openai", a local weights file, or
+    "random"), else from the config's ``clip_pretrained``.
     """
-    path = Path(name_or_path)
-    packaged = PACKAGED_WEIGHTS / f"{name_or_path}.safetensors"
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
-        return load_checkpoint(path, device)
-    if packaged.is_file():
-        return load_checkpoint(packaged, device)
-    if path.suffix == ".json" or str(name_or_path) in available_configs():
-        config = load_config(name_or_path)
-        return build_model(config, clip_weights).to(device).eval()
-    raise ConfigError(
-        f"'{name_or_path}' is neither a checkpoint/config file nor a known model; known: {available_models()}"
-    )
-
-
-def available_models() -> list[str]:
-    """Named architectures and packaged trained models."""
-    return sorted(set(available_configs()) | {p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors")})
+    ref = resolve_model(name_or_path)
+    if ref.kind in ("checkpoint", "packaged"):
+        return load_checkpoint(ref.path, device)
+    if ref.kind == "export":
+        raise ConfigError(
+            f"'{ref.name}' is an export directory: run it with a backend (--backend onnx, torchscript or "
+            "pt2; VideoEncoder(..., backend=...)), or load the checkpoint it was exported from"
+        )
+    config = load_config(ref.path if ref.kind == "config" else ref.name)
+    return build_model(config, clip_weights).to(device).eval()
 
 
 def build_model(config: MuseConfig, clip_weights: str | os.PathLike | None = None):
     """A freshly initialised (seeded) MuseModel with pretrained CLIP weights loaded when named."""
-    from .model import MuseModel
+    from ..model import MuseModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)

@@ -6,22 +6,31 @@ other tools are read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError, MuseConfig
+from ..atomic import atomic_path
+from ..config import MuseConfig
+from ..errors import CheckpointError, ConfigError
+from .identity import file_sha256
+
+__all__ = [
+    "CheckpointError",
+    "atomic_path",
+    "save_checkpoint",
+    "read_checkpoint",
+    "check_state_dict",
+    "load_state_dict_checked",
+    "load_checkpoint",
+    "read_torch_state_dict",
+    "file_sha256",
+]
 
 FORMAT_NAME = "muse-infer"
 FORMAT_VERSION = "1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit its model; the message names file and key."""
 
 
 def save_checkpoint(
@@ -37,29 +46,6 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
-
-
-class atomic_path:
-    """Context manager yielding a temporary path beside ``path``, renamed onto it only on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual mode
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[MuseConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -115,7 +101,7 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """A MuseModel in eval mode from a muse-infer checkpoint."""
-    from .model import MuseModel
+    from ..model import MuseModel
 
     config, tensors, _ = read_checkpoint(path)
     model = MuseModel(config)
@@ -148,12 +134,3 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

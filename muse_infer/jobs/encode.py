@@ -1,4 +1,4 @@
-"""The resumable folder job behind ``muse-infer encode-videos DIR --out EMB.npy``.
+"""The resumable folder job behind ``muse-infer encode-videos DIR --out EMB.npy`` (the local engine).
 
 Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
 - ``EMB.npy.parts/`` the work directory while a run is unfinished:
@@ -36,17 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoders import VideoEncoder, VideoResult
-from .identity import identity_difference
-from .index import EmbeddingIndex, IndexFileError, failures_path, sidecar_path, write_atomic, write_index
+from ..atomic import atomic_write
+from ..encoders import VideoEncoder, VideoResult
+from ..errors import IndexFileError, JobError
+from ..index import EmbeddingIndex, failures_path, sidecar_path, write_index
+from ..loading.identity import identity_difference
 
 logger = logging.getLogger(__name__)
 JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
 FLUSH_SECONDS = 30.0  # a chunk is also written after this long, so a kill loses at most this much work
-
-
-class JobError(ValueError):
-    """A job that cannot run as asked (bad folder, mismatched previous work, locked); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def find_videos(root: Path) -> list[Entry]:
     examined (broken link, not a regular file) or a folder that cannot be listed becomes an entry
     with a ``problem``.
     """
-    from .video import VIDEO_EXTENSIONS
+    from ..video.reader import VIDEO_EXTENSIONS
 
     entries = []
 
@@ -178,7 +176,7 @@ class ChunkStore:
         payload = np.frombuffer(json.dumps(records).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, embeddings=embeddings.astype(np.float32), records=payload)
-        write_atomic(
+        atomic_write(
             self.directory / f"chunk-{number:06d}.npz", lambda handle: handle.write(buffer.getvalue())
         )
 
@@ -321,7 +319,7 @@ def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
         chunk.unlink()
     if sidecar_path(out).exists() or out.exists():
         _import_index(store, out, job)
-    write_atomic(job_file, lambda handle: handle.write(json.dumps(job, sort_keys=True).encode()))
+    atomic_write(job_file, lambda handle: handle.write(json.dumps(job, sort_keys=True).encode()))
     return store
 
 

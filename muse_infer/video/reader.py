@@ -1,4 +1,4 @@
-"""Read a video into CLIP-ready frames, sampled the way CLIP4Clip samples them.
+"""Read a video into sampled frames, the way CLIP4Clip samples them.
 
 Sampling rule (framerate r frames a second, default 1):
   1. Timeline: time 0 is the first decoded frame's timestamp; the video ends at the last frame's
@@ -28,7 +28,8 @@ no decodable frame, or whose data stops (end of file or unreadable data) more th
 ``TRUNCATION_TOLERANCE_S`` plus a frame before the duration its video stream declares, raises
 ``VideoDecodeError``; FFmpeg's own exceptions never escape.
 
-PyAV is imported inside the functions that need it, so importing this module stays light.
+PyAV is imported inside the functions that need it and torch only by ``load_video`` and
+``preprocess_frame``, so importing this module stays light (decode workers never import torch).
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
-import torch
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SLICE_MODES = ("uniform", "head", "tail")
+from ..errors import VideoDecodeError
+from .frames import SLICE_MODES, FrameSettings, fit_frame, normalise
+
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .qt .avi .mkv .webm .mpg .mpeg .m2v .vob .wmv .asf .flv .f4v .3gp .3g2 .ts .mts .m2ts "
     ".ogv .mxf .divx .gif".split()
@@ -54,14 +54,6 @@ SEEKABLE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv", "a
 # A video whose decodable frames end this much (plus one frame) before the duration its video
 # stream declares is reported as truncated.
 TRUNCATION_TOLERANCE_S = 0.5
-
-
-class VideoDecodeError(ValueError):
-    """A file that cannot be read as a video; ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path, self.reason = os.fspath(path), reason
-        super().__init__(f"cannot read video {self.path!r}: {reason}")
 
 
 def sample_indices(n: int, max_frames: int, slice_mode: str = "uniform") -> list[int]:
@@ -84,36 +76,24 @@ def sample_indices(n: int, max_frames: int, slice_mode: str = "uniform") -> list
     return [int(i) for i in np.linspace(0, n - 1, num=max_frames, dtype=int)]
 
 
-def preprocess_frame(rgb: np.ndarray, size: int = 224) -> torch.Tensor:
-    """CLIP preprocessing of one frame: (H, W, 3) uint8 RGB -> (3, size, size) float32.
+def preprocess_frame(rgb: np.ndarray, size: int = 224):
+    """CLIP preprocessing of one frame: (H, W, 3) uint8 RGB -> (3, size, size) float32 torch tensor.
 
-    Bicubic resize of the short side to ``size`` (PIL, as torchvision's ``Resize`` does on PIL
-    images, long side ``int(size * long / short)``), centre crop, scale to [0, 1], normalise
-    with ``CLIP_MEAN`` / ``CLIP_STD``: the same numbers as CLIP4Clip's torchvision pipeline.
+    ``fit_frame`` then ``normalise`` (``muse_infer.video.frames``): the same numbers as CLIP4Clip's
+    torchvision pipeline.
     """
-    return torch.from_numpy(_preprocess(rgb, size))
+    import torch
+
+    return torch.from_numpy(normalise(fit_frame(rgb, size)))
 
 
-def _preprocess(rgb: np.ndarray, size: int) -> np.ndarray:
-    """preprocess_frame in numpy (float32 ops identical to torchvision's; far faster on small images)."""
-    from PIL import Image
+def read_clip(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
+    """The sampled frames of a video, fitted to the model: (t, size, size, 3) uint8, 1 <= t <= max_frames.
 
-    rgb = np.asarray(rgb)
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-    height, width = rgb.shape[:2]
-    short, long = min(height, width), max(height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    image = Image.fromarray(np.ascontiguousarray(rgb))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.BICUBIC)
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    pixels = np.asarray(image)[top : top + size, left : left + size].astype(np.float32) / np.float32(255)
-    normalised = (pixels - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)  # (size, size, 3)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
+    """
+    images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode)
+    return np.stack([fit_frame(image, settings.size) for image in images])
 
 
 def load_video(
@@ -122,21 +102,21 @@ def load_video(
     framerate: float = 1.0,
     slice_mode: str = "uniform",
     size: int = 224,
-) -> tuple[torch.Tensor, torch.Tensor]:
+):
     """Frames of one video, sampled and preprocessed as CLIP4Clip does (see the module docstring).
 
-    Returns ``frames`` (max_frames, 3, size, size) float32, CLIP-normalised, zero after the real
-    frames, and ``mask`` (max_frames,) int64, 1 for a real frame (CLIP4Clip's ``video_mask``).
-    Raises ``VideoDecodeError`` (a ``ValueError``) naming the file and the reason when the file
-    cannot be read as a video.
+    Returns torch tensors ``frames`` (max_frames, 3, size, size) float32, CLIP-normalised, zero after
+    the real frames, and ``mask`` (max_frames,) int64, 1 for a real frame (CLIP4Clip's
+    ``video_mask``). Raises ``VideoDecodeError`` (a ``ValueError``) naming the file and the reason
+    when the file cannot be read as a video.
     """
-    images = read_frames(path, max_frames=max_frames, framerate=framerate, slice_mode=slice_mode)
-    frames = np.zeros((max_frames, 3, size, size), dtype=np.float32)
-    for i, image in enumerate(images):
-        frames[i] = _preprocess(image, size)
-    mask = torch.zeros(max_frames, dtype=torch.long)  # (T,)
-    mask[: len(images)] = 1
-    return torch.from_numpy(frames), mask
+    import torch
+
+    from .frames import clip_inputs
+
+    clip = read_clip(path, FrameSettings(max_frames, framerate, slice_mode, size))
+    frames, mask = clip_inputs([clip], max_frames)
+    return torch.from_numpy(frames[0]), torch.from_numpy(mask[0])
 
 
 def read_frames(

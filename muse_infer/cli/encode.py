@@ -1,0 +1,137 @@
+"""`muse-infer encode-videos`: a thin wrapper over ``muse_infer.jobs.encode.encode_folder``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import BACKEND_CHOICE, EXIT_INTERRUPTED
+
+
+@click.command("encode-videos")
+@click.argument("directory", type=click.Path())
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="Index to write (.npy); EMB.json and EMB.failures.jsonl go beside it.",
+)
+@click.option(
+    "--model",
+    default="ViT-B-32",
+    show_default=True,
+    help="Name, checkpoint or config file (see `muse-infer models`).",
+)
+@click.option(
+    "--clip-weights",
+    default=None,
+    help="CLIP weights of a named/config model: open_clip tag, local file, or 'random'.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="cpu, cuda, cuda:N, or auto (a GPU when there is one).",
+)
+@click.option(
+    "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Videos a model call."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes [default: cores - 1, 1 to 8; 0: decode inline, no timeout].",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Frames sampled a video [default: the model's, 12].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds a file may take to decode before it is skipped.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Videos a saved work chunk (what a kill can lose).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Discard an existing index or unfinished run made with other options."
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try again files that failed in earlier runs (else only changed ones).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def encode_videos(
+    directory,
+    out,
+    model,
+    clip_weights,
+    device,
+    backend,
+    batch_size,
+    workers,
+    frames,
+    timeout,
+    chunk_size,
+    overwrite,
+    retry_failed,
+    quiet,
+) -> None:
+    """Encode every video under DIRECTORY (recursively) into an embedding index.
+
+    Writes OUT (N, C) float32 (one L2-normalised row a video), OUT's sidecar .json (relative paths in
+    row order, model identity, settings) and .failures.jsonl (each skipped file with its reason).
+    Work is saved as it goes in OUT.parts/: run the same command again after an interruption (even
+    kill -9) to resume; run it on a folder with new files to add them.
+
+    \b
+    Exit status:
+      0    every video encoded
+      1    some files could not be read (skipped, listed in the failures file); the index has the rest
+      2    usage or input error (bad folder, model, or an existing index made with other options)
+      130  interrupted (finished batches are kept: run again to resume)
+
+    \b
+    Example:
+      muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
+      muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
+    """
+    from ..encoders import VideoEncoder
+    from ..jobs.encode import check_locations, encode_folder
+
+    try:
+        check_locations(directory, out)  # before the model loads, which takes a while
+        encoder = VideoEncoder(
+            model, device=device, backend=backend, clip_weights=clip_weights, max_frames=frames
+        )
+        summary = encode_folder(
+            directory,
+            out,
+            encoder,
+            batch_size=batch_size,
+            workers=workers,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished batches are saved: run the same command again to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(summary.line(), err=True)
+    sys.exit(summary.exit_code)

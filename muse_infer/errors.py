@@ -1,0 +1,68 @@
+"""Every error a user can fix, under one base: ``MuseError``.
+
+A ``MuseError``'s message says what is wrong, with which file or argument, and what to do; the CLI
+prints it as one ``Error:`` line with exit status 2 (``muse_infer.cli``), so every command handles
+all of them the same way. Each class also derives from the built-in its callers caught before
+(``ValueError`` or ``RuntimeError``), so code written against those keeps working.
+
+This module imports nothing heavy: every layer of the package can raise these.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MuseError(Exception):
+    """An error caused by input the user controls (files, names, arguments, the machine's setup)."""
+
+
+class ConfigError(MuseError, ValueError):
+    """A model configuration that cannot be built; the message names the field."""
+
+
+class CheckpointError(MuseError, ValueError):
+    """A checkpoint that cannot be read or does not fit its model; the message names file and key."""
+
+
+class ConversionError(CheckpointError):
+    """The input cannot become a MUSE model; the message says what is missing and what to do."""
+
+
+class PretrainedWeightsError(MuseError, RuntimeError):
+    """Pretrained CLIP weights could not be found or fetched; the message says how to pass a local file."""
+
+
+class BackendError(MuseError, ValueError):
+    """A backend or device that cannot be used; the message says what to do instead."""
+
+
+class VideoDecodeError(MuseError, ValueError):
+    """A file that cannot be read as a video; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"cannot read video {self.path!r}: {reason}")
+
+    def __reduce__(self):  # picklable across processes despite the two-argument constructor
+        return (type(self), (self.path, self.reason))
+
+
+class DecodePoolError(MuseError, RuntimeError):
+    """The decode workers could not be started or failed as a whole (not one bad file)."""
+
+
+class IndexFileError(MuseError, ValueError):
+    """An index or sidecar that is missing, truncated or inconsistent; the message names the file and the fix."""
+
+
+class ModelMismatchError(IndexFileError):
+    """A model other than the index's was given for searching it."""
+
+
+class JobError(MuseError, ValueError):
+    """A job that cannot run as asked (bad folder, mismatched previous work, locked); the message says what to do."""
+
+
+class DatasetError(MuseError, ValueError):
+    """An annotation file that cannot be read as its layout says; the message names file, line and field."""

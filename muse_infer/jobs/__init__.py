@@ -1,0 +1,1 @@
+"""Jobs over whole collections: encoding a folder into an index, resumable (``encode``)."""

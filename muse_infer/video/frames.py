@@ -1,0 +1,103 @@
+"""Frames between the decoder and the model: one geometry, one normalisation, one settings type.
+
+A decoded frame takes exactly two forms on its way to the model:
+
+1. ``fit_frame``: (H, W, 3) uint8 RGB as decoded -> (S, S, 3) uint8, the short side resized to S
+   (PIL bicubic, as torchvision's ``Resize`` on PIL images: long side ``int(S * long / short)``) and
+   centre-cropped. Decode workers and the training frame cache stop here: uint8 is 4x smaller than
+   float32 to ship between processes or to keep on disk.
+2. ``normalise`` (where the model runs): uint8 -> float32 (3, S, S), ``(pixel / 255 - mean) / std``
+   with CLIP's mean and std: the numbers of CLIP4Clip's torchvision pipeline, bit for bit.
+
+``clip_inputs`` pads a batch of clips to the model's frame count and builds the mask. Only numpy and
+PIL are imported here (decode workers never import torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SLICE_MODES = ("uniform", "head", "tail")
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """How a video becomes a clip: frames sampled (at most ``max_frames``, ``framerate`` a second,
+    ``slice_mode`` choosing which when there are more) and their size ``size`` x ``size``."""
+
+    max_frames: int = 12
+    framerate: float = 1.0
+    slice_mode: str = "uniform"
+    size: int = 224
+
+    def __post_init__(self):
+        if not isinstance(self.max_frames, int) or self.max_frames < 1:
+            raise ValueError(f"max_frames must be a positive integer, got {self.max_frames!r}")
+        if not self.framerate > 0:
+            raise ValueError(f"framerate must be > 0 frames a second, got {self.framerate!r}")
+        if self.slice_mode not in SLICE_MODES:
+            raise ValueError(f"slice_mode must be one of {SLICE_MODES}, got {self.slice_mode!r}")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+
+    def to_dict(self) -> dict:
+        """The settings as an index records them (``image_size`` for ``size``)."""
+        return {
+            "max_frames": self.max_frames,
+            "framerate": self.framerate,
+            "slice_mode": self.slice_mode,
+            "image_size": self.size,
+        }
+
+
+def fit_frame(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: short side to ``size`` (PIL bicubic), centre crop."""
+    from PIL import Image
+
+    rgb = np.asarray(rgb)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    height, width = rgb.shape[:2]
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return np.ascontiguousarray(np.asarray(image)[top : top + size, left : left + size])
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """(..., S, S, 3) uint8 -> (..., 3, S, S) float32, CLIP-normalised: (pixel / 255 - mean) / std."""
+    scaled = pixels.astype(np.float32) / np.float32(255)
+    normalised = (scaled - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)  # (..., S, S, 3)
+    return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
+
+
+def clip_inputs(clips: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs from clips of 1..max_frames uint8 frames each, (t_i, S, S, 3).
+
+    Returns frames (B, max_frames, 3, S, S) float32, CLIP-normalised, zero after each clip's real
+    frames, and mask (B, max_frames) int64, 1 for a real frame (CLIP4Clip's ``video_mask``).
+    """
+    if not clips:
+        raise ValueError("clip_inputs needs at least one clip")
+    size = clips[0].shape[1]
+    frames = np.zeros((len(clips), max_frames, 3, size, size), dtype=np.float32)
+    mask = np.zeros((len(clips), max_frames), dtype=np.int64)
+    for row, clip in enumerate(clips):
+        if not 1 <= len(clip) <= max_frames or clip.shape[1:] != (size, size, 3):
+            raise ValueError(
+                f"clip {row} has shape {clip.shape}; expected (1..{max_frames}, {size}, {size}, 3)"
+            )
+        frames[row, : len(clip)] = normalise(clip)
+        mask[row, : len(clip)] = 1
+    return frames, mask
