@@ -37,27 +37,39 @@ class VerificationFailed(click.ClickException):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="What the exported encoders compute in (inputs and outputs stay float32); bf16: torchscript, pt2.",
+)
+@click.option(
     "--tolerance",
     type=click.FloatRange(min=0, min_open=True),
-    default=1e-4,
-    show_default=True,
-    help="Largest max abs error (L2-normalised fp32 embeddings) an exported file may have.",
+    default=None,
+    help="Largest max abs error of the L2-normalised embeddings vs the fp32 eager model "
+    "[default: 1e-4 for fp32, 1e-2 for bf16, 2e-3 for fp16].",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the fresh-process comparison with the eager model.")
-def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance, no_verify) -> None:
+def export_command(
+    checkpoint, out, formats, clip_weights, overwrite, precision, tolerance, no_verify
+) -> None:
     """Export the text and video encoders to ONNX, TorchScript and/or torch.export, each checked.
 
     Writes OUT/manifest.json, text_encoder.onnx, video_encoder.onnx (onnx); text_encoder.pt,
     video_encoder.pt (needs the muse op library, see the manifest), video_encoder.portable.pt
     (torchscript); text_encoder.pt2, video_encoder.pt2 (pt2: torch.export programs, the video one
     needs the op library too).
-    Each file is run in a fresh process on random inputs and its max abs error against the eager
-    model is printed; above --tolerance the export fails and nothing is written.
+    Each file is run in a fresh process on random inputs and its max abs error against the fp32 eager
+    model is printed; above --tolerance the export fails and nothing is written. --precision bf16 or
+    fp16 writes encoders computing in that precision (ONNX in bf16 is refused: onnxruntime's CPU
+    provider cannot run it, so it could not be verified).
 
     \b
     Example:
       muse-infer export --checkpoint muse_msrvtt.safetensors --out exported/ --format onnx,torchscript
       muse-infer export --checkpoint muse_msrvtt.safetensors --out exported_pt2/ --format pt2
+      muse-infer export --checkpoint muse_msrvtt.safetensors --out exported_bf16/ --format torchscript,pt2 --precision bf16
       muse-infer encode-videos videos/ --out emb.npy --model exported/ --backend onnx
     """
     from .modules import ExportError, ExportVerificationError
@@ -73,6 +85,7 @@ def export_command(checkpoint, out, formats, clip_weights, overwrite, tolerance,
             verify=not no_verify,
             overwrite=overwrite,
             tolerance=tolerance,
+            precision=precision,
             log=lambda line: click.echo(line, err=True),
         )
     except ExportVerificationError as error:

@@ -15,6 +15,7 @@ files are written and verified, so DIR is never half-written)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -30,11 +31,16 @@ from muse_infer.ops.onnx_scan import OPSET
 from muse_infer.runtime.manifest import MANIFEST, build_manifest
 
 from .modules import ExportError, op_library_path
-from .verify import TOLERANCE, ExportedFile, verify_files
+from .verify import ExportedFile, default_tolerance, verify_files
 
 logger = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Formats that cannot run a precision where exports are verified (onnxruntime's CPU provider), so are
+# refused rather than written unverified: ONNX's Conv takes no bfloat16 (opset 18) and onnxruntime
+# 1.32's CPU provider has no bfloat16 Gemm, Add or Sqrt (measured: docs/benchmarks.md, "Precision").
+UNVERIFIABLE = {("onnx", "bf16")}
 
 
 @dataclasses.dataclass
@@ -72,30 +78,39 @@ def export_model(
     source: dict | None = None,
     verify: bool = True,
     overwrite: bool = False,
-    tolerance: float = TOLERANCE,
+    tolerance: float | None = None,
     log: Callable[[str], None] = logger.info,
+    precision: str = "fp32",
 ) -> ExportResult:
     """Write a MuseModel's text and video encoders in each of ``formats`` ("onnx", "torchscript", "pt2").
 
     identity: the model's ``muse_infer.loading.identity.model_identity`` (default: a hash of its weights);
     source: how to load it again with torch ({"model": ..., "clip_weights": ...}), kept in the manifest.
-    verify: run each file in a fresh process against the eager model; ExportError above ``tolerance``.
+    precision: "fp32", "bf16" or "fp16": the files compute in it (``muse_infer.model.precision``), with
+    float32 inputs and outputs whatever it is. verify: run each file in a fresh process against the fp32
+    eager model; ExportError above ``tolerance`` (max abs error; None: ``default_tolerance(precision)``).
     """
     formats = _check_formats(formats)
+    _check_precision(formats, precision)
+    tolerance = default_tolerance(precision) if tolerance is None else tolerance
     out_dir = Path(out_dir)
     _check_destination(out_dir, overwrite)
     model = model.float().eval().to("cpu")
     identity = identity or weights_identity(model)
+    written = _in_precision(model, precision)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        files = _write_files(model, staging, formats, log)
+        files = _write_files(written, staging, formats, log)
         errors = {}
         if verify:
             errors = verify_files(model, files, op_library_path(), tolerance)
             for name, error in errors.items():
-                log(f"verified {name}: max abs error {error:.2e} vs the eager model (limit {tolerance:g})")
-        manifest = build_manifest(model, identity, source, files, errors, onnx_opset=OPSET)
+                log(
+                    f"verified {name}: max abs error {error:.2e} vs the fp32 eager model "
+                    f"(limit {tolerance:g}, {precision})"
+                )
+        manifest = build_manifest(written, identity, source, files, errors, OPSET, precision)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         _move_into_place(staging, out_dir)
     except BaseException:
@@ -152,6 +167,28 @@ def weights_identity(model: nn.Module) -> dict:
     return json.loads(
         json.dumps({"kind": "weights", "sha256": digest.hexdigest(), "config": model.config.to_dict()})
     )
+
+
+def _in_precision(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` itself for fp32, else a copy cast to ``precision`` (the fp32 one stays the reference)."""
+    if precision == "fp32":
+        return model
+    from muse_infer.model.precision import cast_for_inference
+
+    return cast_for_inference(copy.deepcopy(model), precision)
+
+
+def _check_precision(formats: tuple[str, ...], precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision {precision!r}: choose from {list(PRECISIONS)}")
+    refused = [f for f in formats if (f, precision) in UNVERIFIABLE]
+    if refused:
+        raise ExportError(
+            f"--format {','.join(refused)} cannot be exported in {precision}: ONNX's Conv takes no "
+            f"{precision} and onnxruntime's CPU provider, where exports are verified, has no {precision} "
+            "kernels for the encoders' ops, and an unverified file is not written. Export "
+            f"{precision} as torchscript or pt2 (--format torchscript,pt2), or ONNX in fp16 or fp32"
+        )
 
 
 def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:

@@ -8,9 +8,15 @@ Both give L2-normalised float32 numpy arrays (N, C), whatever backend runs the m
     scores = texts @ videos.T                                        # cosine similarities
 
 Videos are decoded in worker processes while the model runs (see ``muse_infer.video.pool``); the
-workers send uint8 clips and the frames are normalised here, next to the model. Each ``encode`` call
-starts its workers afresh, so pass many paths a call; ``workers=0`` decodes in the calling process
-(no per-file timeout then).
+workers send uint8 clips. The torch backend takes them as uint8 and normalises them on its device
+(``TorchBackend.submit_clips``); on a GPU the next batch is prepared while the current one computes.
+Exported backends get float32 frames normalised here (``video.frames.clip_inputs``): the same numbers.
+Each ``encode`` call starts its workers afresh, so pass many paths a call; ``workers=0`` decodes in
+the calling process (no per-file timeout then).
+
+``precision`` ("auto": bf16 on a GPU, fp32 on the CPU; or "fp32", "bf16", "fp16") is what the model
+computes in; embeddings are float32 either way, and bf16 ones lie within cosine 0.999 of fp32 ones
+(``muse_infer.runtime.precision``).
 A video's embedding does not depend on the other videos of its batch beyond float rounding
 (measured: identical on the tiny model, <= 1e-7 apart for ViT-B-32 on CPU between batch sizes 1 and 5).
 """
@@ -25,22 +31,29 @@ import numpy as np
 
 from .errors import VideoDecodeError
 from .runtime import Backend, load_backend
+from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
 from .video.pool import DecodePool, decode_inline
 
 ON_ERROR = ("raise", "skip")
 
 
-def _backend_from(model, device: str, backend: str, clip_weights) -> Backend:
+def _backend_from(model, device: str, backend: str, clip_weights, precision: str) -> Backend:
     # An already loaded backend can be shared by a VideoEncoder and a TextEncoder.
     if isinstance(model, (str, os.PathLike)):
-        return load_backend(model, backend=backend, device=device, clip_weights=clip_weights)
+        return load_backend(
+            model, backend=backend, device=device, clip_weights=clip_weights, precision=precision
+        )
+    if precision not in (None, "auto", getattr(model, "precision", "fp32")):
+        raise ValueError(f"precision {precision!r} given with a backend loaded in {model.precision}")
     return model
 
 
-def default_workers() -> int:
-    """Decode processes by default: one core is left to the model, at most 8 decoders."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_workers(device: str = "cpu") -> int:
+    """Decode processes by default: every core but one for the model; at most 8 on the CPU (where the
+    model needs cores too), at most 32 when a GPU runs the model (one core feeds it)."""
+    cap = 32 if str(device).startswith("cuda") else 8
+    return max(1, min(cap, (os.cpu_count() or 2) - 1))
 
 
 @dataclass
@@ -58,6 +71,7 @@ class TextEncoder:
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend (e.g.
     ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" / "pt2" for an export directory.
+    precision: "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
     """
 
     def __init__(
@@ -66,8 +80,9 @@ class TextEncoder:
         device: str = "auto",
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
+        precision: str = "auto",
     ):
-        self.backend = _backend_from(model, device, backend, clip_weights)
+        self.backend = _backend_from(model, device, backend, clip_weights, precision)
 
     @property
     def identity(self) -> dict:
@@ -78,11 +93,20 @@ class TextEncoder:
         return self.backend.embed_dim
 
     @classmethod
-    def for_index(cls, index, device: str = "auto", backend: str = "torch") -> TextEncoder:
-        """The text encoder of the model an ``EmbeddingIndex`` was built with (read from its sidecar)."""
+    def for_index(
+        cls, index, device: str = "auto", backend: str = "torch", precision: str = "auto"
+    ) -> TextEncoder:
+        """The text encoder of the model an ``EmbeddingIndex`` was built with (read from its sidecar).
+
+        Any precision searches any index: precision is not part of the model identity.
+        """
         source = index.model_source
         encoder = cls(
-            source["model"], device=device, backend=backend, clip_weights=source.get("clip_weights")
+            source["model"],
+            device=device,
+            backend=backend,
+            clip_weights=source.get("clip_weights"),
+            precision=precision,
         )
         index.check_model(encoder.identity)
         return encoder
@@ -107,7 +131,8 @@ class VideoEncoder:
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend. max_frames: frames
     sampled a video (default: the model's, 12). Frames are sampled at the model's frame rate (1 a
-    second) and slice mode, as CLIP4Clip does (``muse_infer.video``).
+    second) and slice mode, as CLIP4Clip does (``muse_infer.video``). precision: "auto" (bf16 on a
+    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
     """
 
     def __init__(
@@ -117,8 +142,9 @@ class VideoEncoder:
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
         max_frames: int | None = None,
+        precision: str = "auto",
     ):
-        self.backend = _backend_from(model, device, backend, clip_weights)
+        self.backend = _backend_from(model, device, backend, clip_weights, precision)
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
         b = self.backend
@@ -139,20 +165,25 @@ class VideoEncoder:
         """Frame sampling settings that, with the model identity, determine every embedding."""
         return self.frame_settings.to_dict()
 
+    @property
+    def default_batch_size(self) -> int:
+        """Videos a model call when ``batch_size`` is None: 8 on the CPU, 64 on a GPU."""
+        return default_batch_size(getattr(self.backend, "device", "cpu"))
+
     def encode(
         self,
         paths: str | os.PathLike | Sequence[str | os.PathLike],
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
         on_error: str = "raise",
     ) -> np.ndarray:
         """Embeddings (N, C) float32, L2-normalised, one row per path in order.
 
-        workers: decoding processes (default ``default_workers()``; 0 decodes in this process, without
-        the per-file ``timeout`` in seconds). on_error: "raise" raises ``VideoDecodeError`` naming the
-        first file that cannot be read; "skip" leaves that file's row NaN (use ``encode_iter`` for the
-        reasons).
+        batch_size: videos a model call (default ``default_batch_size``). workers: decoding processes
+        (default ``default_workers(device)``; 0 decodes in this process, without the per-file
+        ``timeout`` in seconds). on_error: "raise" raises ``VideoDecodeError`` naming the first file
+        that cannot be read; "skip" leaves that file's row NaN (use ``encode_iter`` for the reasons).
         """
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -168,7 +199,7 @@ class VideoEncoder:
     def encode_iter(
         self,
         paths: Sequence[str | os.PathLike],
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
     ) -> Iterator[VideoResult]:
@@ -179,7 +210,7 @@ class VideoEncoder:
     def encode_groups(
         self,
         paths: Sequence[str | os.PathLike],
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
     ) -> Iterator[list[VideoResult]]:
@@ -188,13 +219,17 @@ class VideoEncoder:
         A group holds ``batch_size`` decoded videos (fewer at the end) plus the failures met before
         the last of them. Batch composition depends only on the input list and ``batch_size``, so a
         caller that resumes after a whole group re-forms exactly the batches of an uninterrupted run.
+        When the backend computes asynchronously (a GPU), a group is yielded once the next batch has
+        been queued, so the device always has work.
         """
+        batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if timeout is None or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         paths = [os.fspath(p) for p in paths]
-        workers = default_workers() if workers is None else workers
+        if workers is None:
+            workers = default_workers(getattr(self.backend, "device", "cpu"))
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if workers == 0:
@@ -203,34 +238,73 @@ class VideoEncoder:
             decoded = DecodePool(
                 self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
-        yield from self._batched(decoded, batch_size)
+        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        yield from self._batched(decoded, batch_size, ahead)
 
-    def _batched(self, decoded, batch_size: int) -> Iterator[list[VideoResult]]:
+    def _batched(self, decoded, batch_size: int, ahead: int = 0) -> Iterator[list[VideoResult]]:
+        """Group ``decoded`` into model batches; ``ahead``: batches queued before the oldest is collected."""
         pending: list = []  # Decoded items in order, failures included
         ready = 0  # how many of them have frames
+        in_flight: list[_Batch] = []
         try:
             for item in decoded:
                 pending.append(item)
                 ready += item.error is None
                 if ready == batch_size:
-                    yield self._run_batch(pending)
+                    in_flight.append(self._start_batch(pending))
                     pending, ready = [], 0
+                    if len(in_flight) > ahead:
+                        yield in_flight.pop(0).results()
             if pending:
-                yield self._run_batch(pending)
+                in_flight.append(self._start_batch(pending))
+            while in_flight:
+                yield in_flight.pop(0).results()
         finally:
             if hasattr(decoded, "close"):
                 decoded.close()  # stops the decode workers when the caller stops early
 
-    def _run_batch(self, items: list) -> list[VideoResult]:
-        """Embed the decoded items of ``items`` in one model call; failures pass through."""
+    def _start_batch(self, items: list) -> _Batch:
+        """Start embedding the decoded items of ``items`` in one model call; failures pass through.
+
+        uint8 clips go to a backend that normalises on its device (``submit_clips``); other backends
+        get float32 frames normalised here.
+        """
         good = [item for item in items if item.error is None]
+        if not good:
+            return _Batch(items, good, None)
+        clips, max_frames = [item.pixels for item in good], self.frame_settings.max_frames
+        submit = getattr(self.backend, "submit_clips", None)
+        if submit is not None:
+            return _Batch(items, good, submit(clips, max_frames))
+        return _Batch(items, good, _Ready(self.backend.encode_video(*clip_inputs(clips, max_frames))))
+
+
+class _Ready:
+    """Embeddings already computed, with the ``result()`` of a pending computation."""
+
+    def __init__(self, embeddings: np.ndarray):
+        self.embeddings = embeddings
+
+    def result(self) -> np.ndarray:
+        return self.embeddings
+
+
+@dataclass
+class _Batch:
+    """A model batch started: its decoded items (failures too), those with frames, the pending rows."""
+
+    items: list
+    good: list
+    pending: object | None  # has .result() -> (len(good), C) float32
+
+    def results(self) -> list[VideoResult]:
+        """Wait for the embeddings; one ``VideoResult`` an item, in order."""
         embeddings = {}
-        if good:
-            frames, masks = clip_inputs([item.pixels for item in good], self.frame_settings.max_frames)
-            for item, row in zip(good, self.backend.encode_video(frames, masks), strict=True):
+        if self.pending is not None:
+            for item, row in zip(self.good, self.pending.result(), strict=True):
                 embeddings[item.index] = row
         results = []
-        for item in items:
+        for item in self.items:
             row = embeddings.get(item.index)
             if item.error is None and not np.all(np.isfinite(row)):
                 results.append(

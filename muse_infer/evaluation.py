@@ -40,17 +40,21 @@ def similarity_report(text_embeddings: np.ndarray, video_embeddings: np.ndarray,
 def evaluate(
     model,
     data: DataSpec | RetrievalSet,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "auto",
     clip_weights: str | os.PathLike | None = None,
     workers: int | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Evaluate ``model`` (a name, checkpoint or config ``load_model`` accepts, or a loaded backend) on a
-    dataset split (``DataSpec``) or prepared ``RetrievalSet``. Returns ``similarity_report``'s dict."""
+    dataset split (``DataSpec``) or prepared ``RetrievalSet``. Returns ``similarity_report``'s dict.
+
+    batch_size: videos a model call (None: 8 on the CPU, 64 on a GPU); precision: "auto" (bf16 on a
+    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16"."""
     from .encoders import TextEncoder, VideoEncoder
 
     retrieval = group_by_video(read_pairs(data)) if isinstance(data, DataSpec) else data
-    video_encoder = VideoEncoder(model, device=device, clip_weights=clip_weights)
+    video_encoder = VideoEncoder(model, device=device, clip_weights=clip_weights, precision=precision)
     videos = video_encoder.encode(retrieval.videos, batch_size=batch_size, workers=workers)  # (V, C)
     texts = TextEncoder(video_encoder.backend).encode(retrieval.captions)  # (Q, C)
     return similarity_report(texts, videos, retrieval.caption_to_video)
@@ -61,6 +65,7 @@ def evaluate_index(
     captions: DataSpec,
     model=None,
     device: str = "auto",
+    precision: str = "auto",
 ) -> dict:
     """Evaluate an encoded index (``EMB.npy`` + sidecar) against a captions file (JSONL/CSV layout).
 
@@ -88,9 +93,9 @@ def evaluate_index(
             )
         owners.append(row_of[relative])
     if model is None:
-        encoder = TextEncoder.for_index(index, device=device)
+        encoder = TextEncoder.for_index(index, device=device, precision=precision)
     else:
-        encoder = TextEncoder(model, device=device)
+        encoder = TextEncoder(model, device=device, precision=precision)
         index.check_model(encoder.identity)
     texts = encoder.encode([p.caption for p in pairs])
     videos = index.embeddings / np.maximum(np.linalg.norm(index.embeddings, axis=1, keepdims=True), 1e-12)

@@ -8,7 +8,12 @@ from muse_infer import load_model
 from muse_infer.config import ConfigError, MuseConfig, load_config
 from muse_infer.loading import build_model
 from muse_infer.loading.convert import convert_clip4clip, to_authors_state_dict
-from muse_infer.model.aggregation import aggregate, class_token_positions, sequence_length
+from muse_infer.model.aggregation import (
+    aggregate,
+    class_token_positions,
+    class_token_slice,
+    sequence_length,
+)
 from muse_infer.model.pyramid import MultiScaleGenerator, scaled_grid
 
 FRAMES = 4
@@ -77,6 +82,9 @@ def test_aggregation_orders_tokens(mode):
     assert seq.shape[1] == sequence_length(mode, frames, 5)
     positions = class_token_positions(mode, frames, 5)
     torch.testing.assert_close(seq[:, positions], cls)
+    for count in (1, frames):  # the slice the model uses picks the same tokens, also for one frame
+        picked = list(range(seq.shape[1]))[class_token_slice(mode, count, 5)]
+        assert picked == class_token_positions(mode, count, 5)
     if mode == "scale_wise":  # all frames of the coarse scale before any fine token
         assert (seq[:, frames : frames + frames] == 100).all() and (seq[:, 2 * frames :] == 200).all()
     if mode == "frame_wise":  # frame 0: cls, its 1 coarse token, its 4 fine ones; then frame 1

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import BACKEND_CHOICE, EXIT_INTERRUPTED
+from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISION_HELP
 
 
 @click.command("encode-videos")
@@ -37,8 +37,12 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED
 @click.option(
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
 )
+@click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Videos a model call."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Videos a model call [default: 8 on the CPU, 64 on a GPU].",
 )
 @click.option(
     "--workers",
@@ -82,6 +86,7 @@ def encode_videos(
     clip_weights,
     device,
     backend,
+    precision,
     batch_size,
     workers,
     frames,
@@ -109,6 +114,7 @@ def encode_videos(
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
+      muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
     """
     from ..encoders import VideoEncoder
     from ..jobs.encode import check_locations, encode_folder
@@ -116,7 +122,12 @@ def encode_videos(
     try:
         check_locations(directory, out)  # before the model loads, which takes a while
         encoder = VideoEncoder(
-            model, device=device, backend=backend, clip_weights=clip_weights, max_frames=frames
+            model,
+            device=device,
+            backend=backend,
+            clip_weights=clip_weights,
+            max_frames=frames,
+            precision=precision,
         )
         summary = encode_folder(
             directory,

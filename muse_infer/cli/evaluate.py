@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..datasets import LAYOUTS
-from .common import UserError
+from .common import PRECISION_CHOICE, PRECISION_HELP, UserError
 
 EXIT_DEMO_MISSED = 1
 
@@ -36,14 +36,18 @@ EXIT_DEMO_MISSED = 1
 @click.option("--video-key", default="video", show_default=True, help="JSONL/CSV column of the video path.")
 @click.option("--caption-key", default="caption", show_default=True, help="JSONL/CSV column of the caption.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Videos a model call."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Videos a model call [default: 8 on the CPU, 64 on a GPU].",
 )
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(
     model, clip_weights, layout, annotations, split, videos, index_path, captions, video_key, caption_key,
-    device, batch_size, workers, as_json,
+    device, precision, batch_size, workers, as_json,
 ) -> None:  # fmt: skip
     """Text->video and video->text R@1/R@5/R@10, median and mean rank.
 
@@ -53,6 +57,7 @@ def eval_command(
           --split test --videos msrvtt_data/videos
       muse-infer eval --model demo --dataset jsonl --annotations synthetic/test.jsonl
       muse-infer eval --index emb.npy --captions captions.jsonl
+      muse-infer eval --model demo --dataset jsonl --annotations synthetic/test.jsonl --precision bf16
     """
     from ..datasets import DataSpec
     from ..evaluation import evaluate, evaluate_index, format_report
@@ -62,12 +67,12 @@ def eval_command(
             raise UserError("--index needs --captions (a JSONL or CSV of video, caption)")
         kind = "csv" if captions.lower().endswith(".csv") else "jsonl"
         spec = DataSpec(kind, captions, None, videos, video_key, caption_key)
-        report = evaluate_index(index_path, spec, model=model, device=device)
+        report = evaluate_index(index_path, spec, model=model, device=device, precision=precision)
     else:
         if model is None or layout is None or annotations is None:
             raise UserError("give --model, --dataset and --annotations (or --index and --captions)")
         spec = DataSpec(layout, annotations, split, videos, video_key, caption_key)
-        report = evaluate(model, spec, batch_size, device, clip_weights, workers)
+        report = evaluate(model, spec, batch_size, device, clip_weights, workers, precision)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

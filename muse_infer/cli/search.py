@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import BACKEND_CHOICE, UserError
+from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
 
 
 @click.command("search")
@@ -33,15 +33,18 @@ from .common import BACKEND_CHOICE, UserError
 @click.option(
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
 )
-def search(queries, index_path, top_k, as_json, model, clip_weights, device, backend) -> None:
+@click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
+def search(queries, index_path, top_k, as_json, model, clip_weights, device, backend, precision) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
 
     Several queries are encoded in one model call. Paths are relative to the folder that was encoded.
+    Any --precision searches any index (an index encoded in bf16 with fp32 queries, say).
 
     \b
     Example:
       muse-infer search "a dog catches a frisbee" --index emb.npy --top-k 5
       muse-infer search "a cat" "a red car" --index emb.npy --json
+      muse-infer search "a cat" --index emb.npy --device cpu --precision bf16
     """
     import json
 
@@ -53,7 +56,13 @@ def search(queries, index_path, top_k, as_json, model, clip_weights, device, bac
     source = index.model_source
     weights = clip_weights if clip_weights is not None or model is not None else source.get("clip_weights")
     try:
-        encoder = TextEncoder(model or source["model"], device=device, backend=backend, clip_weights=weights)
+        encoder = TextEncoder(
+            model or source["model"],
+            device=device,
+            backend=backend,
+            clip_weights=weights,
+            precision=precision,
+        )
         hits = index.search_batch(list(queries), top_k, text_encoder=encoder)
     except BackendError as error:
         hint = "" if model else "; if the index's model moved, pass --model with its new location"

@@ -9,6 +9,7 @@ Files beside ``EMB.npy`` (written by ``muse-infer encode-videos`` / ``muse_infer
      "paths": ["a/x.mp4", ...],            # relative POSIX paths, sorted, one per row
      "file_stats": [[size, mtime_ns], ...],  # of each file when encoded: changed files are redone
      "model": {identity}, "model_source": {"model": ..., "clip_weights": ...},
+     "backend": "torch", "precision": "bf16",  # how the rows were computed (not checked on search)
      "settings": {"max_frames": 12, "framerate": 1.0, "slice_mode": "uniform", "image_size": 224},
      "failures_file": "EMB.failures.jsonl", "failed": M}
 
@@ -16,6 +17,10 @@ Files beside ``EMB.npy`` (written by ``muse-infer encode-videos`` / ``muse_infer
   file that could not be encoded (empty when none).
 
 Search is cosine similarity (rows and query normalised), best first, ties broken by row order.
+
+``precision``, like ``backend``, says how the run that wrote the index computed its rows; neither is
+part of the model identity. Rows computed in bf16 lie within cosine 0.999 of fp32 ones, so queries in
+any precision search any index, and a resumed run may add rows in another precision.
 """
 
 from __future__ import annotations

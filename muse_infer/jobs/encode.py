@@ -216,7 +216,7 @@ def encode_folder(
     root: str | os.PathLike,
     out: str | os.PathLike,
     encoder: VideoEncoder,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     workers: int | None = None,
     timeout: float = 120.0,
     chunk_size: int = 64,
@@ -226,6 +226,7 @@ def encode_folder(
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
+    batch_size: videos a model call (None: ``encoder.default_batch_size``, 8 on the CPU, 64 on a GPU).
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
     ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
     settings or folder (without it, such leftovers are an error). Raises ``JobError`` for problems
@@ -371,7 +372,7 @@ def _discard_previous(work: Path, out: Path) -> None:
 
 @dataclass(frozen=True)
 class _RunOptions:
-    batch_size: int
+    batch_size: int | None
     workers: int | None
     timeout: float
     chunk_size: int
@@ -438,6 +439,7 @@ def _assemble(
     metadata |= {
         "model_source": encoder.backend.source,
         "backend": encoder.backend.name,
+        "precision": getattr(encoder.backend, "precision", "fp32"),  # how, not which model: not checked
         "settings": job["settings"],
     }
     write_index(out, embeddings, metadata, summary.failures)

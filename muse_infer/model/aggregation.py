@@ -40,3 +40,14 @@ def sequence_length(mode: str, frames: int, tokens_per_frame: int) -> int:
     if mode == "spatial_wise":
         return frames + tokens_per_frame
     return frames * (1 + tokens_per_frame)
+
+
+def class_token_slice(mode: str, frames: int, tokens_per_frame: int) -> slice:
+    """``class_token_positions`` as a slice of the sequence axis (they are evenly spaced from 0).
+
+    Why a slice: indexing a GPU tensor with a Python list copies the list to the device first, and that
+    blocking copy waits for every kernel queued before it, which stalls a pipelined encoder.
+    """
+    positions = class_token_positions(mode, frames, tokens_per_frame)
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    return slice(0, positions[-1] + 1, step)

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import MuseConfig
 from ..tokenizer import tokenize
-from .aggregation import aggregate, class_token_positions
+from .aggregation import aggregate, class_token_slice
 from .backbone import ClipBackbone, build_open_clip
 from .bimamba import ResMambaBlock
 from .pyramid import MultiScaleGenerator, scaled_grid
@@ -39,6 +39,11 @@ class MuseModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.backbone.clip.logit_scale
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the video tower computes in: its patch embedding's weight dtype."""
+        return self.backbone.clip.visual.conv1.weight.dtype
+
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, T, 3, H, W) -> per-frame features (B, T, C) at the class-token positions."""
         batch, length = frames.shape[:2]
@@ -59,20 +64,22 @@ class MuseModel(nn.Module):
         for block in self.blocks:
             sequence = block(sequence)
         per_frame = sum(scaled_grid(grid, s) ** 2 for s in self.config.scales)
-        positions = class_token_positions(self.config.aggregation, length, per_frame)
-        return sequence[:, positions]
+        return sequence[:, class_token_slice(self.config.aggregation, length, per_frame)]
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames (B, T, 3, H, W) preprocessed, padded frames zero; mask (B, T), 1 = real frame.
 
-        Returns L2-normalised video embeddings (B, C). As the authors do, padded frames run through
-        the head unmasked; only the final pooling ignores them.
+        Returns L2-normalised video embeddings (B, C) float32. As the authors do, padded frames run
+        through the head unmasked; only the final pooling ignores them. Frames of any float dtype are
+        cast to the weights' dtype (``compute_dtype``: bf16 after ``model.precision.cast_for_inference``);
+        the pooling and both normalisations are computed in float32 whatever that dtype.
         """
-        return masked_mean_pool(self.frame_features(frames), mask)
+        features = self.frame_features(frames.to(self.compute_dtype))
+        return masked_mean_pool(features.float(), mask)
 
     def encode_text_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """token_ids (N, L) long -> L2-normalised text embeddings (N, C)."""
-        return F.normalize(self.backbone.text_features(token_ids), dim=-1)
+        """token_ids (N, L) long -> L2-normalised text embeddings (N, C) float32 (normalised in float32)."""
+        return F.normalize(self.backbone.text_features(token_ids).float(), dim=-1)
 
     def encode_text(self, texts: list[str] | str) -> torch.Tensor:
         """texts -> L2-normalised text embeddings (N, C), tokenised as CLIP4Clip does."""

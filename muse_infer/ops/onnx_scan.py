@@ -45,10 +45,16 @@ def selective_scan_onnx(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     """Translation of ``muse::selective_scan`` (traced by the exporter, so None and bools are Python).
 
     u, delta, z: (batch, Di, L); A: (Di, N); B, C: (batch, N, L); D, delta_bias: (Di,).
-    Returns y (batch, Di, L), fp32. B/C with groups (4-D) are not supported: MUSE never uses them.
+    Computed in fp32, as the op: inputs of any float type are cast to it, y is cast back to u's type
+    (an fp16 export; the casts of an fp32 one are no-ops). Returns y (batch, Di, L). B/C with groups
+    (4-D) are not supported: MUSE never uses them.
     """
     _check_rank(B, 3, "B")
     _check_rank(C, 3, "C")
+    u_in = u
+    u, delta, A, B, C, D, z, delta_bias = (
+        None if x is None else op.Cast(x, to=FLOAT.dtype) for x in (u, delta, A, B, C, D, z, delta_bias)
+    )
     if delta_bias is not None:
         delta = op.Add(delta, op.Unsqueeze(delta_bias, [1]))
     if delta_softplus:
@@ -63,7 +69,7 @@ def selective_scan_onnx(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
         y = op.Add(y, op.Mul(op.Unsqueeze(D, [1]), u))
     if z is not None:
         y = op.Mul(y, op.Mul(z, op.Sigmoid(z)))
-    return y
+    return op.CastLike(y, u_in)
 
 
 def _check_rank(value, rank: int, name: str) -> None:

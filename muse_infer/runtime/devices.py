@@ -21,3 +21,16 @@ def resolve_device(device: str | None) -> str:
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device {device!r} requested but no CUDA GPU is visible; use --device cpu")
     return str(parsed)
+
+
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
+
+
+def default_batch_size(device: str) -> int:
+    """Videos a model call by default: 8 on the CPU, 64 on a GPU (a resolved device name).
+
+    On a GPU a bigger batch amortises the per-call launches; 64 ViT-B-32 videos (768 frames) is the
+    issue's target batch, measured by benchmarks/gpu_check.sh with its peak memory (docs/benchmarks.md).
+    """
+    return GPU_BATCH_SIZE if str(device).startswith("cuda") else CPU_BATCH_SIZE

@@ -17,10 +17,15 @@ import numpy as np
 from ..errors import BackendError
 from .devices import resolve_device
 from .manifest import is_export_directory, read_manifest
+from .precision import resolve_precision
 
 
-def load_export_backend(model: str | os.PathLike, backend: str, device: str = "cpu"):
-    """The ``backend`` ("onnx" | "torchscript" | "pt2") running the export directory ``model``."""
+def load_export_backend(model: str | os.PathLike, backend: str, device: str = "cpu", precision: str = "auto"):
+    """The ``backend`` ("onnx" | "torchscript" | "pt2") running the export directory ``model``.
+
+    precision: "auto" or the precision the export was written in (its manifest says); another is
+    refused, naming the command that exports in it.
+    """
     if not is_export_directory(model):
         raise BackendError(
             f"backend {backend!r} runs an export directory, and {str(model)!r} is not one: first run "
@@ -28,7 +33,15 @@ def load_export_backend(model: str | os.PathLike, backend: str, device: str = "c
             f"and pass EXPORT_DIR as the model (--model EXPORT_DIR)"
         )
     cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}[backend]
-    return cls(Path(model).resolve(), device)
+    loaded = cls(Path(model).resolve(), device)
+    if precision not in (None, "auto", loaded.precision):
+        resolve_precision(precision, "cpu")  # an unknown name: its own error
+        raise BackendError(
+            f"{model}: exported in {loaded.precision}, not {precision}: export it again with "
+            f"`muse-infer export --checkpoint CHECKPOINT --out DIR --format {backend} --precision {precision}`, "
+            "or run the checkpoint with --backend torch"
+        )
+    return loaded
 
 
 class _ExportBackend:
@@ -50,6 +63,7 @@ class _ExportBackend:
         self.max_words = int(manifest["tokenizer"]["max_words"])
         self.embed_dim = int(manifest["embed_dim"])
         self.logit_scale = float(manifest["logit_scale"])
+        self.precision = str(manifest.get("precision", "fp32"))  # older manifests: fp32 exports
 
     def _file(self, encoder: str, variant: str) -> Path:
         files = self.manifest["encoders"][encoder]["files"]

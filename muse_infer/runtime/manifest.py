@@ -55,12 +55,19 @@ def export_model_source(directory: str | os.PathLike) -> dict:
 
 
 def build_manifest(
-    model, identity: dict, source: dict | None, files: list, errors: dict[str, float], onnx_opset: int
+    model,
+    identity: dict,
+    source: dict | None,
+    files: list,
+    errors: dict[str, float],
+    onnx_opset: int,
+    precision: str = "fp32",
 ) -> dict:
     """The manifest dict (JSON-ready) for an export of ``model`` (a MuseModel) made of ``files``.
 
     ``files``: the written files (each with ``encoder``, ``runtime``, ``path``, ``needs_op_library``);
-    ``errors``: each file's max abs error against the eager model, by file name.
+    ``errors``: each file's max abs error against the fp32 eager model, by file name; ``precision``:
+    what the files compute in (their inputs and outputs are float32 whatever it is).
     """
     import muse_infer
 
@@ -71,6 +78,7 @@ def build_manifest(
         "model": identity,
         "model_source": source,
         "embed_dim": config.embed_dim,
+        "precision": precision,
         "logit_scale": float(model.logit_scale.detach().float()),
         "onnx_opset": onnx_opset,
         "encoders": {

@@ -1,23 +1,51 @@
-"""``TorchBackend``: a ``MuseModel`` run with PyTorch, behind the ``Backend`` interface."""
+"""``TorchBackend``: a ``MuseModel`` run with PyTorch, behind the ``Backend`` interface.
+
+Beyond the interface it takes uint8 clips (``submit_clips``): the clips are padded into one host
+batch (pinned memory on a GPU), copied to the device without blocking (4x fewer bytes than float32
+frames), normalised there with ``video.frames.normalise``'s float32 math bit for bit
+(``normalise_pixels``), and the model's work is queued; the caller collects the embeddings later
+(``PendingEmbeddings.result``), so it can prepare the next batch while the GPU computes this one.
+On the CPU the same code runs synchronously.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import BackendError, CheckpointError, ConfigError, PretrainedWeightsError
 from .devices import resolve_device
+from .precision import resolve_precision
+
+COMPILE_MODES = ("off", "compile", "cudagraphs")
 
 
 class TorchBackend:
-    """A ``MuseModel`` run with PyTorch in inference mode."""
+    """A ``MuseModel`` run with PyTorch in inference mode, in ``precision`` ("fp32", "bf16", "fp16").
+
+    compile_backbone: "off" (default), "compile" (``torch.compile`` the CLIP image tower) or
+    "cudagraphs" (the same with mode="reduce-overhead", CUDA graphs on a GPU). Off by default: whether
+    they help is measured by benchmarks/gpu_check.sh, not assumed (docs/benchmarks.md).
+    """
 
     name = "torch"
 
-    def __init__(self, model, identity: dict, source: dict, device: str = "cpu"):
+    def __init__(
+        self,
+        model,
+        identity: dict,
+        source: dict,
+        device: str = "cpu",
+        precision: str = "fp32",
+        compile_backbone: str = "off",
+    ):
+        from ..model.precision import cast_for_inference
+
         config = model.config
         self.model, self.identity, self.source, self.device = model, identity, source, device
+        self.precision = precision
         self.max_frames, self.framerate, self.slice_mode = (
             config.max_frames,
             config.framerate,
@@ -29,10 +57,23 @@ class TorchBackend:
             config.embed_dim,
         )
         self.logit_scale = float(model.logit_scale.detach().float().cpu())
+        cast_for_inference(model, precision)
+        _compile_backbone(model, compile_backbone)
+        self._pixel_constants = pixel_constants(device)
+
+    @property
+    def asynchronous(self) -> bool:
+        """True when ``submit_clips`` returns before the model has run (a CUDA device)."""
+        return self.device.startswith("cuda")
 
     @classmethod
     def load(
-        cls, model: str | os.PathLike, device: str = "cpu", clip_weights: str | os.PathLike | None = None
+        cls,
+        model: str | os.PathLike,
+        device: str = "cpu",
+        clip_weights: str | os.PathLike | None = None,
+        precision: str = "auto",
+        compile_backbone: str = "off",
     ) -> TorchBackend:
         """Load ``model`` with ``muse_infer.load_model``; errors name the model and what to do."""
         from ..loading.identity import model_identity
@@ -40,13 +81,16 @@ class TorchBackend:
         from ..loading.reference import model_source
 
         device = resolve_device(device)
+        precision = resolve_precision(precision, device)
+        if compile_backbone not in COMPILE_MODES:
+            raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
             muse = load_model(model, device=device, clip_weights=clip_weights)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {str(model)!r}: {error}") from None
         source = model_source(model, clip_weights)
         identity = model_identity(model, muse.config, clip_weights)
-        return cls(muse, identity, source, device)
+        return cls(muse, identity, source, device, precision, compile_backbone)
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """frames (B, T, 3, H, W) float32, mask (B, T) -> (B, C) float32 L2-normalised."""
@@ -57,6 +101,27 @@ class TorchBackend:
             mask_t = torch.as_tensor(mask, dtype=torch.long).to(self.device)
             return self.model.encode_video(frames_t, mask_t).float().cpu().numpy()
 
+    def submit_clips(self, clips: Sequence[np.ndarray], max_frames: int) -> PendingEmbeddings:
+        """Queue the embedding of uint8 clips, each (t_i, S, S, 3) with 1 <= t_i <= max_frames.
+
+        The same embeddings as ``encode_video(*video.frames.clip_inputs(clips, max_frames))``, bit for
+        bit in fp32. Returns at once on a GPU; ``.result()`` gives (B, C) float32 L2-normalised.
+        """
+        import torch
+
+        from ..video.frames import clip_pixels
+
+        pin = self.asynchronous
+        size = clips[0].shape[1] if len(clips) else 0
+        with torch.inference_mode():
+            pixels = torch.empty((len(clips), max_frames, size, size, 3), dtype=torch.uint8, pin_memory=pin)
+            mask = torch.empty((len(clips), max_frames), dtype=torch.long, pin_memory=pin)
+            clip_pixels(clips, max_frames, out=(pixels.numpy(), mask.numpy()))
+            pixels = pixels.to(self.device, non_blocking=pin)
+            mask = mask.to(self.device, non_blocking=pin)
+            frames = normalise_pixels(pixels, mask, self._pixel_constants)
+            return PendingEmbeddings(self.model.encode_video(frames, mask))
+
     def encode_text_tokens(self, token_ids: np.ndarray) -> np.ndarray:
         """token_ids (N, L) int64 -> (N, C) float32 L2-normalised."""
         import torch
@@ -64,3 +129,66 @@ class TorchBackend:
         with torch.inference_mode():
             ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
             return self.model.encode_text_tokens(ids).float().cpu().numpy()
+
+
+class PendingEmbeddings:
+    """Embeddings being computed on the device; ``result()`` waits for them.
+
+    On a GPU the copy back goes into pinned host memory without blocking, and an event marks its end.
+    """
+
+    def __init__(self, embeddings):
+        import torch
+
+        self._event = None
+        if embeddings.is_cuda:
+            self._host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
+            self._host.copy_(embeddings, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = embeddings.float()
+
+    def result(self) -> np.ndarray:
+        """(B, C) float32 L2-normalised embeddings (waits for the device)."""
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.numpy()
+
+
+def pixel_constants(device: str) -> tuple:
+    """255, CLIP's mean and std as float32 tensors on ``device`` (made once: creating them from Python
+    numbers copies them to the device, a blocking copy)."""
+    import torch
+
+    from ..video.frames import CLIP_MEAN, CLIP_STD
+
+    values = (torch.tensor(255.0), torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD))
+    return tuple(v.to(dtype=torch.float32, device=device) for v in values)
+
+
+def normalise_pixels(pixels, mask, constants: tuple):
+    """(B, T, S, S, 3) uint8, mask (B, T) -> (B, T, 3, S, S) float32 CLIP-normalised, zero where mask is 0.
+
+    ``video.frames.normalise``'s operations in its order, in float32: (pixel / 255 - mean) / std. The
+    255 is a tensor on the device, not a Python number: CUDA divides by a host scalar as a multiply by
+    its reciprocal, which can differ from the division in the last bit. ``constants``: ``pixel_constants``.
+    """
+    import torch
+
+    scale, mean, std = constants
+    normalised = (pixels.to(torch.float32) / scale - mean) / std  # (B, T, S, S, 3)
+    real = mask.to(torch.bool)[:, :, None, None, None]
+    normalised = torch.where(real, normalised, 0.0)
+    return normalised.permute(0, 1, 4, 2, 3).contiguous()
+
+
+def _compile_backbone(model, mode: str) -> None:
+    """Replace the CLIP image tower's ``image_tokens`` by its ``torch.compile``d version (mode != "off")."""
+    if mode == "off":
+        return
+    import torch
+
+    options = {"compile": {}, "cudagraphs": {"mode": "reduce-overhead"}}[mode]
+    backbone = model.backbone
+    backbone.image_tokens = torch.compile(backbone.image_tokens, dynamic=False, **options)

@@ -9,8 +9,10 @@ A decoded frame takes exactly two forms on its way to the model:
 2. ``normalise`` (where the model runs): uint8 -> float32 (3, S, S), ``(pixel / 255 - mean) / std``
    with CLIP's mean and std: the numbers of CLIP4Clip's torchvision pipeline, bit for bit.
 
-``clip_inputs`` pads a batch of clips to the model's frame count and builds the mask. Only numpy and
-PIL are imported here (decode workers never import torch).
+``clip_inputs`` pads a batch of clips to the model's frame count and builds the mask; ``clip_pixels``
+does the same in uint8, for a backend that normalises on its device (``runtime.torch_backend``,
+``normalise_pixels``: the same float32 math). Only numpy and PIL are imported here (decode workers
+never import torch).
 """
 
 from __future__ import annotations
@@ -88,16 +90,46 @@ def clip_inputs(clips: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarra
     Returns frames (B, max_frames, 3, S, S) float32, CLIP-normalised, zero after each clip's real
     frames, and mask (B, max_frames) int64, 1 for a real frame (CLIP4Clip's ``video_mask``).
     """
-    if not clips:
-        raise ValueError("clip_inputs needs at least one clip")
-    size = clips[0].shape[1]
+    size = _check_clips(clips, max_frames)
     frames = np.zeros((len(clips), max_frames, 3, size, size), dtype=np.float32)
     mask = np.zeros((len(clips), max_frames), dtype=np.int64)
+    for row, clip in enumerate(clips):
+        frames[row, : len(clip)] = normalise(clip)
+        mask[row, : len(clip)] = 1
+    return frames, mask
+
+
+def clip_pixels(
+    clips: Sequence[np.ndarray], max_frames: int, out: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``clip_inputs`` before normalising: pixels (B, max_frames, S, S, 3) uint8, zero after each
+    clip's real frames, and mask (B, max_frames) int64. For a model that normalises on its device.
+
+    out: (pixels, mask) arrays of those shapes and dtypes to fill (e.g. views of pinned memory).
+    """
+    size = _check_clips(clips, max_frames)
+    shape = (len(clips), max_frames, size, size, 3)
+    if out is None:
+        out = (np.empty(shape, dtype=np.uint8), np.empty(shape[:2], dtype=np.int64))
+    pixels, mask = out
+    if pixels.shape != shape or pixels.dtype != np.uint8 or mask.shape != shape[:2] or mask.dtype != np.int64:
+        raise ValueError(f"out must be uint8 {shape} and int64 {shape[:2]}, got {pixels.shape}, {mask.shape}")
+    for row, clip in enumerate(clips):
+        pixels[row, : len(clip)] = clip
+        pixels[row, len(clip) :] = 0
+        mask[row, : len(clip)] = 1
+        mask[row, len(clip) :] = 0
+    return pixels, mask
+
+
+def _check_clips(clips: Sequence[np.ndarray], max_frames: int) -> int:
+    """The frame size S of ``clips``; ValueError unless each is (1..max_frames, S, S, 3)."""
+    if not len(clips):
+        raise ValueError("clip_inputs needs at least one clip")
+    size = clips[0].shape[1]
     for row, clip in enumerate(clips):
         if not 1 <= len(clip) <= max_frames or clip.shape[1:] != (size, size, 3):
             raise ValueError(
                 f"clip {row} has shape {clip.shape}; expected (1..{max_frames}, {size}, {size}, 3)"
             )
-        frames[row, : len(clip)] = normalise(clip)
-        mask[row, : len(clip)] = 1
-    return frames, mask
+    return size
