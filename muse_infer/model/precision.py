@@ -3,9 +3,11 @@
 ``cast_for_inference(model, "bf16")`` casts the weights in place (the model then computes in bf16:
 ``MuseModel.encode_video`` casts its input frames to them), except:
 
-- LayerNorm weights (``nn.LayerNorm`` and its subclasses: open_clip's, the pyramid's, the blocks'):
-  the normalisation is computed in float32 from bf16 activations (PyTorch's mixed-dtype LayerNorm on
-  CPU and CUDA), so its statistics never round to bf16;
+- LayerNorms (``nn.LayerNorm`` and its subclasses: open_clip's, the pyramid's, the blocks'): their
+  weights stay float32, and hooks cast their input to float32 and their output back to the model's
+  dtype, so the statistics and the affine step are float32. Explicit casts, not PyTorch's mixed-dtype
+  LayerNorm: an exported graph then holds standard Cast nodes (ONNX's LayerNormalization takes no
+  mixed types), and the numbers are the same;
 - the scan's own parameters (``A_log``, ``D``, ``dt_proj.bias`` of each ``ScanDirection``): the scan
   reads them in float32 and keeps its state in float32 (the C++ and Triton kernels, the reference);
   rounding them would change every step of the recurrence.
