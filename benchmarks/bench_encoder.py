@@ -45,7 +45,7 @@ from muse_infer.loading import build_model  # noqa: E402
 from muse_infer.runtime.torch_backend import TorchBackend  # noqa: E402
 from muse_infer.video.frames import clip_inputs  # noqa: E402
 
-GPU_VARIANTS = ["fp32", "bf16", "bf16+float", "fp16"]
+GPU_VARIANTS = ["fp32", "bf16", "bf16+float", "bf16-autocast", "fp16"]
 COMPILE_VARIANTS = ["bf16+compile", "bf16+cudagraphs"]
 
 

@@ -11,8 +11,8 @@
 #   2. wheels: installs .whl/*.whl (open_clip_torch, ftfy, wcwidth, av: what the machine's image lacks)
 #      into a temporary folder put on PYTHONPATH, when the folder was carried
 #   3. pytest -m gpu (the GPU tests of the scan, the op and precision)
-#   4. bench_encoder.py: ViT-B-32 video encoder videos/s, fp32 / bf16 / fp16, batch 8 and 64, uint8 path
-#      vs host-normalised floats, peak memory, syncs a call
+#   4. bench_encoder.py: ViT-B-32 video encoder videos/s, fp32 / bf16 / fp16 and bf16 autocast, batch 8
+#      and 64, uint8 path vs host-normalised floats, peak memory, syncs a call
 #   5. bench_scan.py: the Triton scan at the MUSE shape and at batch 16, fp32 and bf16, GB/s against a
 #      device copy, and mamba-ssm's selective_scan_fn when it imports
 #   6. bench_end_to_end.py: 256 generated videos, every core but one decoding: decode-only, model-only

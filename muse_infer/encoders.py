@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import VideoDecodeError
+from .errors import BackendError, VideoDecodeError
 from .runtime import Backend, load_backend
 from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
@@ -45,7 +45,10 @@ def _backend_from(model, device: str, backend: str, clip_weights, precision: str
             model, backend=backend, device=device, clip_weights=clip_weights, precision=precision
         )
     if precision not in (None, "auto", getattr(model, "precision", "fp32")):
-        raise ValueError(f"precision {precision!r} given with a backend loaded in {model.precision}")
+        raise BackendError(
+            f"precision {precision!r} given with a backend loaded in {model.precision}: load another "
+            "backend (load_backend(..., precision=...)) or leave precision='auto'"
+        )
     return model
 
 

@@ -24,7 +24,7 @@ from muse_infer.cli import main
 from muse_infer.cli.common import PRECISION_CHOICE
 from muse_infer.data.writer import write_video
 from muse_infer.errors import BackendError
-from muse_infer.loading.checkpoint import save_checkpoint
+from muse_infer.loading.convert import to_authors_state_dict
 from muse_infer.model import bimamba
 from muse_infer.model import precision as model_precision
 from muse_infer.runtime import PRECISION_CHOICES, load_backend, resolve_precision
@@ -44,8 +44,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def gated_checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("precision") / "tiny_gated.safetensors"
-    save_checkpoint(open_gates(muse_infer.load_model("tiny"), seed=3), path)
+    """The tiny model with opened gates, saved in the authors' layout and converted by `muse-infer convert`."""
+    folder = tmp_path_factory.mktemp("precision")
+    authors = folder / "pytorch_model.bin.1"
+    torch.save(to_authors_state_dict(open_gates(muse_infer.load_model("tiny"), seed=3)), authors)
+    path = folder / "tiny_converted.safetensors"
+    _cli("convert", "--from", "clip4clip", str(authors), "--out", str(path))
     return path
 
 
@@ -154,7 +158,7 @@ def test_pipelined_batches_equal_unpipelined_ones(gated_checkpoint):
 def test_a_loaded_backend_refuses_another_precision(gated_checkpoint):
     backend = load_backend(gated_checkpoint, device="cpu", precision="bf16")
     assert muse_infer.TextEncoder(backend, precision="auto").backend is backend
-    with pytest.raises(ValueError, match="loaded in bf16"):
+    with pytest.raises(BackendError, match="loaded in bf16"):
         muse_infer.VideoEncoder(backend, precision="fp32")
 
 
@@ -205,6 +209,22 @@ def test_cli_rejects_an_unknown_precision(noise_videos, tmp_path):
         main, ["encode-videos", str(noise_videos), "--out", str(tmp_path / "e.npy"), "--precision", "int8"]
     )
     assert result.exit_code == 2 and "'int8' is not one of" in result.output
+
+
+def test_unknown_compile_mode_is_refused(gated_checkpoint):
+    with pytest.raises(BackendError, match="compile_backbone 'fast' is not one of"):
+        load_backend(gated_checkpoint, device="cpu", compile_backbone="fast")
+
+
+@pytest.mark.slow
+def test_compiled_backbone_gives_the_eager_embeddings(gated_checkpoint):
+    """torch.compile on the image tower (the option the GPU check measures) changes no result (CPU,
+    inductor; about a minute to compile on 2 cores)."""
+    eager = load_backend(gated_checkpoint, device="cpu")
+    compiled = load_backend(gated_checkpoint, device="cpu", compile_backbone="compile")
+    clips = random_clips(eager.image_size, [eager.max_frames, 3], seed=8)
+    expected = eager.submit_clips(clips, eager.max_frames).result()
+    assert np.abs(compiled.submit_clips(clips, eager.max_frames).result() - expected).max() <= 1e-5
 
 
 @pytest.fixture(scope="module")

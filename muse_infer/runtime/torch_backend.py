@@ -27,7 +27,8 @@ class TorchBackend:
 
     compile_backbone: "off" (default), "compile" (``torch.compile`` the CLIP image tower) or
     "cudagraphs" (the same with mode="reduce-overhead", CUDA graphs on a GPU). Off by default: whether
-    they help is measured by benchmarks/gpu_check.sh, not assumed (docs/benchmarks.md).
+    they help is measured by benchmarks/gpu_check.sh, not assumed (docs/benchmarks.md). Each new batch
+    shape compiles again (the last, smaller batch of a run, say).
     """
 
     name = "torch"
@@ -145,7 +146,7 @@ class PendingEmbeddings:
             self._host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
             self._host.copy_(embeddings, non_blocking=True)
             self._event = torch.cuda.Event()
-            self._event.record()
+            self._event.record(torch.cuda.current_stream(embeddings.device))  # the copy's stream
         else:
             self._host = embeddings.float()
 
