@@ -36,7 +36,9 @@ def write_videos(folder: Path, count: int, seconds: float, size: tuple[int, int]
     from video_factory import make_video
 
     for number in range(count):
-        make_video(folder / f"video_{number:03d}.mp4", int(seconds * 25), 25.0, size=size, keyframe_interval=50)
+        make_video(
+            folder / f"video_{number:03d}.mp4", int(seconds * 25), 25.0, size=size, keyframe_interval=50
+        )
 
 
 def encode_once(root: Path, out: Path, encoder, thumbnails: bool, workers: int) -> tuple[float, float, float]:
@@ -44,7 +46,9 @@ def encode_once(root: Path, out: Path, encoder, thumbnails: bool, workers: int) 
     from muse_infer.jobs.encode import encode_folder
 
     wall, cpu = time.perf_counter(), cpu_seconds()
-    summary = encode_folder(root, out, encoder, batch_size=8, workers=workers, progress=False, thumbnails=thumbnails)
+    summary = encode_folder(
+        root, out, encoder, batch_size=8, workers=workers, progress=False, thumbnails=thumbnails
+    )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     assert summary.exit_code == 0, summary.line()
     return wall, cpu, summary.thumbnails.seconds if summary.thumbnails else 0.0
@@ -77,7 +81,10 @@ def main() -> None:
                 out = Path(folder) / f"run{repeat}_{thumbnails}.npy"
                 runs[thumbnails].append(encode_once(root, out, encoder, thumbnails, args.workers))
     medians = {
-        way: {key: statistics.median(r[i] for r in runs[way]) for i, key in enumerate(("wall_s", "cpu_s", "step_s"))}
+        way: {
+            key: statistics.median(r[i] for r in runs[way])
+            for i, key in enumerate(("wall_s", "cpu_s", "step_s"))
+        }
         for way in runs
     }
     report = {

@@ -66,3 +66,11 @@ class JobError(MuseError, ValueError):
 
 class DatasetError(MuseError, ValueError):
     """An annotation file that cannot be read as its layout says; the message names file, line and field."""
+
+
+class MissingExtraError(MuseError, ImportError):
+    """An optional feature whose packages are not installed; the message names the pip extra."""
+
+
+class ServeError(MuseError, ValueError):
+    """The search service cannot start as asked (an unsafe bind, a busy port); the message says what to do."""
