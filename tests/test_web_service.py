@@ -31,6 +31,7 @@ pytest.importorskip("starlette", reason='needs the web extra: pip install "muse-
 from starlette.testclient import TestClient  # noqa: E402
 
 from muse_infer.web.app import create_app  # noqa: E402
+from muse_infer.web.page import media_fragment, time_range  # noqa: E402
 from muse_infer.web.server import allowed_hosts, is_loopback  # noqa: E402
 
 TOKEN = "correct-horse-battery-staple-42"
@@ -217,9 +218,13 @@ class FakeIndex:
             "model_source": {"model": "fake"},
         }
 
+    start_s = end_s = None  # moments: lists of seconds, as SearchResult will carry them
+
     def search(self, vector, top_k=10):
+        starts, ends = self.start_s or [None] * len(self.paths), self.end_s or [None] * len(self.paths)
         return [
-            SimpleNamespace(rank=i + 1, path=p, score=1.0 - i / 100) for i, p in enumerate(self.paths[:top_k])
+            SimpleNamespace(rank=i + 1, path=p, score=1.0 - i / 100, start_s=starts[i], end_s=ends[i])
+            for i, p in enumerate(self.paths[:top_k])
         ]
 
 
@@ -228,6 +233,30 @@ class FakeEncoder:
         return np.stack(
             [np.frombuffer(hashlib.sha256(t.encode()).digest()[:32], np.uint8) / 255.0 for t in texts]
         )
+
+
+def test_moments_come_with_their_time_range(tmp_path):
+    make_video(tmp_path / "a.mp4", 30, 3.0, size=(48, 64))
+    index = FakeIndex(["a.mp4", "a.mp4", "a.mp4"], tmp_path)
+    index.start_s, index.end_s = [0.0, 4.0, None], [4.0, 8.0, None]  # two moments and the whole video
+    store = ThumbnailStore(tmp_path / "emb.thumbs")
+    client = TestClient(create_app(index, FakeEncoder(), tmp_path, thumbnails=store))
+    results = client.get("/api/search?q=a&k=3").json()["results"]
+    assert [(r["row"], r["start_s"], r["end_s"]) for r in results] == [
+        (0, 0.0, 4.0),
+        (1, 4.0, 8.0),
+        (2, None, None),
+    ]
+    assert all(client.get(f"/thumbs/{row}/0").status_code == 200 for row in range(3))
+    assert (
+        len(
+            {
+                store.files(ThumbnailSource("a.mp4", 1, 1, 4.0, 8.0))[0].read_bytes(),
+                store.files(ThumbnailSource("a.mp4", 1, 1))[0].read_bytes(),
+            }
+        )
+        == 2
+    )
 
 
 def test_rows_naming_files_outside_the_folder_are_refused(tmp_path):
@@ -432,6 +461,15 @@ def test_search_page_in_chromium(served, demo_corpus, browser, tmp_path):
     assert paths[0] == HOSTILE_NAME and ODD_NAME in paths
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
     assert page.evaluate("document.getElementById('query').value") == query
+    twins = (
+        "[mediaFragment(2, 4.5), mediaFragment(0, 1 / 3), mediaFragment(null, null), timeRange(62.5, 3723)]"
+    )
+    assert page.evaluate(twins) == [  # the page's script formats as the static page's Python does
+        media_fragment(2, 4.5),
+        media_fragment(0, 1 / 3),
+        media_fragment(None, None),
+        time_range(62.5, 3723),
+    ]
     page.screenshot(tmp_path / "search_service.png")
     keep_screenshot(tmp_path / "search_service.png")
     page.evaluate("document.querySelector('button.play').click()")

@@ -460,9 +460,15 @@ def make_thumbnails(root: Path, out: Path, metadata: dict, options: _RunOptions)
     an earlier run get theirs too, and a run killed during this step leaves a complete index whose
     next run finishes the thumbnails. A failure is logged, never raised: thumbnails are an extra.
     """
-    sources = [
-        ThumbnailSource(path, size, mtime_ns)
-        for path, (size, mtime_ns) in zip(metadata["paths"], metadata["file_stats"], strict=True)
+    count = len(metadata["paths"])
+    ranges = zip(
+        metadata.get("start_s") or [None] * count, metadata.get("end_s") or [None] * count, strict=True
+    )
+    sources = [  # a row that is a moment (start_s/end_s) gets the keyframes of its time range
+        ThumbnailSource(path, size, mtime_ns, start, end)
+        for path, (size, mtime_ns), (start, end) in zip(
+            metadata["paths"], metadata["file_stats"], ranges, strict=True
+        )
     ]
     threads = options.workers or 2  # decoding only: the model's work is done by now
     try:

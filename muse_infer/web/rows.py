@@ -47,14 +47,21 @@ class IndexRows:
     """Per-row facts of an ``EmbeddingIndex`` (or anything shaped like one): sources of thumbnails,
     the root folder, and the row number of a search result.
 
-    Reads ``paths``, the sidecar's ``file_stats`` and ``root``, and ``start_s``/``end_s`` when the
-    index has them (as attributes or sidecar lists); a missing field gets its default.
+    Reads ``paths``, ``root``, the file stats (the sidecar's ``file_stats``, else ``size`` and
+    ``mtime_ns`` columns) and ``start_s``/``end_s``, each as an attribute of the index or a key of its
+    metadata; a missing field gets its default. The one place to adapt when the index's storage changes.
     """
 
     def __init__(self, index):
         metadata = getattr(index, "metadata", None) or {}
         paths = [str(path) for path in index.paths]
-        stats = _column(index, "file_stats", None) or [(-1, -1)] * len(paths)
+        stats = _column(index, "file_stats", None) or list(
+            zip(
+                _column(index, "size", None) or [-1] * len(paths),
+                _column(index, "mtime_ns", None) or [-1] * len(paths),
+                strict=True,
+            )
+        )
         starts = _column(index, "start_s", None) or [None] * len(paths)
         ends = _column(index, "end_s", None) or [None] * len(paths)
         self.sources = [
