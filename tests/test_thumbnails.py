@@ -234,3 +234,10 @@ def test_no_thumbnails_option_and_failures_never_cost_the_index(tmp_path, tiny_e
         summary = job.encode_folder(root, tmp_path / "y.npy", tiny_encoder, workers=0, progress=False)
     assert summary.exit_code == 0 and summary.thumbnails is None and (tmp_path / "y.json").is_file()
     assert "thumbnails not made (disk on fire)" in caplog.text
+
+
+def test_containers_without_exact_seeking_get_exact_frames(tmp_path):
+    # MPEG-PS timestamps are not exact after a seek (see the reader): every image is the exact frame.
+    path = make_video(tmp_path / "program.mpg", 60, 25.0, size=(48, 64), codec="mpeg2video")
+    got = [read_index(image) for image in read_keyframes(path, 3, 0.5, 2.0)]
+    assert got == [18, 31, 43]  # shown at 0.75, 1.25 and 1.75 s at 25 fps: frames 18.75, 31.25, 43.75

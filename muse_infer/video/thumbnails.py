@@ -2,13 +2,13 @@
 
 Frames: ``count`` (3) images for the middles of ``count`` equal parts of the range (the whole video
 when no range is given), so a strip shows its beginning, middle and end. For each time: the last key
-frame at or before it, when that lies inside the range and is not already in the strip (decoding
-key frames only, where the codec allows it: h264, hevc, mpeg-2/4); else the exact frame shown at
-that time (a second pass). The container is opened once (twice when a time needs its exact frame),
-and frames are reached with the reader's frame cursor (``muse_infer.video.reader``): seeking to the
-key frame before a time when that lies ahead, decoding forward otherwise. Frames are scaled by
-FFmpeg's scaler to fit ``max_side`` pixels before they are converted to RGB (so a 4K frame never
-becomes a full-size array), turned upright by their display matrix, and saved as JPEG.
+frame at or before it, when that lies inside the range and is not already in the strip, found by
+seeking and demuxing (no decoding) and then decoded on its own, one packet; else the exact frame shown
+at that time, in a second pass through the reader's frame cursor (``muse_infer.video.reader``), which
+also serves containers whose seeking is not exact (MPEG-PS, raw streams). So a thumbnail costs about
+one frame's decoding, not a group of pictures'. Frames are scaled by FFmpeg's scaler to fit
+``max_side`` pixels before they become RGB (a 4K frame never becomes a full-size array), turned
+upright by their display matrix, and saved as JPEG.
 
 Store: ``EMB.npy`` -> the folder ``EMB.thumbs/`` holding ``KEY-N.jpg`` (N = 0..count-1), KEY the
 SHA-1 of the row's relative path, size, mtime and time range (``ThumbnailSource.key``). Keys
