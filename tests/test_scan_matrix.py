@@ -19,7 +19,8 @@ Axes:
 
 Default run: the matrix sampled. Every cell (implementation, direction, device, dtype, layout) takes two
 sizes by rotation through the 36 (so every size comes up), one case in five with the options off;
-Triton interpreter cells one small size, ONNX cells three. ``-m slow`` adds the full cross of sizes.
+Triton interpreter cells one small size (Di <= 17, L <= 113), ONNX cells three. ``-m slow`` adds the
+full cross of sizes (Triton: of the small ones; larger sizes take minutes each in the interpreter).
 
 Acceptance (flash-attention's rule): against the float64 reference on the same (rounded) inputs, the
 error of an implementation is at most twice the error of the plain PyTorch reference run on those inputs
@@ -128,9 +129,11 @@ def default_cases() -> list[Case]:
 
 
 def slow_cases() -> list[Case]:
-    """Every cell at every size (options on), less the default run's cases."""
+    """Every cell at every size (Triton: every small size), options on, less the default run's cases."""
     done = {case.id for case in default_cases()}
-    every = [Case(*cell, size=size) for cell in cells() for size in SIZES]
+    every = [
+        Case(*cell, size=size) for cell in cells() for size in (SMALL_SIZES if cell[0] == "triton" else SIZES)
+    ]
     return [case for case in every if case.id not in done]
 
 
@@ -338,7 +341,8 @@ def triton_results(request) -> dict:
     ]
     if INTERPRETED:
         return {case.id: measure_or_error(case) for case in cases}
-    return run_worker(__file__, [dataclasses.asdict(case) for case in cases])
+    timeout_s = 300 + 5 * len(cases)  # ~0.5 s a small case on a quiet machine
+    return run_worker(__file__, [dataclasses.asdict(case) for case in cases], timeout_s)
 
 
 def check(case: Case, request) -> None:
@@ -443,5 +447,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     if not INTERPRETED:
         sys.exit("run the worker with TRITON_INTERPRET=1")
     speed_up_interpreter()
-    worker_cases = [Case(**{**c, "size": tuple(c["size"])}) for c in json.loads(sys.argv[3])]
+    worker_cases = [
+        Case(**{**c, "size": tuple(c["size"])}) for c in json.loads(Path(sys.argv[3]).read_text())
+    ]
     Path(sys.argv[2]).write_text(json.dumps({c.id: measure_or_error(c) for c in worker_cases}))

@@ -58,23 +58,24 @@ def speed_up_interpreter() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def run_worker(script: str | Path, payload: object = None) -> dict:
-    """Run ``script --worker OUT [json(payload)]`` with TRITON_INTERPRET=1 and no GPU; its JSON result.
+def run_worker(script: str | Path, payload: object = None, timeout_s: float = WORKER_TIMEOUT_S) -> dict:
+    """Run ``script --worker OUT [PAYLOAD.json]`` with TRITON_INTERPRET=1 and no GPU; its JSON result.
 
-    Raises RuntimeError with the worker's output when it fails.
+    ``payload`` (JSON-able) reaches the worker as a file. Raises RuntimeError with the worker's output
+    when it fails or runs past ``timeout_s``.
     """
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "results.json"
-        extra = [json.dumps(payload)] if payload is not None else []
-        proc = subprocess.run(
-            [sys.executable, str(script), "--worker", str(path), *extra],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT_S,
-        )
+        path, extra = Path(tmp) / "results.json", []
+        if payload is not None:
+            extra = [str(Path(tmp) / "payload.json")]
+            Path(extra[0]).write_text(json.dumps(payload))
+        command = [sys.executable, str(script), "--worker", str(path), *extra]
+        try:
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"interpreter worker {Path(script).name} ran past {timeout_s:.0f} s") from None
         if proc.returncode != 0 or not path.exists():
             raise RuntimeError(
                 f"interpreter worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
