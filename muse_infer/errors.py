@@ -33,6 +33,10 @@ class PretrainedWeightsError(MuseError, RuntimeError):
     """Pretrained CLIP weights could not be found or fetched; the message says how to pass a local file."""
 
 
+class ScanChoiceError(MuseError, ValueError):
+    """A selective-scan choice (``model.set_scan``, ``MUSE_SCAN``) that is not one of the known ones."""
+
+
 class BackendError(MuseError, ValueError):
     """A backend or device that cannot be used; the message says what to do instead."""
 
