@@ -10,7 +10,7 @@
 #   1. environment: GPU, clocks, python / torch / triton versions, which optional packages import
 #   2. wheels: installs .whl/*.whl (open_clip_torch, ftfy, wcwidth, av: what the machine's image lacks)
 #      into a temporary folder put on PYTHONPATH, when the folder was carried
-#   3. pytest -m gpu (the GPU tests of the scan, the op and precision)
+#   3. pytest -m gpu: the scan matrix's GPU cases, the Triton scan, the op, precision
 #   4. bench_encoder.py: ViT-B-32 video encoder videos/s, fp32 / bf16 / fp16 and bf16 autocast, batch 8
 #      and 64, uint8 path vs host-normalised floats, peak memory, syncs a call
 #   5. bench_scan.py: the Triton scan at the MUSE shape and at batch 16, fp32 and bf16, GB/s against a
@@ -106,8 +106,12 @@ for name in ('open_clip', 'av', 'onnxruntime', 'triton', 'mamba_ssm', 'causal_co
 "
 
 if [ "$DRY_RUN" -eq 0 ]; then
-    run_step "pytest -m gpu" 90 "$PY" -m pytest -m gpu -q -rfEs -p no:cacheprovider --durations=8 \
-        --junitxml "$WORK/gpu_tests.xml" tests/test_triton_scan.py tests/test_scan_op.py tests/test_precision.py
+    TEST_FILES=()
+    for file in tests/test_scan_matrix.py tests/test_triton_scan.py tests/test_scan_op.py tests/test_precision.py; do
+        if [ -f "$file" ]; then TEST_FILES+=("$file"); else echo "missing $file: not run" | tee -a "$LOG"; fi
+    done
+    run_step "pytest -m gpu" 180 "$PY" -m pytest -m gpu -q -rfEs -p no:cacheprovider --durations=8 \
+        --junitxml "$WORK/gpu_tests.xml" "${TEST_FILES[@]}"
     cp "$WORK/gpu_tests.xml" "$OUT/gpu_tests.xml" 2>/dev/null
     run_step bench_encoder 100 "$PY" benchmarks/bench_encoder.py --device cuda --batch 8 64 --repeats 10 \
         --budget-s 80 --json "$WORK/encoder.json"

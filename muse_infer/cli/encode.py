@@ -78,6 +78,12 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     is_flag=True,
     help="Try again files that failed in earlier runs (else only changed ones).",
 )
+@click.option(
+    "--thumbnails/--no-thumbnails",
+    default=True,
+    show_default=True,
+    help="Keep 3 small keyframes of each video in OUT's .thumbs/ folder (for search --html and serve).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def encode_videos(
     directory,
@@ -94,12 +100,15 @@ def encode_videos(
     chunk_size,
     overwrite,
     retry_failed,
+    thumbnails,
     quiet,
 ) -> None:
     """Encode every video under DIRECTORY (recursively) into an embedding index.
 
     Writes OUT (N, C) float32 (one L2-normalised row a video), OUT's sidecar .json (relative paths in
-    row order, model identity, settings) and .failures.jsonl (each skipped file with its reason).
+    row order, model identity, settings), .failures.jsonl (each skipped file with its reason) and
+    the .thumbs/ folder (3 JPEG keyframes a video, made after the index is written; a video whose
+    thumbnails fail is logged, the index is kept).
     Work is saved as it goes in OUT.parts/: run the same command again after an interruption (even
     kill -9) to resume; run it on a folder with new files to add them.
 
@@ -115,6 +124,7 @@ def encode_videos(
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
       muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
+      muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
     """
     from ..encoders import VideoEncoder
     from ..jobs.encode import check_locations, encode_folder
@@ -140,6 +150,7 @@ def encode_videos(
             overwrite=overwrite,
             retry_failed=retry_failed,
             progress=not quiet,
+            thumbnails=thumbnails,
         )
     except KeyboardInterrupt:
         click.echo("interrupted; finished batches are saved: run the same command again to resume", err=True)

@@ -22,6 +22,13 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     help="Print a JSON list of {query, rank, path, score}, by query then rank.",
 )
 @click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a results page (keyframes, scores, players; open it from disk in a browser).",
+)
+@click.option(
     "--model",
     default=None,
     help="Model to encode the queries [default: the index's]; refused if it is not the index's.",
@@ -34,16 +41,21 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
 )
 @click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
-def search(queries, index_path, top_k, as_json, model, clip_weights, device, backend, precision) -> None:
+def search(
+    queries, index_path, top_k, as_json, html_path, model, clip_weights, device, backend, precision
+) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
 
     Several queries are encoded in one model call. Paths are relative to the folder that was encoded.
-    Any --precision searches any index (an index encoded in bf16 with fp32 queries, say).
+    --html writes one HTML page (relative links to the index's thumbnails and to the videos, so it
+    works from disk); hits without thumbnails get them made. Any --precision searches any index (an
+    index encoded in bf16 with fp32 queries, say).
 
     \b
     Example:
       muse-infer search "a dog catches a frisbee" --index emb.npy --top-k 5
       muse-infer search "a cat" "a red car" --index emb.npy --json
+      muse-infer search "a cat" "a red car" --index emb.npy --html results.html
       muse-infer search "a cat" --index emb.npy --device cpu --precision bf16
     """
     import json
@@ -67,6 +79,11 @@ def search(queries, index_path, top_k, as_json, model, clip_weights, device, bac
     except BackendError as error:
         hint = "" if model else "; if the index's model moved, pass --model with its new location"
         raise UserError(f"{error}{hint}") from None
+    if html_path:
+        from ..web.page import save_results_page
+
+        written = save_results_page(html_path, index, index_path, list(queries), hits)
+        click.echo(f"results page: {written} (open it in a browser)", err=True)
     if as_json:
         rows = [
             {"query": q, **hit.to_dict()} for q, results in zip(queries, hits, strict=True) for hit in results
