@@ -24,7 +24,8 @@ CPU_REQUIREMENTS = [
     "tqdm",
 ]
 GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
-DEV_REQUIREMENTS = ["pytest", "ruff", "matplotlib"]
+RAY_REQUIREMENTS = ["ray[data]>=2.60"]  # encode-videos --engine ray (muse_infer.jobs.ray_engine)
+DEV_REQUIREMENTS = ["pytest", "ruff", "matplotlib", *RAY_REQUIREMENTS]
 
 
 def scan_extensions():
@@ -62,7 +63,7 @@ setup(
     package_data={"muse_infer": ["configs/*.json", "weights/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=CPU_REQUIREMENTS,
-    extras_require={"gpu": GPU_REQUIREMENTS, "dev": DEV_REQUIREMENTS},
+    extras_require={"gpu": GPU_REQUIREMENTS, "ray": RAY_REQUIREMENTS, "dev": DEV_REQUIREMENTS},
     entry_points={
         "console_scripts": ["muse-infer=muse_infer.cli:main"],
         # Commands of the packages built on muse_infer; muse_infer itself never imports them.

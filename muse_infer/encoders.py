@@ -18,7 +18,7 @@ A video's embedding does not depend on the other videos of its batch beyond floa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from .errors import VideoDecodeError
 from .runtime import Backend, load_backend
 from .video.frames import FrameSettings, clip_inputs
-from .video.pool import DecodePool, decode_inline
+from .video.pool import Decoded, DecodePool, decode_inline
 
 ON_ERROR = ("raise", "skip")
 
@@ -204,6 +204,16 @@ class VideoEncoder:
                 self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
         yield from self._batched(decoded, batch_size)
+
+    def encode_decoded(self, decoded: Iterable[Decoded], batch_size: int = 8) -> Iterator[list[VideoResult]]:
+        """``encode_groups`` for clips decoded elsewhere (by a Ray task, say): the same batches and results.
+
+        decoded: ``muse_infer.video.pool.Decoded`` items in order, each a (t, S, S, 3) uint8 clip or a
+        failure reason; failures pass through as ``VideoResult.error``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return self._batched(iter(decoded), batch_size)
 
     def _batched(self, decoded, batch_size: int) -> Iterator[list[VideoResult]]:
         pending: list = []  # Decoded items in order, failures included

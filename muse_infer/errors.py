@@ -66,3 +66,8 @@ class JobError(MuseError, ValueError):
 
 class DatasetError(MuseError, ValueError):
     """An annotation file that cannot be read as its layout says; the message names file, line and field."""
+
+
+class RayEngineError(JobError):
+    """The Ray engine cannot run: Ray not installed (the ``ray`` extra), no cluster at ``--address``, or
+    a cluster without the resources asked for; the message says what to do."""

@@ -31,6 +31,8 @@ import stat
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,6 +233,59 @@ def encode_folder(
     settings or folder (without it, such leftovers are an error). Raises ``JobError`` for problems
     the user must fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
     """
+    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
+    with open_job(root, out, encoder, overwrite, retry_failed) as job:
+        _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
+        return job.finish()
+
+
+# --- The job's frame, shared by every engine (this module's and muse_infer.jobs.ray_engine) ------
+# An engine opens the job, encodes ``job.todo`` into ``job.store`` (chunk files, any numbering), and
+# calls ``job.finish()``: the lock, work directory, identity check, resume rule and assembly are these.
+
+
+@dataclass
+class OpenJob:
+    """A folder job whose work directory is locked: what is found, what is already done, what to do.
+
+    entries: every video under ``root``, sorted by path; known: results in the work directory (or the
+    finished index), by path; todo: the entries to encode now (sorted; none with a ``problem``).
+    """
+
+    root: Path
+    out: Path
+    job: dict
+    encoder: VideoEncoder
+    store: ChunkStore
+    entries: list[Entry]
+    known: dict[str, Known]
+    todo: list[Entry]
+    summary: JobSummary
+    started: float
+
+    def finish(self) -> JobSummary:
+        """Write the index from every result in the work directory (rows in ``entries`` order), then
+        remove the directory. Returns the summary, its ``seconds`` set."""
+        known = self.store.load()
+        _assemble(self.root, self.out, self.entries, known, self.job, self.encoder, self.summary)
+        _retire(parts_dir(self.out), self.out)
+        self.summary.seconds = time.monotonic() - self.started
+        return self.summary
+
+
+@contextmanager
+def open_job(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder: VideoEncoder,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+) -> Iterator[OpenJob]:
+    """Lock ``out``'s work directory and read what is there (see ``encode_folder`` for the arguments).
+
+    Raises ``JobError`` for problems the user must fix (bad folder, another run holds the lock, earlier
+    work made with another model, settings or folder and no ``overwrite``).
+    """
     root, out = check_locations(root, out)
     started = time.monotonic()
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
@@ -249,13 +304,10 @@ def encode_folder(
         summary.reused = sum(
             e.path in known and e.path not in redo and known[e.path].reason is None for e in entries
         )
-        options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
-        _encode_todo(root, todo, encoder, store, summary, options)
-        known = store.load()
-        _assemble(root, out, entries, known, job, encoder, summary)
-        _retire(work, out)
-    summary.seconds = time.monotonic() - started
-    return summary
+        yield OpenJob(root, out, job, encoder, store, entries, known, todo, summary, started)
+
+
+# --- The job's steps -------------------------------------------------------------------------
 
 
 def check_locations(root, out) -> tuple[Path, Path]:
