@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -248,50 +249,86 @@ def test_ray_run_gives_the_local_index_and_failures(corpus, reference, encoder, 
     assert_same_index(out, reference)
 
 
-def test_interrupted_run_takes_its_plan_up_again(tmp_path, encoder, ray_cluster, monkeypatch):
-    from muse_infer.jobs import ray_engine, shards
-    from muse_infer.jobs.encode import encode_folder
-
-    root = tmp_path / "videos"
+def small_folder(root: Path) -> Path:
+    """6 good videos and a bad file: quick to encode, free to change."""
     root.mkdir()
     for seed, name in enumerate(["a.mp4", "c.mp4", "e.mkv", "g.webm", "i.mp4", "k.mp4"]):
         noise_video(root / name, seed, 4, 2)
     (root / "bad.mp4").write_text("not a video")
-    plans = []  # (plan, resumed) of each run
+    return root
 
-    def plan_work(*args):
-        plans.append(shards.plan_work(*args))
-        return plans[-1]
 
-    monkeypatch.setattr(ray_engine, "plan_work", plan_work)
-    options = dict(batch_size=BATCH, timeout=TIMEOUT, chunk_size=2, progress=False)
-    out = tmp_path / "ray.npy"
+SMALL_OPTIONS = dict(batch_size=BATCH, timeout=TIMEOUT, chunk_size=2, progress=False)
+
+
+def interrupted_ray_run(root: Path, out: Path, encoder) -> None:
+    """A Ray run stopped by Ctrl-C once its first shard is written (the shards written are kept)."""
+    from muse_infer.jobs.ray_engine import encode_folder_ray
+
     interrupter = threading.Thread(target=interrupt_after_a_shard, args=(Path(str(out) + ".parts"),))
     interrupter.start()
-    with pytest.raises(KeyboardInterrupt):  # as Ctrl-C: the shards written are kept
-        ray_engine.encode_folder_ray(root, out, encoder, **options)
+    with pytest.raises(KeyboardInterrupt):
+        encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)
     interrupter.join()
-    summary = ray_engine.encode_folder_ray(root, out, encoder, **options)
+    assert list(Path(str(out) + ".parts").glob("chunk-*.npz"))
+
+
+@pytest.fixture
+def plans(monkeypatch) -> list:
+    """(plan, resumed) of each Ray run from now on."""
+    from muse_infer.jobs import ray_engine, shards
+
+    made = []
+
+    def plan_work(*args):
+        made.append(shards.plan_work(*args))
+        return made[-1]
+
+    monkeypatch.setattr(ray_engine, "plan_work", plan_work)
+    return made
+
+
+def test_interrupted_run_takes_its_plan_up_again(tmp_path, encoder, ray_cluster, plans):
+    from muse_infer.jobs.encode import encode_folder
+    from muse_infer.jobs.ray_engine import encode_folder_ray
+
+    root, out = small_folder(tmp_path / "videos"), tmp_path / "ray.npy"
+    interrupted_ray_run(root, out, encoder)
+    summary = encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)
     (first, resumed_first), (again, resumed) = plans
     assert not resumed_first and resumed and again.plan_id == first.plan_id
     assert 0 < len(again.shards) < len(first.shards) and summary.reused == 6 - summary.encoded_now
-    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **options)
+    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
     assert_same_index(out, tmp_path / "local.npy")
-    return root, out, plans, options
 
 
 @pytest.mark.slow
-def test_new_and_changed_files_get_a_new_plan(tmp_path, encoder, ray_cluster, monkeypatch):
-    from muse_infer.jobs import ray_engine
+def test_new_and_changed_files_get_a_new_plan(tmp_path, encoder, ray_cluster, plans):
     from muse_infer.jobs.encode import encode_folder
+    from muse_infer.jobs.ray_engine import encode_folder_ray
 
-    run = test_interrupted_run_takes_its_plan_up_again
-    root, out, plans, options = run(tmp_path, encoder, ray_cluster, monkeypatch)
+    root, out = small_folder(tmp_path / "videos"), tmp_path / "ray.npy"
+    interrupted_ray_run(root, out, encoder)
+    encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)
     noise_video(root / "b_added.mp4", 21, 4, 2)  # sorts between existing files
     noise_video(root / "c.mp4", 22, 6, 3)  # replaced by another video
-    summary = ray_engine.encode_folder_ray(root, out, encoder, **options)
-    assert not plans[-1][1] and (summary.reused, summary.encoded_now) == (5, 2)
-    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **options)
+    summary = encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)
+    _, _, (new, resumed) = plans
+    assert not resumed and (summary.reused, summary.encoded_now) == (5, 2)
+    assert new.shards[0].id == 1  # chunk 0 holds the finished index, taken up into a new work folder
+    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
+    assert_same_index(out, tmp_path / "local.npy")
+
+
+@pytest.mark.slow
+def test_the_local_engine_finishes_what_the_ray_engine_started(tmp_path, encoder, ray_cluster):
+    from muse_infer.jobs.encode import encode_folder
+
+    root, out = small_folder(tmp_path / "videos"), tmp_path / "emb.npy"
+    interrupted_ray_run(root, out, encoder)
+    summary = encode_folder(root, out, encoder, workers=1, **SMALL_OPTIONS)
+    assert summary.reused > 0 and summary.reused + summary.encoded_now == 6
+    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
     assert_same_index(out, tmp_path / "local.npy")
 
 
@@ -323,6 +360,26 @@ def test_killed_model_actor_and_decode_task_are_retried(corpus, reference, encod
     assert len(killer.killed) == 2, f"killed {killer.killed}"
     assert summary.encoded_now == summary.encoded and summary.exit_code == 1
     assert_same_index(out, reference)
+
+
+@pytest.mark.slow
+def test_a_model_other_than_the_drivers_on_a_worker_is_one_clear_error(
+    corpus, ray_cluster, tmp_path, monkeypatch
+):
+    from muse_infer.jobs import ray_engine
+
+    of = ray_engine.EncoderSpec.of
+
+    def other_weights(encoder):  # as if a node saw another file at the model's path
+        spec = of(encoder)
+        return replace(spec, identity={**spec.identity, "clip_weights": "sha256:0123"})
+
+    monkeypatch.setattr(ray_engine.EncoderSpec, "of", other_weights)
+    root, _ = corpus
+    result = invoke("encode-videos", root, "--out", tmp_path / "emb.npy", *OPTIONS)
+    assert result.exit_code == 2, result.output
+    assert "is not the driver's (clip_weights: 'sha256:0123' vs" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
 
 
 class WorkerKiller(threading.Thread):

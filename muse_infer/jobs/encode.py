@@ -5,7 +5,9 @@ Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
   ``job.json`` (model identity, frame settings, root folder: a resume must match them),
   ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
   ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``),
-  ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index).
+  ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index);
+  with ``--engine ray`` also ``plan.json`` (``muse_infer.jobs.shards``), its shards' results being
+  chunk files too, so either engine resumes the other's work.
   Every file is written to a temporary name, fsynced and renamed, so a kill leaves whole files only.
 - ``EMB.npy``, ``EMB.failures.jsonl``, ``EMB.json`` written at the end, sidecar last; then the work
   directory is renamed away and deleted.

@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class EncoderSpec:
     device: str = "cpu"
 
     @classmethod
-    def of(cls, encoder: VideoEncoder, device: str) -> EncoderSpec:
+    def of(cls, encoder: VideoEncoder, device: str = "cpu") -> EncoderSpec:
         source = encoder.backend.source
         return cls(
             model=str(source["model"]),
@@ -136,10 +136,17 @@ class ShardEmbedder:
     """
 
     def __init__(self, spec: EncoderSpec, batch_size: int):
-        self.encoder = spec.build()
-        self.batch_size = batch_size
+        self.batch_size, self.encoder, self.error = batch_size, None, None
+        try:
+            self.encoder = spec.build()
+        except MuseError as error:
+            # Raised by the first call instead: Ray keeps a task's exception (the driver reports it
+            # as is), but of a failed actor constructor only the text of the traceback.
+            self.error = error
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
         shards = [int(shard) for shard in batch["shard"]]
         results = [
             self._embed(np.asarray(clips), np.asarray(frames), json.loads(str(errors)))
@@ -227,7 +234,7 @@ def encode_folder_ray(
         taken = {int(path.stem.split("-")[1]) for path in job.store.chunks()}
         plan, resumed = plan_work(job.store.directory, job.todo, chunk_size, taken)
         if plan.shards:
-            run = _Run(job, plan, EncoderSpec.of(encoder, device), batch_size, workers, timeout)
+            run = _Run(job, plan, EncoderSpec.of(encoder), batch_size, workers, timeout)
             with ray_connection(options.address, options.local_cpus) as ray:
                 run.execute(ray, options, progress, resumed)
         return job.finish()
@@ -255,7 +262,10 @@ class _Run:
                     bar.update(processed)
                     bar.set_postfix(failed=summary.processed_now - summary.encoded_now, refresh=False)
             except Exception as error:
-                raise _user_error_inside(error) or error from None
+                user_error = _user_error_inside(error)
+                if user_error is None:
+                    raise
+                raise user_error from None
             finally:
                 summary.encode_seconds = time.monotonic() - started
         if self.pending:
@@ -283,7 +293,7 @@ class _Run:
             memory=_decode_memory(self.plan.shard_size, settings),
             concurrency=self.workers or None,
         )
-        spec = EncoderSpec(**{**asdict(self.spec), "device": layout.device})
+        spec = replace(self.spec, device=layout.device)
         return dataset.map_batches(
             ShardEmbedder,
             fn_constructor_kwargs={"spec": spec, "batch_size": self.batch_size},
@@ -321,17 +331,23 @@ class _Run:
 
 def _decode_memory(shard_size: int, settings: dict) -> int:
     """Bytes a decode task holds: its shard's uint8 clips, twice (collected, then concatenated), plus
-    64 MiB for the interpreter and the decoder (1.2 GB for 256 videos of 12 frames at 224 px)."""
+    64 MiB for the interpreter and the decoder (1 GB for 256 videos of 12 frames at 224 px)."""
     clip = settings["max_frames"] * settings["image_size"] ** 2 * 3
     return 2 * shard_size * clip + (64 << 20)
 
 
 def _user_error_inside(error: BaseException) -> MuseError | None:
-    """A ``MuseError`` raised on a worker (Ray wraps it in its own errors), to be reported as is."""
+    """A ``MuseError`` raised on a worker (Ray wraps it in its own errors), to be reported as is.
+
+    Ray Data appends lines about its retry settings to the message of an error raised in a map
+    (``args[0]``); a ``MuseError`` says everything in its first line, which alone is kept.
+    """
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, MuseError) and type(error).__module__ == MuseError.__module__:
+        if isinstance(error, MuseError) and not type(error).__module__.startswith("ray."):
+            if error.args and isinstance(error.args[0], str):
+                error.args = (error.args[0].split("\n", 1)[0], *error.args[1:])
             return error
         error = getattr(error, "cause", None) or error.__cause__ or error.__context__
     return None
@@ -339,18 +355,24 @@ def _user_error_inside(error: BaseException) -> MuseError | None:
 
 @contextmanager
 def _data_context(ray) -> Iterator[None]:
-    """Ray Data without its progress bars and start-up lines (the command has its own bar), restored after."""
+    """Ray Data as this engine needs it, restored after: errors raised in our tasks and actors
+    reach the driver as themselves (not as Ray Data's ``UserCodeException``), so a ``MuseError``
+    is reported as one line; no progress bars or log lines of its own (the command has its bar,
+    and an error is raised, not logged)."""
     import logging
 
     context, logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
-    saved = (context.enable_progress_bars, context.print_on_execution_start, logger.level)
-    context.enable_progress_bars, context.print_on_execution_start = False, False
-    logger.setLevel(logging.ERROR)  # not "progress bars disabled", nor "execution finished in ..."
+    names = ("raise_original_map_exception", "enable_progress_bars", "print_on_execution_start")
+    saved = [getattr(context, name) for name in names] + [logger.level]
+    for name, value in zip(names, (True, False, False), strict=True):
+        setattr(context, name, value)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        context.enable_progress_bars, context.print_on_execution_start, level = saved
-        logger.setLevel(level)
+        for name, value in zip(names, saved, strict=False):
+            setattr(context, name, value)
+        logger.setLevel(saved[-1])
 
 
 @contextmanager

@@ -17,8 +17,8 @@ with ids above every existing chunk and earlier plan, so no two results ever sha
     {"format": "muse-infer-shard-plan", "format_version": 1, "plan": "<16 hex>", "shard_size": S,
      "shards": [[id, first_path, last_path, count, sha256], ...]}
 
-where ``sha256`` is the hash of the shard's entries (path, size, mtime_ns): about 100 bytes a shard,
-so 4 MB for 10 million videos in shards of 256.
+where ``sha256`` is the hash of the shard's entries (path, size, mtime_ns): about 200 bytes a shard
+(two paths and a hash), so 8 MB for 10 million videos in shards of 256.
 """
 
 from __future__ import annotations
