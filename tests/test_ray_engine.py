@@ -468,8 +468,10 @@ def test_a_broken_plan_file_is_replaced(tmp_path):
         ({"CPU": 16, "GPU": 4}, "cpu", 3, (3, 0, 1.0, "cpu")),
         ({"CPU": 2, "GPU": 1}, "cuda", 2, "has 1 GPUs"),
         ({"CPU": 8}, "cuda", None, "has no GPU"),
-        ({"CPU": 1}, "cpu", None, "too few"),
-        ({"CPU": 4}, "auto", 4, "too few"),
+        ({"CPU": 1}, "cpu", None, (1, 0, 0.0, "cpu")),  # a 1-CPU instance: the CPU decodes
+        ({"CPU": 4}, "auto", 4, (4, 0, 0.75, "cpu")),
+        ({"CPU": 6, "GPU": 8}, "auto", None, (8, 1, 0.625, "cuda")),
+        ({"CPU": 0.5}, "auto", None, "needs at least one"),
     ],
 )
 def test_actor_layout(resources, device, actors, expected):
@@ -481,6 +483,15 @@ def test_actor_layout(resources, device, actors, expected):
             actor_layout(resources, device, actors)
     else:
         assert actor_layout(resources, device, actors) == ActorLayout(*expected)
+
+
+def test_a_shard_too_big_for_every_node_is_refused():
+    from muse_infer.errors import RayEngineError
+    from muse_infer.jobs.ray_cluster import check_decode_memory
+
+    check_decode_memory([4e9, 8e9], needed=int(7e9), shard_size=1000)
+    with pytest.raises(RayEngineError, match="--chunk-size 1000: a decode task holds 8.4 GiB"):
+        check_decode_memory([4e9, 8e9], needed=int(9e9), shard_size=1000)
 
 
 def invoke(*args):

@@ -189,7 +189,9 @@ def actor_layout(
 
     device "auto": one GPU per actor when the cluster has GPUs (default: as many actors as GPUs),
     else CPU actors (default: one); "cpu": CPU actors; "cuda"/"cuda:N": GPU actors, which Ray gives
-    one GPU each (seen as "cuda" inside). At least one CPU must stay free for decoding.
+    one GPU each (seen as "cuda" inside). Each actor reserves ``cpus_per_actor`` CPUs, or an equal
+    share of all but one when the cluster has fewer (a small instance): one CPU always stays free
+    for decoding, or the decode tasks would wait for ever.
     """
     cluster_gpus, cluster_cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 0))
     wants_gpu = device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)
@@ -197,17 +199,20 @@ def actor_layout(
         raise RayEngineError(f"--actors must be at least 1, got {actors}")
     if wants_gpu and cluster_gpus == 0:
         raise RayEngineError(f"--device {device}: the Ray cluster has no GPU; use --device auto or cpu")
-    if wants_gpu:
-        layout = ActorLayout(actors or cluster_gpus, 1, 1.0, "cuda")
-        if layout.actors > cluster_gpus:
-            raise RayEngineError(
-                f"--actors {layout.actors}: the Ray cluster has {cluster_gpus} GPUs, one per actor"
-            )
-    else:
-        layout = ActorLayout(actors or 1, 0, float(cpus_per_actor), "cpu")
-    if layout.actors * layout.cpus + 1 > cluster_cpus:
+    if cluster_cpus < 1:
+        raise RayEngineError(f"the Ray cluster has {cluster_cpus:g} CPUs: decoding needs at least one")
+    count = actors or (cluster_gpus if wants_gpu else 1)
+    if wants_gpu and count > cluster_gpus:
+        raise RayEngineError(f"--actors {count}: the Ray cluster has {cluster_gpus} GPUs, one per actor")
+    cpus = min(float(cpus_per_actor), (cluster_cpus - 1) / count)
+    return ActorLayout(count, 1 if wants_gpu else 0, cpus, "cuda" if wants_gpu else "cpu")
+
+
+def check_decode_memory(node_memory: list[float], needed: int, shard_size: int) -> None:
+    """RayEngineError when no node (``memory`` resource of each, bytes) can run a decode task that
+    reserves ``needed`` bytes: Ray would wait for such a node for ever."""
+    if node_memory and needed > max(node_memory):
         raise RayEngineError(
-            f"the Ray cluster has {cluster_cpus:g} CPUs: too few for {layout.actors} model actors of "
-            f"{layout.cpus:g} CPUs each plus one to decode; use fewer --actors or a bigger cluster"
+            f"--chunk-size {shard_size}: a decode task holds {needed / 2**30:.1f} GiB of clips, more than "
+            f"any node of the Ray cluster offers ({max(node_memory) / 2**30:.1f} GiB); use a smaller --chunk-size"
         )
-    return layout

@@ -46,7 +46,7 @@ import numpy as np
 from ..encoders import VideoEncoder
 from ..errors import MuseError, RayEngineError
 from .encode import JobSummary, OpenJob, open_job
-from .ray_cluster import ActorLayout, actor_layout, import_ray, ray_connection
+from .ray_cluster import ActorLayout, actor_layout, check_decode_memory, import_ray, ray_connection
 from .shards import Shard, ShardPlan, plan_work
 
 
@@ -250,6 +250,10 @@ class _Run:
 
     def execute(self, ray, options: RayOptions, progress: bool, resumed: bool) -> None:
         layout = actor_layout(ray.cluster_resources(), options.device, options.actors, options.cpus_per_actor)
+        memory = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")]
+        check_decode_memory(
+            memory, _decode_memory(self.plan.shard_size, self.spec.settings), self.plan.shard_size
+        )
         summary = self.job.summary
         total = sum(len(shard.entries) for shard in self.plan.shards)
         started = time.monotonic()
