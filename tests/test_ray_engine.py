@@ -216,19 +216,26 @@ def wait_for_shards(parts: Path, count: int, process: subprocess.Popen, limit: f
 # --- The command with a private instance a run: the driver killed, the command run again ---------
 
 
-def test_driver_killed_at_a_random_moment_then_rerun_gives_the_local_index(corpus, reference, tmp_path):
+def test_driver_killed_at_random_moments_then_rerun_gives_the_local_index(corpus, reference, tmp_path):
+    """kill -9 of the driver once while it starts (Ray, the folder walk, the plan) and once while it
+    works (after a shard is written: decoding, embedding, writing), each at a random moment."""
     root, _ = corpus
-    out = tmp_path / "emb.npy"
+    out, parts = tmp_path / "emb.npy", tmp_path / "emb.npy.parts"
     command = ["encode-videos", root, "--out", out, *OPTIONS]
     seed = int(os.environ.get("MUSE_TEST_KILL_SEED", random.randrange(1000)))
-    delay = random.Random(seed).uniform(0.5, 16.0)  # in Ray's start, the plan, decoding, writing...
+    early, late = random.Random(seed).uniform(0.5, 12.0), random.Random(seed).uniform(0.0, 3.0)
     process = start_cli(*command)
-    time.sleep(delay)
+    time.sleep(early)
+    if process.poll() is None:
+        kill_driver(process)
+    process = start_cli(*command)
+    wait_for_shards(parts, len(list(parts.glob("chunk-*.npz"))) + 1, process)
+    time.sleep(late)
     if process.poll() is None:
         kill_driver(process)
     process = start_cli(*command)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1, f"kill seed {seed}, delay {delay:.1f} s\n{stderr}"
+    assert process.returncode == 1, f"kill seed {seed} ({early:.1f} s, {late:.1f} s)\n{stderr}"
     assert "Traceback" not in stderr and "skipped 6" in stderr and "emb.failures.jsonl" in stderr
     assert_same_index(out, reference)
     assert_no_leftovers(lambda: session_processes(process.pid))
