@@ -4,12 +4,13 @@ Builds the ViT-B-32 MUSE architecture with random (seeded) weights and opened ga
 encoder once into --work-dir (reused by later runs), then times each backend on the same random
 batch, round-robin so that a busy machine slows all of them alike:
 
-- torch (C++ scan)   eager PyTorch, scans through muse::selective_scan (the C++ kernel on CPU)
-- torch (ref scan)   eager PyTorch, scans through selective_scan_ref (for context; slow)
+- torch (C++ scan)   eager PyTorch, ``model.set_scan("op")``: each block's scans one
+                     muse::selective_scan_bidirectional call (the C++ kernel on CPU)
+- torch (ref scan)   eager PyTorch, ``model.set_scan("ref")``: selective_scan_ref (for context; slow)
 - onnx               video_encoder.onnx in a stock onnxruntime InferenceSession (standard ops)
-- torchscript        video_encoder.pt (muse::selective_scan calls, op library loaded)
+- torchscript        video_encoder.pt (muse::selective_scan_bidirectional calls, op library loaded)
 - torchscript portable  video_encoder.portable.pt (the scan as TorchScript code)
-- pt2                video_encoder.pt2, a torch.export program (muse::selective_scan nodes), .module()
+- pt2                video_encoder.pt2, a torch.export program (muse:: scan op nodes), .module()
 
 Run:  python benchmarks/bench_backends.py --batch 1 8 --repeats 5 [--device cuda] [--json out.json]
 """
@@ -97,7 +98,7 @@ def runners(model, paths: dict[str, Path], wanted: list[str], device: str) -> di
 
     def eager(scan: str):
         def run(frames, mask):
-            os.environ["MUSE_SCAN"] = scan
+            model.set_scan(scan)  # the two eager backends share the model
             with torch.inference_mode():
                 out = model.encode_video(
                     torch.from_numpy(frames).to(device), torch.from_numpy(mask).to(device)

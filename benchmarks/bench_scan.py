@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from muse_infer.ops.inputs import SCAN_FIELDS  # noqa: E402
 from muse_infer.ops.op import (  # noqa: E402
-    SCAN_FIELDS,
     cpu_kernel_isa,
     op_available,
     selective_scan,

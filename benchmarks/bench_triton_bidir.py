@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from muse_infer.ops import triton_scan  # noqa: E402
+from muse_infer.ops.inputs import ScanInputs  # noqa: E402
 from muse_infer.ops.triton_scan import (  # noqa: E402
     CANDIDATE_CONFIGS,
-    ScanInputs,
     selective_scan_triton,
     selective_scan_triton_bidirectional,
 )

@@ -3,9 +3,9 @@
 #
 #     bash benchmarks/gpu_check.sh        # results under $OUT if set, else ./out
 #
-# Steps, each under `timeout` and recorded; a failed step does not stop the next (6 min at most):
+# Steps, each under `timeout` and recorded; a failed step does not stop the next (7.5 min at most):
 #   1. environment: nvidia-smi -L, the GPU's clocks, python / torch / triton versions
-#   2. pytest -m gpu on tests/test_triton_scan.py and tests/test_scan_op.py (those present)
+#   2. pytest -m gpu on tests/test_scan_matrix.py, tests/test_triton_scan.py and tests/test_scan_op.py (those present)
 #   3. python benchmarks/bench_scan.py --device cuda --json $OUT/scan_gpu.json  (the op's benchmark;
 #      its CPU half is skipped: without muse_infer._C the CPU op there is only the reference)
 #   4. python benchmarks/bench_triton_bidir.py                           (launch shapes, BiMamba)
@@ -51,10 +51,10 @@ run_step environment 20 bash -c "
 "
 
 TEST_FILES=()
-for file in tests/test_triton_scan.py tests/test_scan_op.py; do
+for file in tests/test_scan_matrix.py tests/test_triton_scan.py tests/test_scan_op.py; do
     if [ -f "$file" ]; then TEST_FILES+=("$file"); else echo "missing $file: not run" | tee -a "$LOG"; fi
 done
-run_step "pytest -m gpu" 150 "$PY" -m pytest -m gpu -q -rfEs -p no:cacheprovider --durations=8 \
+run_step "pytest -m gpu" 240 "$PY" -m pytest -m gpu -q -rfEs -p no:cacheprovider --durations=8 \
     --junitxml "$OUT/gpu_tests.xml" "${TEST_FILES[@]}"
 
 if [ -f benchmarks/bench_scan.py ]; then

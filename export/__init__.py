@@ -7,10 +7,7 @@ This package imports muse_infer; muse_infer never imports it (its ONNX and Torch
 read the files written here).
 """
 
-from .modules import ExportError, TextEncoderModule, VideoEncoderModule, op_library_path
-from .package import DEFAULT_FORMATS, FORMATS, ExportResult, export_checkpoint, export_model
-from .pt2_export import load_pt2
-from .torchscript_export import load_torchscript
+import importlib
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -25,3 +22,25 @@ __all__ = [
     "load_torchscript",
     "op_library_path",
 ]
+
+# Loaded on first use, so that `muse-infer --help` (which lists the `export` command from export.cli)
+# does not import torch, onnx and onnxscript.
+_LAZY = {
+    "ExportError": "modules",
+    "TextEncoderModule": "modules",
+    "VideoEncoderModule": "modules",
+    "op_library_path": "modules",
+    "DEFAULT_FORMATS": "package",
+    "FORMATS": "package",
+    "ExportResult": "package",
+    "export_checkpoint": "package",
+    "export_model": "package",
+    "load_pt2": "pt2_export",
+    "load_torchscript": "torchscript_export",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,26 +1,25 @@
-"""The two encoders as separate nn.Modules with plain tensor signatures, and the scan routing for export.
+"""The two encoders as separate nn.Modules with plain tensor signatures, and the scan choice for export.
 
 ``VideoEncoderModule`` and ``TextEncoderModule`` wrap a MuseModel's ``encode_video`` and
-``encode_text_tokens`` so each can be exported alone. The context managers decide what the model's
-selective scans become in the exported graph:
+``encode_text_tokens`` so each can be exported alone. The context managers set the model's scan choice
+(``MuseModel.set_scan``) for the export and restore it after, deciding what the blocks' selective
+scans become in the exported graph:
 
-- ``scan_as_op()``: every scan calls ``torch.ops.muse.selective_scan`` (one graph node per scan), which
-  the ONNX exporter translates (export/scan_onnx.py) and TorchScript keeps as a ``muse::`` call.
-- ``scan_as_script()``: every scan calls ``selective_scan_script``, a ``torch.jit.script`` function that
-  a traced graph embeds, so the TorchScript file needs nothing but torch.
+- ``scan_as_op(model)``: each block's two scans are one ``torch.ops.muse.selective_scan_bidirectional``
+  node, which the ONNX exporter translates (muse_infer/ops/onnx_scan.py) and TorchScript and
+  torch.export keep as a ``muse::`` call.
+- ``scan_as_script(model)``: every scan calls ``selective_scan_script`` (muse_infer/ops/torchscript_scan.py),
+  a ``torch.jit.script`` function that a traced graph embeds, so the TorchScript file needs nothing but
+  torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import os
 from collections.abc import Iterator
-from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from muse_infer.errors import MuseError
@@ -92,100 +91,38 @@ def _without(module: nn.Module, drop: frozenset[str]) -> nn.Module:
 
 
 @contextlib.contextmanager
-def scan_as_op() -> Iterator[None]:
-    """Within: no gradients, and the model's scans go through ``torch.ops.muse.selective_scan``.
+def scan_as_op(model: nn.Module) -> Iterator[None]:
+    """Within: no gradients, and ``model``'s scans go through the custom ops (scan choice "op").
 
-    The dispatch (muse_infer/ops/dispatch.py) reads MUSE_SCAN at every call; "op" makes it call the op
-    even where it would otherwise pick the reference (whose Python loop would unroll into the graph).
+    "op" rather than "auto": the op's node goes into the graph even where, without a fast kernel, "auto"
+    would pick the reference (whose Python loop would unroll into the graph).
     """
     try:
-        import muse_infer.ops.op  # noqa: F401  (registers the op and its fake kernel)
+        import muse_infer.ops.op  # noqa: F401  (registers the ops and their fake kernels)
     except ImportError as error:
         raise ExportError(
-            "exporting needs the muse::selective_scan op (muse_infer/ops/op.py and its C++ library); "
+            "exporting needs the muse::selective_scan ops (muse_infer/ops/op.py and its C++ library); "
             f"install the package with `pip install --no-build-isolation -e .` ({error})"
         ) from None
-    with _environment("MUSE_SCAN", "op"), torch.no_grad():
+    with _scan_choice(model, "op"):
         yield
 
 
 @contextlib.contextmanager
-def scan_as_script() -> Iterator[None]:
-    """Within: no gradients, and the BiMamba blocks call ``selective_scan_script`` for every scan."""
-    from muse_infer.model import bimamba
+def scan_as_script(model: nn.Module) -> Iterator[None]:
+    """Within: no gradients, and ``model``'s scans call ``selective_scan_script`` (scan choice "script")."""
+    with _scan_choice(model, "script"):
+        yield
 
-    original = bimamba.selective_scan_fn
-    bimamba.selective_scan_fn = scripted_scan()
+
+@contextlib.contextmanager
+def _scan_choice(model: nn.Module, choice: str) -> Iterator[None]:
+    previous = model.set_scan(choice)
     try:
         with torch.no_grad():
             yield
     finally:
-        bimamba.selective_scan_fn = original
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
-
-
-@functools.cache
-def scripted_scan() -> torch.jit.ScriptFunction:
-    """``selective_scan_script`` compiled by ``torch.jit.script`` (once, on first use)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
-        return torch.jit.script(selective_scan_script)
-
-
-def selective_scan_script(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Optional[Tensor] = None,  # noqa: UP045 (TorchScript reads typing.Optional)
-    z: Optional[Tensor] = None,  # noqa: UP045 (TorchScript reads typing.Optional)
-    delta_bias: Optional[Tensor] = None,  # noqa: UP045 (TorchScript reads typing.Optional)
-    delta_softplus: bool = False,
-) -> Tensor:
-    """``selective_scan_ref`` in TorchScript (fp32; B, C (batch, N, L) only), for the portable files.
-
-    u, delta, z: (batch, Di, L); A: (Di, N); B, C: (batch, N, L); D, delta_bias: (Di,) -> y (batch, Di, L).
-    """
-    out_dtype = u.dtype
-    u, delta, A = u.float(), delta.float(), A.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float().unsqueeze(1)
-    if delta_softplus:
-        delta = F.softplus(delta)
-    # Time-major and contiguous, so each step reads one block; one addcmul a step (the interpreter's
-    # cost is per op), the readout by C as one matmul after the loop.
-    delta_t = delta.permute(2, 0, 1).contiguous()  # (L, batch, Di)
-    decay = torch.exp(delta_t.unsqueeze(3) * A)  # (L, batch, Di, N)
-    drive = (delta_t * u.permute(2, 0, 1)).unsqueeze(3) * B.float().permute(2, 0, 1).unsqueeze(
-        2
-    )  # (L, batch, Di, N)
-    states = torch.empty_like(decay)
-    h = torch.zeros_like(decay[0])  # (batch, Di, N)
-    for t in range(decay.shape[0]):
-        h = torch.addcmul(drive[t], decay[t], h)
-        states[t] = h
-    readout = C.float().permute(2, 0, 1).unsqueeze(3)  # (L, batch, N, 1)
-    y = torch.matmul(states, readout).squeeze(3).permute(1, 2, 0)  # (batch, Di, L)
-    if D is not None:
-        y = y + D.float().unsqueeze(1) * u
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(out_dtype)
+        model.set_scan(previous)
 
 
 EXPORT_BATCH = 2  # the example batch for torch.export; 1 would let it specialise the batch dimension
@@ -231,7 +168,7 @@ def example_text_inputs(config, batch: int, seed: int = 0):
 
 
 def op_library_path() -> str:
-    """Path of the C++ library that registers ``muse::selective_scan`` (muse_infer/_C.so).
+    """Path of the C++ library that registers the ``muse::`` scan ops (muse_infer/_C.so).
 
     ``torch.ops.load_library(op_library_path())`` is the loading step for TorchScript files that call
     the op, in Python; a libtorch C++ program dlopens the same file.

@@ -1,8 +1,8 @@
 """Write the text and video encoders as ONNX files that a stock onnxruntime runs.
 
-The model's selective scans are exported as ``muse::selective_scan`` nodes (export/modules.py,
-``scan_as_op``) and translated to standard ONNX ops by export/scan_onnx.py, so the files carry no custom
-domain. Every file passes ``onnx.checker.check_model(path, full_check=True)`` before it is accepted.
+The model's selective scans are exported as ``muse::selective_scan_bidirectional`` nodes, one a block
+(export/modules.py, ``scan_as_op``), and translated to standard ONNX ops (an ONNX ``Scan`` over time) by
+muse_infer/ops/onnx_scan.py, so the files carry no custom domain. Every file passes ``onnx.checker.check_model(path, full_check=True)`` before it is accepted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from muse_infer.ops.onnx_scan import OPSET, selective_scan_onnx
+from muse_infer.ops.onnx_scan import OPSET, translation_table
 
 from .modules import (
     EXPORT_BATCH,
@@ -34,17 +34,19 @@ def export_video_onnx(model: nn.Module, path: str | Path) -> Path:
     """Video encoder -> ONNX: inputs frames (batch, T, 3, H, W) float32, mask (batch, T) float32;
     output embeddings (batch, C). T, H, W are fixed at the config's max_frames and image size."""
     frames, mask = example_video_inputs(model.config, EXPORT_BATCH)
-    return _export(VideoEncoderModule(model), (frames, mask), ["frames", "mask"], Path(path))
+    with scan_as_op(model):
+        return _export(VideoEncoderModule(model), (frames, mask), ["frames", "mask"], Path(path))
 
 
 def export_text_onnx(model: nn.Module, path: str | Path) -> Path:
     """Text encoder -> ONNX: input ids (batch, max_words) int64; output embeddings (batch, C)."""
     (ids,) = example_text_inputs(model.config, EXPORT_BATCH)
-    return _export(TextEncoderModule(model), (ids,), ["ids"], Path(path))
+    with torch.no_grad():
+        return _export(TextEncoderModule(model), (ids,), ["ids"], Path(path))
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list[str], path: Path) -> Path:
-    with scan_as_op(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
         program = torch.onnx.export(
             module.eval(),
@@ -54,7 +56,7 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list
             input_names=input_names,
             output_names=["embeddings"],
             dynamic_shapes=dynamic_batch(args),
-            custom_translation_table={torch.ops.muse.selective_scan.default: selective_scan_onnx},
+            custom_translation_table=translation_table(),
             optimize=True,
             verbose=False,
         )

@@ -7,10 +7,10 @@ files are written and verified, so DIR is never half-written)::
     text_encoder.onnx             ids (batch, L) int64 -> embeddings (batch, C)
     video_encoder.onnx            frames (batch, T, 3, H, W) float32, mask (batch, T) float32 -> (batch, C)
     text_encoder.pt               TorchScript, bare torch
-    video_encoder.pt              TorchScript with muse::selective_scan calls (load the op library first)
+    video_encoder.pt              TorchScript with muse::selective_scan_bidirectional calls (load the op library first)
     video_encoder.portable.pt     TorchScript, scan as TorchScript code, bare torch
     text_encoder.pt2              torch.export program, bare torch
-    video_encoder.pt2             torch.export program with muse::selective_scan nodes (register the op first)
+    video_encoder.pt2             torch.export program with muse::selective_scan_bidirectional nodes (register the op first)
 """
 
 from __future__ import annotations

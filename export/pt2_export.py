@@ -1,6 +1,7 @@
 """Write the text and video encoders as ``torch.export`` programs (``.pt2``), TorchScript's successor.
 
-- ``video_encoder.pt2`` keeps each selective scan as a ``muse::selective_scan`` node. Register the op
+- ``video_encoder.pt2`` keeps each block's two selective scans as one ``muse::selective_scan_bidirectional``
+  node. Register the op
   before ``torch.export.load``: ``torch.ops.load_library(<muse_infer/_C.so>)`` (the C++ CPU kernel) or
   ``import muse_infer.ops.op`` (the CPU and CUDA kernels, and the fake kernel that re-tracing and
   ``torch.compile`` need). ``load_pt2`` below does the latter.
@@ -37,7 +38,7 @@ def export_video_pt2(model: nn.Module, path: str | Path) -> Path:
     T, H, W are fixed at the config's max_frames and image size; the batch is dynamic.
     """
     frames, mask = example_video_inputs(model.config, EXPORT_BATCH)
-    with scan_as_op():
+    with scan_as_op(model):
         return _export_and_save(VideoEncoderModule(model), (frames, mask), Path(path))
 
 
@@ -58,9 +59,9 @@ def _export_and_save(module: nn.Module, args: tuple[torch.Tensor, ...], path: Pa
 
 
 def load_pt2(path: str | Path, device: str = "cpu") -> nn.Module:
-    """``torch.export.load(path).module()`` after registering ``muse::selective_scan``, on ``device``
+    """``torch.export.load(path).module()`` after registering the ``muse::`` scan ops, on ``device``
     (the programs are exported on the CPU and moved with ``move_to_device_pass``)."""
-    import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan: C++ CPU kernel, CUDA kernel)
+    import muse_infer.ops.op  # noqa: F401  (registers the muse:: ops: C++ CPU kernel, CUDA kernel)
     from muse_infer.runtime.exported import load_exported_program
 
     return load_exported_program(path, device)

@@ -1,8 +1,8 @@
 """Write the text and video encoders as traced TorchScript files.
 
 Two video files:
-- ``video_encoder.pt`` keeps each selective scan as a ``muse::selective_scan`` call. Before
-  ``torch.jit.load`` the op must be registered: ``torch.ops.load_library(<muse_infer/_C.so>)`` (the C++
+- ``video_encoder.pt`` keeps each block's two selective scans as one ``muse::selective_scan_bidirectional``
+  call. Before ``torch.jit.load`` the op must be registered: ``torch.ops.load_library(<muse_infer/_C.so>)`` (the C++
   CPU kernel, which a libtorch C++ program can load too) or ``import muse_infer.ops.op`` (also the CUDA
   kernel). ``load_torchscript`` below does the latter.
 - ``video_encoder.portable.pt`` embeds the scan as a scripted TorchScript loop and loads with bare torch.
@@ -34,12 +34,13 @@ TRACE_BATCH = 2
 def export_video_torchscript(model: nn.Module, path: str | Path, portable: bool = False) -> Path:
     """Trace the video encoder: frames (batch, T, 3, H, W) float32, mask (batch, T) float32 -> (batch, C).
 
-    portable=False keeps ``muse::selective_scan`` calls; True embeds the scan as TorchScript code.
+    portable=False keeps ``muse::selective_scan_bidirectional`` calls; True embeds the scan as TorchScript
+    code (``muse_infer.ops.torchscript_scan``).
     Traced on the model's device: a trace made on CPU creates its intermediate tensors on CPU.
     """
     device = next(model.parameters()).device
     frames, mask = (t.to(device) for t in example_video_inputs(model.config, TRACE_BATCH))
-    routing = scan_as_script() if portable else scan_as_op()
+    routing = scan_as_script(model) if portable else scan_as_op(model)
     with routing:
         return _trace_and_save(VideoEncoderModule(model), (frames, mask), Path(path))
 
@@ -61,11 +62,11 @@ def _trace_and_save(module: nn.Module, args: tuple[torch.Tensor, ...], path: Pat
 
 
 def load_torchscript(path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """``torch.jit.load`` after registering ``muse::selective_scan`` (the documented loading step).
+    """``torch.jit.load`` after registering the ``muse::`` scan ops (the documented loading step).
 
     Equivalent to ``import muse_infer.ops.op; torch.jit.load(path)``; the portable files and the text
     encoder need only ``torch.jit.load``.
     """
-    import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan: C++ CPU kernel, CUDA kernel)
+    import muse_infer.ops.op  # noqa: F401  (registers the muse:: ops: C++ CPU kernel, CUDA kernel)
 
     return torch.jit.load(str(path), map_location=map_location)

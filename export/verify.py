@@ -63,7 +63,7 @@ _TORCH_RUNNER = textwrap.dedent(
 @dataclasses.dataclass(frozen=True)
 class ExportedFile:
     """One exported encoder: ``encoder`` is "video" or "text"; ``runtime`` "onnx", "torchscript" or
-    "pt2"; ``needs_op_library``: a TorchScript or torch.export file with ``muse::selective_scan`` calls."""
+    "pt2"; ``needs_op_library``: a TorchScript or torch.export file with ``muse::`` scan op calls."""
 
     path: Path
     encoder: str
@@ -144,7 +144,7 @@ def run_in_fresh_process(
     else:
         library = (op_library or "") if files[0].needs_op_library else ""
         if files[0].needs_op_library and not library:
-            raise ExportError(f"{names}: calls muse::selective_scan but no op library was given")
+            raise ExportError(f"{names}: calls the muse:: scan ops but no op library was given")
         command = [sys.executable, "-c", _TORCH_RUNNER, json.dumps(jobs), library, files[0].runtime]
     result = subprocess.run(command, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S)
     if result.returncode != 0:

@@ -1,6 +1,6 @@
 """Readers for the file layouts of text-video retrieval benchmarks: (video path, caption) pairs.
 
-A leaf module (no model imports). Layouts (see MUSE_ARCHITECTURE.md, "Metrics"):
+A leaf module (no model imports). Layouts (see docs/architecture.md, "Benchmarks and metrics"):
 
 - ``msrvtt``: ``annotations`` is the directory holding the CLIP4Clip files.
   split "test" (1k-A): ``MSRVTT_JSFUSION_test.csv`` (columns key, vid_key, video_id, sentence), one

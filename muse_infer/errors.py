@@ -33,6 +33,10 @@ class PretrainedWeightsError(MuseError, RuntimeError):
     """Pretrained CLIP weights could not be found or fetched; the message says how to pass a local file."""
 
 
+class ScanChoiceError(MuseError, ValueError):
+    """A selective-scan choice (``model.set_scan``, ``MUSE_SCAN``) that is not one of the known ones."""
+
+
 class BackendError(MuseError, ValueError):
     """A backend or device that cannot be used; the message says what to do instead."""
 
@@ -68,6 +72,15 @@ class DatasetError(MuseError, ValueError):
     """An annotation file that cannot be read as its layout says; the message names file, line and field."""
 
 
+class MissingExtraError(MuseError, ImportError):
+    """An optional feature whose packages are not installed; the message names the pip extra."""
+
+
+class ServeError(MuseError, ValueError):
+    """The search service cannot start as asked (an unsafe bind, a busy port); the message says what to do."""
+
+
 class RayEngineError(JobError):
-    """The Ray engine cannot run: Ray not installed (the ``ray`` extra), no cluster at ``--address``, or
-    a cluster without the resources asked for; the message says what to do."""
+    """The Ray engine cannot run: no cluster at ``--address``, a cluster without the resources asked
+    for, or a model that is not the driver's on a worker; the message says what to do. (Ray not
+    installed is a ``MissingExtraError``.)"""

@@ -4,6 +4,7 @@ import json
 import pickle
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -117,9 +118,20 @@ def test_pickle_is_never_executed(tmp_path):
     path = tmp_path / "evil.bin"
     with open(path, "wb") as handle:
         pickle.dump({"clip.x": Exploit()}, handle)
-    with pytest.raises(CheckpointError, match="weights_only"):
-        read_torch_state_dict(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own warnings must not reach the user
+        with pytest.raises(CheckpointError, match="pickled Python objects") as refused:
+            read_torch_state_dict(path)
+    assert "weights_only=False" not in str(refused.value)  # never suggest the unsafe way
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, bytes(range(256)) * 8])
+def test_a_damaged_weights_file_is_named_as_such(tmp_path, content):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a PyTorch weights file or a damaged one"):
+        read_torch_state_dict(path)
 
 
 def test_converter_round_trips_the_authors_layout(tiny, tmp_path):

@@ -22,10 +22,11 @@ import muse_infer
 import muse_infer.ops.op  # noqa: F401  (registers muse::selective_scan for the scan-only module)
 from export import ExportError, export_checkpoint, op_library_path
 from export.cli import export_command
-from export.modules import example_text_inputs, example_video_inputs, scripted_scan
+from export.modules import example_text_inputs, example_video_inputs
 from export.verify import ExportedFile, verify_files
 from muse_infer.loading.checkpoint import save_checkpoint
 from muse_infer.ops.reference import selective_scan_ref
+from muse_infer.ops.torchscript_scan import scripted_scan
 from muse_infer.runtime import load_backend
 
 TOLERANCE = 1e-4
@@ -97,8 +98,21 @@ def test_onnx_files_are_standard_and_pass_the_full_checker(tiny_export):
         assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
         assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     ops = [node.op_type for node in onnx.load(str(tiny_export.directory / "video_encoder.onnx")).graph.node]
-    assert ops.count("Scan") == 4  # 2 blocks x 2 directions, no Loop/Concat growth
+    assert ops.count("Scan") == 2  # 2 blocks, both directions in one Scan each, no Loop/Concat growth
     assert "Loop" not in ops
+
+
+def test_op_files_call_the_fused_scan_once_per_block(tiny_export):
+    """video_encoder.pt and .pt2 carry one muse::selective_scan_bidirectional per block and no
+    single-direction scan; the portable file carries no muse:: op at all."""
+    folder = tiny_export.directory
+    traced = str(torch.jit.load(str(folder / "video_encoder.pt")).inlined_graph)
+    program = str(torch.export.load(str(folder / "video_encoder.pt2")).graph)
+    portable = str(torch.jit.load(str(folder / "video_encoder.portable.pt")).inlined_graph)
+    for text, name in ((traced, "muse::selective_scan"), (program, "muse.selective_scan")):
+        assert text.count(name + "_bidirectional") == 2  # the tiny model's 2 blocks
+        assert text.count(name) == 2  # ... and no other scan call
+    assert "muse::" not in portable
 
 
 ONNX_ONLY = textwrap.dedent(

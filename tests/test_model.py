@@ -6,9 +6,11 @@ from authors_reference import authors_video_embedding
 
 from muse_infer import load_model
 from muse_infer.config import ConfigError, MuseConfig, load_config
+from muse_infer.errors import ScanChoiceError
 from muse_infer.loading import build_model
 from muse_infer.loading.convert import convert_clip4clip, to_authors_state_dict
 from muse_infer.model.aggregation import aggregate, class_token_positions, sequence_length
+from muse_infer.model.bimamba import BiMamba, ScanDirection
 from muse_infer.model.pyramid import MultiScaleGenerator, scaled_grid
 
 FRAMES = 4
@@ -162,14 +164,29 @@ def random_authors_weights(model, seed=3):
     return state
 
 
-def test_converted_model_matches_the_authors_forward(tiny):
+SCAN_CHOICES = ("auto", "op", "ref", "chunked", "script")
+
+
+@pytest.fixture(scope="module")
+def authors_case(tiny):
+    """A converted model with random authors' weights, inputs, and the authors' float64 embedding."""
     state = random_authors_weights(tiny)
     model, report = convert_clip4clip(state)
     assert report.unused_keys == [] and not report.pyramid_initialised
     video, mask = random_video(batch=2, frames=3)
-    with torch.no_grad():
-        ours = model.encode_video(video, mask).double()
-    theirs = authors_video_embedding(state, video, mask)
+    return model, video, mask, authors_video_embedding(state, video, mask)
+
+
+@pytest.mark.parametrize("choice", SCAN_CHOICES)
+def test_converted_model_matches_the_authors_forward_with_every_scan(authors_case, choice):
+    """Every scan implementation gives the authors' embedding within 1e-5 relative (fused op included)."""
+    model, video, mask, theirs = authors_case
+    previous = model.set_scan(choice)
+    try:
+        with torch.no_grad():
+            ours = model.encode_video(video, mask).double()
+    finally:
+        model.set_scan(previous)
     assert (ours - theirs).norm() / theirs.norm() < 1e-5
 
 
@@ -185,7 +202,7 @@ def test_config_validation_names_the_field():
         load_config("ViT-Z-99")
 
 
-def test_video_embedding_same_through_the_op_and_the_reference(tiny, monkeypatch):
+def test_video_embedding_same_through_every_scan_choice(tiny):
     from muse_infer.ops.op import op_available
 
     assert op_available("cpu"), "the C++ scan kernel was not built (pip install --no-build-isolation -e .)"
@@ -193,12 +210,13 @@ def test_video_embedding_same_through_the_op_and_the_reference(tiny, monkeypatch
     try:
         video, mask = random_video(frames=3)
         embeddings = {}
-        for choice in ("ref", "op"):
-            monkeypatch.setenv("MUSE_SCAN", choice)
+        for choice in SCAN_CHOICES:
+            assert tiny.set_scan(choice) in SCAN_CHOICES
             with torch.no_grad():
                 embeddings[choice] = tiny.encode_video(video, mask)
-        gap = (embeddings["op"] - embeddings["ref"]).norm() / embeddings["ref"].norm()
-        assert gap < 1e-5
+        for choice in SCAN_CHOICES:
+            gap = (embeddings[choice] - embeddings["ref"]).norm() / embeddings["ref"].norm()
+            assert gap < 1e-5, choice
         # the gates are open: the scan really shapes the embedding
         mean_pooling = build_model(load_config("tiny-meanP"))
         mean_pooling.backbone.load_state_dict(tiny.backbone.state_dict())
@@ -206,3 +224,74 @@ def test_video_embedding_same_through_the_op_and_the_reference(tiny, monkeypatch
             assert not torch.allclose(embeddings["op"], mean_pooling.encode_video(video, mask), atol=1e-3)
     finally:
         set_gates(tiny, scale=0.0)
+        tiny.set_scan("auto")
+
+
+def test_set_scan_reaches_every_block_and_returns_the_previous_choice(tiny):
+    assert tiny.scan_impl == "auto" and {b.mamba.scan_impl for b in tiny.blocks} == {"auto"}
+    assert tiny.set_scan("REF") == "auto"
+    try:
+        assert tiny.scan_impl == "ref" and {b.mamba.scan_impl for b in tiny.blocks} == {"ref"}
+        assert "scan_impl" not in str(list(tiny.state_dict())), "the choice is not a checkpoint entry"
+        with pytest.raises(
+            ScanChoiceError, match="'fast' is not a scan choice.*auto, op, ref, chunked, script"
+        ):
+            tiny.set_scan("fast")
+        assert tiny.scan_impl == "ref"
+    finally:
+        tiny.set_scan("auto")
+
+
+@pytest.mark.parametrize(("length", "kernel"), [(1, 4), (2, 4), (9, 4), (9, 1), (5, 3)])
+def test_backward_conv_in_natural_order_is_the_causal_conv_of_the_reversed_sequence(length, kernel):
+    """What BiMamba's backward direction relies on: flip(causal_conv(flip(x), w)) is the anti-causal conv
+    with the kernel flipped (ScanDirection._conv(x, reverse=True)), checked against the causal conv."""
+    direction = ScanDirection(d_inner=6, d_state=4, d_conv=kernel, dt_rank=2).double()
+    g = torch.Generator().manual_seed(length)
+    with torch.no_grad():
+        direction.conv1d.weight.copy_(torch.randn(direction.conv1d.weight.shape, generator=g))
+        direction.conv1d.bias.copy_(torch.randn(direction.conv1d.bias.shape, generator=g))
+        x = torch.randn(2, 6, length, dtype=torch.float64, generator=g)
+        expected = direction._conv(x.flip(-1), reverse=False).flip(-1)
+        torch.testing.assert_close(direction._conv(x, reverse=True), expected, rtol=1e-12, atol=1e-12)
+        # and the whole backward direction: its inputs in natural order are the flipped ones' reversal
+        z = torch.randn(2, 6, length, dtype=torch.float64, generator=g)
+        natural = direction.scan_inputs(x, z, reverse=True)
+        reversed_order = direction.scan_inputs(x.flip(-1), z.flip(-1)).flip_time()
+        for name, a, b in zip(natural._fields, natural, reversed_order, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_bimamba_both_directions_match_the_flipped_formulation():
+    """BiMamba through the fused op equals Vim's formulation written with flips (reference scans)."""
+    from muse_infer.ops import selective_scan_ref
+
+    block = BiMamba(d_model=24, d_state=16, scan="op").eval()
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 37, 24, generator=g)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+        x, z = block.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+        y_forward = selective_scan_ref(*block.forward_scan.scan_inputs(x, z), delta_softplus=True)
+        flipped = block.backward_scan.scan_inputs(x.flip(-1), z.flip(-1))
+        y_backward = selective_scan_ref(*flipped, delta_softplus=True).flip(-1)
+        expected = block.out_proj((y_forward + y_backward).transpose(1, 2))
+        torch.testing.assert_close(block(hidden), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_profile_of_encode_video_shows_the_fused_scan_once_per_block(tiny):
+    """On CPU with the kernel built, the blocks' scans are muse::selective_scan_bidirectional calls, one a
+    block, and no single-direction scan runs (benchmarks/profile_encode.py prints the whole table)."""
+    from muse_infer.ops.op import op_available
+
+    assert op_available("cpu"), "the C++ scan kernel was not built (pip install --no-build-isolation -e .)"
+    video, mask = random_video(batch=1, frames=2)
+    with (
+        torch.inference_mode(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof,
+    ):
+        tiny.encode_video(video, mask)
+    calls = {event.key: event.count for event in prof.key_averages()}
+    assert calls.get("muse::selective_scan_bidirectional") == len(tiny.blocks) == 2
+    assert "muse::selective_scan" not in calls and "muse::selective_scan_with_state" not in calls

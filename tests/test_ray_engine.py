@@ -185,6 +185,12 @@ def assert_same_index(out: Path, reference: Path) -> None:
         k: v for k, v in expected_sidecar.items() if k not in names
     }
     assert not Path(str(out) + ".parts").exists()
+    thumbnails, expected_thumbnails = (
+        sorted(p.name for p in Path(str(o)[:-4] + ".thumbs").rglob("*")) for o in (out, reference)
+    )
+    assert (
+        thumbnails == expected_thumbnails and thumbnails
+    )  # made by the driver, as the local engine makes them
 
 
 def start_cli(*args) -> subprocess.Popen:
@@ -512,12 +518,12 @@ def invoke(*args):
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path):
-    from muse_infer.errors import RayEngineError
+    from muse_infer.errors import MissingExtraError
     from muse_infer.jobs.ray_cluster import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "ray.data", None)
-    with pytest.raises(RayEngineError, match=r'pip install "muse-infer\[ray\]"'):
+    with pytest.raises(MissingExtraError, match=r'pip install "muse-infer\[ray\]"'):
         import_ray()
     result = invoke("encode-videos", tmp_path, "--out", tmp_path / "e.npy", "--engine", "ray")
     assert result.exit_code == 2 and "ray extra" in result.output

@@ -1,4 +1,9 @@
-"""torch.ops.muse.selective_scan on CPU: parity with the reference, registrations, refusal of grads, dispatch.
+"""torch.ops.muse.selective_scan* on CPU beyond the matrix (test_scan_matrix.py), and the scan choice.
+
+Here: each option alone, long sequences and memories, grouped B/C, mixed dtypes, bit-identical results
+across layouts, every instruction-set build, extreme values, empty sequences, argument errors, the op
+registrations, the refusal of gradients, the choice among implementations (muse_infer/ops/dispatch.py)
+and the op without its C++ library.
 
 Acceptance (flash-attention's rule): against a float64 oracle run on the same (rounded) inputs, the op's
 error is at most twice the error of selective_scan_ref run on those inputs, plus a small floor.
@@ -15,17 +20,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from muse_infer.ops import dispatch
+from muse_infer.errors import ScanChoiceError
+from muse_infer.ops import ScanInputs, dispatch, torchscript_scan
 from muse_infer.ops import op as scan_op
-from muse_infer.ops.op import (
-    SCAN_FIELDS,
-    SCHEMAS,
-    op_available,
-    selective_scan,
-    selective_scan_bidirectional,
-    selective_scan_bidirectional_ref,
-)
-from muse_infer.ops.reference import selective_scan_ref
+from muse_infer.ops.inputs import SCAN_FIELDS
+from muse_infer.ops.op import SCHEMAS, op_available, selective_scan, selective_scan_bidirectional
+from muse_infer.ops.reference import selective_scan_bidirectional_ref, selective_scan_ref
 
 needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
 LOW_PRECISION = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}  # floors, x max|y|
@@ -101,25 +101,6 @@ def assert_close_to_oracle(args, softplus, *, check_state=False, floor=None):
         assert err_op <= 2 * err_ref + slack, f"{name}: op error {err_op:.3g}, reference error {err_ref:.3g}"
 
 
-SIZES = [  # (batch, Di, L, N): awkward on purpose; 16 is the fixed-N fast path, 17 and 1 the generic one
-    (1, 5, 1, 16),
-    (2, 37, 7, 17),
-    (1, 37, 113, 1),
-    (2, 5, 272, 16),
-    (1, 21, 113, 16),
-]
-
-
-@needs_kernel
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("all_options", [True, False], ids=["all_options", "no_options"])
-def test_matches_reference(size, all_options):
-    args = make_inputs(*size, softplus=all_options, seed=sum(size))
-    if not all_options:
-        args.update(D=None, z=None, delta_bias=None)
-    assert_close_to_oracle(args, softplus=all_options, check_state=True)
-
-
 @needs_kernel
 @pytest.mark.parametrize("option", ["D", "z", "delta_bias", "softplus"])
 def test_each_option_alone(option):
@@ -155,13 +136,6 @@ def test_grouped_B_C(channels, groups):
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("size", [(2, 37, 113, 16), (1, 5, 272, 17)], ids=lambda s: "x".join(map(str, s)))
-def test_low_precision(dtype, size):
-    assert_close_to_oracle(make_inputs(*size, dtype=dtype, seed=6), softplus=True, check_state=True)
-
-
-@needs_kernel
 def test_mixed_dtypes_compute_in_float32_and_return_u_dtype():
     args = make_inputs(1, 37, 113, 16, seed=7)
     args["u"] = args["u"].bfloat16()
@@ -190,11 +164,9 @@ def _non_contiguous(args):
 
 
 @needs_kernel
-@pytest.mark.parametrize(
-    "size", [(2, 37, 113, 16), (1, 40, 272, 17), (1, 64, 50, 16)], ids=lambda s: "x".join(map(str, s))
-)
-def test_non_contiguous_inputs(size):
-    args = make_inputs(*size, seed=8)
+def test_strides_do_not_change_a_single_bit():
+    """Any layout gives the very numbers of the contiguous one (the matrix checks accuracy per layout)."""
+    args = make_inputs(1, 40, 272, 17, seed=8)
     strided = _non_contiguous(args)
     assert_close_to_oracle(strided, softplus=True, check_state=True)
     torch.testing.assert_close(
@@ -262,19 +234,6 @@ def test_cpp_and_python_schemas_agree():
         assert str(getattr(torch.ops.muse, name).default._schema) == f"muse::{name}{schema}"
 
 
-@needs_kernel
-@pytest.mark.parametrize("name", ["selective_scan", "selective_scan_with_state"])
-def test_opcheck(name):
-    args = make_inputs(2, 21, 37, 16, groups=3, seed=11)
-    positional = (*args.values(), True)
-    # The op has no backward (it refuses grads), so the autograd checks do not apply.
-    torch.library.opcheck(
-        getattr(torch.ops.muse, name).default,
-        positional,
-        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
-    )
-
-
 # Bidirectional ----------------------------------------------------------------------------------------
 
 
@@ -302,19 +261,9 @@ def assert_bidirectional_close(forward, backward, softplus=True):
 
 
 @needs_kernel
-@pytest.mark.parametrize(
-    ("size", "groups", "dtype"),
-    [
-        ((2, 37, 113, 16), 0, torch.float32),
-        ((1, 21, 50, 17), 3, torch.float32),
-        ((1, 5, 7, 1), 0, torch.float32),
-        ((2, 37, 272, 16), 0, torch.bfloat16),
-    ],
-    ids=["37x113", "grouped", "tiny", "bf16"],
-)
-def test_bidirectional_matches_reference(size, groups, dtype):
-    forward = make_inputs(*size, groups=groups, dtype=dtype, seed=12)
-    backward = make_inputs(*size, groups=groups, dtype=dtype, seed=13)
+def test_bidirectional_with_grouped_B_C():
+    forward = make_inputs(1, 21, 50, 17, groups=3, seed=12)
+    backward = make_inputs(1, 21, 50, 17, groups=7, seed=13)
     assert_bidirectional_close(forward, backward)
 
 
@@ -350,16 +299,6 @@ def test_bidirectional_checks_its_arguments():
         )
 
 
-@needs_kernel
-def test_bidirectional_opcheck():
-    forward, backward = make_inputs(2, 21, 37, 16, groups=3, seed=17), make_inputs(2, 21, 37, 16, seed=18)
-    torch.library.opcheck(
-        torch.ops.muse.selective_scan_bidirectional.default,
-        (*_direction(forward), *_direction(backward), True),
-        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
-    )
-
-
 def test_gradients_are_refused_before_the_kernel_runs():
     args = make_inputs(1, 5, 7, 16)
     args["u"].requires_grad_(True)
@@ -373,62 +312,61 @@ def test_gradients_are_refused_before_the_kernel_runs():
         assert selective_scan(**args).shape == (1, 5, 7)
 
 
-# Dispatch -------------------------------------------------------------------------------------------
+# The choice (muse_infer/ops/dispatch.py) ---------------------------------------------------------------
 
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Records which implementation selective_scan_fn called."""
+    """Records which one-direction implementation ran, and whether the fused bidirectional op did."""
     seen = []
-    real_op = scan_op.selective_scan
 
-    def spy_ref(*args, **kwargs):
-        seen.append("ref")
-        return selective_scan_ref(*args, **kwargs)
+    def spy(name, real):
+        return lambda *args, **kwargs: seen.append(name) or real(*args, **kwargs)
 
-    def spy_op(*args, **kwargs):
-        seen.append("op")
-        return real_op(*args, **kwargs)
-
-    real_chunked = dispatch.selective_scan_chunked
-
-    def spy_chunked(*args, **kwargs):
-        seen.append("chunked")
-        return real_chunked(*args, **kwargs)
-
-    monkeypatch.setattr(dispatch, "selective_scan_ref", spy_ref)
-    monkeypatch.setattr(dispatch, "selective_scan_chunked", spy_chunked)
-    monkeypatch.setattr(scan_op, "selective_scan", spy_op)
+    monkeypatch.setattr(dispatch, "selective_scan_ref", spy("ref", selective_scan_ref))
+    monkeypatch.setattr(dispatch, "selective_scan_chunked", spy("chunked", dispatch.selective_scan_chunked))
+    monkeypatch.setattr(scan_op, "selective_scan", spy("op", scan_op.selective_scan))
+    monkeypatch.setattr(scan_op, "selective_scan_bidirectional", spy("fused", selective_scan_bidirectional))
+    monkeypatch.setattr(
+        torchscript_scan, "selective_scan_scripted", spy("script", torchscript_scan.selective_scan_scripted)
+    )
     return seen
 
 
-def _fn(args):
-    return dispatch.selective_scan_fn(**args, delta_softplus=True)
+def _scan(args, impl):
+    return dispatch.scan(ScanInputs(**args), delta_softplus=True, impl=impl)
 
 
 @pytest.mark.parametrize(
-    ("setting", "expected"),
-    [("ref", "ref"), ("op", "op"), ("chunked", "chunked"), ("auto", "op"), ("AUTO", "op")],
+    ("impl", "expected"),
+    [
+        ("ref", "ref"),
+        ("op", "op"),
+        ("chunked", "chunked"),
+        ("script", "script"),
+        ("auto", "op"),
+        ("AUTO", "op"),
+    ],
 )
-def test_dispatch_choice(setting, expected, calls, monkeypatch):
-    if expected == "op" and not op_available("cpu"):
-        expected = "ref" if setting.lower() == "auto" else "op"
-    monkeypatch.setenv("MUSE_SCAN", setting)
-    _fn(make_inputs(1, 5, 7, 16))
+def test_each_choice_runs_its_implementation(impl, expected, calls):
+    if impl.lower() == "auto" and not op_available("cpu"):
+        expected = "ref"
+    y = _scan(make_inputs(1, 5, 7, 16), impl)
     assert calls == [expected]
+    torch.testing.assert_close(y, selective_scan_ref(**make_inputs(1, 5, 7, 16), delta_softplus=True))
 
 
-def test_dispatch_auto_is_the_default(calls, monkeypatch):
-    monkeypatch.delenv("MUSE_SCAN", raising=False)
-    _fn(make_inputs(1, 5, 7, 16))
+def test_no_choice_means_the_process_default(calls, monkeypatch):
+    monkeypatch.setattr(dispatch, "_ENVIRONMENT_CHOICE", None)  # as when MUSE_SCAN is not set
+    assert dispatch.default_scan() == "auto"
+    _scan(make_inputs(1, 5, 7, 16), None)
     assert calls == ["op" if op_available("cpu") else "ref"]
 
 
-def test_dispatch_uses_the_chunked_scan_when_grads_are_needed(calls, monkeypatch):
-    monkeypatch.setenv("MUSE_SCAN", "auto")
+def test_auto_uses_the_chunked_scan_when_grads_are_needed(calls):
     args = make_inputs(1, 5, 7, 16)
     args["delta"].requires_grad_(True)
-    _fn(args).sum().backward()
+    _scan(args, "auto").sum().backward()
     assert calls == ["chunked"]
     # the gradient is the reference's
     expected_delta = args["delta"].detach().clone().requires_grad_(True)
@@ -436,45 +374,70 @@ def test_dispatch_uses_the_chunked_scan_when_grads_are_needed(calls, monkeypatch
     torch.testing.assert_close(args["delta"].grad, expected_delta.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_dispatch_keeps_float64_on_the_reference(calls, monkeypatch):
-    monkeypatch.setenv("MUSE_SCAN", "auto")
-    assert _fn(make_inputs(1, 5, 7, 16, dtype=torch.float64)).dtype == torch.float64
+def test_auto_keeps_float64_on_the_reference(calls):
+    assert _scan(make_inputs(1, 5, 7, 16, dtype=torch.float64), "auto").dtype == torch.float64
     assert calls == ["ref"]
 
 
-def test_dispatch_rejects_unknown_setting(monkeypatch):
-    monkeypatch.setenv("MUSE_SCAN", "fast")
-    with pytest.raises(ValueError, match="MUSE_SCAN='fast'"):
-        _fn(make_inputs(1, 5, 7, 16))
+def test_unknown_choice_is_a_clear_error():
+    with pytest.raises(ScanChoiceError, match="scan='fast' is not a scan choice; use one of auto, op, ref"):
+        _scan(make_inputs(1, 5, 7, 16), "fast")
 
 
-def test_dispatch_logs_its_choice_once(monkeypatch, caplog):
-    monkeypatch.setenv("MUSE_SCAN", "ref")
+def test_the_choice_is_logged_once(monkeypatch, caplog):
     monkeypatch.setattr(dispatch, "_announced", set())
     with caplog.at_level(logging.DEBUG, logger=dispatch.__name__):
         for _ in range(3):
-            _fn(make_inputs(1, 5, 7, 16))
+            _scan(make_inputs(1, 5, 7, 16), "ref")
     assert [r.getMessage() for r in caplog.records] == ["selective scan on cpu uses selective_scan_ref"]
 
 
-def test_dispatch_bidirectional(monkeypatch):
-    monkeypatch.setenv("MUSE_SCAN", "auto")
-    seen = []
-    for name in ("selective_scan_bidirectional", "selective_scan_bidirectional_ref"):
-        real = getattr(scan_op, name)
-        monkeypatch.setattr(
-            scan_op, name, lambda *a, real=real, name=name, **kw: seen.append(name) or real(*a, **kw)
-        )
+@pytest.mark.parametrize("impl", ["auto", "op", "ref", "chunked", "script"])
+def test_bidirectional_fuses_only_with_the_op(impl, calls):
     forward, backward = (
-        _direction(make_inputs(1, 5, 7, 16, seed=1)),
-        _direction(make_inputs(1, 5, 7, 16, seed=2)),
+        ScanInputs(**make_inputs(1, 5, 7, 16, seed=1)),
+        ScanInputs(**make_inputs(1, 5, 7, 16, seed=2)),
     )
-    y = dispatch.selective_scan_bidirectional_fn(forward, backward, True)
-    forward[1].requires_grad_(True)
-    dispatch.selective_scan_bidirectional_fn(forward, backward, True).sum().backward()
-    fast = "selective_scan_bidirectional" if op_available("cpu") else "selective_scan_bidirectional_ref"
-    assert seen == [fast, "selective_scan_bidirectional_ref"] and forward[1].grad is not None
+    y = dispatch.scan_bidirectional(forward, backward, True, impl=impl)
+    fused = impl == "op" or (impl == "auto" and op_available("cpu"))
+    one = {"auto": "ref", "op": "op"}.get(impl, impl)
+    assert calls == (["fused"] if fused else [one, one])
     torch.testing.assert_close(y, selective_scan_bidirectional_ref(forward, backward, True))
+
+
+def test_bidirectional_with_grads_composes_chunked_scans(calls):
+    forward, backward = (
+        ScanInputs(**make_inputs(1, 5, 7, 16, seed=1)),
+        ScanInputs(**make_inputs(1, 5, 7, 16, seed=2)),
+    )
+    forward.delta.requires_grad_(True)
+    dispatch.selective_scan_bidirectional_fn(forward, backward, True).sum().backward()
+    assert calls == ["chunked", "chunked"] and forward.delta.grad is not None
+
+
+def test_muse_scan_is_read_once_at_import():
+    """MUSE_SCAN sets the default of every block built after the import; changing it later does nothing."""
+    code = """
+import os
+import muse_infer.ops as ops
+from muse_infer.model.bimamba import BiMamba
+os.environ["MUSE_SCAN"] = "op"
+print(ops.default_scan(), BiMamba(8).scan_impl)
+"""
+    env = {**os.environ, "MUSE_SCAN": " Ref"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ref", "ref"]
+
+
+def test_a_bad_muse_scan_is_a_clear_error_when_a_model_is_built(monkeypatch):
+    from muse_infer.model.bimamba import BiMamba
+
+    monkeypatch.setattr(dispatch, "_ENVIRONMENT_CHOICE", "fast")  # as if MUSE_SCAN=fast at import
+    with pytest.raises(ScanChoiceError, match="MUSE_SCAN='fast' is not a scan choice; use one of auto, op"):
+        BiMamba(8)
 
 
 def test_without_the_cpp_library_the_op_still_runs_on_the_reference():
@@ -483,19 +446,16 @@ import sys, torch
 sys.modules["muse_infer._C"] = None  # as if the extension had not been built
 from muse_infer.ops import op
 from muse_infer.ops.dispatch import selective_scan_fn
-from muse_infer.ops.reference import selective_scan_ref
+from muse_infer.ops.reference import selective_scan_bidirectional_ref, selective_scan_ref
 assert not op.op_available("cpu") and op.cpu_kernel_isa() is None
 args = [torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.rand(4, 3), torch.randn(1, 3, 9), torch.randn(1, 3, 9)]
 torch.testing.assert_close(op.selective_scan(*args), selective_scan_ref(*args), rtol=0, atol=0)
 torch.testing.assert_close(selective_scan_fn(*args), selective_scan_ref(*args), rtol=0, atol=0)
-torch.testing.assert_close(op.selective_scan_bidirectional(args, args), op.selective_scan_bidirectional_ref(args, args))
+torch.testing.assert_close(op.selective_scan_bidirectional(args, args), selective_scan_bidirectional_ref(args, args))
 torch.library.opcheck(torch.ops.muse.selective_scan.default, args, test_utils=("test_schema", "test_faketensor"))
 print(torch._C._dispatch_dump("muse::selective_scan"))
 """
-    env = {**os.environ, "MUSE_SCAN": "auto"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     cpu_line = next(line for line in result.stdout.splitlines() if line.startswith("CPU:"))
     assert "csrc" not in cpu_line

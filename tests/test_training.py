@@ -238,6 +238,14 @@ def test_resume_continues_the_same_run(synthetic, tmp_path):
         train(whole)
     with pytest.raises(TrainConfigError, match="cannot change"):
         resume(str(tmp_path / "split"), lr=1.0)
+    with pytest.raises(TrainConfigError, match="finished all 2 epochs"):
+        resume(str(tmp_path / "split"))
+    from click.testing import CliRunner
+
+    from training.cli import train_command
+
+    refused = CliRunner().invoke(train_command, ["--resume", str(tmp_path / "split"), "--epochs", "4"])
+    assert refused.exit_code == 2 and "--epochs cannot change" in refused.output
 
 
 def test_undecodable_training_video_is_named(tmp_path):

@@ -1,13 +1,13 @@
-"""selective_scan_triton and selective_scan_triton_bidirectional against selective_scan_ref.
+"""selective_scan_triton and selective_scan_triton_bidirectional against selective_scan_ref, beyond the matrix.
 
-Interpreter half (CPU; the default run). Triton's interpreter runs the kernel on CPU tensors, but
-only in a process that first imported triton with TRITON_INTERPRET=1 (Triton reads the variable when
-its library and the kernels are decorated). So every interpreter case runs in ONE subprocess, this
-file run as a script with the variable set, and each test below checks one case's numbers. A pytest
-process that was itself started with TRITON_INTERPRET=1 runs the cases in-process instead. Either
-way the pytest process's own triton stays compiled, so the GPU half is unaffected.
-The interpreter's generic scan calls the combine function once per element; the worker swaps in one
-call per time step (the same combine, applied in the same order along the axis), ~20x faster.
+tests/test_scan_matrix.py runs the kernels through the common matrix (dtypes, layouts, awkward sizes,
+both directions). Here: what is particular to them: each option alone, N not a power of two, grouped
+B/C (also with the other direction plain), parameters in low precision with grouped strided inputs,
+launch configs, argument errors, and the MUSE size on a GPU.
+
+Interpreter half (CPU; the default run): every interpreter case runs in ONE subprocess with
+TRITON_INTERPRET=1 (tests/triton_interpreter.py says why), and each test below checks one case's
+numbers. A pytest process that was itself started with TRITON_INTERPRET=1 runs the cases in-process.
 
 GPU half (marker ``gpu``): the compiled kernel on CUDA at the MUSE size and at awkward sizes; run it
 with ``pytest -m gpu tests/test_triton_scan.py`` on a machine with a GPU (never with TRITON_INTERPRET).
@@ -21,21 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 import traceback
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from triton_interpreter import INTERPRETED, run_worker, speed_up_interpreter
 
 from muse_infer.ops.reference import selective_scan_ref
 
-REPO = Path(__file__).resolve().parents[1]
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 FLOOR = 1e-5
 
 
@@ -63,27 +59,18 @@ class Case:
 
 
 INTERPRETER_CASES = [
-    Case("L1-Di5-N16", 2, 5, 16, 1),
     Case("L7-Di37-N5", 2, 37, 5, 7),
-    Case("L33-Di5-N16", 2, 5, 16, 33),
-    Case("L113-Di37-N16", 1, 37, 16, 113),
-    Case("no-options", 2, 37, 16, 33, D=False, z=False, bias=False, softplus=False, last_state=False),
     Case("D-only", 2, 5, 5, 7, z=False, bias=False, softplus=False),
     Case("z-only", 1, 5, 16, 7, D=False, bias=False, softplus=False),
     Case("bias-no-softplus", 1, 5, 5, 33, D=False, z=False, softplus=False),
     Case("softplus-no-bias", 1, 5, 16, 33, bias=False),
     Case("grouped-2", 2, 32, 16, 33, groups_B=2, groups_C=2),
     Case("grouped-B3-plain-C", 1, 9, 5, 7, groups_B=3),
-    Case("bf16", 2, 37, 16, 33, dtype="bfloat16"),
-    Case("fp16-L113", 1, 5, 16, 113, dtype="float16"),
-    Case("bf16-params", 1, 5, 5, 7, dtype="bfloat16", params_low=True),
-    Case("strided-fp32", 2, 37, 16, 33, layout="strided"),
+    Case("bf16-params-N5", 1, 5, 5, 7, dtype="bfloat16", params_low=True),
     Case("strided-grouped-bf16", 1, 32, 16, 33, dtype="bfloat16", groups_B=4, groups_C=2, layout="strided"),
     Case("config-bd4-bl8", 1, 37, 16, 33, config=(4, 8)),
     Case("config-bd16-bl32-w2", 1, 37, 16, 33, config=(16, 32, 2)),
-    Case("bidir-fp32", 2, 37, 16, 33, bidirectional=True),
-    Case("bidir-L113", 1, 8, 16, 113, bidirectional=True),
-    Case("bidir-plain-L1", 2, 5, 16, 1, D=False, z=False, bias=False, softplus=False, bidirectional=True),
+    Case("bidir-N5", 2, 37, 5, 33, bidirectional=True),
     Case(
         "bidir-bf16-strided-grouped",
         1,
@@ -177,9 +164,9 @@ def reference(case: Case, fwd: dict, bwd: dict | None, dtype=None):
 
 
 def run_kernel(case: Case, fwd: dict, bwd: dict | None):
+    from muse_infer.ops.inputs import ScanInputs
     from muse_infer.ops.triton_scan import (
         ScanConfig,
-        ScanInputs,
         selective_scan_triton,
         selective_scan_triton_bidirectional,
     )
@@ -239,35 +226,9 @@ def assert_close_enough(result: dict) -> None:
 # --- interpreter half ------------------------------------------------------------------------------------
 
 
-def _scan_by_steps(self, input):
-    """Stand-in for the interpreter's ScanOps.generic_scan: one combine call per step along the axis."""
-    import numpy as np
-
-    axis = self.axis
-    data = [arg.handle.data for arg in input]
-    dtypes = [arg.dtype for arg in input]
-    outs = [np.empty_like(d) for d in data]
-    acc = None
-    for i in range(data[0].shape[axis]):
-        step = tuple(self.to_tensor(np.take(d, i, axis=axis), dt) for d, dt in zip(data, dtypes, strict=True))
-        if acc is None:
-            acc = step
-        else:
-            ret = self.combine_fn.fn(*acc, *step)
-            acc = ret if isinstance(ret, tuple) else (ret,)
-        for out, value in zip(outs, acc, strict=True):
-            index = [slice(None)] * out.ndim
-            index[axis] = i
-            out[tuple(index)] = value.handle.data
-    return [self.to_tensor(out, dt) for out, dt in zip(outs, dtypes, strict=True)]
-
-
 def run_interpreter_cases() -> dict:
     """All interpreter cases in this (TRITON_INTERPRET=1) process: {case id: result or error}."""
-    from triton.runtime import interpreter
-
-    interpreter.ScanOps.generic_scan = _scan_by_steps  # reverse=True flips around it, as before
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    speed_up_interpreter()
     results = {}
     for case in INTERPRETER_CASES:
         try:
@@ -279,22 +240,7 @@ def run_interpreter_cases() -> dict:
 
 @pytest.fixture(scope="module")
 def interpreter_results() -> dict:
-    if INTERPRETED:
-        return run_interpreter_cases()
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "results.json"
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if proc.returncode != 0 or not path.exists():
-            pytest.fail(f"interpreter worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return json.loads(path.read_text())
+    return run_interpreter_cases() if INTERPRETED else run_worker(__file__)
 
 
 @pytest.mark.parametrize("case", INTERPRETER_CASES, ids=lambda c: c.id)
@@ -346,7 +292,8 @@ def test_bad_arguments_raise_clear_errors(name):
 
 
 def test_bad_config_and_mismatched_directions():
-    from muse_infer.ops.triton_scan import ScanConfig, ScanInputs, selective_scan_triton_bidirectional
+    from muse_infer.ops.inputs import ScanInputs
+    from muse_infer.ops.triton_scan import ScanConfig, selective_scan_triton_bidirectional
 
     with pytest.raises(ValueError, match="power of two"):
         selective_scan_triton_bidirectional(

@@ -437,3 +437,18 @@ def test_extensions_and_light_import():
     assert all(ext == ext.lower() and ext.startswith(".") for ext in VIDEO_EXTENSIONS)
     code = "import sys, muse_infer.video; assert 'av' not in sys.modules and 'PIL' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_codec_ffmpeg_cannot_decode_is_named_plainly(tmp_path):
+    from muse_infer.video import FrameSettings
+    from muse_infer.video.pool import decode_one
+
+    make_video(tmp_path / "ok.mp4", 24, 12, codec="libx264")
+    data = (tmp_path / "ok.mp4").read_bytes()
+    assert b"avc1" in data
+    unknown = tmp_path / "unknown_codec.mp4"
+    unknown.write_bytes(data.replace(b"avc1", b"zzzz"))  # the sample entry's codec tag
+    with pytest.raises(VideoDecodeError, match="video codec is unknown to this FFmpeg"):
+        read_frames(unknown, max_frames=2)
+    reason = decode_one(str(unknown), FrameSettings(max_frames=2))
+    assert reason.startswith("its video codec is unknown") and "Error" not in reason

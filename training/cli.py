@@ -14,6 +14,8 @@ from muse_infer.errors import MuseError
 
 from .config import TrainConfig, load_train_config
 
+RESUMABLE = ("device", "threads")  # flags that do not change a resumed run's result
+
 
 def _data(layout, annotations, split, videos) -> dict | None:
     if annotations is None:
@@ -73,7 +75,16 @@ def train_command(config_file, resume_dir, sets, **flags) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         if resume_dir:
-            extra = {k: flags[k] for k in ("device", "threads")} | _parse_sets(sets)
+            fixed = sorted(
+                f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and k not in RESUMABLE
+            )
+            if fixed or config_file:
+                raise UserError(
+                    f"--resume continues the saved run with its own settings; {', '.join(fixed) or '--config'} "
+                    "cannot change (the learning-rate schedule depends on them). To train further, start a new "
+                    f"run from its last checkpoint: --model {resume_dir}/epoch_N.safetensors"
+                )
+            extra = {k: flags[k] for k in RESUMABLE} | _parse_sets(sets)
             summary = resume(resume_dir, **extra)
         else:
             summary = train(_build_config(config_file, flags, sets))

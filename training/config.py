@@ -1,6 +1,6 @@
 """Training settings as data: one JSON file (or the same fields as command-line flags).
 
-Defaults are the authors' recipe (MUSE_ARCHITECTURE.md, "Training recipe"): 5 epochs, batch 128, lr 1e-4,
+Defaults are the authors' recipe (docs/architecture.md, "Training recipe"): 5 epochs, batch 128, lr 1e-4,
 CLIP weights at lr x coef_lr (1e-3), Mamba blocks at lr x 10, weight decay 0.2 except biases, LayerNorm,
 A_log and D, Adam betas (0.9, 0.98), eps 1e-6, 10 % warm-up then cosine (CLIP4Clip's ``warmup_cosine``),
 gradient clipping at norm 1.0, seed 42, max_words 32, max_frames 12.

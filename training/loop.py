@@ -321,4 +321,10 @@ def resume(out_dir: str, **changes) -> dict:
     if refused:
         raise TrainConfigError(f"--resume continues the saved run; these settings cannot change: {refused}")
     config = saved.replace(out_dir=str(out_dir), **{k: v for k, v in changes.items() if v is not None})
-    return Trainer(config, resume=True).run()
+    trainer = Trainer(config, resume=True)
+    if trainer.epoch >= config.epochs:
+        raise TrainConfigError(
+            f"nothing to resume: the run in {out_dir} finished all {config.epochs} epochs; to train further, "
+            f"start a new run from its last checkpoint (--model {Path(out_dir) / f'epoch_{trainer.epoch}.safetensors'})"
+        )
+    return trainer.run()

@@ -18,6 +18,7 @@ from .encode import encode_videos  # each command module imports only click at t
 from .evaluate import demo_command, eval_command
 from .models import convert, list_models
 from .search import search
+from .serve import serve
 
 __all__ = ["main", "UserError", "EXIT_OK", "EXIT_USAGE_OR_INPUT", "EXIT_SOME_FAILED", "EXIT_INTERRUPTED"]
 
@@ -68,5 +69,5 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (convert, list_models, encode_videos, search, eval_command, demo_command):
+for _command in (convert, list_models, encode_videos, search, serve, eval_command, demo_command):
     main.add_command(_command)

@@ -76,6 +76,12 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, UserError
     help="Try again files that failed in earlier runs (else only changed ones).",
 )
 @click.option(
+    "--thumbnails/--no-thumbnails",
+    default=True,
+    show_default=True,
+    help="Keep 3 small keyframes of each video in OUT's .thumbs/ folder (for search --html and serve).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -109,6 +115,7 @@ def encode_videos(
     chunk_size,
     overwrite,
     retry_failed,
+    thumbnails,
     engine,
     address,
     actors,
@@ -117,7 +124,9 @@ def encode_videos(
     """Encode every video under DIRECTORY (recursively) into an embedding index.
 
     Writes OUT (N, C) float32 (one L2-normalised row a video), OUT's sidecar .json (relative paths in
-    row order, model identity, settings) and .failures.jsonl (each skipped file with its reason).
+    row order, model identity, settings), .failures.jsonl (each skipped file with its reason) and
+    the .thumbs/ folder (3 JPEG keyframes a video, made after the index is written; a video whose
+    thumbnails fail is logged, the index is kept).
     Work is saved as it goes in OUT.parts/: run the same command again after an interruption (even
     kill -9) to resume; run it on a folder with new files to add them.
 
@@ -136,6 +145,7 @@ def encode_videos(
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
+      muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
       muse-infer encode-videos /shared/videos --out /shared/emb.npy --engine ray --address auto
     """
     from ..encoders import VideoEncoder
@@ -145,7 +155,7 @@ def encode_videos(
         raise UserError("--address and --actors are options of --engine ray")
     run = encode_folder
     options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
-    options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet)
+    options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
     try:
         check_locations(directory, out)  # before the model loads, which takes a while
         if engine == "ray":

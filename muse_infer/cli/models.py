@@ -8,17 +8,32 @@ from .common import UserError
 
 
 @click.command("models")
-def list_models() -> None:
-    """List the named models (architectures and packaged trained models).
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_models(as_json: bool) -> None:
+    """List the named models: what each is, its embedding size and frames, where its weights come from.
+
+    A name is also accepted wherever --model is: a checkpoint file, a JSON config or an export folder.
 
     \b
     Example:
       muse-infer models
+      muse-infer models --json
     """
-    from ..loading.reference import available_models
+    import json
 
-    for name in available_models():
-        click.echo(name)
+    from ..loading.reference import describe_models
+
+    rows = describe_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        click.echo(
+            f"{row['name']:<{width}}  {row['kind']}, {row['embed_dim']}-d embeddings, "
+            f"{row['frames']} frames at {row['image_size']} px"
+        )
+        click.echo(f"{'':<{width}}  weights: {row['weights']}")
 
 
 @click.command("convert")

@@ -22,6 +22,13 @@ from .common import BACKEND_CHOICE, UserError
     help="Print a JSON list of {query, rank, path, score}, by query then rank.",
 )
 @click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a results page (keyframes, scores, players; open it from disk in a browser).",
+)
+@click.option(
     "--model",
     default=None,
     help="Model to encode the queries [default: the index's]; refused if it is not the index's.",
@@ -33,15 +40,18 @@ from .common import BACKEND_CHOICE, UserError
 @click.option(
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
 )
-def search(queries, index_path, top_k, as_json, model, clip_weights, device, backend) -> None:
+def search(queries, index_path, top_k, as_json, html_path, model, clip_weights, device, backend) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
 
     Several queries are encoded in one model call. Paths are relative to the folder that was encoded.
+    --html writes one HTML page (relative links to the index's thumbnails and to the videos, so it
+    works from disk); hits without thumbnails get them made.
 
     \b
     Example:
       muse-infer search "a dog catches a frisbee" --index emb.npy --top-k 5
       muse-infer search "a cat" "a red car" --index emb.npy --json
+      muse-infer search "a cat" "a red car" --index emb.npy --html results.html
     """
     import json
 
@@ -58,6 +68,11 @@ def search(queries, index_path, top_k, as_json, model, clip_weights, device, bac
     except BackendError as error:
         hint = "" if model else "; if the index's model moved, pass --model with its new location"
         raise UserError(f"{error}{hint}") from None
+    if html_path:
+        from ..web.page import save_results_page
+
+        written = save_results_page(html_path, index, index_path, list(queries), hits)
+        click.echo(f"results page: {written} (open it in a browser)", err=True)
     if as_json:
         rows = [
             {"query": q, **hit.to_dict()} for q, results in zip(queries, hits, strict=True) for hit in results

@@ -45,6 +45,7 @@ from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError
 from ..index import EmbeddingIndex, failures_path, sidecar_path, write_index
 from ..loading.identity import identity_difference
+from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
 
 logger = logging.getLogger(__name__)
 JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
@@ -86,6 +87,7 @@ class JobSummary:
     seconds: float = 0.0
     processed_now: int = 0
     encode_seconds: float = 0.0
+    thumbnails: ThumbnailSummary | None = None
 
     @property
     def exit_code(self) -> int:
@@ -107,6 +109,8 @@ class JobSummary:
             kinds = Counter(_reason_kind(f["reason"]) for f in self.failures)
             listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
             text += f"; skipped {len(self.failures)} ({listed}): see {failures_path(self.out)}"
+        if self.thumbnails is not None:
+            text += f"; {self.thumbnails.line()}"
         return text
 
 
@@ -227,18 +231,20 @@ def encode_folder(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool = True,
+    thumbnails: bool = True,
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
     ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
-    settings or folder (without it, such leftovers are an error). Raises ``JobError`` for problems
-    the user must fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
+    settings or folder (without it, such leftovers are an error). thumbnails: keep the keyframes of
+    every row in ``EMB.thumbs/`` (``make_thumbnails``). Raises ``JobError`` for problems the user must
+    fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
     """
     options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
     with open_job(root, out, encoder, overwrite, retry_failed) as job:
         _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
-        return job.finish()
+        return job.finish(thumbnails, workers, progress)
 
 
 # --- The job's frame, shared by every engine (this module's and muse_infer.jobs.ray_engine) ------
@@ -265,11 +271,16 @@ class OpenJob:
     summary: JobSummary
     started: float
 
-    def finish(self) -> JobSummary:
-        """Write the index from every result in the work directory (rows in ``entries`` order), then
-        remove the directory. Returns the summary, its ``seconds`` set."""
+    def finish(
+        self, thumbnails: bool = True, workers: int | None = None, progress: bool = True
+    ) -> JobSummary:
+        """Write the index from every result in the work directory (rows in ``entries`` order), with
+        ``thumbnails`` their keyframes (``make_thumbnails``, ``workers`` decoding threads), then remove
+        the directory. Returns the summary, its ``seconds`` set."""
         known = self.store.load()
-        _assemble(self.root, self.out, self.entries, known, self.job, self.encoder, self.summary)
+        metadata = _assemble(self.root, self.out, self.entries, known, self.job, self.encoder, self.summary)
+        if thumbnails:
+            self.summary.thumbnails = make_thumbnails(self.root, self.out, metadata, workers, progress)
         _retire(parts_dir(self.out), self.out)
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
@@ -468,8 +479,8 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
 
 def _assemble(
     root: Path, out: Path, entries: list[Entry], known: dict[str, Known], job: dict, encoder, summary
-):
-    """Write the finished index: rows in ``entries`` order, failures beside it."""
+) -> dict:
+    """Write the finished index: rows in ``entries`` order, failures beside it; returns its metadata."""
     rows, paths, stats = [], [], []
     for entry in entries:
         result = known.get(entry.path)
@@ -495,6 +506,35 @@ def _assemble(
         "settings": job["settings"],
     }
     write_index(out, embeddings, metadata, summary.failures)
+    return metadata
+
+
+def make_thumbnails(
+    root: Path, out: Path, metadata: dict, workers: int | None, progress: bool
+) -> ThumbnailSummary | None:
+    """The thumbnails step, run once the index is written: keyframes for every row that has none,
+    and none left for rows that are gone (``muse_infer.video.thumbnails``).
+
+    Here rather than per batch because the finished index is the one list of rows: rows reused from
+    an earlier run get theirs too, and a run killed during this step leaves a complete index whose
+    next run finishes the thumbnails. A failure is logged, never raised: thumbnails are an extra.
+    """
+    count = len(metadata["paths"])
+    ranges = zip(
+        metadata.get("start_s") or [None] * count, metadata.get("end_s") or [None] * count, strict=True
+    )
+    sources = [  # a row that is a moment (start_s/end_s) gets the keyframes of its time range
+        ThumbnailSource(path, size, mtime_ns, start, end)
+        for path, (size, mtime_ns), (start, end) in zip(
+            metadata["paths"], metadata["file_stats"], ranges, strict=True
+        )
+    ]
+    threads = workers or 2  # decoding only: the model's work is done by now
+    try:
+        return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, progress)
+    except Exception as error:  # noqa: BLE001 - an extra must never cost the user the index
+        logger.warning("thumbnails not made (%s); the index is complete", error)
+        return None
 
 
 def _retire(work: Path, out: Path) -> None:

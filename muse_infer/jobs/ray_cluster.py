@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import RayEngineError
+from ..errors import MissingExtraError, RayEngineError
 from .ray_watchdog import INSTANCE_VARIABLE
 
 INSTALL_HINT = 'install the ray extra: pip install "muse-infer[ray]" (in a checkout: pip install -e ".[ray]")'
@@ -34,12 +34,12 @@ PROBE_SECONDS = 10.0  # how long a cluster address may take to accept a connecti
 
 
 def import_ray():
-    """The ``ray`` module with Ray Data, or ``RayEngineError`` saying how to install it."""
+    """The ``ray`` module with Ray Data, or ``MissingExtraError`` saying how to install it."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError as error:
-        raise RayEngineError(
+        raise MissingExtraError(
             f"--engine ray needs Ray Data, which cannot be imported here ({error}); {INSTALL_HINT}"
         ) from None
     return ray

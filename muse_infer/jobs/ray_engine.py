@@ -206,6 +206,7 @@ def encode_folder_ray(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool = True,
+    thumbnails: bool = True,
     address: str | None = None,
     actors: int | None = None,
     device: str = "auto",
@@ -218,7 +219,8 @@ def encode_folder_ray(
     names the model (its identity goes into the index; each actor loads it again, on ``device``);
     ``chunk_size`` is the shard size (videos a Ray task decodes and a written result holds);
     ``workers`` caps the decode tasks running at once (None: as many as the cluster's free CPUs;
-    0: decode in the task itself, without the per-file timeout). ``address``, ``actors``,
+    0: decode in the task itself, without the per-file timeout); ``thumbnails`` are made by this
+    process once the index is written, as the local engine makes them. ``address``, ``actors``,
     ``device``, ``cpus_per_actor``, ``local_cpus``: see ``RayOptions``.
     Raises ``RayEngineError`` (a ``JobError``) when Ray is missing or the cluster cannot serve.
     """
@@ -237,7 +239,7 @@ def encode_folder_ray(
             run = _Run(job, plan, EncoderSpec.of(encoder), batch_size, workers, timeout)
             with ray_connection(options.address, options.local_cpus) as ray:
                 run.execute(ray, options, progress, resumed)
-        return job.finish()
+        return job.finish(thumbnails, workers, progress)  # thumbnails: made here, on the driver
 
 
 class _Run:

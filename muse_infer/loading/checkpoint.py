@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -122,15 +123,48 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as error:
             raise CheckpointError(f"{path}: not a readable .safetensors file ({error})") from None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with (
+            warnings.catch_warnings()
+        ):  # torch warns about pickle protocols before refusing; our message says it
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"{path}: cannot be read as weights with weights_only=True ({str(error).splitlines()[0]}). "
-            "Only plain state dicts (tensors) are loaded; pickled code is never executed."
-        ) from None
+        raise CheckpointError(f"{path}: {_refusal_reason(path, error)}") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _refusal_reason(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in our words (torch's words suggest unsafe loading)."""
+    if "GLOBAL" in str(error) or _pickles_objects(path):
+        return (
+            "holds pickled Python objects besides tensors, which muse-infer never loads (unpickling can run "
+            "code). Save a plain state dict of tensors, or convert it to .safetensors where it was made"
+        )
+    return (
+        "not a PyTorch weights file or a damaged one (expected a .safetensors file or a torch.save'd state "
+        "dict of tensors)"
+    )
+
+
+def _pickles_objects(path: Path) -> bool:
+    """Whether the file is a pickle (plain, or the data.pkl of torch's zip format) that names classes or
+    functions. Read with pickletools, which parses opcodes and runs nothing."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
+        opcodes = {op.name for op, _, _ in pickletools.genops(data)}
+    except Exception:  # not a pickle at all (or a damaged one)
+        return False
+    return bool(opcodes & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ"})  # names a class or function

@@ -14,11 +14,13 @@ known names when a reference names nothing.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import available_configs
+from ..config import MuseConfig, available_configs, load_config
 from ..errors import ConfigError
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -50,6 +52,48 @@ def packaged_models() -> list[str]:
 def available_models() -> list[str]:
     """Every name ``resolve_model`` accepts without a path: architectures and packaged trained models."""
     return sorted(set(available_configs()) | set(packaged_models()))
+
+
+def describe_models() -> list[dict]:
+    """What each name of ``available_models()`` is: kind, embedding size, frames, blocks, and where its
+    weights come from. Reads configs and checkpoint headers only (no torch, no weights)."""
+    rows = []
+    for name in available_models():
+        ref = resolve_model(name)
+        if ref.kind == "packaged":
+            metadata = _safetensors_metadata(ref.path)
+            config = MuseConfig.from_dict(json.loads(metadata["config"]), source=str(ref.path))
+            weights = "packaged (trained): " + metadata.get("intended_use", "a trained checkpoint")
+        else:
+            config = load_config(name)
+            weights = _clip_weights_note(config.clip_pretrained)
+        rows.append(
+            {
+                "name": name,
+                "kind": "meanP baseline" if config.is_mean_pooling else f"MUSE, {config.num_blocks} blocks",
+                "embed_dim": config.embed_dim,
+                "frames": config.max_frames,
+                "image_size": config.image_size,
+                "weights": weights,
+            }
+        )
+    return rows
+
+
+def _clip_weights_note(pretrained: str | None) -> str:
+    if pretrained is None:
+        return "random CLIP weights (seeded; for tests, not for search)"
+    return (
+        f"open_clip '{pretrained}' CLIP weights: downloaded once, or --clip-weights FILE offline; "
+        "fresh MUSE blocks are the identity (zero-shot CLIP mean pooling) until a trained checkpoint is loaded"
+    )
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    """The ``__metadata__`` of a .safetensors file, from its JSON header (8-byte length, then JSON)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return json.loads(handle.read(length)).get("__metadata__", {})
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> ModelRef:

@@ -12,28 +12,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MuseConfig
+from ..ops import default_scan
+from ..ops.dispatch import check_scan_choice
 from ..tokenizer import tokenize
 from .aggregation import aggregate, class_token_positions
 from .backbone import ClipBackbone, build_open_clip
-from .bimamba import ResMambaBlock
+from .bimamba import ResMambaBlock, set_scan
 from .pyramid import MultiScaleGenerator, scaled_grid
 
 
 class MuseModel(nn.Module):
     """Video and text towers of MUSE. State-dict keys: ``backbone.clip.*`` (OpenAI CLIP layout),
-    ``pyramid.branches.{s}.{j}.*``, ``blocks.{i}.*``."""
+    ``pyramid.branches.{s}.{j}.*``, ``blocks.{i}.*``.
 
-    def __init__(self, config: MuseConfig, clip: nn.Module | None = None):
+    ``scan``: the blocks' selective-scan implementation, one of ``muse_infer.ops.SCAN_CHOICES``
+    (None: ``ops.default_scan()``, i.e. "auto" unless MUSE_SCAN overrode it); see ``set_scan``.
+    """
+
+    def __init__(self, config: MuseConfig, clip: nn.Module | None = None, scan: str | None = None):
         super().__init__()
         self.config = config
+        self._scan = default_scan() if scan is None else check_scan_choice(scan)
         self.backbone = ClipBackbone(clip if clip is not None else build_open_clip(config.clip))
         width = config.embed_dim
         self.pyramid = None if config.is_mean_pooling else MultiScaleGenerator(width, config.scales)
         drop_rates = np.linspace(0, config.max_drop_rate, config.num_blocks) if config.num_blocks else []
         self.blocks = nn.ModuleList(
-            ResMambaBlock(width, float(rate), config.d_state, config.d_conv, config.expand)
+            ResMambaBlock(width, float(rate), config.d_state, config.d_conv, config.expand, self._scan)
             for rate in drop_rates
         )
+
+    @property
+    def scan_impl(self) -> str:
+        """The blocks' scan choice ("auto", "op", "ref", "chunked" or "script")."""
+        return self._scan
+
+    def set_scan(self, choice: str) -> str:
+        """Run every block's selective scans through ``choice`` (``ops.SCAN_CHOICES``); returns the
+        previous choice, so that ``model.set_scan(previous)`` restores it.
+
+        "auto": the fused C++/Triton op when a kernel exists for the device and dtype and no gradient
+        is needed, the chunked scan when gradients are, else the reference. "op", "ref", "chunked",
+        "script" force one (muse_infer/ops/dispatch.py).
+        """
+        choice = check_scan_choice(choice)
+        previous, self._scan = self._scan, choice
+        set_scan(self, choice)
+        return previous
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -14,7 +14,8 @@ Kernels, by device:
 
 Without the extension (a build with MUSE_SKIP_CPP_BUILD=1, or a failed build) the schema is defined here
 instead, with the same text, and the CPU kernel is the reference: slow, but tracing and export still work,
-and ``op_available("cpu")`` says False so that dispatch calls the reference directly.
+and ``op_available("cpu")`` says False so that the scan choice "auto" (dispatch.py) calls the reference
+directly.
 
 The op has no backward. It refuses inputs that need gradients, pointing to the reference instead.
 """
@@ -26,7 +27,8 @@ import logging
 
 import torch
 
-from .reference import selective_scan_ref
+from .inputs import ScanInputs, check_same_options
+from .reference import selective_scan_bidirectional_ref, selective_scan_ref
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +47,11 @@ SCHEMAS = {
     "selective_scan_with_state": f"{_ARGS} -> (Tensor, Tensor)",
     "selective_scan_bidirectional": f"{_BIDIRECTIONAL_ARGS} -> Tensor",
 }
-SCAN_FIELDS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # one direction's arguments, in order
 NO_BACKWARD_MESSAGE = (
-    "muse::selective_scan has no backward. For training call selective_scan_fn with MUSE_SCAN=auto "
-    "(the default), which picks the differentiable selective_scan_chunked whenever gradients are "
-    "needed, or use muse_infer.ops.chunked.selective_scan_chunked / selective_scan_ref directly."
+    'muse::selective_scan has no backward. For training use the scan choice "auto" (the default; '
+    'model.set_scan("auto")), which picks the differentiable selective_scan_chunked whenever gradients '
+    'are needed, or "chunked" / "ref", or call muse_infer.ops.chunked.selective_scan_chunked / '
+    "selective_scan_ref directly."
 )
 
 
@@ -125,7 +127,7 @@ def _scan_with_state_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 
 @torch.library.register_kernel("muse::selective_scan_bidirectional", "cuda")
 def _scan_bidirectional_cuda(*args, delta_softplus=False):
-    from .triton_scan import ScanInputs, selective_scan_triton_bidirectional
+    from .triton_scan import selective_scan_triton_bidirectional
 
     # The dispatcher drops a trailing argument equal to its default: delta_softplus may be absent.
     forward, backward, rest = ScanInputs(*args[:8]), ScanInputs(*args[8:16]), args[16:]
@@ -178,44 +180,19 @@ def selective_scan(
 def selective_scan_bidirectional(forward, backward, delta_softplus: bool = False) -> torch.Tensor:
     """Both scans of a BiMamba block through ``torch.ops.muse.selective_scan_bidirectional``.
 
-    ``forward`` and ``backward``: each a sequence (u, delta, A, B, C[, D, z, delta_bias]) with the shapes
-    of ``selective_scan`` (a ``triton_scan.ScanInputs`` works), every tensor in natural time order.
+    ``forward`` and ``backward``: each a ``ScanInputs`` (or a sequence (u, delta, A, B, C[, D, z,
+    delta_bias])) with the shapes of ``selective_scan``, every tensor in natural time order.
     Returns y (batch, Di, L) in forward u's dtype, equal up to fp32 rounding to
     ``selective_scan_bidirectional_ref(forward, backward, delta_softplus)``: the backward scan runs
     from step L-1 down to 0 and each of its outputs lands at its own step, with no flipped copies.
     D, z and delta_bias go in both directions or in neither. Inference only, like ``selective_scan``.
     """
-    args = (*_direction(forward), *_direction(backward), delta_softplus)
+    forward, backward = ScanInputs.of(forward), ScanInputs.of(backward)
+    args = (*forward, *backward, delta_softplus)
     if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
         raise RuntimeError(NO_BACKWARD_MESSAGE)
-    for name, f, b in zip(SCAN_FIELDS[5:], args[5:8], args[13:16], strict=True):
-        if (f is None) != (b is None):
-            raise ValueError(f"give {name} for both directions or for neither")
+    check_same_options(forward, backward)
     return torch.ops.muse.selective_scan_bidirectional(*args)
-
-
-def selective_scan_bidirectional_ref(
-    forward, backward, delta_softplus: bool = False, scan=selective_scan_ref
-) -> torch.Tensor:
-    """The meaning of the bidirectional op in plain PyTorch: scan(forward) + flip(scan(flip(backward))).
-
-    ``scan``: the one-direction scan to compose (the reference, or another with its signature).
-    """
-    forward, backward = _direction(forward), _direction(backward)
-    flipped = [
-        a.flip(-1) if name in ("u", "delta", "z", "B", "C") and a is not None else a
-        for name, a in zip(SCAN_FIELDS, backward, strict=True)
-    ]
-    y_forward = scan(*forward, delta_softplus)
-    return y_forward + scan(*flipped, delta_softplus).flip(-1).to(y_forward.dtype)
-
-
-def _direction(args) -> tuple:
-    """(u, delta, A, B, C[, D, z, delta_bias]) padded with None to the 8 arguments of one direction."""
-    args = tuple(args)
-    if not 5 <= len(args) <= 8:
-        raise ValueError(f"a direction is (u, delta, A, B, C[, D, z, delta_bias]); got {len(args)} items")
-    return args + (None,) * (8 - len(args))
 
 
 def op_available(device_type: str) -> bool:

@@ -1,13 +1,18 @@
 """The selective scan's math, written once, in plain PyTorch.
 
 This is the specification every fast kernel is tested against and the fallback when no kernel is
-available. It follows Mamba-1's ``selective_scan_ref`` semantics (see MUSE_ARCHITECTURE.md).
+available. It follows Mamba-1's ``selective_scan_ref`` semantics. ``selective_scan_bidirectional_ref``
+is the meaning of a BiMamba block's two scans, which ``muse::selective_scan_bidirectional`` fuses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from .inputs import ScanInputs
 
 
 def selective_scan_ref(
@@ -64,6 +69,29 @@ def selective_scan_ref(
         y = y * F.silu(z.to(compute))
     y = y.to(out_dtype)
     return (y, h.to(out_dtype)) if return_last_state else y
+
+
+def selective_scan_bidirectional_ref(
+    forward,
+    backward,
+    delta_softplus: bool = False,
+    scan: Callable[[ScanInputs, bool], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Both scans of a BiMamba block in plain PyTorch: scan(forward) + flip(scan(flip(backward))).
+
+    ``forward``, ``backward``: ``ScanInputs`` (or sequences (u, delta, A, B, C[, D, z, delta_bias])),
+    every tensor in natural time order; the backward scan runs from step L-1 down to 0 and each of its
+    outputs lands at its own step. ``scan(inputs, delta_softplus) -> y``: the one-direction scan to
+    compose (default: ``selective_scan_ref``). Returns y (batch, Di, L) in forward u's dtype.
+    """
+    forward, backward = ScanInputs.of(forward), ScanInputs.of(backward)
+    scan = scan or _reference_direction
+    y_forward = scan(forward, delta_softplus)
+    return y_forward + scan(backward.flip_time(), delta_softplus).flip(-1).to(y_forward.dtype)
+
+
+def _reference_direction(inputs: ScanInputs, delta_softplus: bool) -> torch.Tensor:
+    return selective_scan_ref(*inputs, delta_softplus=delta_softplus)
 
 
 def _expand_groups(BC: torch.Tensor, channels: int) -> torch.Tensor:

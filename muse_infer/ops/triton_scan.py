@@ -49,11 +49,12 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from .inputs import ScanInputs, check_same_options
 
 __all__ = ["selective_scan_triton", "selective_scan_triton_bidirectional", "ScanInputs", "ScanConfig"]
 
@@ -322,19 +323,6 @@ def selective_scan_triton(
     return (y, state) if return_last_state else y
 
 
-class ScanInputs(NamedTuple):
-    """One direction's arguments of a selective scan, shapes as in ``selective_scan_triton``."""
-
-    u: torch.Tensor  # (batch, Di, L)
-    delta: torch.Tensor  # (batch, Di, L)
-    A: torch.Tensor  # (Di, N)
-    B: torch.Tensor  # (batch, N, L) or (batch, groups, N, L)
-    C: torch.Tensor  # (batch, N, L) or (batch, groups, N, L)
-    D: torch.Tensor | None = None  # (Di,)
-    z: torch.Tensor | None = None  # (batch, Di, L)
-    delta_bias: torch.Tensor | None = None  # (Di,)
-
-
 def selective_scan_triton_bidirectional(
     forward: ScanInputs,
     backward: ScanInputs,
@@ -359,7 +347,7 @@ def selective_scan_triton_bidirectional(
     add in fp32 and round once to forward.u's dtype (the reference rounds each direction, then
     their sum). Returns y (batch, Di, L) in forward.u's dtype. Not differentiable.
     """
-    forward, backward = ScanInputs(*forward), ScanInputs(*backward)
+    forward, backward = ScanInputs.of(forward), ScanInputs.of(backward)
     _check_direction("", *forward)
     _check_direction("_b", *backward)
     if backward.u.shape != forward.u.shape or backward.A.shape != forward.A.shape:
@@ -369,9 +357,7 @@ def selective_scan_triton_bidirectional(
         )
     if backward.u.device != forward.u.device:
         raise ValueError(f"forward inputs are on {forward.u.device}, backward ones on {backward.u.device}")
-    for name in ("D", "z", "delta_bias"):
-        if (getattr(forward, name) is None) != (getattr(backward, name) is None):
-            raise ValueError(f"give {name} for both directions or for neither")
+    check_same_options(forward, backward)
     u = forward.u
     # fp32 accumulator: both directions atomically add into it; zeroed because neither goes first.
     acc = torch.zeros(u.shape, dtype=torch.float32, device=u.device)

@@ -57,7 +57,12 @@ def decode_one(path: str, settings: FrameSettings) -> np.ndarray | str:
     except MemoryError:
         return "out of memory while decoding"
     except Exception as error:  # a decoder bug on one odd file must not stop a folder of videos
-        return f"decoder error: {type(error).__name__}: {error}"
+        return f"the decoder failed unexpectedly ({_one_line(error)}); please report this file"
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:200] or "no details"
 
 
 def decode_inline(paths: Sequence[str], settings: FrameSettings) -> Iterator[Decoded]:

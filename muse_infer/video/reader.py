@@ -187,6 +187,12 @@ def _video_stream(container, path):
         )
         raise VideoDecodeError(path, f"no video stream (it has: {', '.join(kinds) or 'no streams'})")
     stream = videos[0]
+    if stream.codec_context is None:  # FFmpeg knows no decoder for the stream's codec tag
+        raise VideoDecodeError(
+            path,
+            "its video codec is unknown to this FFmpeg (no decoder); re-encode it, "
+            "e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4",
+        )
     stream.codec_context.thread_type = "AUTO"  # frame + slice threads: ~25 % faster on 2 cores
     return stream
 

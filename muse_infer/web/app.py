@@ -1,0 +1,282 @@
+"""The search service: a Starlette app with a search page and a JSON API over one index.
+
+Routes (all GET unless noted; every error is a JSON ``{"error", "status"}`` with a 4xx status):
+    /                          the search page (``/?q=a+cat&k=10`` searches on load)
+    /static/{name}             the page's script and stylesheet (a fixed list, not a folder)
+    /favicon.ico               204 (there is none; answered so browsers do not log an error)
+    /api/info                  {"index", "rows", "model", "max_k", "max_query_chars"}
+    /api/search?q=TEXT&k=N     {"query", "k", "took_ms", "results": [{"rank", "score", "row",
+                               "path", "start_s", "end_s", "media": "/media/ROW",
+                               "thumbnails": ["/thumbs/ROW/0", ...]}]}
+    /media/{row}               the row's video (HTTP Range requests answered: players can seek)
+    /thumbs/{row}/{n}          the row's n-th keyframe (JPEG), made on first request when missing
+    POST /api/session          with the bearer token: sets the browser's session cookie
+
+Files are named by row number only, never by a path from the client, and served only when their
+real path (symlinks followed) lies inside the index's root (videos) or its thumbnails folder.
+``create_app`` takes every dependency as an argument, so tests build it without a server;
+``muse_infer.web.server`` runs it. The text encoder runs in a worker thread under a lock (one
+model, called from many request threads); the search itself runs in the thread pool unlocked.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..video.thumbnails import ThumbnailStore
+from . import require_web_extra
+from .rows import IndexRows
+from .security import Guard, file_under, session_cookie
+
+ASSETS = Path(__file__).parent / "assets"
+STATIC = {  # name -> media type: the only files /static/ serves
+    "style.css": "text/css; charset=utf-8",
+    "search.js": "text/javascript; charset=utf-8",
+    "login.js": "text/javascript; charset=utf-8",
+}
+VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".ogv": "video/ogg",
+}
+MAX_K, MAX_QUERY_CHARS = 100, 1000
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+class SearchService:
+    """What the routes do, without HTTP: search, and the files of a row (checked, or None)."""
+
+    def __init__(self, index, text_encoder, root, thumbnails: ThumbnailStore | None, make_missing: bool):
+        self.index, self.text_encoder = index, text_encoder
+        self.rows = IndexRows(index)
+        self.root = Path(root).resolve()
+        self.thumbnails, self.make_missing = thumbnails, make_missing
+        self._model_lock = threading.Lock()
+        self._thumbnail_locks: dict[int, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def search(self, query: str, k: int) -> list[dict]:
+        """The top ``k`` rows for ``query`` as JSON-ready dicts (links by row number)."""
+        with self._model_lock:  # one model, not known to be safe to call from two threads at once
+            vector = np.asarray(self.text_encoder.encode([query]), dtype=np.float32)[0]
+        return [self._result(hit) for hit in self.index.search(vector, top_k=k)]
+
+    def _result(self, hit) -> dict:
+        row = self.rows.row_of(hit)
+        source = self.rows.sources[row]
+        count = self.thumbnails.count if self.thumbnails is not None else 0
+        return {
+            "rank": int(hit.rank),
+            "score": float(hit.score),
+            "row": row,
+            "path": source.path,
+            "start_s": source.start_s,
+            "end_s": source.end_s,
+            "media": f"/media/{row}",
+            "thumbnails": [f"/thumbs/{row}/{n}" for n in range(count)],
+        }
+
+    def media_file(self, row: int) -> Path | None:
+        """The row's video if its real path is inside the root."""
+        return file_under(self.root, self.rows.sources[row].path)
+
+    def thumbnail_file(self, row: int, number: int) -> Path | None:
+        """The row's ``number``-th keyframe file, made first when missing (and allowed); None if none."""
+        if self.thumbnails is None:
+            return None
+        source = self.rows.sources[row]
+        folder = self.thumbnails.folder.resolve()
+        name = self.thumbnails.files(source)[number].name
+        found = file_under(folder, name)
+        if found is None and self.make_missing:
+            video = self.media_file(row)
+            if video is not None:
+                with self._lock_for(row):
+                    if not self.thumbnails.has(source):
+                        self.thumbnails.ensure(video, source)
+                found = file_under(folder, name)
+        return found
+
+    def _lock_for(self, row: int) -> threading.Lock:
+        with self._locks_lock:
+            return self._thumbnail_locks.setdefault(row, threading.Lock())
+
+
+def create_app(
+    index,
+    text_encoder,
+    root,
+    token: str | None = None,
+    *,
+    thumbnails: ThumbnailStore | None = None,
+    allowed_hosts=None,
+    max_k: int = MAX_K,
+    max_query_chars: int = MAX_QUERY_CHARS,
+    make_missing_thumbnails: bool = True,
+    index_name: str = "",
+):
+    """The service's ASGI app.
+
+    index: an ``EmbeddingIndex`` (or anything with ``paths`` and ``search(vector, top_k)``);
+    text_encoder: anything with ``encode(list_of_str) -> (N, C)`` (a ``TextEncoder``); root: the
+    folder the index's paths are relative to; token: require it (bearer or session cookie) on
+    every request; thumbnails: where keyframes live (None: no thumbnails); allowed_hosts: Host
+    header names to answer (None: any; ``serve`` passes the loopback names on a loopback bind).
+    """
+    require_web_extra()
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    service = SearchService(index, text_encoder, root, thumbnails, make_missing_thumbnails)
+    info = {
+        "index": index_name,
+        "rows": len(service.rows),
+        "model": str((getattr(index, "model_source", None) or {}).get("model", "")),
+        "max_k": max_k,
+        "max_query_chars": max_query_chars,
+    }
+    handlers = _Handlers(service, info, max_k, max_query_chars, token)
+    routes = [
+        Route("/", handlers.page),
+        Route("/favicon.ico", handlers.no_icon),
+        Route("/static/{name}", handlers.static),
+        Route("/api/info", handlers.info),
+        Route("/api/search", handlers.search),
+        Route("/api/session", handlers.session, methods=["POST"]),
+        Route("/media/{row}", handlers.media),
+        Route("/thumbs/{row}/{number}", handlers.thumbnail),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    login_page = (ASSETS / "login.html").read_bytes()
+    return Guard(app, token, allowed_hosts, login_page)
+
+
+class _Handlers:
+    """The route functions, sharing the service and its limits."""
+
+    def __init__(self, service: SearchService, info: dict, max_k: int, max_query_chars: int, token):
+        self.service, self.details, self.token = service, info, token
+        self.max_k, self.max_query_chars = max_k, max_query_chars
+
+    async def page(self, request):
+        return _asset_response("search.html", "text/html; charset=utf-8")
+
+    async def no_icon(self, request):
+        from starlette.responses import Response
+
+        return Response(status_code=204, headers={"cache-control": "max-age=86400"})  # browsers ask for it
+
+    async def static(self, request):
+        name = request.path_params["name"]
+        if name not in STATIC:
+            _fail(404, "no such file")
+        return _asset_response(name, STATIC[name])
+
+    async def info(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.details, headers={"cache-control": "no-store"})
+
+    async def search(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        query, k = self._query(request.query_params)
+        started = time.perf_counter()
+        results = await run_in_threadpool(self.service.search, query, k)
+        took = round((time.perf_counter() - started) * 1000, 2)
+        body = {"query": query, "k": k, "took_ms": took, "results": results}
+        return JSONResponse(body, headers={"cache-control": "no-store"})
+
+    def _query(self, params) -> tuple[str, int]:
+        query = params.get("q", "").strip()
+        if not query:
+            _fail(400, "give a query: /api/search?q=TEXT&k=10")
+        if len(query) > self.max_query_chars:
+            _fail(400, f"the query has {len(query)} characters; at most {self.max_query_chars} are allowed")
+        k_text = params.get("k", "10")
+        if not _DIGITS.fullmatch(k_text) or not 1 <= int(k_text) <= self.max_k:
+            _fail(400, f"k must be a whole number from 1 to {self.max_k}, got {k_text[:20]!r}")
+        return query, int(k_text)
+
+    async def session(self, request):
+        from starlette.responses import Response
+
+        # The Guard let this request through, so it carried the token (or a valid session).
+        response = Response(status_code=204, headers={"cache-control": "no-store"})
+        if self.token:
+            response.headers["set-cookie"] = session_cookie(self.token)
+        return response
+
+    async def media(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import FileResponse
+
+        row = self._row(request.path_params["row"])
+        path = await run_in_threadpool(self.service.media_file, row)
+        if path is None:
+            _fail(404, f"row {row}'s video is not available (missing, or outside the indexed folder)")
+        media_type = VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+        return FileResponse(
+            path, media_type=media_type or "application/octet-stream", content_disposition_type="inline"
+        )
+
+    async def thumbnail(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import FileResponse
+
+        row = self._row(request.path_params["row"])
+        count = self.service.thumbnails.count if self.service.thumbnails is not None else 0
+        number = request.path_params["number"]
+        if not _DIGITS.fullmatch(number) or int(number) >= count:
+            _fail(404, f"thumbnail numbers run from 0 to {count - 1}")
+        path = await run_in_threadpool(self.service.thumbnail_file, row, int(number))
+        if path is None:
+            _fail(404, f"row {row} has no thumbnails (its video could not be read)")
+        return FileResponse(path, media_type="image/jpeg", headers={"cache-control": "private, max-age=600"})
+
+    def _row(self, text: str) -> int:
+        if not _DIGITS.fullmatch(text):
+            _fail(400, "a row number is a whole number (links come from /api/search)")
+        row = int(text)
+        if row >= len(self.service.rows):
+            _fail(404, f"no row {row}: the index has {len(self.service.rows)} rows")
+        return row
+
+
+def _asset_response(name: str, media_type: str):
+    from starlette.responses import Response
+
+    return Response(
+        (ASSETS / name).read_bytes(), media_type=media_type, headers={"cache-control": "no-cache"}
+    )
+
+
+def _fail(status: int, message: str):
+    from starlette.exceptions import HTTPException
+
+    raise HTTPException(status, message)
+
+
+async def _http_error(request, error):
+    from starlette.responses import JSONResponse
+
+    headers = dict(error.headers or {}) | {"cache-control": "no-store"}
+    return JSONResponse({"error": error.detail, "status": error.status_code}, error.status_code, headers)
+
+
+async def _server_error(request, error):
+    from starlette.responses import JSONResponse
+
+    # Starlette re-raises the error after this answer, and the server logs it with its traceback.
+    return JSONResponse({"error": "internal error (see the server's log)", "status": 500}, 500)
