@@ -24,6 +24,7 @@ CPU_REQUIREMENTS = [
     "tqdm",
 ]
 GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
+RAY_REQUIREMENTS = ["ray[data]>=2.60"]  # encode-videos --engine ray (muse_infer.jobs.ray_engine)
 # `muse-infer serve`: Starlette on uvicorn. FileResponse answers HTTP Range requests since 0.39; 1.5.1
 # fixes its Range parsing DoS (CVE-2025-62727, capped at 100 ranges) and the request.url advisories of 1.3.x.
 WEB_REQUIREMENTS = ["starlette>=1.5.1", "uvicorn>=0.30"]
@@ -33,6 +34,7 @@ DEV_REQUIREMENTS = [
     "matplotlib",
     "httpx",
     *WEB_REQUIREMENTS,
+    *RAY_REQUIREMENTS,
 ]  # httpx: Starlette's TestClient
 
 
@@ -71,7 +73,12 @@ setup(
     package_data={"muse_infer": ["configs/*.json", "weights/*.safetensors", "web/assets/*"]},
     python_requires=">=3.10",
     install_requires=CPU_REQUIREMENTS,
-    extras_require={"gpu": GPU_REQUIREMENTS, "web": WEB_REQUIREMENTS, "dev": DEV_REQUIREMENTS},
+    extras_require={
+        "gpu": GPU_REQUIREMENTS,
+        "web": WEB_REQUIREMENTS,
+        "ray": RAY_REQUIREMENTS,
+        "dev": DEV_REQUIREMENTS,
+    },
     entry_points={
         "console_scripts": ["muse-infer=muse_infer.cli:main"],
         # Commands of the packages built on muse_infer; muse_infer itself never imports them.

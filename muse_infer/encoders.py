@@ -24,7 +24,7 @@ A video's embedding does not depend on the other videos of its batch beyond floa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ from .errors import BackendError, VideoDecodeError
 from .runtime import Backend, load_backend
 from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
-from .video.pool import DecodePool, decode_inline
+from .video.pool import Decoded, DecodePool, decode_inline
 
 ON_ERROR = ("raise", "skip")
 
@@ -243,6 +243,20 @@ class VideoEncoder:
             ).imap(paths)
         ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
         yield from self._batched(decoded, batch_size, ahead)
+
+    def encode_decoded(
+        self, decoded: Iterable[Decoded], batch_size: int | None = None
+    ) -> Iterator[list[VideoResult]]:
+        """``encode_groups`` for clips decoded elsewhere (by a Ray task, say): the same batches and results.
+
+        decoded: ``muse_infer.video.pool.Decoded`` items in order, each a (t, S, S, 3) uint8 clip or a
+        failure reason; failures pass through as ``VideoResult.error``.
+        """
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        return self._batched(iter(decoded), batch_size, ahead)
 
     def _batched(self, decoded, batch_size: int, ahead: int = 0) -> Iterator[list[VideoResult]]:
         """Group ``decoded`` into model batches; ``ahead``: batches queued before the oldest is collected."""

@@ -78,3 +78,9 @@ class MissingExtraError(MuseError, ImportError):
 
 class ServeError(MuseError, ValueError):
     """The search service cannot start as asked (an unsafe bind, a busy port); the message says what to do."""
+
+
+class RayEngineError(JobError):
+    """The Ray engine cannot run: no cluster at ``--address``, a cluster without the resources asked
+    for, or a model that is not the driver's on a worker; the message says what to do. (Ray not
+    installed is a ``MissingExtraError``.)"""

@@ -1,4 +1,5 @@
-"""`muse-infer encode-videos`: a thin wrapper over ``muse_infer.jobs.encode.encode_folder``."""
+"""`muse-infer encode-videos`: a thin wrapper over ``muse_infer.jobs.encode.encode_folder`` (the local
+engine) and ``muse_infer.jobs.ray_engine.encode_folder_ray`` (``--engine ray``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import click
 
-from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISION_HELP
+from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISION_HELP, UserError
 
 
 @click.command("encode-videos")
@@ -32,7 +33,7 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     "--device",
     default="auto",
     show_default=True,
-    help="cpu, cuda, cuda:N, or auto (a GPU when there is one).",
+    help="cpu, cuda, cuda:N, or auto (a GPU when there is one; --engine ray: in the actors).",
 )
 @click.option(
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
@@ -84,6 +85,25 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     show_default=True,
     help="Keep 3 small keyframes of each video in OUT's .thumbs/ folder (for search --html and serve).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: a Ray cluster (needs the ray extra; see docs/ray.md).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray engine: auto (the cluster `ray start` made here), HOST:PORT or ray://HOST:PORT "
+    "[default: a private local Ray instance].",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray engine: model replicas [default: one per GPU of the cluster, else 1].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def encode_videos(
     directory,
@@ -101,6 +121,9 @@ def encode_videos(
     overwrite,
     retry_failed,
     thumbnails,
+    engine,
+    address,
+    actors,
     quiet,
 ) -> None:
     """Encode every video under DIRECTORY (recursively) into an embedding index.
@@ -119,18 +142,35 @@ def encode_videos(
       2    usage or input error (bad folder, model, or an existing index made with other options)
       130  interrupted (finished batches are kept: run again to resume)
 
+    With --engine ray the same job runs on a Ray cluster (decoding in CPU tasks, the model in one
+    actor per GPU) and gives the same index; --chunk-size is then the shard size (videos a task
+    decodes and a saved result holds) and --workers caps the decode tasks running at once.
+
     \b
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
       muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
       muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
+      muse-infer encode-videos /shared/videos --out /shared/emb.npy --engine ray --address auto
     """
     from ..encoders import VideoEncoder
     from ..jobs.encode import check_locations, encode_folder
 
+    if engine == "local" and (address is not None or actors is not None):
+        raise UserError("--address and --actors are options of --engine ray")
+    run = encode_folder
+    options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
+    options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
     try:
         check_locations(directory, out)  # before the model loads, which takes a while
+        if engine == "ray":
+            from ..jobs.ray_cluster import import_ray
+            from ..jobs.ray_engine import encode_folder_ray
+
+            import_ray()  # a missing extra is said before the model loads
+            run, options = encode_folder_ray, options | dict(address=address, actors=actors, device=device)
+            device = "cpu"  # this process only reads the model's identity; the actors run it
         encoder = VideoEncoder(
             model,
             device=device,
@@ -139,19 +179,7 @@ def encode_videos(
             max_frames=frames,
             precision=precision,
         )
-        summary = encode_folder(
-            directory,
-            out,
-            encoder,
-            batch_size=batch_size,
-            workers=workers,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            progress=not quiet,
-            thumbnails=thumbnails,
-        )
+        summary = run(directory, out, encoder, **options)
     except KeyboardInterrupt:
         click.echo("interrupted; finished batches are saved: run the same command again to resume", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -5,7 +5,9 @@ Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
   ``job.json`` (model identity, frame settings, root folder: a resume must match them),
   ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
   ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``),
-  ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index).
+  ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index);
+  with ``--engine ray`` also ``plan.json`` (``muse_infer.jobs.shards``), its shards' results being
+  chunk files too, so either engine resumes the other's work.
   Every file is written to a temporary name, fsynced and renamed, so a kill leaves whole files only.
 - ``EMB.npy``, ``EMB.failures.jsonl``, ``EMB.json`` written at the end, sidecar last; then the work
   directory is renamed away and deleted.
@@ -31,6 +33,8 @@ import stat
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +242,64 @@ def encode_folder(
     every row in ``EMB.thumbs/`` (``make_thumbnails``). Raises ``JobError`` for problems the user must
     fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
     """
+    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
+    with open_job(root, out, encoder, overwrite, retry_failed) as job:
+        _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
+        return job.finish(thumbnails, workers, progress)
+
+
+# --- The job's frame, shared by every engine (this module's and muse_infer.jobs.ray_engine) ------
+# An engine opens the job, encodes ``job.todo`` into ``job.store`` (chunk files, any numbering), and
+# calls ``job.finish()``: the lock, work directory, identity check, resume rule and assembly are these.
+
+
+@dataclass
+class OpenJob:
+    """A folder job whose work directory is locked: what is found, what is already done, what to do.
+
+    entries: every video under ``root``, sorted by path; known: results in the work directory (or the
+    finished index), by path; todo: the entries to encode now (sorted; none with a ``problem``).
+    """
+
+    root: Path
+    out: Path
+    job: dict
+    encoder: VideoEncoder
+    store: ChunkStore
+    entries: list[Entry]
+    known: dict[str, Known]
+    todo: list[Entry]
+    summary: JobSummary
+    started: float
+
+    def finish(
+        self, thumbnails: bool = True, workers: int | None = None, progress: bool = True
+    ) -> JobSummary:
+        """Write the index from every result in the work directory (rows in ``entries`` order), with
+        ``thumbnails`` their keyframes (``make_thumbnails``, ``workers`` decoding threads), then remove
+        the directory. Returns the summary, its ``seconds`` set."""
+        known = self.store.load()
+        metadata = _assemble(self.root, self.out, self.entries, known, self.job, self.encoder, self.summary)
+        if thumbnails:
+            self.summary.thumbnails = make_thumbnails(self.root, self.out, metadata, workers, progress)
+        _retire(parts_dir(self.out), self.out)
+        self.summary.seconds = time.monotonic() - self.started
+        return self.summary
+
+
+@contextmanager
+def open_job(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    encoder: VideoEncoder,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+) -> Iterator[OpenJob]:
+    """Lock ``out``'s work directory and read what is there (see ``encode_folder`` for the arguments).
+
+    Raises ``JobError`` for problems the user must fix (bad folder, another run holds the lock, earlier
+    work made with another model, settings or folder and no ``overwrite``).
+    """
     root, out = check_locations(root, out)
     started = time.monotonic()
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
@@ -256,15 +318,10 @@ def encode_folder(
         summary.reused = sum(
             e.path in known and e.path not in redo and known[e.path].reason is None for e in entries
         )
-        options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
-        _encode_todo(root, todo, encoder, store, summary, options)
-        known = store.load()
-        metadata = _assemble(root, out, entries, known, job, encoder, summary)
-        if thumbnails:
-            summary.thumbnails = make_thumbnails(root, out, metadata, options)
-        _retire(work, out)
-    summary.seconds = time.monotonic() - started
-    return summary
+        yield OpenJob(root, out, job, encoder, store, entries, known, todo, summary, started)
+
+
+# --- The job's steps -------------------------------------------------------------------------
 
 
 def check_locations(root, out) -> tuple[Path, Path]:
@@ -454,7 +511,9 @@ def _assemble(
     return metadata
 
 
-def make_thumbnails(root: Path, out: Path, metadata: dict, options: _RunOptions) -> ThumbnailSummary | None:
+def make_thumbnails(
+    root: Path, out: Path, metadata: dict, workers: int | None, progress: bool
+) -> ThumbnailSummary | None:
     """The thumbnails step, run once the index is written: keyframes for every row that has none,
     and none left for rows that are gone (``muse_infer.video.thumbnails``).
 
@@ -472,9 +531,9 @@ def make_thumbnails(root: Path, out: Path, metadata: dict, options: _RunOptions)
             metadata["paths"], metadata["file_stats"], ranges, strict=True
         )
     ]
-    threads = options.workers or 2  # decoding only: the model's work is done by now
+    threads = workers or 2  # decoding only: the model's work is done by now
     try:
-        return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, options.progress)
+        return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, progress)
     except Exception as error:  # noqa: BLE001 - an extra must never cost the user the index
         logger.warning("thumbnails not made (%s); the index is complete", error)
         return None
