@@ -175,12 +175,17 @@ def test_cached_frames_equal_load_video(synthetic, tmp_path):
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def test_short_run_lowers_loss_and_fits_its_videos(synthetic, tmp_path):
+def test_short_run_lowers_loss_and_fits_its_videos(synthetic, tmp_path, caplog):
     """A quick run: the loss falls and the videos it trained on are retrieved well above chance.
     (Held-out retrieval needs more data and steps: test_run_lifts_held_out_recall, marked slow.)"""
     train_set = {"layout": "jsonl", "annotations": str(synthetic / "train.jsonl")}
     config = run_config(synthetic, tmp_path / "run", tmp_path / "cache", epochs=10, batch_size=8, lr=1e-3)
-    summary = train(config.replace(val=train_set))
+    with caplog.at_level("INFO", logger="training.loop"):
+        summary = train(config.replace(val=train_set))
+    said = caplog.text  # what the person running it reads, before the first step and after each epoch
+    assert "building model tiny" in said and "training data: 96 captions of 96 videos" in said
+    assert "training epochs 1-10 of 10: 12 steps an epoch" in said
+    assert "epoch 10/10: train loss" in said and "val text->video R@1" in said
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["event"] == "step"]
     assert len([r for r in log if r["event"] == "epoch"]) == 10

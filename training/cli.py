@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -14,6 +15,8 @@ from muse_infer.errors import MuseError
 
 from .config import TrainConfig, load_train_config
 
+# The recipe's values (TrainConfig's defaults), shown in --help.
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 RESUMABLE = ("device", "threads")  # flags that do not change a resumed run's result
 
 
@@ -44,7 +47,10 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
     "--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder."
 )
 @click.option("--out-dir", help="Folder for checkpoints, optimizer state and log.jsonl.")
-@click.option("--model", help="Named model/config, JSON config, or .safetensors checkpoint to start from.")
+@click.option(
+    "--model",
+    help=f"Named model/config, JSON config, or .safetensors checkpoint to start from [default: {_DEFAULTS['model']}].",
+)
 @click.option("--clip-weights", help="CLIP weights for a named model: open_clip tag, file, or 'random'.")
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Layout of --train/--val.")
 @click.option("--train", "train_annotations", help="Training annotations (file or folder, per --layout).")
@@ -52,13 +58,19 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 @click.option("--val", "val_annotations", help="Validation annotations (file or folder).")
 @click.option("--val-split", default=None, help="Split of the validation annotations (e.g. test, val).")
 @click.option("--videos", help="Videos folder (benchmark layouts; JSONL/CSV paths are relative to it).")
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1))
-@click.option("--lr", type=float)
-@click.option("--coef-lr", type=float, help="CLIP lr multiplier (recipe: 1e-3; 1 to train CLIP fully).")
-@click.option("--seed", type=int)
-@click.option("--device", help="cpu, cuda, cuda:N or auto.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option("--epochs", type=click.IntRange(min=1), help=f"Epochs [default: {_DEFAULTS['epochs']}].")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help=f"Captions a step [default: {_DEFAULTS['batch_size']}]."
+)
+@click.option("--lr", type=float, help=f"Learning rate [default: {_DEFAULTS['lr']:g}].")
+@click.option(
+    "--coef-lr",
+    type=float,
+    help=f"CLIP lr multiplier (1 trains CLIP fully) [default: {_DEFAULTS['coef_lr']:g}].",
+)
+@click.option("--seed", type=int, help=f"Random seed [default: {_DEFAULTS['seed']}].")
+@click.option("--device", help=f"cpu, cuda, cuda:N or auto [default: {_DEFAULTS['device']}].")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's].")
 @click.option("--set", "sets", multiple=True, help="Any other setting, KEY=JSON (repeatable).")
 def train_command(config_file, resume_dir, sets, **flags) -> None:
     """Contrastive fine-tuning of a MUSE (or meanP) model; one checkpoint an epoch; exact resume.

@@ -107,6 +107,9 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
         torch.manual_seed(config.seed + self.dist.rank)
+        self._say(
+            "building model %s on %s%s", config.model, self.device, " (bf16 autocast)" if self.amp else ""
+        )
         self.model = build_training_model(config, config.seed, load_clip=not resume).to(self.device)
         self.wrapped = self._wrap(ContrastiveModel(self.model))
         self.optimizer = build_optimizer(self.model, config)
@@ -120,6 +123,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         if resume:
             self._restore()
+            self._say("resuming %s after epoch %d (step %d)", self.out, self.epoch, self.step)
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not self.dist.initialised:
@@ -135,8 +139,12 @@ class Trainer:
         cache = cfg.cache_dir or default_cache_dir()
         specs = [cfg.train_spec] + ([cfg.val_spec] if cfg.val_spec is not None else [])
         datasets = []
-        for spec in specs:
+        for name, spec in zip(("training", "validation"), specs, strict=False):
             pairs = read_pairs(spec)
+            videos = len({pair.video for pair in pairs})
+            self._say(
+                "%s data: %d captions of %d videos; frames cached in %s", name, len(pairs), videos, cache
+            )
             if self.dist.initialised and not self.dist.is_main:
                 torch.distributed.barrier()  # rank 0 decodes first; the others then find the cache full
             datasets.append(PairData(pairs, sampling, cache, cfg.max_words, cfg.decode_workers))
@@ -153,12 +161,20 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             _write_json(self.out / CONFIG_FILE, self.config.to_dict())
         report = None
+        self._say(
+            "training epochs %d-%d of %d: %d steps an epoch, batch %d, checkpoints in %s",
+            self.epoch + 1, last, self.config.epochs, self.steps_per_epoch, self.config.batch_size, self.out,
+        )  # fmt: skip
         for epoch in range(self.epoch + 1, last + 1):
             began = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             report = self._validate() if self.val_data is not None and self.dist.is_main else None
             self.epoch = epoch
             checkpoint = self._save(report)
+            self._say(
+                "epoch %d/%d: train loss %.4f%s; saved %s (%.1f s)",
+                epoch, self.config.epochs, train_loss, _val_summary(report), checkpoint, time.perf_counter() - began,
+            )  # fmt: skip
             self._log(
                 event="epoch",
                 epoch=epoch,
@@ -258,12 +274,26 @@ class Trainer:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
+    def _say(self, message: str, *args) -> None:
+        """A progress line for the person running the training (rank 0 only)."""
+        if self.dist.is_main:
+            logger.info(message, *args)
+
     def _log(self, **record) -> None:
         if not self.dist.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / LOG_FILE, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _val_summary(report: dict | None) -> str:
+    """ ", val t2v R@1 12.0 R@5 .. MdR ..": the validation figures of an epoch, or nothing."""
+    if not report:
+        return ""
+    t2v = report.get("t2v", {})
+    figures = [f"{key} {t2v[key]:.1f}" for key in ("R@1", "R@5", "R@10", "MdR") if key in t2v]
+    return ", val text->video " + " ".join(figures) if figures else ""
 
 
 def embed_and_score(model: MuseModel, data: PairData, batch_size: int, device, autocast=nullcontext) -> dict:
