@@ -23,7 +23,9 @@ A video's embedding does not depend on the other videos of its batch beyond floa
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +37,8 @@ from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
 from .video.pool import Decoded, DecodePool, decode_inline
 
-ON_ERROR = ("raise", "skip")
+ON_ERROR = ("raise", "skip", "nan")
+logger = logging.getLogger(__name__)
 
 
 def _backend_from(model, device: str, backend: str, clip_weights, precision: str) -> Backend:
@@ -180,24 +183,33 @@ class VideoEncoder:
         workers: int | None = None,
         timeout: float = 120.0,
         on_error: str = "raise",
+        progress: bool = False,
     ) -> np.ndarray:
-        """Embeddings (N, C) float32, L2-normalised, one row per path in order.
+        """Embeddings (N, C) float32, L2-normalised, one row per readable path, in input order.
 
         batch_size: videos a model call (default ``default_batch_size``). workers: decoding processes
         (default ``default_workers(device)``; 0 decodes in this process, without the per-file
-        ``timeout`` in seconds). on_error: "raise" raises ``VideoDecodeError`` naming the first file
-        that cannot be read; "skip" leaves that file's row NaN (use ``encode_iter`` for the reasons).
+        ``timeout`` in seconds). on_error, for a file that cannot be read as a video: "raise" raises
+        ``VideoDecodeError`` naming it (the default); "skip" leaves its row out (M <= N rows) and logs
+        a warning with the reason; "nan" keeps a NaN row in its place (N rows). ``encode_iter`` gives
+        each path's result with its reason. progress: a progress bar (videos, rate, time left) on stderr.
         """
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         embeddings = np.full((len(paths), self.embed_dim), np.nan, dtype=np.float32)
-        for result in self.encode_iter(paths, batch_size, workers, timeout):
-            if result.error is None:
-                embeddings[result.index] = result.embedding
-            elif on_error == "raise":
-                raise VideoDecodeError(result.path, result.error)
-        return embeddings
+        readable = np.ones(len(paths), dtype=bool)
+        with _progress_bar(len(paths), progress) as bar:
+            for result in self.encode_iter(paths, batch_size, workers, timeout):
+                bar.update(1)
+                if result.error is None:
+                    embeddings[result.index] = result.embedding
+                elif on_error == "raise":
+                    raise VideoDecodeError(result.path, result.error)
+                else:
+                    readable[result.index] = False
+                    logger.warning("skipped %s: %s", result.path, result.error)
+        return embeddings[readable] if on_error == "skip" else embeddings
 
     def encode_iter(
         self,
@@ -332,3 +344,10 @@ class _Batch:
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
+
+
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar over ``total`` videos on stderr (a no-op object when not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="video", disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -200,8 +200,10 @@ def test_video_encoder_on_error(corpus, video_encoder):
     paths = [root / good[0], root / "text.mp4", root / good[1]]
     with pytest.raises(VideoDecodeError, match="text.mp4"):
         video_encoder.encode(paths, workers=0)
-    rows = video_encoder.encode(paths, workers=0, on_error="skip")
+    rows = video_encoder.encode(paths, workers=0, on_error="nan")
     assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2]]).all()
+    kept = video_encoder.encode(paths, workers=0, on_error="skip", progress=True)
+    assert kept.shape == (2, video_encoder.embed_dim) and np.array_equal(kept, rows[[0, 2]])
     results = list(video_encoder.encode_iter(paths, workers=0))
     assert [r.index for r in results] == [0, 1, 2] and "not a readable video" in results[1].error
 
