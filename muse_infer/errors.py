@@ -66,3 +66,8 @@ class JobError(MuseError, ValueError):
 
 class DatasetError(MuseError, ValueError):
     """An annotation file that cannot be read as its layout says; the message names file, line and field."""
+
+
+class IndexInputError(MuseError, ValueError):
+    """Arrays or arguments that cannot make an index (shapes, lengths, non-finite or zero rows, a budget
+    too small for any index kind); the message names the argument and what to do."""
