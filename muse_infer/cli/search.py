@@ -1,4 +1,5 @@
-"""`muse-infer search`: a thin wrapper over ``muse_infer.index.EmbeddingIndex.search_batch``."""
+"""`muse-infer search`: a thin wrapper over ``muse_infer.index.EmbeddingIndex.search_batch`` (or
+``ShardedIndex.search_batch`` for several indexes)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from .common import BACKEND_CHOICE, UserError
 @click.command("search")
 @click.argument("queries", nargs=-1, required=True)
 @click.option(
-    "--index", "index_path", required=True, type=click.Path(), help="The index (.npy or its .json sidecar)."
+    "--index",
+    "index_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(),
+    help="The index (.npy or its .json sidecar); repeat it to search several shards as one.",
 )
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Videos to list a query."
@@ -19,7 +25,10 @@ from .common import BACKEND_CHOICE, UserError
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON list of {query, rank, path, score}, by query then rank.",
+    help="Print a JSON list of {query, rank, path, absolute_path, score, row, search}, by query then rank.",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every row exactly, even with an approximate index beside it."
 )
 @click.option(
     "--model",
@@ -33,34 +42,45 @@ from .common import BACKEND_CHOICE, UserError
 @click.option(
     "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
 )
-def search(queries, index_path, top_k, as_json, model, clip_weights, device, backend) -> None:
+def search(queries, index_paths, top_k, as_json, exact, model, clip_weights, device, backend) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
 
-    Several queries are encoded in one model call. Paths are relative to the folder that was encoded.
+    Uses the approximate index beside the index when there is one (`muse-infer index build`; results
+    re-ranked exactly), else scans every row; -v says which, --json gives it as "search". Paths are
+    relative to the folder that was encoded; "absolute_path" is the file to open.
 
     \b
     Example:
       muse-infer search "a dog catches a frisbee" --index emb.npy --top-k 5
       muse-infer search "a cat" "a red car" --index emb.npy --json
+      muse-infer search "a cat" --index part0.npy --index part1.npy --exact
     """
     import json
+    import logging
 
     from ..encoders import TextEncoder
     from ..errors import BackendError
-    from ..index import EmbeddingIndex
+    from ..index import EmbeddingIndex, ShardedIndex
 
-    index = EmbeddingIndex.load(index_path)
+    if len(index_paths) == 1:
+        index = EmbeddingIndex.load(index_paths[0])
+    else:
+        index = ShardedIndex.load(index_paths)
+    method = "exact" if exact else index.search_method
+    logging.getLogger(__name__).info("searching %d rows: %s", len(index), _method_text(index, method))
     source = index.model_source
     weights = clip_weights if clip_weights is not None or model is not None else source.get("clip_weights")
     try:
         encoder = TextEncoder(model or source["model"], device=device, backend=backend, clip_weights=weights)
-        hits = index.search_batch(list(queries), top_k, text_encoder=encoder)
+        hits = index.search_batch(list(queries), top_k, text_encoder=encoder, exact=exact)
     except BackendError as error:
         hint = "" if model else "; if the index's model moved, pass --model with its new location"
         raise UserError(f"{error}{hint}") from None
     if as_json:
         rows = [
-            {"query": q, **hit.to_dict()} for q, results in zip(queries, hits, strict=True) for hit in results
+            {"query": q, **hit.to_dict(), "search": method}
+            for q, results in zip(queries, hits, strict=True)
+            for hit in results
         ]
         click.echo(json.dumps(rows, indent=1))
         return
@@ -70,3 +90,11 @@ def search(queries, index_path, top_k, as_json, model, clip_weights, device, bac
             click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {hit.path}")
         if not results:
             click.echo("  (the index is empty)")
+
+
+def _method_text(index, method: str) -> str:
+    if method == "exact":
+        return "exact scan of every row"
+    meta = getattr(index, "ann_meta", None) or {}
+    settings = ", ".join(f"{k} {v}" for k, v in (meta.get("search") or {}).items())
+    return f"{method} approximate index ({settings}), candidates re-ranked exactly"
