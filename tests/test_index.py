@@ -161,6 +161,8 @@ def test_write_index_refuses_bad_input(tmp_path):
     assert foreign.read_bytes() == b"someone else's file"
     with pytest.raises(IndexInputError, match="ends with .npy"):
         write_index(tmp_path / "x.bin", rows, paths_for(10))
+    empty = EmbeddingIndex.load(write_index(tmp_path / "empty.npy", np.zeros((0, 8), np.float32), []))
+    assert len(empty) == 0 and empty.search(rows[0], top_k=3) == []
 
 
 def corrupt(path: Path, offset: int) -> None:
@@ -259,17 +261,27 @@ def test_a_format_1_index_still_opens_and_upgrades(tmp_path, caplog):
 
 def test_plan_ann_rules():
     assert plan_ann(10_000, 512).kind == "flat"  # 20 MiB: scanned exactly
+    assert plan_ann(0, 512).kind == "flat"
+    with pytest.raises(IndexInputError, match="no rows"):
+        plan_ann(0, 512, kind="hnsw")
+    mid = plan_ann(200_000, 512, 4 << 30)
+    assert mid.kind == "hnsw" and 150e6 < mid.estimated_bytes < 170e6  # 784 bytes a row
+    assert plan_ann(200_000, 512, 100 << 20).kind == "ivf-pq"  # hnsw does not fit 100 MiB
     one_million = plan_ann(1_000_000, 512, 4 << 30)
-    assert one_million.kind == "hnsw" and 0.7e9 < one_million.estimated_bytes < 0.85e9
-    ten_million = plan_ann(10_000_000, 512, 4 << 30)
-    assert ten_million.kind == "ivf-pq" and ten_million.params["m"] == 128
+    assert one_million.kind == "ivf-pq" and one_million.params == {
+        "factory": "IVF2048,PQ128x4fs",
+        "nlist": 2048,
+        "m": 128,
+        "nbits": 4,
+    }
+    assert plan_ann(10_000_000, 512, 4 << 30).params["m"] == 128
     assert plan_ann(10_000_000, 512, 512 << 20).params["m"] == 64  # a smaller budget: fewer codes a row
-    assert plan_ann(10_000_000, 512, 16 << 30).kind == "hnsw"
+    assert plan_ann(1_000_000, 512, kind="hnsw").estimated_bytes == pytest.approx(784e6, rel=0.01)
     assert plan_ann(500, 512, kind="hnsw").kind == "hnsw"
     with pytest.raises(IndexInputError, match="raise --memory"):
         plan_ann(10_000_000, 512, 64 << 20)
     with pytest.raises(IndexInputError, match="more than the memory budget"):
-        plan_ann(10_000_000, 512, 4 << 30, kind="hnsw")
+        plan_ann(10_000_000, 512, 4 << 30, kind="hnsw")  # asked for, but 7.3 GiB
     with pytest.raises(IndexInputError, match="at least 1000 rows"):
         plan_ann(200, 512, kind="ivf-pq")
     from muse_infer.index import parse_memory

@@ -56,7 +56,8 @@ def index_group() -> None:
 def build(index_path, kind, memory, target_recall, tune_queries, threads) -> None:
     """Build the approximate (ANN) index beside EMB.npy, so `search` reads a few hundred rows, not all.
 
-    auto: exact search (flat) up to 64 MiB of rows, else HNSW when it fits --memory, else IVF-PQ.
+    auto: exact search (flat) up to 64 MiB of rows, else HNSW below 250k rows when it fits --memory,
+    else IVF-PQ with as many codes a row as fit --memory.
     Search effort is tuned to --target-recall on query-like vectors, and every result is re-ranked
     with the exact rows, so scores are exact cosines. Writes EMB.ann.faiss and EMB.ann.json; a
     format-1 index is converted to format 2 first.

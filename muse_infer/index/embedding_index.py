@@ -25,6 +25,7 @@ from ..errors import IndexFileError, IndexInputError, ModelMismatchError
 from ..loading.identity import describe_identity, identity_difference, same_model
 from . import ann as ann_files
 from .search import exact_search, rerank
+from .store import random_access_view
 
 logger = logging.getLogger(__name__)
 _COMPUTE = object()
@@ -114,6 +115,7 @@ class EmbeddingIndex:
         self.rows = rows
         self.paths = PathColumn(rows.column("path"))
         self.inverse_norms = compute_norms(embeddings) if inverse_norms is _COMPUTE else inverse_norms
+        self._scattered = random_access_view(embeddings)  # the same rows, for re-ranking
         self.location = Path(location) if location is not None else None
         self.ann_meta: dict | None = None
         self.ann_problem: str | None = None
@@ -283,7 +285,7 @@ class EmbeddingIndex:
             return exact_search(self.embeddings, vector[None], top_k, self.inverse_norms)[0]
         params = ann_files.search_params(kind, search, candidates)
         _, ids = faiss_index.search(vector[None], candidates, params=params)
-        rows, scores = rerank(self.embeddings, ids[0], vector, top_k, self.inverse_norms)
+        rows, scores = rerank(self._scattered, ids[0], vector, top_k, self.inverse_norms)
         if len(rows) < wanted:  # the ANN index found too few rows (tiny lists): never return fewer
             return exact_search(self.embeddings, vector[None], top_k, self.inverse_norms)[0]
         return rows, scores

@@ -44,7 +44,7 @@ from ..atomic import atomic_write
 from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError, MuseError
 from ..index import EmbeddingIndex, failures_path, refresh_ann, rows_path, sidecar_path
-from ..index.ann import ann_meta_path, ann_path, owned_ann_file, plan_ann
+from ..index.ann import ann_meta_path, ann_path, owned_ann_file, plan_ann, read_ann_meta
 from ..index.build import row_table
 from ..index.store import read_sidecar, write_index_files
 from ..loading.identity import identity_difference
@@ -385,11 +385,13 @@ def _read_failures(out: Path) -> list[dict]:
 
 def _discard_previous(work: Path, out: Path) -> None:
     """--overwrite: forget earlier work (the lock in ``work`` stays, it is ours)."""
-    ours = [out, sidecar_path(out), rows_path(out), failures_path(out), ann_meta_path(out)]
+    ann_ours = read_ann_meta(out)[0] is not None, owned_ann_file(out)  # ANN files only if ours
+    ours = [out, sidecar_path(out), rows_path(out), failures_path(out)]
     for path in [*ChunkStore(work).chunks(), work / "job.json", *ours]:
         path.unlink(missing_ok=True)
-    if owned_ann_file(out):
-        ann_path(out).unlink()
+    for path, owned in zip((ann_meta_path(out), ann_path(out)), ann_ours, strict=True):
+        if owned:
+            path.unlink()
 
 
 @dataclass(frozen=True)
