@@ -68,9 +68,13 @@ def build(index_path, kind, memory, target_recall, tune_queries, threads) -> Non
       muse-infer index build emb.npy --kind ivf-pq --memory 1G
       muse-infer index build emb.npy --tune-queries text_queries.npy --target-recall 0.98
     """
+    import logging
+
     from ..index.build import build_ann, describe_build
 
     queries = _load_queries(tune_queries) if tune_queries else None
+    logger = logging.getLogger("muse_infer.index")  # its steps take minutes on millions of rows: say them
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     meta = build_ann(
         index_path,
         kind=kind,

@@ -234,7 +234,9 @@ def train_and_add(index, embeddings: np.ndarray, plan: AnnPlan, seed: int = 0) -
         wanted = count if plan.kind == "hnsw" else plan.params["nlist"] * TRAIN_ROWS_PER_LIST
         size = min(count, max(wanted, 2000), 262144)
         sample = np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+        logger.info("training %s on %d of the %d rows", plan.params["factory"], size, count)
         index.train(np.ascontiguousarray(embeddings[sample], dtype=np.float32))
+    logger.info("adding %d rows to %s", count, plan.params["factory"])
     add_rows(index, embeddings, 0)
 
 
@@ -351,6 +353,7 @@ def build_faiss(embeddings: np.ndarray, plan: AnnPlan, target: float, tune_queri
     train_and_add(index, embeddings, plan)
     built = time.perf_counter() - started
     tuning = tuning_set(embeddings, tune_queries)
+    logger.info("tuning search effort to recall@10 %.2f on %s", target, tuning.source)
     search, recall = tune(index, plan, embeddings, tuning, target)
     report = {
         "source": tuning.source,

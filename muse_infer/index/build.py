@@ -222,6 +222,7 @@ def _build_planned(
     if target_file.exists() and not ann_files.owned_ann_file(npy):
         raise IndexFileError(f"{target_file}: exists and is not an ANN index muse-infer wrote; move it away")
     meta = ann_files.ann_meta(plan, requested, budget, len(index), index.dim, index.content_id)
+    logger.info("%s: building %s for %d rows (%s)", npy, plan.kind, len(index), plan.reason)
     if plan.kind == "flat":
         return ann_files.write_ann(npy, None, meta | {"search": {}})
     built, search, tuning, seconds = ann_files.build_faiss(
