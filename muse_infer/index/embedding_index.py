@@ -61,26 +61,30 @@ class SearchResult:
 
 
 class PathColumn(Sequence):
-    """The ``path`` column as a read-only sequence of str, without a Python list of N strings."""
+    """The ``path`` column as a read-only sequence of str, without a Python list of N strings (nor a
+    copy of the Arrow column: its chunks are indexed where they are)."""
 
     def __init__(self, column):
-        self._column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        self._chunks = [chunk for chunk in column.chunks if len(chunk)]
+        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])  # (chunks + 1,)
 
     def __len__(self) -> int:
-        return len(self._column)
+        return int(self._starts[-1])
 
     def __getitem__(self, item):
         if isinstance(item, slice):
-            return self._column[item].to_pylist()
+            return [self[i] for i in range(*item.indices(len(self)))]
         if item < 0:
             item += len(self)
         if not 0 <= item < len(self):
             raise IndexError(f"row {item} out of range for {len(self)} rows")
-        return self._column[item].as_py()
+        chunk = int(np.searchsorted(self._starts, item, side="right")) - 1
+        return self._chunks[chunk][item - int(self._starts[chunk])].as_py()
 
     def __iter__(self):
-        for start in range(0, len(self), 65536):
-            yield from self._column[start : start + 65536].to_pylist()
+        for chunk in self._chunks:
+            for start in range(0, len(chunk), 65536):
+                yield from chunk[start : start + 65536].to_pylist()
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
@@ -98,7 +102,13 @@ class EmbeddingIndex:
     """
 
     def __init__(
-        self, embeddings: np.ndarray, metadata: dict, rows=None, inverse_norms=_COMPUTE, location=None
+        self,
+        embeddings: np.ndarray,
+        metadata: dict,
+        rows=None,
+        inverse_norms=_COMPUTE,
+        location=None,
+        rows_data: bytes | None = None,
     ):
         from .legacy import inverse_norms as compute_norms
         from .legacy import v1_rows
@@ -112,7 +122,7 @@ class EmbeddingIndex:
             )
         if rows.num_rows != len(embeddings):
             raise IndexInputError(f"{rows.num_rows} rows of metadata for {len(embeddings)} embeddings")
-        self.rows = rows
+        self._rows, self._rows_data = rows, rows_data  # the search columns, the file to decode the rest
         self.paths = PathColumn(rows.column("path"))
         self.inverse_norms = compute_norms(embeddings) if inverse_norms is _COMPUTE else inverse_norms
         self._scattered = random_access_view(embeddings)  # the same rows, for re-ranking
@@ -136,7 +146,9 @@ class EmbeddingIndex:
         from .store import open_index
 
         files = open_index(path, verify)
-        index = cls(files.embeddings, files.metadata, files.rows, files.inverse_norms, files.npy)
+        index = cls(
+            files.embeddings, files.metadata, files.rows, files.inverse_norms, files.npy, files.rows_data
+        )
         if ann is not False:
             index._attach_ann(required=ann is True, full_check=verify is True)
         return index
@@ -145,6 +157,15 @@ class EmbeddingIndex:
 
     def __len__(self) -> int:
         return len(self.embeddings)
+
+    @property
+    def rows(self):
+        """The rows table, every column (``store.row_schema`` and any added ones); decoded on first use."""
+        if self._rows_data is not None:
+            from .store import decode_rows
+
+            self._rows, self._rows_data = decode_rows(self._rows_data), None
+        return self._rows
 
     @property
     def dim(self) -> int:
@@ -314,7 +335,7 @@ class EmbeddingIndex:
         self, rows: np.ndarray, scores: np.ndarray, shard: int | None = None, offset: int = 0
     ) -> list[SearchResult]:
         """``SearchResult``s of (rows, scores); ``offset`` is added to row numbers (shards)."""
-        columns = set(self.rows.column_names)
+        columns = set(self._rows.column_names)
         out = []
         for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
             start = self._value("start_s", row) if "start_s" in columns else None
@@ -327,7 +348,7 @@ class EmbeddingIndex:
         return out
 
     def _value(self, column: str, row: int):
-        value = self.rows.column(column)[row].as_py()
+        value = self._rows.column(column)[row].as_py()
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
     # --- checking and describing ---------------------------------------------------------------

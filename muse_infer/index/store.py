@@ -5,7 +5,7 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
 
 - ``EMB.npy``: (N, C) float32 little-endian, C order, row i the unit-length embedding of row i. Opened
   memory-mapped: never read whole to open or to search approximately.
-- ``EMB.rows.parquet``: one record per row (Parquet, zstd), in row order. Columns (``ROW_SCHEMA``)::
+- ``EMB.rows.parquet``: one record per row (Parquet, zstd), in row order. Columns (``row_schema()``)::
 
       row       int64    not null   the row number, 0..N-1: the id of the row everywhere
       path      string   not null   POSIX path of the video, relative to the sidecar's "root"
@@ -217,7 +217,7 @@ def write_index_files(
     """Write the whole set (see the module docstring), replacing an earlier set atomically.
 
     blocks: (n, C) float32 unit rows, ``count`` in all, in row order; rows: an Arrow table with
-    ``ROW_SCHEMA``'s columns and ``count`` records; fields: the sidecar's descriptive fields (root,
+    ``row_schema()``'s columns and ``count`` records; fields: the sidecar's descriptive fields (root,
     model, model_source, backend, settings). Returns the sidecar written.
     """
     from .. import __version__
@@ -265,8 +265,11 @@ def sidecar_text(sidecar: dict) -> str:
 
 @dataclass
 class IndexFiles:
-    """An opened index: ``embeddings`` (N, C) float32 memory-mapped, ``rows`` an Arrow table (N records),
-    ``metadata`` the sidecar dict, ``inverse_norms`` (N,) for version-1 rows (None: rows are unit length)."""
+    """An opened index: ``embeddings`` (N, C) float32 memory-mapped; ``rows`` an Arrow table of N records
+    holding the columns search needs (``path``, and ``start_s``/``end_s`` unless all null: see
+    ``read_rows``); ``rows_data`` the rows file's bytes, from which the whole table decodes on demand
+    (None: ``rows`` is whole); ``metadata`` the sidecar dict; ``inverse_norms`` (N,) for version-1 rows
+    (None: rows are unit length)."""
 
     npy: Path
     sidecar: Path
@@ -274,6 +277,7 @@ class IndexFiles:
     embeddings: np.ndarray
     rows: object
     inverse_norms: np.ndarray | None = None
+    rows_data: bytes | None = None
 
     @property
     def content_id(self) -> str:
@@ -296,9 +300,9 @@ def open_index(path: str | os.PathLike, verify: bool | str = "auto") -> IndexFil
         from .legacy import open_v1
 
         return open_v1(npy, sidecar, metadata, embeddings, verify)
-    rows = read_rows(npy, sidecar, metadata)
+    rows_data, rows = read_rows(npy, sidecar, metadata)
     check_chunks(embeddings, metadata, npy, sidecar, chunks_to_check(verify, embeddings, metadata))
-    return IndexFiles(npy, sidecar, metadata, embeddings, rows)
+    return IndexFiles(npy, sidecar, metadata, embeddings, rows, rows_data=rows_data)
 
 
 def resolve_pair(path: Path) -> tuple[Path, Path]:
@@ -398,8 +402,16 @@ def random_access_view(embeddings: np.ndarray) -> np.ndarray:
     return view
 
 
+SEARCH_COLUMNS = ("path", "start_s", "end_s")  # what results need; the rest decodes on demand
+
+
 def read_rows(npy: Path, sidecar: Path, metadata: dict):
-    """``EMB.rows.parquet`` as an Arrow table, checked against the sidecar (hash, count, row numbers)."""
+    """(the bytes of ``EMB.rows.parquet``, an Arrow table of its search columns), checked against the
+    sidecar (hash, count, row numbers).
+
+    Only ``path`` and the time-range columns that hold a value are decoded (a million paths take
+    ~40 MiB); ``decode_rows`` gives the whole table from the bytes, which stay compressed meanwhile.
+    """
     pa, pq = pyarrow_modules()
     path = npy.parent / metadata["rows_file"]
     try:
@@ -413,19 +425,46 @@ def read_rows(npy: Path, sidecar: Path, metadata: dict):
     if hashlib.sha256(data).hexdigest() != metadata["rows_sha256"]:
         raise IndexFileError(f"{path}: does not match its sidecar {sidecar.name} (different SHA-256); {FIX}")
     try:
-        rows = pq.ParquetFile(pa.BufferReader(data)).read()  # not pq.read_table: it imports pandas (~1 s)
+        parquet = pq.ParquetFile(pa.BufferReader(data))  # not pq.read_table: it imports pandas (~1 s)
+        problem = _rows_problem(parquet, int(metadata["count"]))
+        wanted = [c for c in SEARCH_COLUMNS if c in parquet.schema_arrow.names and not _all_null(parquet, c)]
+        rows = parquet.read(columns=wanted) if not problem else None
     except (OSError, ValueError, pa.ArrowException) as error:
         raise IndexFileError(f"{path}: unreadable rows file ({error}); {FIX}") from None
-    missing = [c for c in ("row", "path") if c not in rows.column_names]
-    count = int(metadata["count"])
-    problem = f"lacks the columns {missing}" if missing else None
-    if not problem and rows.num_rows != count:
-        problem = f"lists {rows.num_rows} rows but the sidecar says {count}"
-    if not problem and not np.array_equal(int64_values(rows.column("row")), np.arange(count)):
-        problem = "has row numbers out of order"
     if problem:
         raise IndexFileError(f"{path}: {problem}; {FIX}")
-    return rows
+    pa.default_memory_pool().release_unused()  # decoding buffers, not kept
+    return data, rows
+
+
+def _rows_problem(parquet, count: int) -> str | None:
+    """What is wrong with a rows file's columns, count or row numbers (None: nothing)."""
+    missing = [c for c in ("row", "path") if c not in parquet.schema_arrow.names]
+    if missing:
+        return f"lacks the columns {missing}"
+    if parquet.metadata.num_rows != count:
+        return f"lists {parquet.metadata.num_rows} rows but the sidecar says {count}"
+    if not np.array_equal(int64_values(parquet.read(columns=["row"]).column("row")), np.arange(count)):
+        return "has row numbers out of order"
+    return None
+
+
+def _all_null(parquet, column: str) -> bool:
+    """Whether every value of ``column`` is null, from the row groups' statistics (False when unknown)."""
+    where = parquet.schema_arrow.names.index(column)
+    nulls = 0
+    for group in range(parquet.metadata.num_row_groups):
+        statistics = parquet.metadata.row_group(group).column(where).statistics
+        if statistics is None or not statistics.has_null_count:
+            return False
+        nulls += statistics.null_count
+    return nulls == parquet.metadata.num_rows
+
+
+def decode_rows(data: bytes):
+    """The whole rows table (every column) of a rows file's bytes."""
+    pa, pq = pyarrow_modules()
+    return pq.ParquetFile(pa.BufferReader(data)).read()
 
 
 def int64_values(column) -> np.ndarray:
