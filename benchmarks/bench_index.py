@@ -26,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS on one thread
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -136,13 +137,8 @@ def bench_kind(npy: Path, kind: str, queries, truth, threads: int) -> dict:
     meta = build_ann(npy, kind=kind, threads=threads)
     build_wall, build_cpu = time.perf_counter() - started, time.process_time() - started_cpu
     faiss.omp_set_num_threads(1)
-    index = EmbeddingIndex.load(npy, ann=True)
-    measure(index, queries[:50], truth[:50])  # warm: pages of the ANN file and of re-ranked rows
-    tuned = measure(index, queries, truth)
-    sweep = []
-    for setting in HNSW_SWEEP if kind == "hnsw" else IVF_SWEEP:
-        index.ann_meta = {**meta, "search": setting}
-        sweep.append({**setting, **measure(index, queries, truth)})
+    tuned, sweep = sweep_settings(EmbeddingIndex.load(npy, ann=True), queries, truth)
+    gc.collect()  # the index is closed: its pages are no longer mapped here, so the cold probe can drop them
     return {
         "kind": kind,
         "params": meta["params"],
@@ -160,6 +156,18 @@ def bench_kind(npy: Path, kind: str, queries, truth, threads: int) -> dict:
         "process_cold_files": probe(npy, cold=True),
         "files": file_sizes(npy),
     }
+
+
+def sweep_settings(index, queries, truth) -> tuple[dict, list[dict]]:
+    """(the tuned settings' measures, the measures of each swept setting) of an index with its ANN index."""
+    meta = index.ann_meta
+    measure(index, queries[:50], truth[:50])  # warm: pages of the ANN file and of re-ranked rows
+    tuned = measure(index, queries, truth)
+    sweep = []
+    for setting in HNSW_SWEEP if meta["kind"] == "hnsw" else IVF_SWEEP:
+        index.ann_meta = {**meta, "search": setting}
+        sweep.append({**setting, **measure(index, queries, truth)})
+    return tuned, sweep
 
 
 def drop_cached(npy: Path) -> None:
@@ -197,22 +205,28 @@ def cli_cold(npy: Path, model: str, repeats: int = 5) -> dict:
     return out | {"search": sorted(methods), "repeats": repeats, "all_s": times}
 
 
-def bench_size(count: int, args, model) -> dict:
+def exact_baseline(npy: Path, args) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """(shifted queries, their exact top-10 rows, {"truth_s", "flat"}): the exact scan measured."""
     from muse_infer.data.vectors import shifted_queries
     from muse_infer.index import EmbeddingIndex, exact_search
 
-    folder = Path(args.workdir) / str(count)
-    folder.mkdir(parents=True, exist_ok=True)
-    npy = folder / "emb.npy"
-    write_s = write_rows(npy, count, args.dim, model)
     index = EmbeddingIndex.load(npy, ann=False)
     queries = shifted_queries(index.embeddings, args.queries, offset=1.2, noise=0.8, seed=1)
     started = time.perf_counter()
     truth = [rows for rows, _ in exact_search(index.embeddings, queries, 10, matmul=True)]
-    result = {"rows": count, "dim": args.dim, "write_s": write_s, "truth_s": time.perf_counter() - started}
-    flat_queries = queries[: args.flat_queries]
-    result["flat"] = measure(index, flat_queries, truth[: args.flat_queries], exact=True)
-    result["kinds"] = []
+    truth_s = time.perf_counter() - started
+    flat = measure(index, queries[: args.flat_queries], truth[: args.flat_queries], exact=True)
+    return queries, truth, {"truth_s": truth_s, "flat": flat}
+
+
+def bench_size(count: int, args, model) -> dict:
+    folder = Path(args.workdir) / str(count)
+    folder.mkdir(parents=True, exist_ok=True)
+    npy = folder / "emb.npy"
+    write_s = write_rows(npy, count, args.dim, model)
+    queries, truth, result = exact_baseline(npy, args)
+    result = {"rows": count, "dim": args.dim, "write_s": write_s, **result, "kinds": []}
+    gc.collect()  # the exact index is closed (see bench_kind)
     for kind in args.kinds.split(","):
         result["kinds"].append(bench_kind(npy, kind, queries, truth, args.build_threads))
         print(
