@@ -478,7 +478,7 @@ def finish(out: Path, embeddings: dict[str, np.ndarray], stats: dict[str, int]):
     entries = [Entry(p, 100, stats[p]) for p in sorted(embeddings)]
     known = {p: Known(100, stats[p], embedding=e) for p, e in embeddings.items()}
     job = {"root": "/videos", "model": fake_model("m").identity, "settings": {"max_frames": 4}}
-    return finish_index(out, entries, known, job, fake_model("m").source, "torch", DIM)
+    return finish_index(out, entries, known, job, fake_model("m").source, "torch", DIM, {"precision": "fp32"})
 
 
 @pytest.mark.parametrize("kind, removal", [("hnsw", "rebuilt"), ("ivf-pq", "re-added all")])
@@ -495,6 +495,7 @@ def test_growing_adds_rows_in_place_and_rebuilds_after_removals(tmp_path, kind, 
     assert note == f"added 100 rows to the {kind} index"
     grown = EmbeddingIndex.load(out, ann=True)
     assert list(grown.paths) == names[:1300] and grown.ann_meta["count"] == 1300
+    assert grown.metadata["precision"] == "fp32" and grown.metadata["backend"] == "torch"
     del current[names[5]]
     current[names[17]] = rows[1400]  # a changed file: its old row must go
     stats[names[17]] = 2

@@ -32,6 +32,17 @@ from .store import (
 )
 
 logger = logging.getLogger(__name__)
+V1_ONLY = ("paths", "file_stats", "embeddings_sha256")  # in the rows file and chunk hashes in format 2
+FORMAT_KEYS = (
+    "format",
+    "format_version",
+    "count",
+    "dim",
+    "dtype",
+    "embeddings_file",
+    "failures_file",
+    "failed",
+)
 RETUNE_GROWTH, RETRAIN_GROWTH = 1.25, 4.0  # re-tune search effort / re-train IVF lists past these growths
 
 
@@ -353,9 +364,7 @@ def upgrade_index(index_path: str | os.PathLike) -> bool:
     if read_sidecar(sidecar).get("format_version") != 1:
         return False
     files = open_index(npy, verify="auto")
-    fields = {
-        key: files.metadata.get(key) for key in ("root", "model", "model_source", "backend", "settings")
-    }
+    fields = {key: value for key, value in files.metadata.items() if key not in V1_ONLY + FORMAT_KEYS}
     failures = _read_failures(failures_path(npy))
     count, dim = files.embeddings.shape
     write_index_files(npy, unit_blocks(files.embeddings), count, dim, files.rows, fields, failures)

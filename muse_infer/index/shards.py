@@ -144,7 +144,7 @@ def merge_indexes(
     Raises ``IndexInputError`` for incompatible shards or a bad ``out``.
     """
     from .build import _index_target, build_ann, is_index
-    from .store import unit_blocks, write_index_files
+    from .store import DESCRIPTIVE_FIELDS, unit_blocks, write_index_files
 
     out = Path(out)
     names = [str(s) for s in shards]
@@ -170,8 +170,7 @@ def merge_indexes(
         for f in _failures(index)
     ]
     first = indexes[0]
-    fields = {key: first.metadata.get(key) for key in ("model", "model_source", "backend", "settings")}
-    fields["root"] = root
+    fields = {key: first.metadata.get(key) for key in DESCRIPTIVE_FIELDS} | {"root": root}
     blocks = chain.from_iterable(unit_blocks(index.embeddings) for index in indexes)
     write_index_files(out, blocks, len(rows), first.dim, rows, fields, failures)
     if kind is not None:

@@ -79,6 +79,7 @@ V2_REQUIRED = (
     "rows_sha256",
 )
 ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s")
+DESCRIPTIVE_FIELDS = ("root", "model", "model_source", "backend", "settings")
 
 
 def sidecar_path(npy_path: str | os.PathLike) -> Path:
@@ -217,8 +218,9 @@ def write_index_files(
     """Write the whole set (see the module docstring), replacing an earlier set atomically.
 
     blocks: (n, C) float32 unit rows, ``count`` in all, in row order; rows: an Arrow table with
-    ``row_schema()``'s columns and ``count`` records; fields: the sidecar's descriptive fields (root,
-    model, model_source, backend, settings). Returns the sidecar written.
+    ``row_schema()``'s columns and ``count`` records; fields: the sidecar's descriptive fields
+    (``DESCRIPTIVE_FIELDS``, null when absent, and any others, e.g. "precision"; the format's own keys
+    cannot be overridden). Returns the sidecar written.
     """
     from .. import __version__
 
@@ -231,7 +233,8 @@ def write_index_files(
         pq.write_table(rows, tmp_rows, compression="zstd", row_group_size=1 << 20)
         tmp_failures.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
         sidecar = {
-            **{key: fields.get(key) for key in ("root", "model", "model_source", "backend", "settings")},
+            **dict.fromkeys(DESCRIPTIVE_FIELDS),
+            **fields,  # any other descriptive field (e.g. "precision") is kept; the ones below win
             "format": INDEX_FORMAT,
             "format_version": INDEX_FORMAT_VERSION,
             "count": count,

@@ -455,13 +455,15 @@ def finish_index(
     model_source: dict,
     backend: str,
     dim: int,
+    fields: dict | None = None,
 ) -> FinishedIndex:
     """Write the finished index ``out`` (EMB.npy) from the results of a run, and refresh its ANN index.
 
     entries: every file found under the root (``find_videos``), sorted; known: path -> ``Known`` result
     (an embedding (C,) or a failure reason, with the file's stats when encoded); job: the job dict
     (``root``, ``model`` identity, ``settings``); model_source / backend: how the model loads again and
-    what ran it; dim: the embedding size C (for an index of no rows). An entry without a current result (missing, or stats that differ) is recorded as a
+    what ran it; dim: the embedding size C (for an index of no rows); fields: more sidecar fields that
+    describe the run (e.g. {"precision": "bf16"}). An entry without a current result (missing, or stats that differ) is recorded as a
     failure, never as a stale row. Row order: see this module's docstring. Engines other than the local
     one call this once all results are in.
     """
@@ -475,9 +477,9 @@ def finish_index(
     )
     stats = [(results[p].size, results[p].mtime_ns) for p in order]
     rows = row_table(order, len(order), sizes=[s for s, _ in stats], mtimes_ns=[m for _, m in stats])
-    fields = {"root": job["root"], "model": job["model"], "model_source": model_source}
-    fields |= {"backend": backend, "settings": job["settings"]}
-    write_index_files(out, [embeddings], len(order), dim, rows, fields, failures)
+    described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
+    described |= {"backend": backend, "settings": job["settings"]}
+    write_index_files(out, [embeddings], len(order), dim, rows, described, failures)
     return FinishedIndex(failures, len(order), _refresh_note(out, previous, kept, len(order), dim))
 
 
