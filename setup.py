@@ -22,6 +22,8 @@ CPU_REQUIREMENTS = [
     "av",
     "pillow",
     "tqdm",
+    "faiss-cpu>=1.8",  # the approximate index (muse_infer.index.ann)
+    "pyarrow>=14",  # row metadata in Parquet (muse_infer.index.store)
 ]
 GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
 RAY_REQUIREMENTS = ["ray[data]>=2.60"]  # encode-videos --engine ray (muse_infer.jobs.ray_engine)

@@ -84,3 +84,8 @@ class RayEngineError(JobError):
     """The Ray engine cannot run: no cluster at ``--address``, a cluster without the resources asked
     for, or a model that is not the driver's on a worker; the message says what to do. (Ray not
     installed is a ``MissingExtraError``.)"""
+
+
+class IndexInputError(MuseError, ValueError):
+    """Arrays or arguments that cannot make an index (shapes, lengths, non-finite or zero rows, a budget
+    too small for any index kind); the message names the argument and what to do."""

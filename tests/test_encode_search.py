@@ -161,7 +161,12 @@ def invoke(*args, check_rc=None):
 
 
 def load_pair(npy: Path) -> tuple[np.ndarray, dict]:
-    return np.load(npy), json.loads(npy.with_suffix(".json").read_text())
+    """The rows and the sidecar, with the paths of the rows file (Parquet) as sidecar["paths"]."""
+    import pyarrow.parquet as pq
+
+    sidecar = json.loads(npy.with_suffix(".json").read_text())
+    sidecar["paths"] = pq.read_table(npy.with_suffix(".rows.parquet")).column("path").to_pylist()
+    return np.load(npy), sidecar
 
 
 def read_failures(npy: Path) -> dict[str, str]:
@@ -363,10 +368,11 @@ def test_rerun_adds_new_files_and_redoes_changed_ones(tmp_path, video_encoder):
     summary = encode_folder(root, out, video_encoder, batch_size=2, workers=0, progress=False)
     assert (summary.reused, summary.encoded_now, len(summary.failures)) == (2, 2, 1)
     after, sidecar = load_pair(out)
-    assert sidecar["paths"] == ["a.mp4", "b_added.mp4", "c.mp4", "g.webm"]
-    np.testing.assert_array_equal(after[[0, 3]], before[[0, 3]])
+    # Unchanged files keep their order; new and changed ones follow, sorted (muse_infer.jobs.encode).
+    assert sidecar["paths"] == ["a.mp4", "g.webm", "b_added.mp4", "c.mp4"]
+    np.testing.assert_array_equal(after[[0, 1]], before[[0, 3]])
     fresh = video_encoder.encode([root / "b_added.mp4", root / "c.mp4"], workers=0)
-    np.testing.assert_allclose(after[[1, 2]], fresh, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(after[[2, 3]], fresh, atol=1e-6, rtol=0)
     assert "bad.mp4" in read_failures(out)
     (root / "bad.mp4").unlink()  # nothing left to fail: exit status 0
     assert encode_folder(root, out, video_encoder, workers=0, progress=False).exit_code == 0
@@ -428,7 +434,7 @@ def test_search_by_vector_breaks_ties_by_row_order(clean_index):
     assert len(hits) == len(index)
     tie = np.zeros(index.dim, np.float32)
     tie[0] = 1.0
-    same = EmbeddingIndex(np.tile(tie, (len(index), 1)), index.metadata)  # all rows equal
+    same = EmbeddingIndex(np.tile(tie, (len(index), 1)), index.metadata, index.rows)  # all rows equal
     assert [h.path for h in same.search(tie, top_k=4)] == index.paths[:4]
 
 
@@ -439,19 +445,25 @@ def test_search_refuses_another_model(clean_index):
 
 def broken_copies(clean_index: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     """Index files broken in each way a user may meet: name -> (path to pass, expected message)."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
     cases = {}
     for name in ("no_sidecar", "truncated", "garbled_sidecar", "fewer_paths", "other_rows", "no_npy"):
         target = folder / name / "emb.npy"
         target.parent.mkdir()
-        for suffix in (".npy", ".json"):
+        for suffix in (".npy", ".json", ".rows.parquet"):
             shutil.copy(clean_index.with_suffix(suffix), target.with_suffix(suffix))
         cases[name] = target
     cases["no_sidecar"].with_suffix(".json").unlink()
     data = cases["truncated"].read_bytes()
     cases["truncated"].write_bytes(data[: len(data) - 100])
     cases["garbled_sidecar"].with_suffix(".json").write_text('{"format": "muse-infer-ind')
+    rows_file = cases["fewer_paths"].with_suffix(".rows.parquet")  # metadata of one row fewer, hash updated
+    pq.write_table(pq.read_table(rows_file).slice(0, len(np.load(clean_index)) - 1), rows_file)
     sidecar = json.loads(cases["fewer_paths"].with_suffix(".json").read_text())
-    sidecar["paths"] = sidecar["paths"][:-1]
+    sidecar["rows_sha256"] = hashlib.sha256(rows_file.read_bytes()).hexdigest()
     cases["fewer_paths"].with_suffix(".json").write_text(json.dumps(sidecar))
     rows = np.load(cases["other_rows"])
     np.save(cases["other_rows"], rows[::-1].copy())

@@ -356,6 +356,8 @@ def test_scripted_scan_matches_the_reference():
 
 
 def test_encode_videos_with_onnx_matches_torch_and_searches_across(tiny_export, tiny_checkpoint, tmp_path):
+    import pyarrow.parquet as pq
+
     from muse_infer.cli import main
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -385,7 +387,9 @@ def test_encode_videos_with_onnx_matches_torch_and_searches_across(tiny_export, 
             ],
         )
         assert result.exit_code == 0, result.output
-        indexes[backend] = (np.load(out), json.loads(out.with_suffix(".json").read_text()))
+        meta = json.loads(out.with_suffix(".json").read_text())
+        meta["paths"] = pq.read_table(out.with_suffix(".rows.parquet")).column("path").to_pylist()
+        indexes[backend] = (np.load(out), meta)
     (torch_rows, torch_meta), (onnx_rows, onnx_meta) = indexes["torch"], indexes["onnx"]
     assert torch_meta["paths"] == onnx_meta["paths"] and torch_meta["model"] == onnx_meta["model"]
     cosine = (

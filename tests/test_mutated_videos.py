@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -88,6 +89,10 @@ def run(root: Path, out: Path) -> subprocess.CompletedProcess:
     )
 
 
+def indexed_paths(out: Path) -> list[str]:
+    return pq.read_table(out.with_suffix(".rows.parquet")).column("path").to_pylist()
+
+
 def check_mutated(tmp_path: Path, count: int) -> None:
     root = tmp_path / "videos"
     root.mkdir()
@@ -96,9 +101,8 @@ def check_mutated(tmp_path: Path, count: int) -> None:
     first = run(root, out)
     assert first.returncode in (0, 1), first.stderr  # 1: some files skipped, index written
     assert "Traceback" not in first.stderr
-    sidecar = json.loads(out.with_suffix(".json").read_text())
     failures = [json.loads(line) for line in out.with_suffix(".failures.jsonl").read_text().splitlines()]
-    indexed = list(sidecar["paths"])
+    indexed = indexed_paths(out)
     failed = [f["path"] for f in failures]
     assert sorted(indexed + failed) == sorted(names)  # none lost, none twice
     assert len(set(indexed)) == len(indexed)
@@ -118,7 +122,8 @@ def check_mutated(tmp_path: Path, count: int) -> None:
     }
     assert np.array_equal(np.load(out), embeddings)
     assert after[out.with_suffix(".failures.jsonl").name] == before[out.with_suffix(".failures.jsonl").name]
-    assert json.loads(after[out.with_suffix(".json").name])["paths"] == indexed
+    assert after[out.with_suffix(".json").name] == before[out.with_suffix(".json").name]
+    assert indexed_paths(out) == indexed
     assert not os.path.exists(f"{out}.parts")
 
 

@@ -165,8 +165,12 @@ def assert_no_leftovers(find, seconds: float = 30.0) -> None:
 
 
 def load_index(out: Path) -> tuple[np.ndarray, dict, list[dict]]:
+    import pyarrow.parquet as pq
+
     failures = [json.loads(line) for line in out.with_suffix(".failures.jsonl").read_text().splitlines()]
-    return np.load(out), json.loads(out.with_suffix(".json").read_text()), failures
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar["paths"] = pq.read_table(out.with_suffix(".rows.parquet")).column("path").to_pylist()
+    return np.load(out), sidecar, failures
 
 
 def assert_same_index(out: Path, reference: Path) -> None:
@@ -180,7 +184,7 @@ def assert_same_index(out: Path, reference: Path) -> None:
     assert sidecar["paths"] == expected_sidecar["paths"]
     np.testing.assert_array_equal(embeddings, expected)
     assert failures == expected_failures
-    names = ("embeddings_file", "failures_file")  # EMB.npy's own name and its failures file's
+    names = ("embeddings_file", "failures_file", "rows_file")  # named after EMB.npy
     assert {k: v for k, v in sidecar.items() if k not in names} == {
         k: v for k, v in expected_sidecar.items() if k not in names
     }

@@ -145,7 +145,8 @@ def test_media_answers_range_requests(demo, client):
 
 def test_thumbnails_are_served_and_made_again_when_missing(demo, client):
     row = demo.index.paths.index("clip_3.mp4")
-    source = ThumbnailSource("clip_3.mp4", *demo.index.metadata["file_stats"][row])
+    stats = (demo.index.rows.column(name)[row].as_py() for name in ("size", "mtime_ns"))
+    source = ThumbnailSource("clip_3.mp4", *stats)
     for path in demo.store.files(source):
         path.unlink()
     response = client.get(f"/thumbs/{row}/2")

@@ -16,6 +16,7 @@ from ..errors import MuseError
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE_OR_INPUT, UserError
 from .encode import encode_videos  # each command module imports only click at the top
 from .evaluate import demo_command, eval_command
+from .index import index_group
 from .models import convert, list_models
 from .search import search
 from .serve import serve
@@ -64,10 +65,11 @@ def main(verbose: int) -> None:
     Example:
       muse-infer encode-videos videos/ --out emb.npy
       muse-infer search "a cat on a sofa" --index emb.npy
+      muse-infer index build emb.npy
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (convert, list_models, encode_videos, search, serve, eval_command, demo_command):
+for _command in (convert, list_models, encode_videos, search, index_group, serve, eval_command, demo_command):
     main.add_command(_command)

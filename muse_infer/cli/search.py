@@ -1,4 +1,5 @@
-"""`muse-infer search`: a thin wrapper over ``muse_infer.index.EmbeddingIndex.search_batch``."""
+"""`muse-infer search`: a thin wrapper over ``muse_infer.index.EmbeddingIndex.search_batch`` (or
+``ShardedIndex.search_batch`` for several indexes)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
 @click.command("search")
 @click.argument("queries", nargs=-1, required=True)
 @click.option(
-    "--index", "index_path", required=True, type=click.Path(), help="The index (.npy or its .json sidecar)."
+    "--index",
+    "index_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(),
+    help="The index (.npy or its .json sidecar); repeat it to search several shards as one.",
 )
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Videos to list a query."
@@ -19,7 +25,10 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON list of {query, rank, path, score}, by query then rank.",
+    help="Print a JSON list of {query, rank, path, absolute_path, score, row, search}, by query then rank.",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every row exactly, even with an approximate index beside it."
 )
 @click.option(
     "--html",
@@ -42,14 +51,16 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
 )
 @click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
 def search(
-    queries, index_path, top_k, as_json, html_path, model, clip_weights, device, backend, precision
+    queries, index_paths, top_k, as_json, exact, html_path, model, clip_weights, device, backend, precision
 ) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
 
-    Several queries are encoded in one model call. Paths are relative to the folder that was encoded.
-    --html writes one HTML page (relative links to the index's thumbnails and to the videos, so it
-    works from disk); hits without thumbnails get them made. Any --precision searches any index (an
-    index encoded in bf16 with fp32 queries, say).
+    Uses the approximate index beside the index when there is one (`muse-infer index build`; results
+    re-ranked exactly), else scans every row; -v says which, --json gives it as "search". Paths are
+    relative to the folder that was encoded; "absolute_path" is the file to open. --html writes one
+    HTML page (relative links to the index's thumbnails and to the videos, so it works from disk);
+    hits without thumbnails get them made. Any --precision searches any index (an index encoded in
+    bf16 with fp32 queries, say).
 
     \b
     Example:
@@ -57,14 +68,23 @@ def search(
       muse-infer search "a cat" "a red car" --index emb.npy --json
       muse-infer search "a cat" "a red car" --index emb.npy --html results.html
       muse-infer search "a cat" --index emb.npy --device cpu --precision bf16
+      muse-infer search "a cat" --index part0.npy --index part1.npy --exact
     """
     import json
+    import logging
 
     from ..encoders import TextEncoder
     from ..errors import BackendError
-    from ..index import EmbeddingIndex
+    from ..index import EmbeddingIndex, ShardedIndex
 
-    index = EmbeddingIndex.load(index_path)
+    if html_path and len(index_paths) > 1:
+        raise UserError("--html: pass one --index (merge shards first: muse-infer index merge)")
+    if len(index_paths) == 1:
+        index = EmbeddingIndex.load(index_paths[0])
+    else:
+        index = ShardedIndex.load(index_paths)
+    method = "exact" if exact else index.search_method
+    logging.getLogger(__name__).info("searching %d rows: %s", len(index), _method_text(index, method))
     source = index.model_source
     weights = clip_weights if clip_weights is not None or model is not None else source.get("clip_weights")
     try:
@@ -75,18 +95,20 @@ def search(
             clip_weights=weights,
             precision=precision,
         )
-        hits = index.search_batch(list(queries), top_k, text_encoder=encoder)
+        hits = index.search_batch(list(queries), top_k, text_encoder=encoder, exact=exact)
     except BackendError as error:
         hint = "" if model else "; if the index's model moved, pass --model with its new location"
         raise UserError(f"{error}{hint}") from None
     if html_path:
         from ..web.page import save_results_page
 
-        written = save_results_page(html_path, index, index_path, list(queries), hits)
+        written = save_results_page(html_path, index, index_paths[0], list(queries), hits)
         click.echo(f"results page: {written} (open it in a browser)", err=True)
     if as_json:
         rows = [
-            {"query": q, **hit.to_dict()} for q, results in zip(queries, hits, strict=True) for hit in results
+            {"query": q, **hit.to_dict(), "search": method}
+            for q, results in zip(queries, hits, strict=True)
+            for hit in results
         ]
         click.echo(json.dumps(rows, indent=1))
         return
@@ -96,3 +118,11 @@ def search(
             click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {hit.path}")
         if not results:
             click.echo("  (the index is empty)")
+
+
+def _method_text(index, method: str) -> str:
+    if method == "exact":
+        return "exact scan of every row"
+    meta = getattr(index, "ann_meta", None) or {}
+    settings = ", ".join(f"{k} {v}" for k, v in (meta.get("search") or {}).items())
+    return f"{method} approximate index ({settings}), candidates re-ranked exactly"

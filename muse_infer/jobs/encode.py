@@ -9,14 +9,18 @@ Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
   with ``--engine ray`` also ``plan.json`` (``muse_infer.jobs.shards``), its shards' results being
   chunk files too, so either engine resumes the other's work.
   Every file is written to a temporary name, fsynced and renamed, so a kill leaves whole files only.
-- ``EMB.npy``, ``EMB.failures.jsonl``, ``EMB.json`` written at the end, sidecar last; then the work
-  directory is renamed away and deleted.
+- The finished index (``EMB.npy``, ``EMB.rows.parquet``, ``EMB.failures.jsonl``, ``EMB.json``; see
+  ``muse_infer.index.store``) written at the end by ``finish_index``, sidecar last; then the work
+  directory is renamed away and deleted. An approximate index beside it (``EMB.ann.*``) is brought up
+  to date: new rows added where its kind allows, rebuilt where it does not (the summary says which).
 
 Resume: a run reuses every result in the work directory (or, when there is none, in the finished
 index) whose file is still there with the same size and mtime, and encodes only the rest. Files
 that failed are not retried (a file that hangs would hang again) unless they changed or
-``retry_failed`` is set. Removed files leave the index. Paths are sorted, so new files take their
-sorted place and the result equals a clean run's. Results are stored in whole model batches (see
+``retry_failed`` is set. Removed files leave the index. A first run's rows are in sorted path order;
+a later run keeps the rows of unchanged files in their order (so their row numbers stay while nothing
+is removed) and appends new and changed files, sorted; a changed file's old row is dropped, so no stale
+row survives. Results are stored in whole model batches (see
 ``VideoEncoder.encode_groups``), so a resumed run forms the same batches as an uninterrupted one
 with the same ``batch_size``, and its rows are bit-identical; new files or another batch size change
 rows only by float rounding (<= 1e-7 measured).
@@ -42,8 +46,11 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..encoders import VideoEncoder, VideoResult
-from ..errors import IndexFileError, JobError
-from ..index import EmbeddingIndex, failures_path, sidecar_path, write_index
+from ..errors import IndexFileError, JobError, MuseError
+from ..index import EmbeddingIndex, failures_path, refresh_ann, rows_path, sidecar_path
+from ..index.ann import ann_meta_path, ann_path, owned_ann_file, plan_ann, read_ann_meta
+from ..index.build import row_table
+from ..index.store import read_sidecar, write_index_files
 from ..loading.identity import identity_difference
 from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
 
@@ -88,6 +95,7 @@ class JobSummary:
     processed_now: int = 0
     encode_seconds: float = 0.0
     thumbnails: ThumbnailSummary | None = None
+    index_note: str | None = None  # what happened to the approximate index, or a hint
 
     @property
     def exit_code(self) -> int:
@@ -111,6 +119,8 @@ class JobSummary:
             text += f"; skipped {len(self.failures)} ({listed}): see {failures_path(self.out)}"
         if self.thumbnails is not None:
             text += f"; {self.thumbnails.line()}"
+        if self.index_note:
+            text += f"\n{self.index_note}"
         return text
 
 
@@ -279,9 +289,21 @@ class OpenJob:
         ``thumbnails`` their keyframes (``make_thumbnails``, ``workers`` decoding threads), then remove
         the directory. Returns the summary, its ``seconds`` set."""
         known = self.store.load()
-        metadata = _assemble(self.root, self.out, self.entries, known, self.job, self.encoder, self.summary)
+        backend = self.encoder.backend
+        precision = getattr(backend, "precision", "fp32")  # how, not which model: not checked on search
+        finished = finish_index(
+            self.out,
+            self.entries,
+            known,
+            self.job,
+            backend.source,
+            backend.name,
+            self.encoder.embed_dim,
+            fields={"precision": precision},
+        )
+        self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         if thumbnails:
-            self.summary.thumbnails = make_thumbnails(self.root, self.out, metadata, workers, progress)
+            self.summary.thumbnails = make_thumbnails(self.out, workers, progress)
         _retire(parts_dir(self.out), self.out)
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
@@ -407,18 +429,25 @@ def _check_same_job(previous: dict, job: dict, what: str) -> None:
 def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
     """Copy a finished index (rows and failures) into the work directory as chunk 0."""
     try:
-        index = EmbeddingIndex.load(out)
+        _check_same_job(
+            read_sidecar(sidecar_path(out)), job, f"the index {out} was"
+        )  # the likelier problem first
+        index = EmbeddingIndex.load(out, ann=False)
     except IndexFileError as error:
         raise JobError(
             f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
         ) from None
-    metadata = index.metadata
-    _check_same_job(metadata, job, f"the index {out} was")
-    done = [
-        [p, *s] for p, s in zip(index.paths, metadata.get("file_stats", [[-1, -1]] * len(index)), strict=True)
-    ]
     failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
-    store.write_chunk(0, index.embeddings, {"done": done, "failed": failed})
+    store.write_chunk(0, np.asarray(index.embeddings), {"done": _row_stats(index), "failed": failed})
+
+
+def _row_stats(index: EmbeddingIndex) -> list[list]:
+    """[[path, size, mtime_ns], ...] of an index's rows (-1 where unknown)."""
+    sizes, mtimes = (index.rows.column(c).to_pylist() for c in ("size", "mtime_ns"))
+    return [
+        [path, -1 if size is None else size, -1 if mtime is None else mtime]
+        for path, size, mtime in zip(index.paths, sizes, mtimes, strict=True)
+    ]
 
 
 def _read_failures(out: Path) -> list[dict]:
@@ -431,8 +460,13 @@ def _read_failures(out: Path) -> list[dict]:
 
 def _discard_previous(work: Path, out: Path) -> None:
     """--overwrite: forget earlier work (the lock in ``work`` stays, it is ours)."""
-    for path in [*ChunkStore(work).chunks(), work / "job.json", out, sidecar_path(out), failures_path(out)]:
+    ann_ours = read_ann_meta(out)[0] is not None, owned_ann_file(out)  # ANN files only if ours
+    ours = [out, sidecar_path(out), rows_path(out), failures_path(out)]
+    for path in [*ChunkStore(work).chunks(), work / "job.json", *ours]:
         path.unlink(missing_ok=True)
+    for path, owned in zip((ann_meta_path(out), ann_path(out)), ann_ours, strict=True):
+        if owned:
+            path.unlink()
 
 
 @dataclass(frozen=True)
@@ -478,11 +512,55 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
         summary.encode_seconds = time.monotonic() - encode_started
 
 
-def _assemble(
-    root: Path, out: Path, entries: list[Entry], known: dict[str, Known], job: dict, encoder, summary
-) -> dict:
-    """Write the finished index: rows in ``entries`` order, failures beside it; returns its metadata."""
-    rows, paths, stats = [], [], []
+@dataclass
+class FinishedIndex:
+    """What ``finish_index`` wrote: the failures (one dict a skipped file), the row count, and what
+    happened to the approximate index (or a hint to build one; None when there is nothing to say)."""
+
+    failures: list[dict]
+    rows: int
+    index_note: str | None
+
+
+def finish_index(
+    out: Path,
+    entries: list[Entry],
+    known: dict[str, Known],
+    job: dict,
+    model_source: dict,
+    backend: str,
+    dim: int,
+    fields: dict | None = None,
+) -> FinishedIndex:
+    """Write the finished index ``out`` (EMB.npy) from the results of a run, and refresh its ANN index.
+
+    entries: every file found under the root (``find_videos``), sorted; known: path -> ``Known`` result
+    (an embedding (C,) or a failure reason, with the file's stats when encoded); job: the job dict
+    (``root``, ``model`` identity, ``settings``); model_source / backend: how the model loads again and
+    what ran it; dim: the embedding size C (for an index of no rows); fields: more sidecar fields that
+    describe the run (e.g. {"precision": "bf16"}). An entry without a current result (missing, or stats that differ) is recorded as a
+    failure, never as a stale row. Row order: see this module's docstring. Engines other than the local
+    one call this once all results are in.
+    """
+    failures, results = _sort_results(entries, known)
+    previous = _previous_rows(out, job)
+    order, kept = _row_order(entries, results, previous)
+    embeddings = (
+        np.stack([results[p].embedding for p in order]).astype(np.float32)
+        if order
+        else np.zeros((0, dim), np.float32)
+    )
+    stats = [(results[p].size, results[p].mtime_ns) for p in order]
+    rows = row_table(order, len(order), sizes=[s for s, _ in stats], mtimes_ns=[m for _, m in stats])
+    described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
+    described |= {"backend": backend, "settings": job["settings"]}
+    write_index_files(out, [embeddings], len(order), dim, rows, described, failures)
+    return FinishedIndex(failures, len(order), _refresh_note(out, previous, kept, len(order), dim))
+
+
+def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[dict], dict[str, Known]]:
+    """(failures in entries order, path -> current result of every file encoded)."""
+    failures, results = [], {}
     for entry in entries:
         result = known.get(entry.path)
         if entry.problem is not None:
@@ -492,48 +570,77 @@ def _assemble(
         else:
             reason = result.reason
         if reason is not None:
-            summary.failures.append(
+            failures.append(
                 {"path": entry.path, "reason": reason, "size": entry.size, "mtime_ns": entry.mtime_ns}
             )
-            continue
-        rows.append(result.embedding)
-        paths.append(entry.path)
-        stats.append([entry.size, entry.mtime_ns])
-    embeddings = np.stack(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
-    metadata = {"root": job["root"], "paths": paths, "file_stats": stats, "model": job["model"]}
-    metadata |= {
-        "model_source": encoder.backend.source,
-        "backend": encoder.backend.name,
-        "precision": getattr(encoder.backend, "precision", "fp32"),  # how, not which model: not checked
-        "settings": job["settings"],
-    }
-    write_index(out, embeddings, metadata, summary.failures)
-    return metadata
+        else:
+            results[entry.path] = result
+    return failures, results
 
 
-def make_thumbnails(
-    root: Path, out: Path, metadata: dict, workers: int | None, progress: bool
-) -> ThumbnailSummary | None:
-    """The thumbnails step, run once the index is written: keyframes for every row that has none,
-    and none left for rows that are gone (``muse_infer.video.thumbnails``).
+@dataclass(frozen=True)
+class _Previous:
+    content_id: str
+    rows: list[list]  # [[path, size, mtime_ns], ...] in row order
+
+
+def _previous_rows(out: Path, job: dict) -> _Previous | None:
+    """The finished index already at ``out`` (same model, settings and root), if any."""
+    if not sidecar_path(out).exists():
+        return None
+    try:
+        index = EmbeddingIndex.load(out, verify=False, ann=False)
+        _check_same_job(index.metadata, job, "")
+    except MuseError:
+        return None
+    return _Previous(index.content_id, _row_stats(index))
+
+
+def _row_order(entries: list[Entry], results: dict[str, Known], previous: _Previous | None):
+    """(paths in row order, how many leading rows are the previous index's rows unchanged, or None)."""
+    if previous is None:
+        return [e.path for e in entries if e.path in results], None
+    unchanged = [
+        path
+        for path, size, mtime in previous.rows
+        if path in results and (results[path].size, results[path].mtime_ns) == (size, mtime)
+    ]
+    kept = set(unchanged)
+    order = unchanged + [e.path for e in entries if e.path in results and e.path not in kept]
+    return order, len(unchanged) if len(unchanged) == len(previous.rows) else None
+
+
+def _refresh_note(out: Path, previous: _Previous | None, kept: int | None, rows: int, dim: int) -> str | None:
+    """Bring the ANN index up to date (never failing the run), or hint at building one."""
+    try:
+        note = refresh_ann(out, previous.content_id if previous else None, kept)
+    except MuseError as error:
+        return (
+            f"approximate index not updated ({error}); searches are exact until: muse-infer index build {out}"
+        )
+    if note is None and rows and plan_ann(rows, dim).kind != "flat":
+        return f"hint: {rows} rows search faster with an approximate index: muse-infer index build {out}"
+    return note
+
+
+def make_thumbnails(out: Path, workers: int | None, progress: bool) -> ThumbnailSummary | None:
+    """The thumbnails step, run once the index ``out`` is written: keyframes for every row that has
+    none, and none left for rows that are gone (``muse_infer.video.thumbnails``).
 
     Here rather than per batch because the finished index is the one list of rows: rows reused from
     an earlier run get theirs too, and a run killed during this step leaves a complete index whose
     next run finishes the thumbnails. A failure is logged, never raised: thumbnails are an extra.
     """
-    count = len(metadata["paths"])
-    ranges = zip(
-        metadata.get("start_s") or [None] * count, metadata.get("end_s") or [None] * count, strict=True
-    )
-    sources = [  # a row that is a moment (start_s/end_s) gets the keyframes of its time range
-        ThumbnailSource(path, size, mtime_ns, start, end)
-        for path, (size, mtime_ns), (start, end) in zip(
-            metadata["paths"], metadata["file_stats"], ranges, strict=True
-        )
-    ]
-    threads = workers or 2  # decoding only: the model's work is done by now
     try:
-        return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, progress)
+        index = EmbeddingIndex.load(out, verify=False, ann=False)
+        columns = ("size", "mtime_ns", "start_s", "end_s")
+        sizes, mtimes, starts, ends = (index.rows.column(c).to_pylist() for c in columns)
+        sources = [  # a row that is a moment (start_s/end_s) gets the keyframes of its time range
+            ThumbnailSource(path, size, mtime_ns, start, end)
+            for path, size, mtime_ns, start, end in zip(index.paths, sizes, mtimes, starts, ends, strict=True)
+        ]
+        threads = workers or 2  # decoding only: the model's work is done by now
+        return sync_thumbnails(ThumbnailStore.for_index(out), index.root, sources, threads, progress)
     except Exception as error:  # noqa: BLE001 - an extra must never cost the user the index
         logger.warning("thumbnails not made (%s); the index is complete", error)
         return None

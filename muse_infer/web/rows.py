@@ -47,9 +47,9 @@ class IndexRows:
     """Per-row facts of an ``EmbeddingIndex`` (or anything shaped like one): sources of thumbnails,
     the root folder, and the row number of a search result.
 
-    Reads ``paths``, ``root``, the file stats (the sidecar's ``file_stats``, else ``size`` and
-    ``mtime_ns`` columns) and ``start_s``/``end_s``, each as an attribute of the index or a key of its
-    metadata; a missing field gets its default. The one place to adapt when the index's storage changes.
+    Reads ``paths``, ``root``, the file stats (``size`` and ``mtime_ns`` columns of the index's row
+    records, else the sidecar's ``file_stats`` of format 1) and ``start_s``/``end_s``, each a column of
+    ``index.rows``, an attribute of the index or a key of its metadata; a missing field gets its default. The one place to adapt when the index's storage changes.
     """
 
     def __init__(self, index):
@@ -65,7 +65,7 @@ class IndexRows:
         starts = _column(index, "start_s", None) or [None] * len(paths)
         ends = _column(index, "end_s", None) or [None] * len(paths)
         self.sources = [
-            ThumbnailSource(path, int(stat[0]), int(stat[1]), _seconds(start), _seconds(end))
+            ThumbnailSource(path, _stat(stat[0]), _stat(stat[1]), _seconds(start), _seconds(end))
             for path, stat, start, end in zip(paths, stats, starts, ends, strict=True)
         ]
         root = getattr(index, "root", None) or metadata.get("root")
@@ -93,10 +93,17 @@ class IndexRows:
 
 
 def _column(index, name: str, default):
+    table = getattr(index, "rows", None)  # an index of format 2: its Parquet row records
+    if table is not None and hasattr(table, "column_names") and name in table.column_names:
+        return table.column(name).to_pylist()
     value = getattr(index, name, None)
     if value is None:
         value = (getattr(index, "metadata", None) or {}).get(name)
     return list(value) if value is not None else default
+
+
+def _stat(value) -> int:
+    return -1 if value is None else int(value)  # a row written without file stats
 
 
 def _seconds(value) -> float | None:

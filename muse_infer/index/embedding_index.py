@@ -1,0 +1,384 @@
+"""``EmbeddingIndex``: an opened index, searched approximately when an ANN index is beside it.
+
+    index = EmbeddingIndex.load("emb.npy")                  # memory-mapped; opens in well under a second
+    hits = index.search("a dog catches a frisbee", text_encoder=TextEncoder.for_index(index))
+    hits = index.search(vector)                               # a (C,) vector: no model needed
+    hits = index.search(vector, exact=True)                   # the exact scan, whatever is beside it
+
+Search is cosine similarity, best first, ties broken by row number. With an ANN index (``EMB.ann.faiss``,
+``muse-infer index build``) candidates come from it and are re-ranked with the exact rows; without one
+(or when it is missing, damaged or stale: a warning says so) every row is scanned exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexFileError, IndexInputError, ModelMismatchError
+from ..loading.identity import describe_identity, identity_difference, same_model
+from . import ann as ann_files
+from .search import exact_search, rerank
+from .store import random_access_view
+
+logger = logging.getLogger(__name__)
+_COMPUTE = object()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit.
+
+    rank: 1 = best; path: as stored in the index (relative to its root); score: the exact cosine;
+    row: the row number (in a ``ShardedIndex``: the row in the shards taken end to end); absolute_path:
+    the file to open (root joined with path; None when the index has no root and path is relative);
+    start_s, end_s: the time range of a moment row (None for a whole video); shard: which of a
+    ``ShardedIndex``'s indexes (None for a single index).
+    """
+
+    rank: int
+    path: str
+    score: float
+    row: int = -1
+    absolute_path: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    shard: int | None = None
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "score": self.score, "rank": self.rank, "row": self.row}
+        out["absolute_path"] = self.absolute_path
+        for key in ("start_s", "end_s", "shard"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+class PathColumn(Sequence):
+    """The ``path`` column as a read-only sequence of str, without a Python list of N strings (nor a
+    copy of the Arrow column: its chunks are indexed where they are)."""
+
+    def __init__(self, column):
+        self._chunks = [chunk for chunk in column.chunks if len(chunk)]
+        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])  # (chunks + 1,)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(len(self)))]
+        if item < 0:
+            item += len(self)
+        if not 0 <= item < len(self):
+            raise IndexError(f"row {item} out of range for {len(self)} rows")
+        chunk = int(np.searchsorted(self._starts, item, side="right")) - 1
+        return self._chunks[chunk][item - int(self._starts[chunk])].as_py()
+
+    def __iter__(self):
+        for chunk in self._chunks:
+            for start in range(0, len(chunk), 65536):
+                yield from chunk[start : start + 65536].to_pylist()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"PathColumn({len(self)} paths)"
+
+
+class EmbeddingIndex:
+    """Embeddings (N, C) of videos (or moments), each row's metadata, and the model that made them.
+
+    Usually opened with ``EmbeddingIndex.load``. Built directly, ``EmbeddingIndex(embeddings, metadata,
+    rows)`` takes rows (N, C), a sidecar-like dict and an Arrow table of ``store.row_schema``'s columns
+    (or ``metadata["paths"]``: format-1 style) and searches exactly.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        metadata: dict,
+        rows=None,
+        inverse_norms=_COMPUTE,
+        location=None,
+        rows_data: bytes | None = None,
+    ):
+        from .legacy import inverse_norms as compute_norms
+        from .legacy import v1_rows
+
+        self.embeddings, self.metadata = embeddings, metadata
+        if rows is None:
+            if "paths" not in metadata:
+                raise IndexInputError("EmbeddingIndex(embeddings, metadata): give rows= or metadata['paths']")
+            rows = v1_rows(
+                metadata["paths"], metadata.get("file_stats", [[None, None]] * len(metadata["paths"]))
+            )
+        if rows.num_rows != len(embeddings):
+            raise IndexInputError(f"{rows.num_rows} rows of metadata for {len(embeddings)} embeddings")
+        self._rows, self._rows_data = rows, rows_data  # the search columns, the file to decode the rest
+        self.paths = PathColumn(rows.column("path"))
+        self.inverse_norms = compute_norms(embeddings) if inverse_norms is _COMPUTE else inverse_norms
+        self._scattered = random_access_view(embeddings)  # the same rows, for re-ranking
+        self.location = Path(location) if location is not None else None
+        self.ann_meta: dict | None = None
+        self.ann_problem: str | None = None
+        self._ann_required = False
+        self._faiss = None
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, verify: bool | str = "auto", ann: bool | str = "auto"
+    ) -> EmbeddingIndex:
+        """Open ``EMB.npy`` (or its sidecar ``EMB.json``), memory-mapped, checked (see ``store.open_index``).
+
+        verify: "auto" (chunk hashes of small indexes, first/last chunk of large ones), True (every
+        chunk, and the ANN file whole), False. ann: "auto" uses the ANN index beside the index when it
+        fits, else searches exactly with a warning; True requires it (IndexFileError otherwise); False
+        ignores it. Raises ``IndexFileError`` naming the file and what to do.
+        """
+        from .store import open_index
+
+        files = open_index(path, verify)
+        index = cls(
+            files.embeddings, files.metadata, files.rows, files.inverse_norms, files.npy, files.rows_data
+        )
+        if ann is not False:
+            index._attach_ann(required=ann is True, full_check=verify is True)
+        return index
+
+    # --- what the index is ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def rows(self):
+        """The rows table, every column (``store.row_schema`` and any added ones); decoded on first use."""
+        if self._rows_data is not None:
+            from .store import decode_rows
+
+            self._rows, self._rows_data = decode_rows(self._rows_data), None
+        return self._rows
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def identity(self) -> dict | None:
+        """The model identity the rows were encoded with (None: written without a model)."""
+        return self.metadata.get("model") or None
+
+    @property
+    def model_source(self) -> dict:
+        """How to load the model again: {"model": name or absolute path, "clip_weights": ...}."""
+        if not self.metadata.get("model_source") or not self.identity:
+            raise ModelMismatchError(self._no_model_message())
+        return self.metadata["model_source"]
+
+    @property
+    def settings(self) -> dict:
+        return self.metadata.get("settings") or {}
+
+    @property
+    def root(self) -> Path | None:
+        """The folder ``paths`` are relative to (None: paths are as given to ``write_index``)."""
+        root = self.metadata.get("root")
+        return Path(root) if root else None
+
+    @property
+    def content_id(self) -> str | None:
+        if self.metadata.get("format_version") == 1:
+            return "v1:" + self.metadata["embeddings_sha256"]
+        return self.metadata.get("content_id")
+
+    @property
+    def search_method(self) -> str:
+        """ "hnsw" or "ivf-pq" when searches use the ANN index, else "exact"."""
+        usable = self.ann_meta is not None and self.ann_problem is None
+        return self.ann_meta["kind"] if usable and self.ann_meta["kind"] != "flat" else "exact"
+
+    def absolute_path(self, row: int) -> str | None:
+        """The file of ``row``: root / path (None when the index has no root and the path is relative)."""
+        path = self.paths[row]
+        if os.path.isabs(path):
+            return path
+        return os.path.join(self.root, path) if self.root is not None else None
+
+    def check_model(self, identity: dict) -> None:
+        """Raise ``ModelMismatchError`` unless ``identity`` is the model this index was built with."""
+        if not self.identity:
+            raise ModelMismatchError(self._no_model_message())
+        if not same_model(self.identity, identity):
+            raise ModelMismatchError(
+                f"the index was built with {describe_identity(self.identity)}, not with "
+                f"{describe_identity(identity)} (differences: {identity_difference(self.identity, identity)}); "
+                "search with the index's own model (omit --model) or re-encode the videos with this one"
+            )
+
+    def _no_model_message(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return (
+            f"{where}this index records no model (written by write_index without model=): search it with "
+            "vectors (index.search(vector)); to search it with text, write it with model= the encoder "
+            "that made the rows"
+        )
+
+    # --- the ANN index -------------------------------------------------------------------------
+
+    def _attach_ann(self, required: bool, full_check: bool = False) -> None:
+        npy = self.location
+        meta, problem = ann_files.read_ann_meta(npy)
+        if meta is not None:
+            problem = ann_files.check_ann(npy, meta, self.content_id, len(self), self.dim)
+        if meta is not None and problem is None and full_check:
+            problem = ann_files.verify_ann(npy, meta)
+        if meta is None and problem is None and required:
+            problem = f"{npy}: no ANN index beside it"
+        self.ann_meta, self._ann_required = meta, required
+        if problem is not None:
+            self._ann_failed(problem)
+
+    def _ann_failed(self, problem: str) -> None:
+        self.ann_problem = problem
+        advice = f"rebuild it: muse-infer index build {self.location}"
+        if self._ann_required:
+            raise IndexFileError(f"{problem}; {advice}")
+        logger.warning("%s; searching exactly (slower) until you %s", problem, advice)
+
+    def _faiss_index(self):
+        """The faiss index to search, loaded on first use, or None (exact search)."""
+        if self.search_method == "exact":
+            return None
+        if self._faiss is None:
+            try:
+                self._faiss = ann_files.load_faiss(self.location, self.ann_meta, len(self), self.dim)
+            except IndexFileError as error:
+                self._ann_failed(str(error))
+                return None
+        return self._faiss
+
+    # --- search --------------------------------------------------------------------------------
+
+    def search(self, query, top_k: int = 10, text_encoder=None, exact: bool = False) -> list[SearchResult]:
+        """Top ``top_k`` rows for one query: a string (needs ``text_encoder``) or a vector (C,)."""
+        if isinstance(query, str):
+            return self.search_batch([query], top_k, text_encoder, exact)[0]
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.ndim != 1:
+            raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
+        return self.search_batch(vector[None], top_k, exact=exact)[0]
+
+    def search_batch(
+        self, queries, top_k: int = 10, text_encoder=None, exact: bool = False
+    ) -> list[list[SearchResult]]:
+        """Top ``top_k`` rows for each of Q queries: strings or vectors (Q, C).
+
+        Each query is encoded and searched on its own, so its results are bit-identical to ``search``
+        with that query alone. exact=True scans every row even when an ANN index is beside the index.
+        """
+        vectors = self.query_vectors(queries, text_encoder)  # (Q, C)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        return [self.results(rows, scores) for rows, scores in self.search_rows(vectors, top_k, exact)]
+
+    def search_rows(
+        self, vectors: np.ndarray, top_k: int, exact: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For unit query vectors (Q, C): Q pairs (rows (k,) int64, exact cosines (k,)), best first."""
+        faiss_index = None if exact else self._faiss_index()
+        if faiss_index is None:
+            return exact_search(self.embeddings, vectors, top_k, self.inverse_norms)
+        return [self._search_one_approximately(faiss_index, vector, top_k) for vector in vectors]
+
+    def _search_one_approximately(self, faiss_index, vector: np.ndarray, top_k: int):
+        kind, search = self.ann_meta["kind"], self.ann_meta["search"]
+        wanted = min(top_k, len(self))
+        candidates = ann_files.candidate_count(kind, search, top_k)
+        if candidates >= len(self):
+            return exact_search(self.embeddings, vector[None], top_k, self.inverse_norms)[0]
+        params = ann_files.search_params(kind, search, candidates)
+        _, ids = faiss_index.search(vector[None], candidates, params=params)
+        rows, scores = rerank(self._scattered, ids[0], vector, top_k, self.inverse_norms)
+        if len(rows) < wanted:  # the ANN index found too few rows (tiny lists): never return fewer
+            return exact_search(self.embeddings, vector[None], top_k, self.inverse_norms)[0]
+        return rows, scores
+
+    def query_vectors(self, queries, text_encoder=None) -> np.ndarray:
+        """Queries (strings encoded with ``text_encoder``, or vectors (Q, C)) -> unit vectors (Q, C)."""
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, Sequence) and queries and all(isinstance(q, str) for q in queries):
+            if text_encoder is None:
+                if not self.identity:
+                    raise ModelMismatchError(self._no_model_message())
+                raise ValueError("string queries need text_encoder= (e.g. TextEncoder.for_index(index))")
+            self.check_model(text_encoder.identity)
+            vectors = np.concatenate([text_encoder.encode([query]) for query in queries])
+        else:
+            vectors = np.asarray(queries, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"query vectors must be (Q, {self.dim}), got shape {vectors.shape}")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("query vectors hold NaN or infinite values")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def results(
+        self, rows: np.ndarray, scores: np.ndarray, shard: int | None = None, offset: int = 0
+    ) -> list[SearchResult]:
+        """``SearchResult``s of (rows, scores); ``offset`` is added to row numbers (shards)."""
+        columns = set(self._rows.column_names)
+        out = []
+        for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True)):
+            start = self._value("start_s", row) if "start_s" in columns else None
+            end = self._value("end_s", row) if "end_s" in columns else None
+            out.append(
+                SearchResult(
+                    rank + 1, self.paths[row], score, row + offset, self.absolute_path(row), start, end, shard
+                )
+            )
+        return out
+
+    def _value(self, column: str, row: int):
+        value = self._rows.column(column)[row].as_py()
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    # --- checking and describing ---------------------------------------------------------------
+
+    def verify(self) -> None:
+        """The full check: every chunk hash of the rows and the whole ANN file; IndexFileError if one differs."""
+        EmbeddingIndex.load(self.location, verify=True, ann="auto" if self.ann_meta is None else True)
+
+    def describe(self) -> dict:
+        """What ``muse-infer index info`` prints: rows, model, settings, files and sizes, ANN index."""
+        from .store import failures_path, rows_path, sidecar_path
+
+        npy = self.location
+        self._faiss_index()  # an ANN file faiss cannot read is reported too
+        files = [npy, sidecar_path(npy), rows_path(npy), failures_path(npy)]
+        files += [ann_files.ann_path(npy), ann_files.ann_meta_path(npy)]
+        sizes = {p.name: p.stat().st_size for p in files if p is not None and p.is_file()}
+        return {
+            "index": str(npy),
+            "format_version": self.metadata.get("format_version"),
+            "rows": len(self),
+            "dim": self.dim,
+            "model": describe_identity(self.identity) if self.identity else None,
+            "model_source": self.metadata.get("model_source"),
+            "settings": self.metadata.get("settings"),
+            "root": self.metadata.get("root"),
+            "failed": self.metadata.get("failed", 0),
+            "files": sizes,
+            "bytes_on_disk": sum(sizes.values()),
+            "search": self.search_method,
+            "ann": self.ann_meta,
+            "ann_problem": self.ann_problem,
+        }

@@ -1,0 +1,240 @@
+"""Several indexes (shards, e.g. written by several machines) searched as one, or merged into one.
+
+    shards = ShardedIndex.load(["part0.npy", "part1.npy"])
+    hits = shards.search(vector, top_k=10)          # = one index holding part0's rows then part1's
+    merge_indexes("all.npy", ["part0.npy", "part1.npy"], kind="auto")   # = muse-infer index merge
+
+Each shard is searched on its own (approximately where it has an ANN index) and the per-shard best
+are merged by score, ties by shard then row: exactly what one index of the same rows, shard after
+shard, returns with exact search. Shards must share the embedding size and the model (or all have none).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexInputError
+from ..loading.identity import describe_identity, same_model
+from .embedding_index import EmbeddingIndex, SearchResult
+from .search import select_top
+
+
+def check_compatible(shards: Sequence[EmbeddingIndex], names: Sequence[str]) -> None:
+    """IndexInputError unless the shards share dimension, model and settings."""
+    if not shards:
+        raise IndexInputError("no index given: list at least one")
+    first = shards[0]
+    for shard, name in zip(shards[1:], names[1:], strict=True):
+        if shard.dim != first.dim:
+            raise IndexInputError(f"{name}: rows of {shard.dim}, but {names[0]} has rows of {first.dim}")
+        models_differ = bool(first.identity) != bool(shard.identity) or (
+            first.identity and not same_model(first.identity, shard.identity)
+        )
+        if models_differ:
+            raise IndexInputError(
+                f"{name}: made with {describe_identity(shard.identity)}, {names[0]} with "
+                f"{describe_identity(first.identity)}: only indexes of one model search as one"
+            )
+        if (shard.metadata.get("settings") or {}) != (first.metadata.get("settings") or {}):
+            raise IndexInputError(
+                f"{name}: encoded with other settings than {names[0]} ({shard.settings} vs {first.settings})"
+            )
+
+
+class ShardedIndex:
+    """Indexes searched as one; the API of ``EmbeddingIndex`` for searching (rows numbered end to end)."""
+
+    def __init__(self, shards: Sequence[EmbeddingIndex]):
+        self.shards = list(shards)
+        check_compatible(self.shards, [str(s.location or f"shard {i}") for i, s in enumerate(self.shards)])
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # (S + 1,)
+
+    @classmethod
+    def load(
+        cls, paths: Sequence[str | os.PathLike], verify: bool | str = "auto", ann: bool | str = "auto"
+    ) -> ShardedIndex:
+        """Open every index of ``paths`` (see ``EmbeddingIndex.load``)."""
+        return cls([EmbeddingIndex.load(path, verify=verify, ann=ann) for path in paths])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def dim(self) -> int:
+        return self.shards[0].dim
+
+    @property
+    def identity(self) -> dict | None:
+        return self.shards[0].identity
+
+    @property
+    def model_source(self) -> dict:
+        return self.shards[0].model_source
+
+    @property
+    def settings(self) -> dict:
+        return self.shards[0].settings
+
+    @property
+    def search_method(self) -> str:
+        methods = sorted({shard.search_method for shard in self.shards})
+        return methods[0] if len(methods) == 1 else "mixed (" + ", ".join(methods) + ")"
+
+    def check_model(self, identity: dict) -> None:
+        self.shards[0].check_model(identity)
+
+    def search(self, query, top_k: int = 10, text_encoder=None, exact: bool = False) -> list[SearchResult]:
+        """Top ``top_k`` rows of all shards for one query (a string with ``text_encoder``, or a vector)."""
+        if isinstance(query, str):
+            return self.search_batch([query], top_k, text_encoder, exact)[0]
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.ndim != 1:
+            raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
+        return self.search_batch(vector[None], top_k, exact=exact)[0]
+
+    def search_batch(
+        self, queries, top_k: int = 10, text_encoder=None, exact: bool = False
+    ) -> list[list[SearchResult]]:
+        """Top ``top_k`` rows of all shards for each query; ``SearchResult.row`` counts rows end to end."""
+        vectors = self.shards[0].query_vectors(queries, text_encoder)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        found = [shard.search_rows(vectors, top_k, exact) for shard in self.shards]  # [S][Q]
+        return [self._merge([per_shard[q] for per_shard in found], top_k) for q in range(len(vectors))]
+
+    def _merge(self, per_shard: list[tuple[np.ndarray, np.ndarray]], top_k: int) -> list[SearchResult]:
+        rows = np.concatenate([r + self.offsets[i] for i, (r, _) in enumerate(per_shard)])
+        scores = np.concatenate([s for _, s in per_shard])
+        best_rows, best_scores = select_top(rows, scores, top_k)
+        results = []
+        for rank, (row, score) in enumerate(zip(best_rows.tolist(), best_scores.tolist(), strict=True)):
+            shard = int(np.searchsorted(self.offsets, row, side="right") - 1)
+            local = np.array([row - self.offsets[shard]])
+            hit = self.shards[shard].results(
+                local, np.array([score], np.float32), shard, int(self.offsets[shard])
+            )[0]
+            results.append(SearchResult(rank + 1, *_fields_after_rank(hit)))
+        return results
+
+
+def _fields_after_rank(hit: SearchResult) -> tuple:
+    return hit.path, hit.score, hit.row, hit.absolute_path, hit.start_s, hit.end_s, hit.shard
+
+
+# --- merging ------------------------------------------------------------------------------------
+
+
+def merge_indexes(
+    out: str | os.PathLike,
+    shards: Sequence[str | os.PathLike],
+    kind: str | None = None,
+    memory: str | int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write one index ``out`` holding the rows of ``shards`` (EMB.npy paths), shard after shard.
+
+    Paths are made relative to the shards' common root folder. Failures lists are joined. kind: build
+    an ANN index of that kind over the result ("auto", "flat", "hnsw", "ivf-pq"; None: none).
+    ``out`` must not exist, unless ``overwrite`` and it is a muse-infer index (never another file).
+    Raises ``IndexInputError`` for incompatible shards or a bad ``out``.
+    """
+    from .build import _index_target, build_ann, is_index
+    from .store import DESCRIPTIVE_FIELDS, unit_blocks, write_index_files
+
+    out = Path(out)
+    names = [str(s) for s in shards]
+    sources = {Path(s).absolute().resolve() for s in shards}
+    if out.absolute().resolve() in sources:
+        raise IndexInputError(f"{out}: is one of the shards; write the merged index to a new file")
+    if out.exists() and not (overwrite and is_index(out)):
+        reason = (
+            "add --overwrite to replace it"
+            if is_index(out)
+            else "it is not a muse-infer index: not replacing it"
+        )
+        raise IndexInputError(f"{out}: already exists; {reason}")
+    out = _index_target(out)
+    indexes = [EmbeddingIndex.load(s, ann=False) for s in shards]
+    check_compatible(indexes, names)
+    root, prefixes = common_root(indexes, names)
+    rows = merged_rows(indexes, prefixes)
+    check_unique(rows, names)
+    failures = [
+        {**f, "path": prefix + f["path"]}
+        for index, prefix in zip(indexes, prefixes, strict=True)
+        for f in _failures(index)
+    ]
+    first = indexes[0]
+    fields = {key: first.metadata.get(key) for key in DESCRIPTIVE_FIELDS} | {"root": root}
+    blocks = chain.from_iterable(unit_blocks(index.embeddings) for index in indexes)
+    write_index_files(out, blocks, len(rows), first.dim, rows, fields, failures)
+    if kind is not None:
+        build_ann(out, kind=kind, **({"memory": memory} if memory is not None else {}))
+    return out
+
+
+def common_root(indexes: Sequence[EmbeddingIndex], names: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(merged root, the prefix each shard's paths get): the shards' deepest common folder."""
+    roots = [index.metadata.get("root") for index in indexes]
+    if all(r is None for r in roots):
+        return None, [""] * len(indexes)
+    if any(r is None for r in roots):
+        missing = names[roots.index(None)]
+        raise IndexInputError(
+            f"{missing}: has no root folder while other shards have one; cannot merge their paths"
+        )
+    root = os.path.commonpath(roots)
+    prefixes = [Path(os.path.relpath(r, root)).as_posix() + "/" if r != root else "" for r in roots]
+    return root, [p if p != "./" else "" for p in prefixes]
+
+
+def merged_rows(indexes: Sequence[EmbeddingIndex], prefixes: Sequence[str]):
+    """The shards' rows tables end to end: paths prefixed, rows renumbered, unknown columns kept."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tables, offset = [], 0
+    for index, prefix in zip(indexes, prefixes, strict=True):
+        table = index.rows
+        table = table.set_column(
+            0, "row", pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64))
+        )
+        if prefix:
+            where = table.column_names.index("path")
+            table = table.set_column(
+                where, "path", pc.binary_join_element_wise(prefix, table.column("path"), "")
+            )
+        tables.append(table)
+        offset += table.num_rows
+    merged = pa.concat_tables(tables, promote_options="default")
+    from .store import row_schema
+
+    for field in row_schema():  # the fixed columns keep their exact types and nullability
+        merged = merged.set_column(
+            merged.column_names.index(field.name), field, merged.column(field.name).cast(field.type)
+        )
+    return merged
+
+
+def check_unique(rows, names: Sequence[str]) -> None:
+    """IndexInputError when two rows are the same video (path) and time range."""
+    keys = ["path", "start_s", "end_s"]
+    counts = rows.select(keys).group_by(keys).aggregate([([], "count_all")])
+    repeated = counts.filter(counts.column("count_all").to_numpy() > 1)
+    if repeated.num_rows:
+        path = repeated.column("path")[0].as_py()
+        raise IndexInputError(
+            f"{path!r} is in more than one of the shards {', '.join(names)}: each row must be in one"
+        )
+
+
+def _failures(index: EmbeddingIndex) -> list[dict]:
+    from .build import _read_failures
+    from .store import failures_path
+
+    return _read_failures(failures_path(index.location))
