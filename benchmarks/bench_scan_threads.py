@@ -1,23 +1,27 @@
 """Time the CPU scan on 1 and 2 threads, on a quiet machine and next to one or two busy neighbours.
 
     python benchmarks/bench_scan_threads.py --json out/scan_threads.json
-    python benchmarks/bench_scan_threads.py --conditions 0 1 2 --rounds 30 --calls 10 --label after
+    python benchmarks/bench_scan_threads.py --baseline main --conditions 0 1 2 --rounds 12
 
 A busy neighbour is a process of its own spinning on one core (``python -c "while True: pass"``); the
 script starts them before a condition and kills them after it. In each condition it times
 ``muse::selective_scan`` and ``muse::selective_scan_bidirectional`` at the MUSE shape (batch 1, Di 512,
 L 3060, N 16, fp32, D, z, delta_bias, softplus; contiguous inputs as in bench_scan.py) with
-torch.set_num_threads(1) and (2), in interleaved rounds (1 thread, then 2, ``--calls`` calls each, after
-one warm-up call) so that both see the same drift of the machine. It prints, per condition and op, the
-median wall time a call on each thread count and their ratio (2 threads / 1 thread), the median CPU
-time of the calling thread on 1 thread (what the kernel costs, whatever the neighbours do), and how
-many cores other processes kept busy meanwhile (from /proc/stat, less this process and its neighbours;
+torch.set_num_threads(1) and (2), in interleaved rounds so that all variants see the same drift of the
+machine: each round runs, for every op (and kernel, with --baseline) and thread count, one warm-up call
+and ``--calls`` timed calls, after a 20 ms pause (so that threads left spinning by the previous block,
+OpenMP's for ~4 ms, are gone). It prints, per condition, op and kernel, the median wall time of a call
+on each thread count and their ratio (2 threads / 1 thread), the 90th percentiles, the median CPU time
+of the calling thread on 1 thread (what the kernel costs, whatever the neighbours do), and how many
+cores other processes kept busy meanwhile (from /proc/stat, less this process and its neighbours;
 "steal": time the hypervisor gave to other machines).
 
+``--baseline REF`` also builds the C++ kernel of git revision REF of this repository (its csrc/, the ops
+renamed to the namespace ``muse_baseline`` so that both load in one process; cached under
+build/scan_baseline/) and times it in the same rounds: before/after in one run.
+
 The criterion of issue 15: 2 threads no more than 10% slower than 1 with one and with two busy
-neighbours, and no slower than the previous kernel on a quiet machine. To time another build of the
-kernel (e.g. main's), copy this file into that checkout, build it there and run it with PYTHONPATH set
-to it: the first lines name the library that was loaded.
+neighbours, and no slower than the previous kernel on a quiet machine.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,22 +39,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-sys.path.insert(1, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without install
+sys.path.insert(1, str(REPO / "benchmarks"))
 
 from bench_scan import cpu_name, scan_inputs  # noqa: E402
 
-from muse_infer.ops.op import (  # noqa: E402
-    SCAN_FIELDS,
-    cpu_kernel_isa,
-    op_available,
-    selective_scan,
-    selective_scan_bidirectional,
-)
+from muse_infer.ops.op import SCAN_FIELDS, cpu_kernel_isa, op_available  # noqa: E402
 
 SPIN = "while True: pass"
 THREADS = (1, 2)
+PAUSE_S = 0.02
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BASELINE_NAMESPACE = "muse_baseline"
+CXX_FLAGS = ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-math-only"]  # setup.py's
 
 
 def condition_name(neighbours: int) -> str:
@@ -101,21 +104,58 @@ class OtherLoad:
         self.steal = (steal1 - steal0) / elapsed
 
 
-def ops(shape: tuple) -> dict[str, Callable[[], object]]:
+def build_baseline(ref: str) -> str:
+    """Builds and loads csrc/ of git revision ``ref`` with its ops in BASELINE_NAMESPACE; returns its name."""
+    from torch.utils.cpp_extension import load
+
+    sha = subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "--short", ref], text=True).strip()
+    build_dir = REPO / "build" / "scan_baseline" / sha
+    source_dir = build_dir / "csrc"
+    source_dir.mkdir(parents=True, exist_ok=True)
+    files = subprocess.check_output(
+        ["git", "-C", str(REPO), "ls-tree", "--name-only", sha, "csrc/"], text=True
+    )
+    for path in files.split():
+        text = subprocess.check_output(["git", "-C", str(REPO), "show", f"{sha}:{path}"], text=True)
+        # The op namespace and the C++ one (the libraries' symbols stay apart); no Python stubs module.
+        text = re.sub(r"\bmuse\b", BASELINE_NAMESPACE, text)
+        text = re.sub(r'\n\s*m\.set_python_module\("[^"]*"\);[^\n]*', "", text)
+        out = source_dir / Path(path).name
+        if not out.exists() or out.read_text() != text:
+            out.write_text(text)
+    if f"TORCH_LIBRARY({BASELINE_NAMESPACE}," not in (source_dir / "selective_scan.cpp").read_text():
+        raise SystemExit(
+            f"--baseline {ref}: csrc/selective_scan.cpp has no TORCH_LIBRARY(muse, ...) to rename"
+        )
+    load(
+        name=f"muse_scan_baseline_{sha}",
+        sources=sorted(str(p) for p in source_dir.glob("*.cpp")),
+        extra_cflags=CXX_FLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(build_dir),
+        is_python_module=False,
+    )
+    return f"{ref} ({sha})"
+
+
+def op_calls(namespace: str, shape: tuple) -> dict[str, Callable[[], object]]:
+    """The two ops of one kernel build, called through torch.ops as the Python wrappers do."""
     forward = scan_inputs(*shape, "cpu", torch.float32)
     backward = scan_inputs(*shape, "cpu", torch.float32)
     forward_args, backward_args = [forward[k] for k in SCAN_FIELDS], [backward[k] for k in SCAN_FIELDS]
+    ops = getattr(torch.ops, namespace)
     return {
-        "selective_scan": lambda: selective_scan(**forward, delta_softplus=True),
-        "selective_scan_bidirectional": lambda: selective_scan_bidirectional(
-            forward_args, backward_args, True
+        "selective_scan": lambda: ops.selective_scan(*forward_args, True),
+        "selective_scan_bidirectional": lambda: ops.selective_scan_bidirectional(
+            *forward_args, *backward_args, True
         ),
     }
 
 
 def timed_calls(fn: Callable[[], object], threads: int, calls: int) -> tuple[list[float], list[float]]:
-    """Wall and calling-thread CPU ms of ``calls`` calls on ``threads`` threads, after one warm-up call."""
+    """Wall and calling-thread CPU ms of ``calls`` calls on ``threads`` threads, after a pause and a warm-up."""
     torch.set_num_threads(threads)
+    time.sleep(PAUSE_S)
     fn()
     wall, cpu = [], []
     for _ in range(calls):
@@ -131,27 +171,29 @@ def quantile(xs: list[float], q: float) -> float:
 
 
 def run_condition(neighbours: int, variants: dict, args: argparse.Namespace) -> list[dict]:
+    """variants: (op, kernel) -> function. One row a variant."""
+    times = {(v, t): ([], []) for v in variants for t in THREADS}
     procs = start_neighbours(neighbours)
     try:
         with OtherLoad(procs) as load:
-            times = {(name, t): ([], []) for name in variants for t in THREADS}
             for _ in range(args.rounds):
-                for name, fn in variants.items():
+                for v, fn in variants.items():
                     for t in THREADS:
                         wall, cpu = timed_calls(fn, t, args.calls)
-                        times[name, t][0].extend(wall)
-                        times[name, t][1].extend(cpu)
+                        times[v, t][0].extend(wall)
+                        times[v, t][1].extend(cpu)
     finally:
         stop_neighbours(procs)
     rows = []
-    for name in variants:
-        (wall1, cpu1), (wall2, _) = times[name, 1], times[name, 2]
+    for op, kernel in variants:
+        (wall1, cpu1), (wall2, _) = times[(op, kernel), 1], times[(op, kernel), 2]
         med1, med2 = statistics.median(wall1), statistics.median(wall2)
         rows.append(
             dict(
                 condition=condition_name(neighbours),
                 neighbours=neighbours,
-                op=name,
+                op=op,
+                kernel=kernel,
                 ms_1t=round(med1, 2),
                 ms_2t=round(med2, 2),
                 ratio_2t_1t=round(med2 / med1, 2),
@@ -167,21 +209,13 @@ def run_condition(neighbours: int, variants: dict, args: argparse.Namespace) -> 
 
 
 def markdown(rows: list[dict]) -> list[str]:
-    head = [
-        "condition",
-        "op",
-        "1 thread ms",
-        "2 threads ms",
-        "2t / 1t",
-        "p90 1t / 2t ms",
-        "1-thread CPU ms",
-        "others' cores",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    head = ["condition", "op", "kernel", "1 thread ms", "2 threads ms", "2t / 1t", "p90 1t / 2t ms"]
+    head += ["1-thread CPU ms", "others' cores"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in rows:
-        cells = [r["condition"], r["op"], f"{r['ms_1t']:.2f}", f"{r['ms_2t']:.2f}", f"{r['ratio_2t_1t']:.2f}"]
-        cells += [f"{r['p90_ms_1t']:.1f} / {r['p90_ms_2t']:.1f}", f"{r['cpu_ms_1t']:.2f}"]
-        cells += [f"{r['other_cores']:.2f} (steal {r['steal_cores']:.2f})"]
+        cells = [r["condition"], r["op"], r["kernel"], f"{r['ms_1t']:.2f}", f"{r['ms_2t']:.2f}"]
+        cells += [f"{r['ratio_2t_1t']:.2f}", f"{r['p90_ms_1t']:.1f} / {r['p90_ms_2t']:.1f}"]
+        cells += [f"{r['cpu_ms_1t']:.2f}", f"{r['other_cores']:.2f} (steal {r['steal_cores']:.2f})"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -192,9 +226,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--conditions", type=int, nargs="+", default=[0, 1, 2], help="numbers of busy neighbours"
     )
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds a condition")
-    parser.add_argument("--calls", type=int, default=10, help="timed calls a round, op and thread count")
-    parser.add_argument("--label", default="", help="a name for this run (e.g. before / after)")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds a condition")
+    parser.add_argument("--calls", type=int, default=10, help="timed calls a round, variant and thread count")
+    parser.add_argument("--baseline", metavar="REF", help="also time the kernel of this git revision")
     parser.add_argument("--json", type=Path, help="also write the rows and the setup here")
     return parser.parse_args(argv)
 
@@ -205,19 +239,28 @@ def main(argv=None) -> None:
         raise SystemExit("muse_infer._C is not built: python setup.py build_ext --inplace")
     import muse_infer._C
 
+    shape = tuple(int(x) for x in args.shape.split(","))
+    kernels = {"current": "muse"}
+    if args.baseline:
+        kernels[build_baseline(args.baseline)] = BASELINE_NAMESPACE
+    variants = {}
+    for kernel, namespace in kernels.items():
+        for op, fn in op_calls(namespace, shape).items():
+            variants[op, kernel] = fn
+    variants = dict(sorted(variants.items(), key=lambda kv: kv[0][0]))  # the op's kernels side by side
+
     setup = dict(
-        label=args.label,
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         torch=torch.__version__,
         cpu=cpu_name(),
         cores=os.cpu_count(),
         cpu_kernel=cpu_kernel_isa(),
         library=muse_infer._C.__file__,
+        kernels=list(kernels),
         shape=args.shape,
         load_average_1min=round(os.getloadavg()[0], 2),
     )
     print("setup:", ", ".join(f"{k}={v}" for k, v in setup.items()), flush=True)
-    variants = ops(tuple(int(x) for x in args.shape.split(",")))
     threads = torch.get_num_threads()
     rows = []
     try:
