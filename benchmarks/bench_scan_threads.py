@@ -1,10 +1,13 @@
 """Time the CPU scan on 1 and 2 threads, on a quiet machine and next to one or two busy neighbours.
 
     python benchmarks/bench_scan_threads.py --json out/scan_threads.json
-    python benchmarks/bench_scan_threads.py --baseline main --conditions 0 1 2 --rounds 12
+    python benchmarks/bench_scan_threads.py --baseline main --conditions 0 1 2 0+op --rounds 12
 
-A busy neighbour is a process of its own spinning on one core (``python -c "while True: pass"``); the
-script starts them before a condition and kills them after it. In each condition it times
+Conditions: ``N`` busy neighbours (0: a quiet machine), ``+op``: each timed call right after a parallel
+torch op (an elementwise op on 3 M floats, not timed), as inside a model, where torch's OpenMP threads
+are still spinning from it. A busy neighbour is a process of its own spinning on one core
+(``python -c "while True: pass"``); the script starts them before a condition and kills them after it.
+In each condition it times
 ``muse::selective_scan`` and ``muse::selective_scan_bidirectional`` at the MUSE shape (batch 1, Di 512,
 L 3060, N 16, fp32, D, z, delta_bias, softplus; contiguous inputs as in bench_scan.py) with
 torch.set_num_threads(1) and (2), in interleaved rounds so that all variants see the same drift of the
@@ -15,6 +18,10 @@ on each thread count and their ratio (2 threads / 1 thread), the 90th percentile
 of the calling thread on 1 thread (what the kernel costs, whatever the neighbours do), and how many
 cores other processes kept busy meanwhile (from /proc/stat, less this process and its neighbours;
 "steal": time the hypervisor gave to other machines).
+
+``--ways`` times the current kernel in several ways of sharing its items among threads
+(MUSE_SCAN_CPU_THREADS: auto, openmp, helpers; csrc/parallel_items.h); for each it reports the share of
+its 2-thread calls that ran on torch's OpenMP team and how many times that team stalled.
 
 ``--baseline REF`` also builds the C++ kernel of git revision REF of this repository (its csrc/, the ops
 renamed to the namespace ``muse_baseline`` so that both load in one process; cached under
@@ -27,6 +34,7 @@ neighbours, and no slower than the previous kernel on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -55,8 +63,17 @@ BASELINE_NAMESPACE = "muse_baseline"
 CXX_FLAGS = ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-math-only"]  # setup.py's
 
 
-def condition_name(neighbours: int) -> str:
-    return {0: "quiet", 1: "1 busy neighbour"}.get(neighbours, f"{neighbours} busy neighbours")
+def parse_condition(spec: str) -> tuple[int, bool]:
+    """ "2" -> (2 neighbours, False); "0+op" -> (0, True): each call after a parallel torch op."""
+    neighbours, _, op = spec.partition("+")
+    if not neighbours.isdigit() or op not in ("", "op"):
+        raise argparse.ArgumentTypeError(f"condition {spec!r}: a number of neighbours, optionally +op")
+    return int(neighbours), op == "op"
+
+
+def condition_name(neighbours: int, after_op: bool) -> str:
+    name = {0: "quiet", 1: "1 busy neighbour"}.get(neighbours, f"{neighbours} busy neighbours")
+    return name + (", after a parallel op" if after_op else "")
 
 
 def start_neighbours(count: int) -> list[subprocess.Popen]:
@@ -138,6 +155,12 @@ def build_baseline(ref: str) -> str:
     return f"{ref} ({sha})"
 
 
+def threading_counts() -> dict:
+    import muse_infer._C
+
+    return muse_infer._C.threading_stats() if hasattr(muse_infer._C, "threading_stats") else {}
+
+
 def op_calls(namespace: str, shape: tuple) -> dict[str, Callable[[], object]]:
     """The two ops of one kernel build, called through torch.ops as the Python wrappers do."""
     forward = scan_inputs(*shape, "cpu", torch.float32)
@@ -152,13 +175,18 @@ def op_calls(namespace: str, shape: tuple) -> dict[str, Callable[[], object]]:
     }
 
 
-def timed_calls(fn: Callable[[], object], threads: int, calls: int) -> tuple[list[float], list[float]]:
-    """Wall and calling-thread CPU ms of ``calls`` calls on ``threads`` threads, after a pause and a warm-up."""
+def timed_calls(
+    fn: Callable[[], object], threads: int, calls: int, before: Callable[[], object] | None
+) -> tuple[list[float], list[float]]:
+    """Wall and calling-thread CPU ms of ``calls`` calls on ``threads`` threads, after a pause and a warm-up;
+    ``before``: run (not timed) before each call."""
     torch.set_num_threads(threads)
     time.sleep(PAUSE_S)
     fn()
     wall, cpu = [], []
     for _ in range(calls):
+        if before is not None:
+            before()
         w0, c0 = time.perf_counter(), time.thread_time()
         fn()
         cpu.append((time.thread_time() - c0) * 1e3)
@@ -170,30 +198,49 @@ def quantile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=20, method="inclusive")[round(q * 20) - 1]
 
 
-def run_condition(neighbours: int, variants: dict, args: argparse.Namespace) -> list[dict]:
-    """variants: (op, kernel) -> function. One row a variant."""
+def run_condition(spec: str, variants: dict, args: argparse.Namespace) -> list[dict]:
+    """variants: (op, kernel) -> (function, MUSE_SCAN_CPU_THREADS or None). One row a variant."""
+    neighbours, after_op = parse_condition(spec)
+    activations = torch.randn(1, 1024, 3060)  # a BiMamba block's in_proj output at the MUSE shape
+    before = (lambda: activations.mul_(1.0)) if after_op else None
     times = {(v, t): ([], []) for v in variants for t in THREADS}
+    counts = {v: collections.Counter() for v in variants}  # 2-thread calls by way, and stalls
     procs = start_neighbours(neighbours)
+    way_before = os.environ.get("MUSE_SCAN_CPU_THREADS")
     try:
         with OtherLoad(procs) as load:
             for _ in range(args.rounds):
-                for v, fn in variants.items():
+                for v, (fn, way) in variants.items():
+                    if way is not None:
+                        os.environ["MUSE_SCAN_CPU_THREADS"] = way
                     for t in THREADS:
-                        wall, cpu = timed_calls(fn, t, args.calls)
+                        start = threading_counts()
+                        wall, cpu = timed_calls(fn, t, args.calls, before)
+                        if way is not None and t == 2:
+                            counts[v].update({k: n - start[k] for k, n in threading_counts().items()})
                         times[v, t][0].extend(wall)
                         times[v, t][1].extend(cpu)
     finally:
         stop_neighbours(procs)
+        if way_before is None:
+            os.environ.pop("MUSE_SCAN_CPU_THREADS", None)
+        else:
+            os.environ["MUSE_SCAN_CPU_THREADS"] = way_before
     rows = []
     for op, kernel in variants:
         (wall1, cpu1), (wall2, _) = times[(op, kernel), 1], times[(op, kernel), 2]
         med1, med2 = statistics.median(wall1), statistics.median(wall2)
+        c = counts[op, kernel]
+        multi = c["openmp_calls"] + c["helper_calls"]
         rows.append(
             dict(
-                condition=condition_name(neighbours),
+                condition=condition_name(neighbours, after_op),
                 neighbours=neighbours,
+                after_op=after_op,
                 op=op,
                 kernel=kernel,
+                openmp_share_2t=round(c["openmp_calls"] / multi, 2) if multi else None,
+                openmp_stalls=c["openmp_stalls"] if multi else None,
                 ms_1t=round(med1, 2),
                 ms_2t=round(med2, 2),
                 ratio_2t_1t=round(med2 / med1, 2),
@@ -210,12 +257,13 @@ def run_condition(neighbours: int, variants: dict, args: argparse.Namespace) -> 
 
 def markdown(rows: list[dict]) -> list[str]:
     head = ["condition", "op", "kernel", "1 thread ms", "2 threads ms", "2t / 1t", "p90 1t / 2t ms"]
-    head += ["1-thread CPU ms", "others' cores"]
+    head += ["1-thread CPU ms", "2t calls on OpenMP (stalls)", "others' cores"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in rows:
         cells = [r["condition"], r["op"], r["kernel"], f"{r['ms_1t']:.2f}", f"{r['ms_2t']:.2f}"]
         cells += [f"{r['ratio_2t_1t']:.2f}", f"{r['p90_ms_1t']:.1f} / {r['p90_ms_2t']:.1f}"]
-        cells += [f"{r['cpu_ms_1t']:.2f}", f"{r['other_cores']:.2f} (steal {r['steal_cores']:.2f})"]
+        share = "" if r["openmp_share_2t"] is None else f"{r['openmp_share_2t']:.0%} ({r['openmp_stalls']})"
+        cells += [f"{r['cpu_ms_1t']:.2f}", share, f"{r['other_cores']:.2f} (steal {r['steal_cores']:.2f})"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -224,7 +272,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="1,512,3060,16", help="batch,Di,L,N")
     parser.add_argument(
-        "--conditions", type=int, nargs="+", default=[0, 1, 2], help="numbers of busy neighbours"
+        "--conditions",
+        nargs="+",
+        default=["0", "1", "2", "0+op"],
+        help="numbers of busy neighbours, +op: each call after a parallel torch op",
+    )
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        choices=["auto", "openmp", "helpers"],
+        default=["auto"],
+        help="MUSE_SCAN_CPU_THREADS for the current kernel (csrc/parallel_items.h)",
     )
     parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds a condition")
     parser.add_argument("--calls", type=int, default=10, help="timed calls a round, variant and thread count")
@@ -240,13 +298,15 @@ def main(argv=None) -> None:
     import muse_infer._C
 
     shape = tuple(int(x) for x in args.shape.split(","))
-    kernels = {"current": "muse"}
+    for spec in args.conditions:
+        parse_condition(spec)
+    kernels = {(f"current, {way}" if len(args.ways) > 1 else "current"): ("muse", way) for way in args.ways}
     if args.baseline:
-        kernels[build_baseline(args.baseline)] = BASELINE_NAMESPACE
+        kernels[build_baseline(args.baseline)] = (BASELINE_NAMESPACE, None)
     variants = {}
-    for kernel, namespace in kernels.items():
+    for kernel, (namespace, way) in kernels.items():
         for op, fn in op_calls(namespace, shape).items():
-            variants[op, kernel] = fn
+            variants[op, kernel] = (fn, way)
     variants = dict(sorted(variants.items(), key=lambda kv: kv[0][0]))  # the op's kernels side by side
 
     setup = dict(
@@ -264,8 +324,8 @@ def main(argv=None) -> None:
     threads = torch.get_num_threads()
     rows = []
     try:
-        for neighbours in args.conditions:
-            new = run_condition(neighbours, variants, args)
+        for spec in args.conditions:
+            new = run_condition(spec, variants, args)
             for r in new:
                 print(", ".join(f"{k}={v}" for k, v in r.items()), flush=True)
             rows += new

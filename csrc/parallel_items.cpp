@@ -1,12 +1,15 @@
-// parallel_items (parallel_items.h): a job's shared counters, and a pool of helper threads that sleep
-// until a job is offered.
+// parallel_items (parallel_items.h): the two ways of sharing items, and the choice between them.
 #include "parallel_items.h"
 
+#include <ATen/Parallel.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cfenv>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -16,9 +19,66 @@
 namespace muse {
 namespace {
 
-// One call of parallel_items. Shared (std::shared_ptr) with the helpers: one that wakes after the
-// call has returned still reads the counters, finds no item left and goes back to sleep. `context` is
-// only touched for an item taken, and the call waits for every item taken.
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Gives a team thread the caller's floating-point environment for a while, then its own back.
+class FenvGuard {
+ public:
+  explicit FenvGuard(const std::fenv_t& env) {
+    std::fegetenv(&own_);
+    std::fesetenv(&env);
+  }
+  ~FenvGuard() { std::fesetenv(&own_); }
+  FenvGuard(const FenvGuard&) = delete;
+  FenvGuard& operator=(const FenvGuard&) = delete;
+
+ private:
+  std::fenv_t own_;
+};
+
+// --- The OpenMP team ---------------------------------------------------------------------------------
+
+// Runs the items on torch's OpenMP team (at::parallel_for), each thread taking the next item from a
+// shared counter. Returns whether the caller waited for the team: more than 1 ms plus two of its own
+// items between entering the region and starting its first item (a team thread late at the start
+// barrier) or between running out of items and leaving the region (a team thread late to finish).
+bool run_on_openmp_team(int64_t n_items, int helpers, void (*run_item)(const void*, int64_t), const void* context) {
+  std::fenv_t env;
+  std::fegetenv(&env);
+  std::atomic<int64_t> next{0};
+  int64_t caller_start = 0, caller_end = 0, caller_longest = 0;
+  const int64_t entered = now_ns();
+  at::parallel_for(0, helpers + 1, 1, [&](int64_t worker, int64_t) {
+    const bool caller = worker == 0;  // the region's master thread runs chunk 0
+    if (caller) caller_start = now_ns();
+    auto take_items = [&] {
+      for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n_items;
+           i = next.fetch_add(1, std::memory_order_relaxed)) {
+        const int64_t start = caller ? now_ns() : 0;
+        run_item(context, i);
+        if (caller) caller_longest = std::max(caller_longest, now_ns() - start);
+      }
+    };
+    if (caller) {
+      take_items();
+      caller_end = now_ns();
+    } else {
+      FenvGuard guard(env);
+      take_items();
+    }
+  });
+  const int64_t waited = (caller_start - entered) + (now_ns() - caller_end);
+  return waited > 1000000 + 2 * caller_longest;
+}
+
+// --- Our own helpers ---------------------------------------------------------------------------------
+
+// One call of run_on_helpers. Shared (std::shared_ptr) with the helpers: one that wakes after the call
+// has returned still reads the counters, finds no item left and goes back to sleep. `context` is only
+// touched for an item taken, and the call waits for every item taken.
 struct Job {
   int64_t n_items = 0;
   int helpers = 0;
@@ -110,14 +170,9 @@ class Pool {
   std::atomic<uint32_t> offers_{0};  // jobs offered so far
 };
 
-}  // namespace
-
-void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, int64_t), const void* context) {
-  if (n_items <= 0) return;
-  if (helpers <= 0 || n_items == 1) {
-    for (int64_t i = 0; i < n_items; ++i) run_item(context, i);
-    return;
-  }
+// Runs the items on the calling thread and on helpers of the pool that get a core in time; waits only
+// for items a helper has taken.
+void run_on_helpers(int64_t n_items, int helpers, void (*run_item)(const void*, int64_t), const void* context) {
   auto job = std::make_shared<Job>();
   job->n_items = n_items;
   job->helpers = helpers;
@@ -128,9 +183,9 @@ void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, 
   job->work();
   // Items a helper still holds: spin a little (one item is ~0.1 ms at the MUSE shape, a futex wake
   // costs tens of us), then sleep, which leaves this core to the helper if it was the one descheduled.
-  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  const int64_t spin_until = now_ns() + 50000;
   int64_t done = job->done.load(std::memory_order_acquire);
-  while (done < n_items && std::chrono::steady_clock::now() < spin_until) {
+  while (done < n_items && now_ns() < spin_until) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -141,6 +196,55 @@ void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, 
     done = job->done.load(std::memory_order_acquire);
   }
   if (job->failed.load(std::memory_order_acquire)) std::rethrow_exception(job->error);
+}
+
+// --- The choice --------------------------------------------------------------------------------------
+
+enum class Mode { kAuto, kOpenMP, kHelpers };
+
+// MUSE_SCAN_CPU_THREADS=openmp|helpers forces one way (tests and benchmarks); anything else is auto.
+Mode mode_from_env() {
+  const char* env = std::getenv("MUSE_SCAN_CPU_THREADS");
+  if (env != nullptr && std::strcmp(env, "openmp") == 0) return Mode::kOpenMP;
+  if (env != nullptr && std::strcmp(env, "helpers") == 0) return Mode::kHelpers;
+  return Mode::kAuto;
+}
+
+constexpr int64_t kFirstSkipNs = 1000000000;        // 1 s
+constexpr int64_t kLongestSkipNs = 16 * kFirstSkipNs;  // doubled at each stall in a row, up to this
+
+std::atomic<int64_t> openmp_skipped_until{0};  // auto: the helpers until then (steady clock, ns)
+std::atomic<int64_t> next_skip_ns{kFirstSkipNs};
+std::atomic<int64_t> calls_openmp{0}, calls_helpers{0}, openmp_stalls{0};
+
+}  // namespace
+
+void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, int64_t), const void* context) {
+  if (n_items <= 0) return;
+  if (helpers <= 0 || n_items == 1) {
+    for (int64_t i = 0; i < n_items; ++i) run_item(context, i);
+    return;
+  }
+  const Mode mode = mode_from_env();
+  if (mode == Mode::kOpenMP || (mode == Mode::kAuto && now_ns() >= openmp_skipped_until.load())) {
+    calls_openmp.fetch_add(1, std::memory_order_relaxed);
+    const bool stalled = run_on_openmp_team(n_items, helpers, run_item, context);
+    if (mode == Mode::kAuto && stalled) {
+      openmp_stalls.fetch_add(1, std::memory_order_relaxed);
+      const int64_t skip = next_skip_ns.load();
+      openmp_skipped_until.store(now_ns() + skip);
+      next_skip_ns.store(std::min(2 * skip, kLongestSkipNs));
+    } else if (mode == Mode::kAuto) {
+      next_skip_ns.store(kFirstSkipNs);
+    }
+    return;
+  }
+  calls_helpers.fetch_add(1, std::memory_order_relaxed);
+  run_on_helpers(n_items, helpers, run_item, context);
+}
+
+ThreadingStats threading_stats() {
+  return {calls_openmp.load(), calls_helpers.load(), openmp_stalls.load()};
 }
 
 }  // namespace muse

@@ -287,12 +287,22 @@ TORCH_LIBRARY_IMPL(muse, CPU, m) {
 }
 
 // A Python module so that `import muse_infer._C` loads the library (which runs the registrations
-// above); cpu_isa() names the kernel build the next call will use.
+// above); cpu_isa() names the kernel build the next call will use, threading_stats() counts the
+// multi-threaded calls by the way they shared their items.
 namespace {
 PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(muse::pick_kernel().isa); }
 
+PyObject* threading_stats(PyObject*, PyObject*) {
+  const muse::ThreadingStats s = muse::threading_stats();
+  return Py_BuildValue("{s:L,s:L,s:L}", "openmp_calls", static_cast<long long>(s.openmp_calls),
+                       "helper_calls", static_cast<long long>(s.helper_calls),
+                       "openmp_stalls", static_cast<long long>(s.openmp_stalls));
+}
+
 PyMethodDef kMethods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS, "Instruction set of the CPU scan kernel: avx512, avx2 or baseline."},
+    {"threading_stats", threading_stats, METH_NOARGS,
+     "Multi-threaded CPU scan calls so far: {openmp_calls, helper_calls, openmp_stalls} (csrc/parallel_items.h)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C", "muse::selective_scan CPU kernel.", -1, kMethods};

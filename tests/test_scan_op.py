@@ -361,9 +361,10 @@ def test_bidirectional_opcheck():
     )
 
 
-# Threads: the kernel shares (batch, block of channels) items among the caller and helper threads
-# (csrc/parallel_items.h); each output is computed by one item with the same arithmetic whichever
-# thread takes it, so the result must not depend on the thread count, to the bit.
+# Threads: the kernel shares (batch, block of channels) items among the calling thread and torch's
+# OpenMP team or helper threads of its own (csrc/parallel_items.h); each output is computed by one item
+# with the same arithmetic whichever thread takes it, so the result must not depend on the thread
+# count or on the way, to the bit.
 
 
 def _on_threads(threads, fn):
@@ -376,8 +377,10 @@ def _on_threads(threads, fn):
 
 
 @needs_kernel
+@pytest.mark.parametrize("way", ["openmp", "helpers", "auto"])
 @pytest.mark.parametrize("groups", [0, 7], ids=["plain", "grouped"])
-def test_same_bits_on_any_number_of_threads(groups):
+def test_same_bits_on_any_number_of_threads(groups, way, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_THREADS", way)
     # 3 x 13 blocks of 16 channels (the last one of 11) x 500 steps: enough work for 5 threads.
     args = _non_contiguous(make_inputs(3, 203, 500, 16, groups=groups, seed=21))
     backward = make_inputs(3, 203, 500, 16, groups=groups, seed=22)
@@ -388,15 +391,23 @@ def test_same_bits_on_any_number_of_threads(groups):
         return y, state, both
 
     one = _on_threads(1, run)
+    from muse_infer import _C
+
+    counter = "helper_calls" if way == "helpers" else "openmp_calls"
+    before = _C.threading_stats()[counter]
     for threads in (2, 4):
-        for _ in range(5):  # helpers join when they get a core: repeat to vary who takes which item
+        for _ in range(5):  # threads join when they get a core: repeat to vary who takes which item
             for got, want in zip(_on_threads(threads, run), one, strict=True):
                 assert torch.equal(got, want), f"{threads} threads"
+    if way != "auto":  # 2 x 5 calls of each op, all on several threads, all the forced way
+        assert _C.threading_stats()[counter] - before == 20
 
 
 @needs_kernel
-def test_threads_after_fork():
-    """A child of fork() has none of the parent's helper threads (nor their locks): the op still works."""
+def test_helper_threads_after_fork(monkeypatch):
+    """A child of fork() has none of the parent's helper threads (nor their locks): the op still works.
+    (Not the OpenMP team: libgomp's threads do not survive fork, torch's own ops hang there too.)"""
+    monkeypatch.setenv("MUSE_SCAN_CPU_THREADS", "helpers")
     args = make_inputs(2, 64, 500, 16, seed=23)
     want = _on_threads(2, lambda: selective_scan(**args, delta_softplus=True))  # the parent's helpers
     pid = os.fork()
