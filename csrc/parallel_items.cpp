@@ -211,7 +211,7 @@ Mode mode_from_env() {
 }
 
 constexpr int64_t kFirstSkipNs = 1000000000;        // 1 s
-constexpr int64_t kLongestSkipNs = 16 * kFirstSkipNs;  // doubled at each stall in a row, up to this
+constexpr int64_t kLongestSkipNs = 16 * kFirstSkipNs;  // doubled at each stall, halved at each call without
 
 std::atomic<int64_t> openmp_skipped_until{0};  // auto: the helpers until then (steady clock, ns)
 std::atomic<int64_t> next_skip_ns{kFirstSkipNs};
@@ -235,7 +235,9 @@ void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, 
       openmp_skipped_until.store(now_ns() + skip);
       next_skip_ns.store(std::min(2 * skip, kLongestSkipNs));
     } else if (mode == Mode::kAuto) {
-      next_skip_ns.store(kFirstSkipNs);
+      // Halved, not reset: on a machine that stays busy the team keeps up now and then, and each
+      // stall costs a scheduler tick or more.
+      next_skip_ns.store(std::max(next_skip_ns.load() / 2, kFirstSkipNs));
     }
     return;
   }

@@ -15,8 +15,9 @@
 //   items too when they get a core; it never waits for a helper that has not started, and waits
 //   (spinning 50 us, then asleep, leaving its core) only for items a helper has taken.
 // Auto (the default) uses the team until a call waits for it (more than ~1 ms beyond its own items:
-// a team thread was descheduled), then the helpers for 1 s, doubled up to 16 s while the team keeps
-// stalling when tried again. MUSE_SCAN_CPU_THREADS=openmp|helpers forces one way.
+// a team thread was descheduled), then the helpers for a while: 1 s at first, doubled at each stall
+// (up to 16 s) and halved at each call on the team that did not stall. MUSE_SCAN_CPU_THREADS=
+// openmp|helpers forces one way.
 #pragma once
 
 #include <cstdint>
