@@ -1,14 +1,14 @@
 """Time the CPU scan on 1 and 2 threads, on a quiet machine and next to one or two busy neighbours.
 
     python benchmarks/bench_scan_threads.py --json out/scan_threads.json
-    python benchmarks/bench_scan_threads.py --baseline main --conditions 0 1 2 0+op --rounds 12
+    python benchmarks/bench_scan_threads.py --baseline main --conditions 0 0+op 1 2 --rounds 12
 
 Conditions: ``N`` busy neighbours (0: a quiet machine), ``+op``: each timed call right after a parallel
 torch op (an elementwise op on 3 M floats, not timed), as inside a model, where torch's OpenMP threads
 are still spinning from it. A busy neighbour is a process of its own spinning on one core
 (``python -c "while True: pass"``); the script starts them before a condition and kills them after it.
-In each condition it times
-``muse::selective_scan`` and ``muse::selective_scan_bidirectional`` at the MUSE shape (batch 1, Di 512,
+In each condition it times ``muse::selective_scan`` and ``muse::selective_scan_bidirectional`` at the
+MUSE shape (batch 1, Di 512,
 L 3060, N 16, fp32, D, z, delta_bias, softplus; contiguous inputs as in bench_scan.py) with
 torch.set_num_threads(1) and (2), in interleaved rounds so that all variants see the same drift of the
 machine: each round runs, for every op (and kernel, with --baseline) and thread count, one warm-up call
@@ -64,7 +64,7 @@ CXX_FLAGS = ["-O3", "-fopenmp", "-march=x86-64-v2", "-ffast-math", "-fno-finite-
 
 
 def parse_condition(spec: str) -> tuple[int, bool]:
-    """ "2" -> (2 neighbours, False); "0+op" -> (0, True): each call after a parallel torch op."""
+    """A condition: "2" -> (2 neighbours, False); "0+op" -> (0, True), each call after a parallel op."""
     neighbours, _, op = spec.partition("+")
     if not neighbours.isdigit() or op not in ("", "op"):
         raise argparse.ArgumentTypeError(f"condition {spec!r}: a number of neighbours, optionally +op")
@@ -274,8 +274,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--conditions",
         nargs="+",
-        default=["0", "1", "2", "0+op"],
-        help="numbers of busy neighbours, +op: each call after a parallel torch op",
+        default=["0", "0+op", "1", "2"],
+        help="numbers of busy neighbours, +op: each call after a parallel torch op (quiet ones first by"
+        " default: after a stall the kernel keeps off the OpenMP team for up to 16 s)",
     )
     parser.add_argument(
         "--ways",

@@ -210,12 +210,33 @@ Mode mode_from_env() {
   return Mode::kAuto;
 }
 
-constexpr int64_t kFirstSkipNs = 1000000000;        // 1 s
-constexpr int64_t kLongestSkipNs = 16 * kFirstSkipNs;  // doubled at each stall, halved at each call without
+// Auto: after two calls in a row that waited for the team, the helpers for `skip_ns`: 1 s at first,
+// doubled at each such ban (up to 16 s), halved at each call on the team that did not wait. Two, not
+// one: a burst of another process stalls one call, and a second on the helpers costs more than that
+// when the team's threads spin (inside a model). Halved, not reset: on a machine that stays busy the
+// team keeps up now and then, and each stall costs a scheduler tick or more. Concurrent calls race on
+// these, which only blurs the memory.
+constexpr int64_t kFirstSkipNs = 1000000000;
+constexpr int64_t kLongestSkipNs = 16 * kFirstSkipNs;
+std::atomic<int64_t> skip_until_ns{0};  // steady clock
+std::atomic<int64_t> skip_ns{kFirstSkipNs};
+std::atomic<int> stalls_in_a_row{0};
 
-std::atomic<int64_t> openmp_skipped_until{0};  // auto: the helpers until then (steady clock, ns)
-std::atomic<int64_t> next_skip_ns{kFirstSkipNs};
 std::atomic<int64_t> calls_openmp{0}, calls_helpers{0}, openmp_stalls{0};
+
+void remember(bool stalled) {
+  if (!stalled) {
+    stalls_in_a_row.store(0);
+    skip_ns.store(std::max(skip_ns.load() / 2, kFirstSkipNs));
+    return;
+  }
+  openmp_stalls.fetch_add(1, std::memory_order_relaxed);
+  if (stalls_in_a_row.fetch_add(1) + 1 < 2) return;
+  stalls_in_a_row.store(0);
+  const int64_t skip = skip_ns.load();
+  skip_until_ns.store(now_ns() + skip);
+  skip_ns.store(std::min(2 * skip, kLongestSkipNs));
+}
 
 }  // namespace
 
@@ -226,19 +247,10 @@ void parallel_items(int64_t n_items, int helpers, void (*run_item)(const void*, 
     return;
   }
   const Mode mode = mode_from_env();
-  if (mode == Mode::kOpenMP || (mode == Mode::kAuto && now_ns() >= openmp_skipped_until.load())) {
+  if (mode == Mode::kOpenMP || (mode == Mode::kAuto && now_ns() >= skip_until_ns.load())) {
     calls_openmp.fetch_add(1, std::memory_order_relaxed);
     const bool stalled = run_on_openmp_team(n_items, helpers, run_item, context);
-    if (mode == Mode::kAuto && stalled) {
-      openmp_stalls.fetch_add(1, std::memory_order_relaxed);
-      const int64_t skip = next_skip_ns.load();
-      openmp_skipped_until.store(now_ns() + skip);
-      next_skip_ns.store(std::min(2 * skip, kLongestSkipNs));
-    } else if (mode == Mode::kAuto) {
-      // Halved, not reset: on a machine that stays busy the team keeps up now and then, and each
-      // stall costs a scheduler tick or more.
-      next_skip_ns.store(std::max(next_skip_ns.load() / 2, kFirstSkipNs));
-    }
+    if (mode == Mode::kAuto) remember(stalled);
     return;
   }
   calls_helpers.fetch_add(1, std::memory_order_relaxed);

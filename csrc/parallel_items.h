@@ -14,10 +14,10 @@
 // - Helpers: the caller takes items itself, and wakes helper threads (asleep on a futex) that take
 //   items too when they get a core; it never waits for a helper that has not started, and waits
 //   (spinning 50 us, then asleep, leaving its core) only for items a helper has taken.
-// Auto (the default) uses the team until a call waits for it (more than ~1 ms beyond its own items:
-// a team thread was descheduled), then the helpers for a while: 1 s at first, doubled at each stall
-// (up to 16 s) and halved at each call on the team that did not stall. MUSE_SCAN_CPU_THREADS=
-// openmp|helpers forces one way.
+// Auto (the default) uses the team until two calls in a row wait for it (more than ~1 ms beyond their
+// own items: a team thread was descheduled), then the helpers for a while: 1 s at first, doubled at
+// each such switch (up to 16 s), halved at each call on the team that did not wait.
+// MUSE_SCAN_CPU_THREADS=openmp|helpers forces one way.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +37,8 @@ void parallel_items(int64_t n_items, int helpers, const F& run_item) {
       n_items, helpers, [](const void* f, int64_t i) { (*static_cast<const F*>(f))(i); }, &run_item);
 }
 
-// Calls of parallel_items with helpers, by the way they ran, and the auto mode's stalls of the team.
+// Calls of parallel_items on several threads, by the way they ran, and the calls on the team that
+// waited for it (auto mode).
 struct ThreadingStats {
   int64_t openmp_calls, helper_calls, openmp_stalls;
 };
