@@ -2,7 +2,7 @@
 //
 // The math is muse_infer/ops/reference.py's selective_scan_ref; the vectorised loop is in
 // scan_kernel_impl.h. This file checks arguments, converts them to the kernel's fp32 layout, picks the
-// widest kernel the CPU runs, and splits the work over (batch, block of channels) with at::parallel_for.
+// widest kernel the CPU runs, and shares the work, (batch, block of channels) items, among threads.
 // Python side (fake kernel, CUDA kernel, autograd refusal): muse_infer/ops/op.py.
 #include <Python.h>
 
@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "parallel_items.h"
 #include "scan_problem.h"
 
 namespace muse {
@@ -114,9 +115,23 @@ void set_strides(int64_t* dst, const at::Tensor& t) {
 }
 
 // B or C as (batch, groups, L, N) fp32: the kernel reads all N states of one time step together.
+// Transposed by hand rather than by .contiguous(): torch's copy of these ~50k floats runs an OpenMP
+// region, which on a busy machine waits for its threads as the scan used to (parallel_items.h), for
+// a copy that takes ~15 us on one thread.
 at::Tensor as_time_major(const at::Tensor& bc) {
-  const at::Tensor grouped = bc.dim() == 3 ? bc.unsqueeze(1) : bc;
-  return grouped.to(at::kFloat).transpose(2, 3).contiguous();
+  const at::Tensor grouped = (bc.dim() == 3 ? bc.unsqueeze(1) : bc).to(at::kFloat);
+  const int64_t rows = grouped.size(0) * grouped.size(1), dstate = grouped.size(2), length = grouped.size(3);
+  at::Tensor out = at::empty({grouped.size(0), grouped.size(1), length, dstate}, grouped.options());
+  const float* src = grouped.const_data_ptr<float>();
+  float* dst = out.mutable_data_ptr<float>();
+  const int64_t s0 = grouped.stride(0), s1 = grouped.stride(1), s2 = grouped.stride(2), s3 = grouped.stride(3);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = src + (r / grouped.size(1)) * s0 + (r % grouped.size(1)) * s1;
+    for (int64_t t = 0; t < length; ++t) {
+      for (int64_t n = 0; n < dstate; ++n) *dst++ = row[n * s2 + t * s3];
+    }
+  }
+  return out;
 }
 
 at::Tensor as_vector(const std::optional<at::Tensor>& t) {
@@ -125,22 +140,24 @@ at::Tensor as_vector(const std::optional<at::Tensor>& t) {
 
 const float* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
 
-// Work items: (batch, group, block of `width` channels); blocks never straddle a group of B/C. (Wider
-// items, several blocks taking turns on each time tile, measured slower.)
-void run_parallel(const ScanProblem& p, const Kernel& kernel) {
+// Calls run_block(b, d0, count) for each work item: (batch, group, block of `width` channels); blocks
+// never straddle a group of B/C. (Wider items, several blocks taking turns on each time tile, measured
+// slower; narrower ones would leave vector lanes empty.) `passes`: scans an item runs.
+template <typename F>
+void for_each_block(const ScanProblem& p, int64_t width, int64_t passes, const F& run_block) {
   const int64_t per_group = p.channels / p.groups;
-  const int64_t blocks_per_group = (per_group + kernel.width - 1) / kernel.width;
-  // Threads only for enough work: waking a second thread costs ~10 us, and much more when the machine
-  // is busy (an OpenMP barrier waits for a descheduled thread). An item costs ~3 ns a (step, state).
-  const int64_t item_cost = std::max<int64_t>(1, p.length * p.dstate);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / item_cost);
-  at::parallel_for(0, p.batch * p.groups * blocks_per_group, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t row = item / blocks_per_group;  // batch * groups + group
-      const int64_t first = (item % blocks_per_group) * kernel.width;
-      const int64_t group = row % p.groups;
-      kernel.fn(p, row / p.groups, group * per_group + first, std::min(kernel.width, per_group - first));
-    }
+  const int64_t blocks_per_group = (per_group + width - 1) / width;
+  const int64_t n_items = p.batch * p.groups * blocks_per_group;
+  // A thread for each ~0.2 ms of work (2^16 (step, state) of a block, ~3 ns each): waking one costs
+  // tens of us. None from inside another parallel region (a caller's at::parallel_for).
+  const int64_t work = n_items * passes * p.length * p.dstate;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), 1 + work / (int64_t{1} << 16));
+  const int helpers = at::in_parallel_region() ? 0 : static_cast<int>(threads - 1);
+  parallel_items(n_items, helpers, [&](int64_t item) {
+    const int64_t row = item / blocks_per_group;  // batch * groups + group
+    const int64_t first = (item % blocks_per_group) * width;
+    const int64_t group = row % p.groups;
+    run_block(row / p.groups, group * per_group + first, std::min(width, per_group - first));
   });
 }
 
@@ -178,7 +195,9 @@ Prepared prepare(const at::Tensor& u_in, const at::Tensor& delta_in, const at::T
 void run(ScanProblem& p, const at::Tensor& y, const at::Tensor& state) {
   p.y = y.mutable_data_ptr<float>();
   p.last_state = state.defined() ? state.mutable_data_ptr<float>() : nullptr;
-  if (p.batch * p.channels * p.length > 0) run_parallel(p, pick_kernel());
+  if (p.batch * p.channels * p.length == 0) return;
+  const Kernel kernel = pick_kernel();
+  for_each_block(p, kernel.width, 1, [&](int64_t b, int64_t d0, int64_t count) { kernel.fn(p, b, d0, count); });
 }
 
 std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
@@ -228,8 +247,25 @@ at::Tensor selective_scan_bidirectional_cpu(
   backward.p.reverse = backward.p.accumulate = true;
   const ScanProblem& p = forward.p;
   at::Tensor y = at::empty({p.batch, p.channels, p.length}, forward.u.options());
-  run(forward.p, y, at::Tensor());
-  run(backward.p, y, at::Tensor());
+  forward.p.y = backward.p.y = y.mutable_data_ptr<float>();
+  if (p.batch * p.channels * p.length > 0) {
+    // One work list for both directions, an item a block: its forward scan, then its backward one,
+    // which adds to the y the forward wrote (still in cache) and to nothing another item writes. Two
+    // lists, one a direction, would wait twice for the slowest thread.
+    // Only when both directions group B/C alike: a block must not straddle a group of either.
+    const Kernel kernel = pick_kernel();
+    if (forward.p.groups == backward.p.groups) {
+      for_each_block(p, kernel.width, 2, [&](int64_t b, int64_t d0, int64_t count) {
+        kernel.fn(forward.p, b, d0, count);
+        kernel.fn(backward.p, b, d0, count);
+      });
+    } else {
+      for (const ScanProblem* direction : {&forward.p, &backward.p}) {
+        for_each_block(*direction, kernel.width, 1,
+                       [&](int64_t b, int64_t d0, int64_t count) { kernel.fn(*direction, b, d0, count); });
+      }
+    }
+  }
   return y.to(u.scalar_type());
 }
 
@@ -259,12 +295,22 @@ TORCH_LIBRARY_IMPL(muse, CPU, m) {
 }
 
 // A Python module so that `import muse_infer._C` loads the library (which runs the registrations
-// above); cpu_isa() names the kernel build the next call will use.
+// above); cpu_isa() names the kernel build the next call will use, threading_stats() counts the
+// multi-threaded calls by the way they shared their items.
 namespace {
 PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(muse::pick_kernel().isa); }
 
+PyObject* threading_stats(PyObject*, PyObject*) {
+  const muse::ThreadingStats s = muse::threading_stats();
+  return Py_BuildValue("{s:L,s:L,s:L}", "openmp_calls", static_cast<long long>(s.openmp_calls),
+                       "helper_calls", static_cast<long long>(s.helper_calls),
+                       "openmp_stalls", static_cast<long long>(s.openmp_stalls));
+}
+
 PyMethodDef kMethods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS, "Instruction set of the CPU scan kernel: avx512, avx2 or baseline."},
+    {"threading_stats", threading_stats, METH_NOARGS,
+     "Multi-threaded CPU scan calls so far: {openmp_calls, helper_calls, openmp_stalls} (csrc/parallel_items.h)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C", "muse::selective_scan CPU kernel.", -1, kMethods};

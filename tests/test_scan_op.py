@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -297,6 +298,70 @@ def test_bidirectional_checks_its_arguments():
         selective_scan_bidirectional(
             _direction({**forward, "u": forward["u"].requires_grad_(True)}), _direction(backward)
         )
+
+
+# Threads: the kernel shares (batch, block of channels) items among the calling thread and torch's
+# OpenMP team or helper threads of its own (csrc/parallel_items.h); each output is computed by one item
+# with the same arithmetic whichever thread takes it, so the result must not depend on the thread
+# count or on the way, to the bit.
+
+
+def _on_threads(threads, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+@pytest.mark.parametrize("way", ["openmp", "helpers", "auto"])
+@pytest.mark.parametrize("groups", [0, 7], ids=["plain", "grouped"])
+def test_same_bits_on_any_number_of_threads(groups, way, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_THREADS", way)
+    # 3 x 13 blocks of 16 channels (the last one of 11) x 500 steps: enough work for 5 threads.
+    args = _non_contiguous(make_inputs(3, 203, 500, 16, groups=groups, seed=21))
+    backward = make_inputs(3, 203, 500, 16, groups=groups, seed=22)
+
+    def run():
+        y, state = selective_scan(**args, delta_softplus=True, return_last_state=True)
+        both = selective_scan_bidirectional(_direction(args), _direction(backward), True)
+        return y, state, both
+
+    one = _on_threads(1, run)
+    from muse_infer import _C
+
+    counter = "helper_calls" if way == "helpers" else "openmp_calls"
+    before = _C.threading_stats()[counter]
+    for threads in (2, 4):
+        for _ in range(5):  # threads join when they get a core: repeat to vary who takes which item
+            for got, want in zip(_on_threads(threads, run), one, strict=True):
+                assert torch.equal(got, want), f"{threads} threads"
+    if way != "auto":  # 2 x 5 calls of each op, all on several threads, all the forced way
+        assert _C.threading_stats()[counter] - before == 20
+
+
+@needs_kernel
+def test_helper_threads_after_fork(monkeypatch):
+    """A child of fork() has none of the parent's helper threads (nor their locks): the op still works.
+    (Not the OpenMP team: libgomp's threads do not survive fork, torch's own ops hang there too.)"""
+    monkeypatch.setenv("MUSE_SCAN_CPU_THREADS", "helpers")
+    args = make_inputs(2, 64, 500, 16, seed=23)
+    want = _on_threads(2, lambda: selective_scan(**args, delta_softplus=True))  # the parent's helpers
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 if the result is the same
+        y = _on_threads(2, lambda: selective_scan(**args, delta_softplus=True))
+        # One thread for torch.equal: libgomp's own threads do not survive fork (torch's ops hang).
+        os._exit(0 if _on_threads(1, lambda: torch.equal(y, want)) else 1)
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if waited == (0, 0):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
 
 
 def test_gradients_are_refused_before_the_kernel_runs():
