@@ -315,8 +315,8 @@ def test_interrupted_run_takes_its_plan_up_again(tmp_path, encoder, ray_cluster,
     (first, resumed_first), (again, resumed) = plans
     assert not resumed_first and resumed and again.plan_id == first.plan_id
     assert 0 < len(again.shards) < len(first.shards) and summary.reused == 6 - summary.encoded_now
-    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
-    assert_same_index(out, tmp_path / "local.npy")
+    encode_folder(root, local, encoder, workers=1, **SMALL_OPTIONS)
+    assert_same_index(out, local)
 
 
 @pytest.mark.slow
@@ -327,6 +327,8 @@ def test_new_and_changed_files_get_a_new_plan(tmp_path, encoder, ray_cluster, pl
     root, out = small_folder(tmp_path / "videos"), tmp_path / "ray.npy"
     interrupted_ray_run(root, out, encoder)
     encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)
+    local = tmp_path / "local.npy"  # the same history on the local engine: the grown index's row order
+    encode_folder(root, local, encoder, workers=1, **SMALL_OPTIONS)
     noise_video(root / "b_added.mp4", 21, 4, 2)  # sorts between existing files
     noise_video(root / "c.mp4", 22, 6, 3)  # replaced by another video
     summary = encode_folder_ray(root, out, encoder, **SMALL_OPTIONS)

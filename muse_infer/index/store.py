@@ -200,8 +200,9 @@ def _write_npy(path: Path, blocks: Iterable[np.ndarray], count: int, dim: int, c
             block = np.ascontiguousarray(block, dtype="<f4")
             if block.ndim != 2 or block.shape[1] != dim:
                 raise ValueError(f"a block of shape {block.shape} for rows of {dim}")
-            handle.write(memoryview(block).cast("B"))
-            hasher.update(block)
+            if len(block):  # an index of no rows (every file failed) is still an index
+                handle.write(memoryview(block).cast("B"))
+                hasher.update(block)
             written += len(block)
     if written != count:
         raise ValueError(f"{written} rows written for an index of {count}")
@@ -330,10 +331,7 @@ def resolve_pair(path: Path) -> tuple[Path, Path]:
 def read_sidecar(sidecar: Path) -> dict:
     """The sidecar dict, checked for the fields every index of its version has."""
     if not sidecar.is_file():
-        raise IndexFileError(
-            f"{sidecar}: sidecar not found; it is written beside the .npy last, when an index is complete: "
-            f"{FIX}"
-        )
+        raise IndexFileError(_missing_sidecar_message(sidecar))
     try:
         metadata = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -352,6 +350,23 @@ def read_sidecar(sidecar: Path) -> dict:
     if version == 1 and (not metadata["model"] or not isinstance(metadata["model"], dict)):
         raise IndexFileError(f"{sidecar}: no model identity recorded; re-run encode-videos")
     return metadata
+
+
+def _missing_sidecar_message(sidecar: Path) -> str:
+    """Why there is no sidecar, in the words of the likeliest case: a mistyped path, a file that is not
+    an index, or an index still being written."""
+    npy = sidecar.with_suffix(".npy")
+    if Path(f"{npy}.parts").is_dir():
+        return (
+            f"{npy}: not finished: an encode-videos run into it stopped before the end (its work is in "
+            f"{npy}.parts/); run the same encode-videos command again to finish it"
+        )
+    if not npy.exists():
+        return f"{npy}: no such index (check the path; an index is the .npy that encode-videos --out wrote)"
+    return (
+        f"{npy}: not a muse-infer index (no {sidecar.name} beside it, which every index has); give the .npy "
+        "that encode-videos, index merge or write_index wrote"
+    )
 
 
 def map_embeddings(npy: Path, sidecar: Path, metadata: dict) -> np.ndarray:
