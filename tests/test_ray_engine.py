@@ -315,8 +315,8 @@ def test_interrupted_run_takes_its_plan_up_again(tmp_path, encoder, ray_cluster,
     (first, resumed_first), (again, resumed) = plans
     assert not resumed_first and resumed and again.plan_id == first.plan_id
     assert 0 < len(again.shards) < len(first.shards) and summary.reused == 6 - summary.encoded_now
-    encode_folder(root, local, encoder, workers=1, **SMALL_OPTIONS)
-    assert_same_index(out, local)
+    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
+    assert_same_index(out, tmp_path / "local.npy")
 
 
 @pytest.mark.slow
@@ -335,8 +335,8 @@ def test_new_and_changed_files_get_a_new_plan(tmp_path, encoder, ray_cluster, pl
     _, _, (new, resumed) = plans
     assert not resumed and (summary.reused, summary.encoded_now) == (5, 2)
     assert new.shards[0].id == 1  # chunk 0 holds the finished index, taken up into a new work folder
-    encode_folder(root, tmp_path / "local.npy", encoder, workers=1, **SMALL_OPTIONS)
-    assert_same_index(out, tmp_path / "local.npy")
+    encode_folder(root, local, encoder, workers=1, **SMALL_OPTIONS)
+    assert_same_index(out, local)
 
 
 @pytest.mark.slow
