@@ -294,20 +294,9 @@ class IndexFiles:
         return self.metadata["content_id"]
 
 
-def open_index(path: str | os.PathLike, verify: bool | str = "auto") -> IndexFiles:
-    """Open ``EMB.npy`` (or its sidecar): sidecar, memory-mapped rows and row metadata, checked.
-
-    verify: ``"auto"`` checks every chunk hash of embeddings up to ``AUTO_VERIFY_BYTES``, the first and
-    last chunk of larger ones; ``True`` every chunk; ``False`` none (shapes and sizes are always checked).
-    Raises ``IndexFileError`` naming the file and what to do.
-    """
-    npy, sidecar = resolve_pair(Path(path))
-    metadata = read_sidecar(sidecar)
-    embeddings = map_embeddings(npy, sidecar, metadata)
-    if metadata["format_version"] == 1:
-        from .legacy import open_v1
-
-        return open_v1(npy, sidecar, metadata, embeddings, verify)
+def open_v2(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> IndexFiles:
+    """The version-2 part of ``muse_infer.index.opening.open_index``: row records read, chunk hashes
+    checked (``verify`` as there)."""
     rows_data, rows = read_rows(npy, sidecar, metadata)
     check_chunks(embeddings, metadata, npy, sidecar, chunks_to_check(verify, embeddings, metadata))
     return IndexFiles(npy, sidecar, metadata, embeddings, rows, rows_data=rows_data)
@@ -501,7 +490,7 @@ def int64_values(column) -> np.ndarray:
 
 
 def chunks_to_check(verify: bool | str, embeddings: np.ndarray, metadata: dict) -> list[int]:
-    """Which chunk hashes to check (see ``open_index``)."""
+    """Which chunk hashes to check (see ``muse_infer.index.opening.open_index``)."""
     chunks = len(metadata["chunk_sha256"])
     if verify not in (True, False, "auto"):
         raise ValueError(f'verify must be True, False or "auto", got {verify!r}')
