@@ -43,6 +43,9 @@ class MuseGroup(CommandGroup):
             return super().invoke(ctx)
         except MuseError as error:
             raise UserError(str(error)) from None
+        except KeyboardInterrupt:  # commands with work to keep (encode-videos) handle it themselves
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
     def _plugins(self) -> dict:
         return {entry.name: entry for entry in entry_points(group="muse_infer.commands")}
