@@ -36,7 +36,8 @@ def test_the_walkthrough_works_as_written(tmp_path):
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stdout}\n{result.stderr}"
         outputs.append(result)
     captions = dict(
-        line.split("\t")[::-1] for line in (tmp_path / "demo_videos" / "captions.txt").read_text().splitlines()
+        line.split("\t")[::-1]
+        for line in (tmp_path / "demo_videos" / "captions.txt").read_text().splitlines()
     )
     query = commands[2][2]
     first_hit = outputs[2].stdout.splitlines()[1].split()[-1]

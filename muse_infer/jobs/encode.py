@@ -360,7 +360,12 @@ def open_job(
         )
     work = parts_dir(out)
     refuse_foreign_files(out, work)
-    out.parent.mkdir(parents=True, exist_ok=True)  # checked by check_locations
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise JobError(
+            f"--out {out}: cannot create its folder ({error.strerror}); choose another --out"
+        ) from None
     _remove_trash(out)
     with _locked(work):
         if overwrite:
