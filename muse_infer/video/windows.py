@@ -100,8 +100,13 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
     while k * stride + window < duration - _EPSILON:
         windows.append((k * stride, k * stride + window))
         k += 1
-    windows.append((duration - window, float(duration)))
-    return [(float(start), float(end)) for start, end in windows]
+    windows.append((duration - window, duration))
+    # Rounded to microseconds (no 12.600000000000001), but the last end: the video's end exactly.
+    return [(_tidy(start), _tidy(end) if end != duration else float(end)) for start, end in windows]
+
+
+def _tidy(seconds: float) -> float:
+    return float(round(seconds, 6))
 
 
 def shot_windows(
@@ -118,8 +123,10 @@ def shot_windows(
     shots = _merge_short(shots, MIN_SHOT_FRACTION * window) or [(0.0, float(duration))]
     windows = []
     for start, end in shots:
-        windows += [(start + a, start + b) for a, b in plan_windows(end - start, window, stride)]
-    return windows
+        length = end - start
+        for a, b in plan_windows(length, window, stride):
+            windows.append((_tidy(start + a), end if b == length else _tidy(start + b)))
+    return [(start, float(duration) if end == duration else end) for start, end in windows]
 
 
 def _merge_short(shots: list[tuple[float, float]], shortest: float) -> list[tuple[float, float]]:
