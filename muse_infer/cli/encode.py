@@ -62,7 +62,7 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
-    help="Seconds a file may take to decode before it is skipped.",
+    help="Seconds a file may take to decode before it is skipped (moments: seconds without a new window).",
 )
 @click.option(
     "--chunk-size",
@@ -104,6 +104,26 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     default=None,
     help="Ray engine: model replicas [default: one per GPU of the cluster, else 1].",
 )
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Encode moments: a row every --stride seconds for each WINDOW-second stretch of a video, with its "
+    "start_s/end_s [default: a row a video; with --stride or --cuts alone: the model's clip, 12 s].",
+)
+@click.option(
+    "--stride",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between the starts of consecutive windows [default: half the window].",
+)
+@click.option(
+    "--cuts",
+    type=click.Choice(["fixed", "shots"]),
+    default=None,
+    help="Where windows start: fixed (every --stride s) or shots (at shot boundaries, long shots split "
+    "into windows; needs the scenes extra: pip install 'muse-infer[scenes]').",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def encode_videos(
     directory,
@@ -124,6 +144,9 @@ def encode_videos(
     engine,
     address,
     actors,
+    window,
+    stride,
+    cuts,
     quiet,
 ) -> None:
     """Encode every video under DIRECTORY (recursively) into an embedding index.
@@ -146,6 +169,13 @@ def encode_videos(
     actor per GPU) and gives the same index; --chunk-size is then the shard size (videos a task
     decodes and a saved result holds) and --workers caps the decode tasks running at once.
 
+    Moments (--window, --stride, --cuts): each video becomes a row per time window (a video no longer
+    than the window stays one row; the last window ends with the video), sampled as a whole video is
+    (1 frame a second, at most --frames), each video decoded once for all its windows; search then
+    returns time ranges. A window of 12 s (the model's clip: 12 frames at 1 a second) with a 6 s
+    stride is the default once any of the three is given. The window settings are part of the
+    index: resuming or updating it with others needs --overwrite. Not with --engine ray.
+
     \b
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
@@ -153,12 +183,28 @@ def encode_videos(
       muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
       muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
       muse-infer encode-videos /shared/videos --out /shared/emb.npy --engine ray --address auto
+      muse-infer encode-videos videos/ --out moments.npy --window 6 --stride 3
+      muse-infer encode-videos videos/ --out shots.npy --cuts shots
     """
     from ..encoders import VideoEncoder
     from ..jobs.encode import check_locations, encode_folder
 
     if engine == "local" and (address is not None or actors is not None):
         raise UserError("--address and --actors are options of --engine ray")
+    moments = window is not None or stride is not None or cuts is not None
+    if moments and engine == "ray":
+        raise UserError(
+            "--window/--stride/--cuts (moments) run on the local engine only; drop --engine ray, or encode "
+            "whole videos on Ray"
+        )
+    if stride is not None and window is not None and stride > window:
+        raise UserError(
+            f"--stride {stride:g} is longer than --window {window:g}: give a stride <= the window"
+        )
+    if cuts == "shots":
+        from ..video.shots import import_scenedetect
+
+        import_scenedetect()  # a missing extra is said before the model loads
     run = encode_folder
     options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
     options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
@@ -179,6 +225,13 @@ def encode_videos(
             max_frames=frames,
             precision=precision,
         )
+        if moments:
+            from ..video.windows import window_settings
+
+            try:
+                options["windows"] = window_settings(encoder.frame_settings, window, stride, cuts or "fixed")
+            except ValueError as error:
+                raise UserError(f"--window/--stride: {error}") from None
         summary = run(directory, out, encoder, **options)
     except KeyboardInterrupt:
         click.echo("interrupted; finished batches are saved: run the same command again to resume", err=True)

@@ -53,6 +53,7 @@ from ..index.build import row_table
 from ..index.store import read_sidecar, write_index_files
 from ..loading.identity import identity_difference
 from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
+from ..video.windows import WindowSettings
 
 logger = logging.getLogger(__name__)
 JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
@@ -71,12 +72,20 @@ class Entry:
 
 @dataclass
 class Known:
-    """A finished result: the file's stats when it was encoded, and its embedding (C,) or failure reason."""
+    """A finished result: the file's stats when it was encoded, and its embedding (C,) or failure reason.
+
+    A video encoded as moments: ``embedding`` (n, C), a row per window, and ``spans`` their (start_s, end_s).
+    """
 
     size: int
     mtime_ns: int
     embedding: np.ndarray | None = None
     reason: str | None = None
+    spans: list | None = None
+
+    def rows(self) -> np.ndarray:
+        """The result's rows (n, C): one for a whole video, one a window for moments."""
+        return self.embedding.reshape(-1, self.embedding.shape[-1])
 
     def matches(self, entry: Entry) -> bool:
         return (self.size, self.mtime_ns) == (entry.size, entry.mtime_ns)
@@ -180,13 +189,20 @@ class ChunkStore:
         return sorted(self.directory.glob("chunk-*.npz"))
 
     def write(self, results: list[VideoResult], entries: list[Entry]) -> None:
-        """One chunk with the results (``result.index`` indexes ``entries``)."""
+        """One chunk with the results (``result.index`` indexes ``entries``).
+
+        Moments (results with ``spans``): the embeddings hold every window's row, video after video, and
+        ``records["spans"]`` each done video's [[start_s, end_s], ...].
+        """
         done = [r for r in results if r.error is None]
-        embeddings = np.stack([r.embedding for r in done]) if done else np.zeros((0, 0), np.float32)
+        rows = [r.embedding.reshape(-1, r.embedding.shape[-1]) for r in done]
+        embeddings = np.concatenate(rows) if done else np.zeros((0, 0), np.float32)
         records = {
             "done": [_stats(entries[r.index]) for r in done],
             "failed": [[*_stats(entries[r.index]), r.error] for r in results if r.error is not None],
         }
+        if any(r.spans is not None for r in done):
+            records["spans"] = [[list(span) for span in r.spans] for r in done]
         number = max([int(p.stem.split("-")[1]) for p in self.chunks()] + [-1]) + 1
         self.write_chunk(number, embeddings, records)
 
@@ -210,8 +226,9 @@ class ChunkStore:
                 )
                 chunk.unlink(missing_ok=True)
                 continue
-            for (path, size, mtime_ns), row in zip(records["done"], embeddings, strict=True):
-                known[path] = Known(size, mtime_ns, embedding=row)
+            rows, spans_of = _split_rows(embeddings, records)
+            for (path, size, mtime_ns), row, spans in zip(records["done"], rows, spans_of, strict=True):
+                known[path] = Known(size, mtime_ns, embedding=row, spans=spans)
             for path, size, mtime_ns, reason in records["failed"]:
                 known[path] = Known(size, mtime_ns, reason=reason)
         return known
@@ -225,9 +242,21 @@ def _read_chunk(chunk: Path) -> tuple[np.ndarray, dict]:
     with np.load(chunk, allow_pickle=False) as data:
         embeddings = np.asarray(data["embeddings"], dtype=np.float32)
         records = json.loads(bytes(data["records"]).decode())
-    if len(records["done"]) != len(embeddings):
-        raise ValueError(f"{len(embeddings)} rows for {len(records['done'])} paths")
+    expected = sum(map(len, records["spans"])) if "spans" in records else len(records["done"])
+    if "spans" in records and len(records["spans"]) != len(records["done"]):
+        raise ValueError(f"{len(records['spans'])} window lists for {len(records['done'])} paths")
+    if expected != len(embeddings):
+        raise ValueError(f"{len(embeddings)} rows for {expected} expected")
     return embeddings, records
+
+
+def _split_rows(embeddings: np.ndarray, records: dict) -> tuple[list, list]:
+    """(each done video's embedding: (C,), or (n, C) with moments; its spans or None), in records order."""
+    if "spans" not in records:
+        return list(embeddings), [None] * len(embeddings)
+    ends = np.cumsum([len(spans) for spans in records["spans"]])
+    rows = np.split(embeddings, ends[:-1]) if len(ends) else []
+    return rows, [[tuple(span) for span in spans] for spans in records["spans"]]
 
 
 def encode_folder(
@@ -242,6 +271,7 @@ def encode_folder(
     retry_failed: bool = False,
     progress: bool = True,
     thumbnails: bool = True,
+    windows: WindowSettings | None = None,
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
@@ -249,11 +279,14 @@ def encode_folder(
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
     ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
     settings or folder (without it, such leftovers are an error). thumbnails: keep the keyframes of
-    every row in ``EMB.thumbs/`` (``make_thumbnails``). Raises ``JobError`` for problems the user must
-    fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
+    every row in ``EMB.thumbs/`` (``make_thumbnails``). windows: encode each video as moments, a row a
+    time window (``muse_infer.video.windows``; None: a row a video). The window settings are part of
+    the job: a resume or update with others is refused (like another model) unless ``overwrite``.
+    Raises ``JobError`` for problems the user must fix; per-file failures are recorded and counted
+    instead (``JobSummary.failures``).
     """
-    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
-    with open_job(root, out, encoder, overwrite, retry_failed) as job:
+    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress, windows)
+    with open_job(root, out, encoder, overwrite, retry_failed, windows) as job:
         _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
         return job.finish(thumbnails, workers, progress)
 
@@ -299,7 +332,7 @@ class OpenJob:
             backend.source,
             backend.name,
             self.encoder.embed_dim,
-            fields={"precision": precision},
+            fields={"precision": precision} | _windows_field(self.job),
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         if thumbnails:
@@ -309,6 +342,11 @@ class OpenJob:
         return self.summary
 
 
+def _windows_field(job: dict) -> dict:
+    """The sidecar's "windows" of a moments job ({} for a row a video: such sidecars stay as they were)."""
+    return {"windows": job["windows"]} if job.get("windows") else {}
+
+
 @contextmanager
 def open_job(
     root: str | os.PathLike,
@@ -316,6 +354,7 @@ def open_job(
     encoder: VideoEncoder,
     overwrite: bool = False,
     retry_failed: bool = False,
+    windows: WindowSettings | None = None,
 ) -> Iterator[OpenJob]:
     """Lock ``out``'s work directory and read what is there (see ``encode_folder`` for the arguments).
 
@@ -326,6 +365,7 @@ def open_job(
     started = time.monotonic()
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
     job |= {"model": encoder.identity, "settings": encoder.settings}
+    job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video
     _remove_trash(out)
     work = parts_dir(out)
     with _locked(work):
@@ -413,17 +453,28 @@ def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
 
 def _check_same_job(previous: dict, job: dict, what: str) -> None:
     differences = []
-    for key in ("model", "settings", "root"):
-        if previous.get(key) != job[key]:
+    for key in ("model", "settings", "root", "windows"):
+        if previous.get(key) != job.get(key):
             if key == "model" and isinstance(previous.get(key), dict):
                 differences.append(f"model ({identity_difference(previous[key], job[key])})")
+            elif key == "windows":
+                differences.append(
+                    f"windows ({_describe_windows(previous.get(key))} vs {_describe_windows(job.get(key))})"
+                )
             else:
                 differences.append(f"{key} ({previous.get(key)!r} vs {job[key]!r})")
     if differences:
         raise JobError(
-            f"{what} made with a different {', '.join(differences)}; run with the same --model, --frames and "
-            "folder to continue it, or add --overwrite to start again"
+            f"{what} made with a different {', '.join(differences)}; run with the same --model, --frames, "
+            "--window/--stride/--cuts and folder to continue it, or add --overwrite to start again"
         )
+
+
+def _describe_windows(windows: dict | None) -> str:
+    if not windows:
+        return "a row a video"
+    cuts = " at shot cuts" if windows.get("cuts") == "shots" else ""
+    return f"--window {windows['window']:g} --stride {windows['stride']:g}{cuts}"
 
 
 def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
@@ -438,7 +489,26 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
             f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
         ) from None
     failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
-    store.write_chunk(0, np.asarray(index.embeddings), {"done": _row_stats(index), "failed": failed})
+    stats = _row_stats(index)
+    if not job.get("windows"):
+        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, "failed": failed})
+        return
+    done, spans = _video_spans(index, stats)  # moments: a video's rows are consecutive
+    store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "failed": failed, "spans": spans})
+
+
+def _video_spans(index: EmbeddingIndex, stats: list[list]) -> tuple[list[list], list[list]]:
+    """A moments index's rows grouped by video: ([[path, size, mtime_ns], ...], [[[start, end], ...], ...])."""
+    starts, ends = (index.rows.column(c).to_pylist() for c in ("start_s", "end_s"))
+    done, spans = [], []
+    for row_stat, start, end in zip(stats, starts, ends, strict=True):
+        if not done or done[-1][0] != row_stat[0]:
+            done.append(row_stat)
+            spans.append([])
+        spans[-1].append([start, end])
+    if len({row_stat[0] for row_stat in done}) != len(done):
+        raise IndexFileError(f"{index.location}: a video's moment rows are not consecutive")
+    return done, spans
 
 
 def _row_stats(index: EmbeddingIndex) -> list[list]:
@@ -476,6 +546,7 @@ class _RunOptions:
     timeout: float
     chunk_size: int
     progress: bool
+    windows: WindowSettings | None = None
 
 
 def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summary: JobSummary, options):
@@ -492,7 +563,12 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     flushed = encode_started = time.monotonic()
     failed = 0
     paths = [str(root / e.path) for e in todo]
-    groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
+    if options.windows is not None:
+        groups = encoder.encode_moment_groups(
+            paths, options.windows, options.batch_size, options.workers, options.timeout
+        )
+    else:
+        groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
     try:
         for group in groups:
             pending += group
@@ -545,17 +621,35 @@ def finish_index(
     failures, results = _sort_results(entries, known)
     previous = _previous_rows(out, job)
     order, kept = _row_order(entries, results, previous)
-    embeddings = (
-        np.stack([results[p].embedding for p in order]).astype(np.float32)
-        if order
-        else np.zeros((0, dim), np.float32)
-    )
-    stats = [(results[p].size, results[p].mtime_ns) for p in order]
-    rows = row_table(order, len(order), sizes=[s for s, _ in stats], mtimes_ns=[m for _, m in stats])
+    blocks = [results[p].rows() for p in order]
+    embeddings = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, dim), np.float32)
+    rows = _row_records(order, results, len(embeddings))
     described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
     described |= {"backend": backend, "settings": job["settings"]}
-    write_index_files(out, [embeddings], len(order), dim, rows, described, failures)
-    return FinishedIndex(failures, len(order), _refresh_note(out, previous, kept, len(order), dim))
+    write_index_files(out, [embeddings], len(embeddings), dim, rows, described, failures)
+    return FinishedIndex(failures, len(embeddings), _refresh_note(out, previous, kept, len(embeddings), dim))
+
+
+def _row_records(order: list[str], results: dict[str, Known], count: int):
+    """The rows table of the videos ``order``: a row a video, or a row a window (start_s, end_s) of moments."""
+    paths, sizes, mtimes, starts, ends = [], [], [], [], []
+    for path in order:
+        result = results[path]
+        spans = result.spans if result.spans is not None else [(None, None)]
+        paths += [path] * len(spans)
+        sizes += [result.size] * len(spans)
+        mtimes += [result.mtime_ns] * len(spans)
+        starts += [start for start, _ in spans]
+        ends += [end for _, end in spans]
+    moments = any(start is not None for start in starts)
+    return row_table(
+        paths,
+        count,
+        sizes=sizes,
+        mtimes_ns=mtimes,
+        start_s=starts if moments else None,
+        end_s=ends if moments else None,
+    )
 
 
 def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[dict], dict[str, Known]]:
@@ -597,17 +691,24 @@ def _previous_rows(out: Path, job: dict) -> _Previous | None:
 
 
 def _row_order(entries: list[Entry], results: dict[str, Known], previous: _Previous | None):
-    """(paths in row order, how many leading rows are the previous index's rows unchanged, or None)."""
+    """(videos in row order, how many leading rows are the previous index's rows unchanged, or None).
+
+    With moments a video has several rows, consecutive; the previous rows are kept when every video
+    of them is unchanged (same stats, same number of windows).
+    """
     if previous is None:
         return [e.path for e in entries if e.path in results], None
+    videos = list(dict.fromkeys(path for path, _, _ in previous.rows))  # in row order, once each
+    stats = {path: (size, mtime) for path, size, mtime in previous.rows}
     unchanged = [
         path
-        for path, size, mtime in previous.rows
-        if path in results and (results[path].size, results[path].mtime_ns) == (size, mtime)
+        for path in videos
+        if path in results and (results[path].size, results[path].mtime_ns) == stats[path]
     ]
     kept = set(unchanged)
     order = unchanged + [e.path for e in entries if e.path in results and e.path not in kept]
-    return order, len(unchanged) if len(unchanged) == len(previous.rows) else None
+    kept_rows = sum(len(results[path].rows()) for path in unchanged)
+    return order, kept_rows if kept_rows == len(previous.rows) and len(unchanged) == len(videos) else None
 
 
 def _refresh_note(out: Path, previous: _Previous | None, kept: int | None, rows: int, dim: int) -> str | None:
