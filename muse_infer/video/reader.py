@@ -162,7 +162,7 @@ def read_window_clip(
         try:
             timeline = open_timeline(path, container, seek=True)
             end = timeline.exact(end_s)
-            times = exact_sample_times(Fraction(start_s), end, settings)
+            times = exact_sample_times(timeline.exact(start_s), end, settings)
             images = [timeline.frame_at(path, t) for t in times]
         except av.FFmpegError as error:
             raise VideoDecodeError(path, f"decoding failed ({error})") from None
@@ -191,8 +191,11 @@ class _Timeline:
         self.duration = end - origin
 
     def exact(self, seconds: float) -> Fraction:
-        """A time in seconds as an exact fraction; the duration's float stands for the exact duration."""
-        return self.duration if seconds == float(self.duration) else Fraction(seconds)
+        """A window's time in seconds as an exact fraction: the duration's float stands for the exact
+        duration, any other time for the nearest microsecond (window times are planned to microseconds)."""
+        from .windows import exact_seconds
+
+        return self.duration if seconds == float(self.duration) else exact_seconds(seconds)
 
     def frame_at(self, path, seconds: Fraction) -> np.ndarray:
         """The frame shown at ``seconds`` (from time 0), upright RGB (H, W, 3) uint8."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -107,7 +106,7 @@ def _sample_plan(timeline, plan, settings) -> list[tuple[int, int, int]]:
     """Every (target pts, window number, frame slot) of the plan, sorted by time then window."""
     wanted = []
     for number, (start, end) in enumerate(plan):
-        times = exact_sample_times(Fraction(start), timeline.exact(end), settings)
+        times = exact_sample_times(timeline.exact(start), timeline.exact(end), settings)
         wanted += [(timeline.target(t), number, slot) for slot, t in enumerate(times)]
     return sorted(wanted)
 

@@ -142,7 +142,12 @@ def _merge_short(shots: list[tuple[float, float]], shortest: float) -> list[tupl
 
 def sample_times(start: float, end: float, settings: FrameSettings) -> list[float]:
     """The sample times (seconds, ascending) of the window [start, end]: the whole-video rule on its timeline."""
-    return [float(t) for t in exact_sample_times(Fraction(start), Fraction(end), settings)]
+    return [float(t) for t in exact_sample_times(exact_seconds(start), exact_seconds(end), settings)]
+
+
+def exact_seconds(seconds: float) -> Fraction:
+    """A planned time as an exact fraction: the nearest microsecond (windows are planned to microseconds)."""
+    return Fraction(round(seconds * 1_000_000), 1_000_000)
 
 
 def exact_sample_times(start: Fraction, end: Fraction, settings: FrameSettings) -> list[Fraction]:
