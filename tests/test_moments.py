@@ -206,3 +206,260 @@ def test_the_timeout_counts_from_the_last_window(tmp_path, monkeypatch):
     finals = {item.index: item.error for item in items if item.final}
     assert finals[0] is None and sum(not item.final for item in items if item.index == 0) == 6
     assert "timed out after 3 s" in finals[1]
+
+
+# --- search: moments grouped per video -----------------------------------------------------------------
+
+
+def moments_index(tmp_path, seed: int, videos: int = 40, dim: int = 16, name: str = "m.npy"):
+    """An index of moments: each video a random walk of windows (neighbours alike), spans planned."""
+    from muse_infer.index import write_index
+
+    rng = np.random.default_rng(seed)
+    rows, paths, starts, ends = [], [], [], []
+    for number in range(videos):
+        plan = plan_windows(float(rng.uniform(2, 90)), 6.0, 3.0)
+        walk = rng.normal(size=dim) + np.cumsum(rng.normal(scale=0.3, size=(len(plan), dim)), axis=0)
+        rows.append(walk)
+        paths += [f"v{number:03d}.mp4"] * len(plan)
+        starts += [s for s, _ in plan]
+        ends += [e for _, e in plan]
+    embeddings = np.concatenate(rows).astype(np.float32)
+    return write_index(tmp_path / name, embeddings, paths, start_s=starts, end_s=ends), embeddings
+
+
+def reference_moments(index, vector: np.ndarray, top_k: int, per_video: int):
+    """The grouping over every row, scored exactly: what search must return."""
+    from muse_infer.index.moments import group_moments
+    from muse_infer.index.search import row_scores
+
+    scores = row_scores(np.asarray(index.embeddings), vector)
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    moments = group_moments(order, scores[order], index.paths.__getitem__, index.span, top_k, per_video)
+    return [(m.path, m.start_s, m.end_s, m.row) for m in moments]
+
+
+def test_group_moments_merges_overlapping_windows_that_score_alike():
+    from muse_infer.index.moments import group_moments
+
+    spans = {0: (0, 6), 1: (3, 9), 2: (6, 12), 3: (30, 36), 4: (0, 6), 5: (9, 15), 6: (33, 39)}
+    paths = {0: "a", 1: "a", 2: "a", 3: "a", 4: "b", 5: "a", 6: "a"}
+    rows = np.array([1, 0, 4, 3, 2, 5, 6])
+    scores = np.array([0.9, 0.89, 0.8, 0.7, 0.6, 0.5, 0.69], np.float32)  # search order
+    moments = group_moments(rows, scores, paths.__getitem__, spans.__getitem__, top_k=5, per_video=2)
+    found = [(m.path, m.start_s, m.end_s, m.row, sorted(m.rows)) for m in moments]
+    # 0 joins 1 (overlaps, 0.01 below); 2 overlaps the moment but scores far below: dropped; 5 overlaps
+    # nothing of "a" once 2 is dropped... but "a" already has 2 moments; 6 overlaps 3's moment and joins it.
+    assert found == [
+        ("a", 0, 9, 1, [0, 1]),
+        ("b", 0, 6, 4, [4]),
+        ("a", 30, 39, 3, [3, 6]),
+    ]
+    one = group_moments(rows, scores, paths.__getitem__, spans.__getitem__, top_k=1, per_video=1)
+    assert [(m.path, m.start_s, m.end_s) for m in one] == [("a", 0, 9)]
+
+
+@pytest.mark.parametrize("per_video, top_k", [(1, 5), (1, 40), (2, 3), (3, 7)])
+def test_search_moments_equals_grouping_every_row(tmp_path, per_video, top_k):
+    from muse_infer.index import EmbeddingIndex
+
+    path, embeddings = moments_index(tmp_path, seed=per_video * 100 + top_k)
+    index = EmbeddingIndex.load(path)
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        vector = embeddings[rng.integers(len(embeddings))] + rng.normal(scale=0.5, size=embeddings.shape[1])
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+        results = index.search(vector, top_k=top_k, per_video=per_video, exact=True)
+        got = [(r.path, r.start_s, r.end_s, r.row) for r in results]
+        assert got == reference_moments(index, vector, top_k, per_video)
+        assert [r.rank for r in results] == list(range(1, len(results) + 1))
+        assert len({r.path for r in results}) == min(top_k, 40)
+        assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_search_moments_with_an_ann_index_over_fetches_distinct_videos(tmp_path):
+    from muse_infer.index import EmbeddingIndex, build_ann
+
+    path, embeddings = moments_index(tmp_path, seed=9, videos=60)
+    build_ann(path, kind="hnsw")
+    index = EmbeddingIndex.load(path)
+    assert index.search_method == "hnsw"
+    rng = np.random.default_rng(6)
+    agree = 0
+    for _ in range(10):
+        vector = embeddings[rng.integers(len(embeddings))].copy()
+        vector /= np.linalg.norm(vector)
+        results = index.search(vector, top_k=10)
+        assert len({r.path for r in results}) == 10 == len(results)  # ten videos despite their many windows
+        agree += [(r.path, r.start_s, r.end_s) for r in results] == [
+            m[:3] for m in reference_moments(index, vector, 10, 1)
+        ]
+    assert agree >= 8
+
+
+def test_a_whole_video_index_searches_as_before(tmp_path):
+    from muse_infer.index import EmbeddingIndex, write_index
+
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(30, 8)).astype(np.float32)
+    paths = [f"v{i % 10}.mp4" for i in range(30)]  # repeated paths: not grouped without moments
+    index = EmbeddingIndex.load(write_index(tmp_path / "w.npy", embeddings, paths))
+    assert not index.has_moments
+    vector = embeddings[4] / np.linalg.norm(embeddings[4])
+    results = index.search(vector, top_k=7)
+    assert results == index.search(vector, top_k=7, per_video=0)
+    assert len(results) == 7 and all(r.start_s is None and r.end_s is None for r in results)
+    assert all("start_s" not in r.to_dict() and "end_s" not in r.to_dict() for r in results)
+    grouped = index.search(vector, top_k=3, per_video=1)
+    assert len({r.path for r in grouped}) == 3 == len(grouped)
+
+
+# --- the encode job and the command line -----------------------------------------------------------------
+
+CLI_WINDOWS = ["--window", "3", "--stride", "2"]
+TINY = ["--model", "tiny", "--clip-weights", "random", "--device", "cpu", "--frames", "3", "-q"]
+TINY += ["--batch-size", "3", "--workers", "1", "--no-thumbnails"]
+
+
+def invoke(*args, check_rc=None):
+    from click.testing import CliRunner
+
+    from muse_infer.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if check_rc is not None:
+        assert result.exit_code == check_rc, f"rc {result.exit_code}\n{result.output}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def row_records(npy: Path) -> list[tuple]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(npy.with_suffix(".rows.parquet"))
+    columns = [table.column(c).to_pylist() for c in ("path", "start_s", "end_s", "mtime_ns")]
+    return list(zip(*columns, strict=True))
+
+
+def expected_rows(root: Path, durations: dict[str, float]) -> list[tuple]:
+    """The rows of videos of these durations (seconds), in this order: a row a planned window."""
+    rows = []
+    for name, duration in durations.items():
+        mtime = (root / name).stat().st_mtime_ns
+        rows += [(name, s, e, mtime) for s, e in plan_windows(duration, 3.0, 2.0)]
+    return rows
+
+
+def test_encode_moments_grow_change_delete_and_refuse_other_windows(tmp_path):
+    root, out = tmp_path / "videos", tmp_path / "m.npy"
+    root.mkdir()
+    make_video(root / "a.mp4", 20, 2)  # 10 s: 4 windows
+    make_video(root / "b.mkv", 5, 2)  # 2.5 s: one row
+    (root / "broken.mp4").write_bytes(b"\x00" * 100)
+    result = invoke("encode-videos", root, "--out", out, *TINY, *CLI_WINDOWS, check_rc=1)
+    assert "encoded 2 of 3 videos" in result.output
+    assert row_records(out) == expected_rows(root, {"a.mp4": 10.0, "b.mkv": 2.5})
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["windows"] == {"window": 3.0, "stride": 2.0, "cuts": "fixed"}
+    first = np.load(out)
+
+    # grow: a new file, a changed one (longer: re-windowed), a deleted one; the unchanged rows stay
+    make_video(root / "c.mp4", 9, 3)
+    make_video(root / "b.mkv", 14, 2, codec="libx264")  # 7 s now
+    os.remove(root / "broken.mp4")
+    invoke("encode-videos", root, "--out", out, *TINY, *CLI_WINDOWS, check_rc=0)
+    assert row_records(out) == expected_rows(root, {"a.mp4": 10.0, "b.mkv": 7.0, "c.mp4": 3.0})
+    np.testing.assert_array_equal(np.load(out)[:4], first[:4])  # a.mp4's windows kept as they were
+
+    # other window settings: refused, the index untouched; --overwrite starts again
+    before = out.read_bytes()
+    refused = invoke("encode-videos", root, "--out", out, *TINY, "--window", "4", check_rc=2)
+    assert "different windows (--window 3 --stride 2 vs --window 4 --stride 2)" in refused.output
+    whole = invoke("encode-videos", root, "--out", out, *TINY, check_rc=2)
+    assert "vs a row a video" in whole.output
+    assert out.read_bytes() == before
+    invoke("encode-videos", root, "--out", out, *TINY, "--overwrite", check_rc=0)
+    assert [r[1] for r in row_records(out)] == [None, None, None]
+
+
+def test_encode_moments_resumes_from_the_work_chunks(tmp_path):
+    """A run stopped after some chunks (as by a kill) resumes and gives the rows of a clean run."""
+    from muse_infer import VideoEncoder
+    from muse_infer.jobs.encode import ChunkStore, encode_folder, open_job, parts_dir
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    for number, frames in enumerate([20, 7, 13, 30]):
+        make_video(root / f"{number}.mp4", frames, 2)
+    encoder = VideoEncoder("tiny", device="cpu", clip_weights="random", max_frames=3)
+    windows = WindowSettings(3.0, 2.0)
+    options = dict(batch_size=2, workers=0, progress=False, thumbnails=False, windows=windows)
+    clean = tmp_path / "clean.npy"
+    encode_folder(root, clean, encoder, **options)
+    out = tmp_path / "resumed.npy"
+    with open_job(root, out, encoder, windows=windows) as job:  # a run that saved two videos, then died
+        groups = encoder.encode_moment_groups([str(root / e.path) for e in job.todo[:2]], windows, 2, 0)
+        job.store.write([r for group in groups for r in group], job.todo)
+    assert len(ChunkStore(parts_dir(out)).chunks()) == 1
+    summary = encode_folder(root, out, encoder, **options)
+    assert (summary.reused, summary.encoded_now) == (2, 2)
+    assert row_records(out) == row_records(clean)
+    np.testing.assert_allclose(np.load(out), np.load(clean), atol=1e-6)
+
+
+def test_moment_options_usage_errors(tmp_path, monkeypatch):
+    root = tmp_path / "videos"
+    root.mkdir()
+    out = tmp_path / "m.npy"
+    result = invoke("encode-videos", root, "--out", out, "--window", "4", "--engine", "ray", check_rc=2)
+    assert "local engine only" in result.output
+    result = invoke("encode-videos", root, "--out", out, "--window", "4", "--stride", "5", check_rc=2)
+    assert "--stride 5 is longer than --window 4" in result.output
+    monkeypatch.setitem(sys.modules, "scenedetect", None)  # the scenes extra not installed
+    result = invoke("encode-videos", root, "--out", out, "--cuts", "shots", check_rc=2)
+    assert "pip install 'muse-infer[scenes]'" in result.output and "Traceback" not in result.output
+
+
+def test_must_show_a_scene_is_found_as_a_moment_of_the_long_video(tmp_path):
+    """The demo model, windows of 6 s every 3 s: each scene's caption finds the long video, its range
+    overlapping that scene; --json and the SDK carry the ranges."""
+    from muse_infer import EmbeddingIndex, TextEncoder
+    from muse_infer.data.scenes import overlap_s, write_scene_reel
+    from muse_infer.data.synthetic import demo_samples
+
+    samples = [spec for spec, _ in demo_samples(seed=0, n=7)]
+    root, out = tmp_path / "videos", tmp_path / "moments.npy"
+    root.mkdir()
+    scenes = write_scene_reel(root / "long.mp4", samples[:4], scene_s=12.0)
+    write_scene_reel(root / "other.mp4", samples[4:6], scene_s=6.0)
+    write_scene_reel(root / "short.mp4", samples[6:], scene_s=6.0)
+    options = [
+        "--model",
+        "demo",
+        "--device",
+        "cpu",
+        "--window",
+        "6",
+        "--stride",
+        "3",
+        "-q",
+        "--no-thumbnails",
+    ]
+    invoke("encode-videos", root, "--out", out, *options, check_rc=0)
+    captions = [scene.caption for scene in scenes]
+    result = invoke("search", *captions, "--index", out, "--top-k", "3", "--json", check_rc=0)
+    listed = json.loads(result.output)
+    index = EmbeddingIndex.load(out)
+    sdk = index.search_batch(captions, 3, text_encoder=TextEncoder.for_index(index))
+    for scene, hits in zip(scenes, sdk, strict=True):
+        best = [hit for hit in listed if hit["query"] == scene.caption and hit["rank"] == 1][0]
+        assert best["path"] == "long.mp4", (scene, best)
+        assert overlap_s((best["start_s"], best["end_s"]), (scene.start_s, scene.end_s)) > 0, (scene, best)
+        assert (hits[0].path, hits[0].start_s, hits[0].end_s) == (
+            best["path"],
+            best["start_s"],
+            best["end_s"],
+        )
+        assert len({hit.path for hit in hits}) == len(hits)  # one moment a video by default
+    text = invoke("search", captions[0], "--index", out, check_rc=0).output
+    assert "long.mp4  [00:" in text
