@@ -463,3 +463,35 @@ def test_must_show_a_scene_is_found_as_a_moment_of_the_long_video(tmp_path):
         assert len({hit.path for hit in hits}) == len(hits)  # one moment a video by default
     text = invoke("search", captions[0], "--index", out, check_rc=0).output
     assert "long.mp4  [00:" in text
+
+
+def test_moments_fail_every_bad_file_as_whole_videos_do(tmp_path):
+    """The bad-input corpus of test_encode_search: the same files fail for the same reasons, per video."""
+    from test_encode_search import CLI_ENV, build_corpus, read_failures
+
+    from muse_infer import VideoEncoder
+    from muse_infer.jobs.encode import encode_folder
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    good, bad = build_corpus(root)
+    encoder = VideoEncoder("tiny", device="cpu", clip_weights="random", max_frames=3)
+    options = dict(batch_size=4, workers=1, timeout=4, progress=False, thumbnails=False)
+    old = {key: os.environ.get(key) for key in CLI_ENV}
+    os.environ.update(CLI_ENV)  # the hang file hangs in the decode workers
+    try:
+        whole = encode_folder(root, tmp_path / "whole.npy", encoder, **options)
+        moments = encode_folder(
+            root, tmp_path / "m.npy", encoder, windows=WindowSettings(3.0, 2.0), **options
+        )
+    finally:
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    assert whole.exit_code == moments.exit_code == 1
+    failures = read_failures(tmp_path / "m.npy")
+    assert set(failures) == set(bad) == set(read_failures(tmp_path / "whole.npy"))
+    for path, fragment in bad.items():
+        assert fragment in failures[path], (path, failures[path])
+    assert sorted({r[0] for r in row_records(tmp_path / "m.npy")}) == sorted(good)
+    g70 = [r for r in row_records(tmp_path / "m.npy") if r[0] == "g_70s.mp4"]
+    assert [(s, e) for _, s, e, _ in g70] == plan_windows(70.0, 3.0, 2.0)
