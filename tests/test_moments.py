@@ -495,3 +495,17 @@ def test_moments_fail_every_bad_file_as_whole_videos_do(tmp_path):
     assert sorted({r[0] for r in row_records(tmp_path / "m.npy")}) == sorted(good)
     g70 = [r for r in row_records(tmp_path / "m.npy") if r[0] == "g_70s.mp4"]
     assert [(s, e) for _, s, e, _ in g70] == plan_windows(70.0, 3.0, 2.0)
+
+
+def test_cuts_shots_start_windows_at_the_hard_cuts(tmp_path):
+    pytest.importorskip("scenedetect", reason="needs the scenes extra (installed by dev)")
+    from muse_infer.data.scenes import write_scene_reel
+    from muse_infer.data.synthetic import demo_samples
+
+    root, out = tmp_path / "videos", tmp_path / "shots.npy"
+    root.mkdir()
+    write_scene_reel(root / "reel.mp4", [spec for spec, _ in demo_samples(seed=0, n=3)], scene_s=6.0)
+    invoke("encode-videos", root, "--out", out, *TINY, "--cuts", "shots", "--window", "4", check_rc=0)
+    spans = [(s, e) for _, s, e, _ in row_records(out)]
+    assert spans == [(0, 4), (2, 6), (6, 10), (8, 12), (12, 16), (14, 18)]
+    assert json.loads(out.with_suffix(".json").read_text())["windows"]["cuts"] == "shots"
