@@ -211,7 +211,7 @@ def test_the_timeout_counts_from_the_last_window(tmp_path, monkeypatch):
 # --- search: moments grouped per video -----------------------------------------------------------------
 
 
-def moments_index(tmp_path, seed: int, videos: int = 40, dim: int = 16, name: str = "m.npy"):
+def moments_index(tmp_path, seed: int, videos: int = 40, dim: int = 16, name: str = "m.npy", full=False):
     """An index of moments: each video a random walk of windows (neighbours alike), spans planned."""
     from muse_infer.index import write_index
 
@@ -221,11 +221,12 @@ def moments_index(tmp_path, seed: int, videos: int = 40, dim: int = 16, name: st
         plan = plan_windows(float(rng.uniform(2, 90)), 6.0, 3.0)
         walk = rng.normal(size=dim) + np.cumsum(rng.normal(scale=0.3, size=(len(plan), dim)), axis=0)
         rows.append(walk)
-        paths += [f"v{number:03d}.mp4"] * len(plan)
+        paths += [f"{Path(name).stem}/v{number:03d}.mp4"] * len(plan)
         starts += [s for s, _ in plan]
         ends += [e for _, e in plan]
     embeddings = np.concatenate(rows).astype(np.float32)
-    return write_index(tmp_path / name, embeddings, paths, start_s=starts, end_s=ends), embeddings
+    written = write_index(tmp_path / name, embeddings, paths, start_s=starts, end_s=ends)
+    return (written, embeddings, (paths, starts, ends)) if full else (written, embeddings)
 
 
 def reference_moments(index, vector: np.ndarray, top_k: int, per_video: int):
@@ -295,6 +296,28 @@ def test_search_moments_with_an_ann_index_over_fetches_distinct_videos(tmp_path)
             m[:3] for m in reference_moments(index, vector, 10, 1)
         ]
     assert agree >= 8
+
+
+def test_shards_of_moments_search_as_one_index(tmp_path):
+    from muse_infer.index import EmbeddingIndex, ShardedIndex, write_index
+
+    parts = [moments_index(tmp_path, seed, videos=15, name=f"p{seed}.npy", full=True) for seed in (1, 2)]
+    shards = ShardedIndex.load([path for path, _, _ in parts])
+    columns = [sum((list(p[2][i]) for p in parts), []) for i in range(3)]
+    rows = np.concatenate([p[1] for p in parts])
+    whole = EmbeddingIndex.load(
+        write_index(tmp_path / "all.npy", rows, columns[0], start_s=columns[1], end_s=columns[2])
+    )
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        vector = rows[rng.integers(len(rows))] + rng.normal(scale=0.5, size=rows.shape[1])
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+        for per_video in (None, 2):
+            got = shards.search(vector, top_k=6, per_video=per_video)
+            expected = whole.search(vector, top_k=6, per_video=per_video, exact=True)
+            assert [(r.path, r.start_s, r.end_s, r.row, r.rank) for r in got] == [
+                (r.path, r.start_s, r.end_s, r.row, r.rank) for r in expected
+            ]
 
 
 def test_a_whole_video_index_searches_as_before(tmp_path):

@@ -465,6 +465,7 @@ class EmbeddingIndex:
             "model": describe_identity(self.identity) if self.identity else None,
             "model_source": self.metadata.get("model_source"),
             "settings": self.metadata.get("settings"),
+            "windows": self.metadata.get("windows"),  # moments: window, stride, cuts (None: a row a video)
             "root": self.metadata.get("root"),
             "failed": self.metadata.get("failed", 0),
             "files": sizes,

@@ -11,6 +11,7 @@ shard, returns with exact search. Shards must share the embedding size and the m
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from itertools import chain
@@ -134,9 +135,10 @@ class ShardedIndex:
         found.sort(key=lambda item: item[:3])
         videos, results = set(), []
         for _, number, _, moment in found:
-            videos.add((number, moment.path))
-            if len(videos) > top_k:
-                break
+            if (number, moment.path) not in videos:
+                if len(videos) == top_k:  # a video past the top_k best; the best's later moments still count
+                    continue
+                videos.add((number, moment.path))
             hit = self.shards[number].moment_results([moment], number, int(self.offsets[number]))[0]
             results.append(SearchResult(len(results) + 1, *_fields_after_rank(hit)))
         return results
@@ -205,6 +207,9 @@ def merge_indexes(
     ]
     first = indexes[0]
     fields = {key: first.metadata.get(key) for key in DESCRIPTIVE_FIELDS} | {"root": root}
+    windows = {json.dumps(index.metadata.get("windows"), sort_keys=True) for index in indexes}
+    if len(windows) == 1 and first.metadata.get("windows"):  # moments cut alike: the merge says how
+        fields["windows"] = first.metadata["windows"]
     blocks = chain.from_iterable(unit_blocks(index.embeddings) for index in indexes)
     write_index_files(out, blocks, len(rows), first.dim, rows, fields, failures)
     if kind is not None:
