@@ -154,6 +154,22 @@ def test_a_long_video_is_decoded_once_with_memory_bounded_by_the_window(tmp_path
     assert peaks[0] == peaks[1] <= 12 * (math.ceil(12 / 6) + 1)  # frames held: the window's, not the video's
 
 
+def test_reading_windows_leaves_no_reference_cycles_per_frame(tmp_path):
+    """PyAV 18 ties a frame and its side data in a cycle: reading it per sampled frame kept every frame's
+    buffers until a garbage collection (RSS grew with the video); the display matrix is read once."""
+    import gc
+
+    path = make_video(tmp_path / "v.mp4", 600, 2, size=(48, 64))
+    gc.collect()
+    gc.disable()
+    try:
+        count = sum(1 for _ in read_windows(path, SMALL, WindowSettings(12.0, 6.0)))
+        cycles = gc.collect()
+    finally:
+        gc.enable()
+    assert count == 49 and cycles < 50, cycles  # 300 sampled frames: the bug left >= 600 objects
+
+
 @pytest.mark.slow
 def test_a_60_minute_video_is_decoded_once(tmp_path):
     from muse_infer.data.writer import write_video

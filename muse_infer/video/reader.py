@@ -189,6 +189,7 @@ class _Timeline:
         self.container, self.stream, self.cursor = container, stream, cursor
         self.origin, self.end, self.stats = origin, end, stats
         self.duration = end - origin
+        self.matrix = display_matrix(cursor.current)  # the first frame's: see _upright
 
     def exact(self, seconds: float) -> Fraction:
         """A window's time in seconds as an exact fraction: the duration's float stands for the exact
@@ -204,7 +205,11 @@ class _Timeline:
         _check_reached(path, self.cursor, self.stream, target)
         if self.stats is not None:
             self.stats.frames_converted += 1
-        return _upright(frame)
+        return self.upright(frame)
+
+    def upright(self, frame) -> np.ndarray:
+        """A decoded frame as upright RGB (H, W, 3) uint8, turned by the stream's display matrix."""
+        return _upright(frame, self.matrix)
 
     def target(self, seconds: Fraction) -> int:
         """``seconds`` from time 0 in the stream's pts units (the last frame at or before it is shown)."""
@@ -489,13 +494,26 @@ def _decode_packet(codec, packet) -> list:
     return codec.decode(packet)
 
 
-def _upright(frame) -> np.ndarray:
-    """The frame as (H, W, 3) uint8 RGB, turned by its display matrix so it shows as intended."""
+def _upright(frame, matrix: np.ndarray | None | str = "read") -> np.ndarray:
+    """The frame as (H, W, 3) uint8 RGB, turned by its display matrix so it shows as intended.
+
+    matrix: the stream's display matrix (``display_matrix`` of its first frame; None: none), or "read"
+    to read the frame's own. Why a stream's: in PyAV 18, reading a frame's side data ties the frame
+    and its side data in a reference cycle, so its buffers stay until the garbage collector runs
+    (measured: 145 MiB kept after 300 frames of 640x480); read for every sampled frame of a long video,
+    that grows with the video.
+    """
     rgb = frame.to_ndarray(format="rgb24")
-    matrix = frame.side_data.get("DISPLAYMATRIX")
+    matrix = display_matrix(frame) if isinstance(matrix, str) else matrix
     if matrix is None:
         return rgb
-    return np.ascontiguousarray(apply_display_matrix(rgb, np.frombuffer(bytes(matrix), dtype="<i4")))
+    return np.ascontiguousarray(apply_display_matrix(rgb, matrix))
+
+
+def display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (9 int32) or None (see ``_upright`` for why it is read once a stream)."""
+    matrix = frame.side_data.get("DISPLAYMATRIX")
+    return None if matrix is None else np.frombuffer(bytes(matrix), dtype="<i4").copy()
 
 
 def apply_display_matrix(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -88,7 +88,8 @@ def _walk(path, container, settings, windows, stats, find_cuts) -> Iterator[Wind
             frame = timeline.cursor.frame_at(target)
             _check(path, timeline, target)
             if picture is None or frame.pts != picture[0]:  # a new frame: fit it once for every window
-                picture = (frame.pts, fit_frame(_rgb(frame, stats), settings.size))
+                stats.frames_converted += 1
+                picture = (frame.pts, fit_frame(timeline.upright(frame), settings.size))
             last_target = target
         slots[window][slot] = picture[1]
         filled[window] += 1
@@ -122,10 +123,3 @@ def _check(path, timeline, target: int) -> None:
     from .reader import _check_reached
 
     _check_reached(path, timeline.cursor, timeline.stream, target)
-
-
-def _rgb(frame, stats: DecodeStats) -> np.ndarray:
-    from .reader import _upright
-
-    stats.frames_converted += 1
-    return _upright(frame)
