@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -243,16 +243,8 @@ class VideoEncoder:
         When the backend computes asynchronously (a GPU), a group is yielded once the next batch has
         been queued, so the device always has work.
         """
-        batch_size = self.default_batch_size if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if timeout is None or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
-        if workers is None:
-            workers = default_workers(getattr(self.backend, "device", "cpu"))
-        if workers < 0:
-            raise ValueError(f"workers must be >= 0, got {workers}")
         if workers == 0:
             decoded = decode_inline(paths, self.frame_settings)
         else:
@@ -405,13 +397,10 @@ class _MomentVideo:
 
     index: int
     path: str
-    spans: list = None
-    rows: list = None
+    spans: list = field(default_factory=list)  # (start_s, end_s) a window
+    rows: list = field(default_factory=list)  # its embedding (C,) once computed, else None
     final: bool = False
     error: str | None = None
-
-    def __post_init__(self):
-        self.spans, self.rows = [], []
 
     def complete(self) -> bool:
         return self.final and (self.error is not None or all(row is not None for row in self.rows))
