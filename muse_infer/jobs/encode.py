@@ -4,7 +4,9 @@ Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
 - ``EMB.npy.parts/`` the work directory while a run is unfinished:
   ``job.json`` (model identity, frame settings, root folder: a resume must match them),
   ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
-  ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``),
+  ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``; a run
+  of moments (``windows``) adds ``"spans": [[[start_s, end_s], ...], ...]``, each done video's windows,
+  and its embeddings hold every window's row, video after video),
   ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index);
   with ``--engine ray`` also ``plan.json`` (``muse_infer.jobs.shards``), its shards' results being
   chunk files too, so either engine resumes the other's work.
@@ -20,7 +22,7 @@ that failed are not retried (a file that hangs would hang again) unless they cha
 ``retry_failed`` is set. Removed files leave the index. A first run's rows are in sorted path order;
 a later run keeps the rows of unchanged files in their order (so their row numbers stay while nothing
 is removed) and appends new and changed files, sorted; a changed file's old row is dropped, so no stale
-row survives. Results are stored in whole model batches (see
+row survives (with moments: none of its windows). Results are stored in whole model batches (see
 ``VideoEncoder.encode_groups``), so a resumed run forms the same batches as an uninterrupted one
 with the same ``batch_size``, and its rows are bit-identical; new files or another batch size change
 rows only by float rounding (<= 1e-7 measured).
