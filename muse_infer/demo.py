@@ -16,9 +16,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
+from .atomic import atomic_write
+from .errors import JobError
 
 DEMO_MODEL = "demo"
 
@@ -53,13 +57,18 @@ def write_demo_videos(folder: str, seed: int = 0, count: int = 6) -> list[tuple[
 
 
 def run_demo(
-    model: str = DEMO_MODEL, seed: int = 0, count: int = 6, device: str = "cpu"
+    model: str = DEMO_MODEL, seed: int = 0, count: int = 6, device: str = "cpu", keep: str | None = None
 ) -> list[QueryResult]:
-    """Generate, encode and search the demo videos; one ``QueryResult`` per caption."""
+    """Generate, encode and search the demo videos; one ``QueryResult`` per caption. keep: a folder
+    (new or empty) to leave the videos in, with their captions in ``captions.txt``, to try
+    encode-videos and search on; None: a temporary folder."""
     from .encoders import TextEncoder, VideoEncoder
 
-    with tempfile.TemporaryDirectory(prefix="muse-demo-") as folder:
+    with _demo_folder(keep) as folder:
         samples = write_demo_videos(folder, seed, count)
+        if keep is not None:
+            captions = "".join(f"{os.path.basename(path)}\t{caption}\n" for path, caption in samples)
+            atomic_write(os.path.join(folder, "captions.txt"), lambda handle: handle.write(captions.encode()))
         encoder = VideoEncoder(model, device=device)
         videos = encoder.encode([path for path, _ in samples], batch_size=len(samples), workers=0)  # (V, C)
         texts = TextEncoder(encoder.backend).encode([caption for _, caption in samples])  # (Q, C)
@@ -71,6 +80,18 @@ def run_demo(
         ranking = [(names[i], float(scores[row, i])) for i in order]
         results.append(QueryResult(caption, names[row], ranking))
     return results
+
+
+@contextmanager
+def _demo_folder(keep: str | None):
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="muse-demo-") as folder:
+            yield folder
+        return
+    if os.path.exists(keep) and (not os.path.isdir(keep) or os.listdir(keep)):
+        raise JobError(f"--videos {keep}: give a new or empty folder (the demo writes its videos there)")
+    os.makedirs(keep, exist_ok=True)
+    yield keep
 
 
 def format_results(results: list[QueryResult], top: int = 3) -> str:

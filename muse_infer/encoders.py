@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BackendError, VideoDecodeError
+from .errors import BackendError, QueryError, VideoDecodeError
+from .progress import progress_bar
 from .runtime import Backend, load_backend
 from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
@@ -128,6 +128,11 @@ class TextEncoder:
         from .tokenizer import tokenize
 
         texts = [texts] if isinstance(texts, str) else list(texts)
+        for number, text in enumerate(texts, 1):
+            if not isinstance(text, str) or not text.strip():
+                raise QueryError(
+                    f"query {number} ({text!r}) is empty or not text: give the words to search for"
+                )
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         ids = tokenize(texts, self.backend.max_words).numpy()  # (N, max_words)
@@ -205,7 +210,7 @@ class VideoEncoder:
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         embeddings = np.full((len(paths), self.embed_dim), np.nan, dtype=np.float32)
         readable = np.ones(len(paths), dtype=bool)
-        with _progress_bar(len(paths), progress) as bar:
+        with progress_bar(len(paths), "encoding", enabled=progress) as bar:
             for result in self.encode_iter(paths, batch_size, workers, timeout):
                 bar.update(1)
                 if result.error is None:
@@ -382,13 +387,6 @@ class _Batch:
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
-
-
-def _progress_bar(total: int, enabled: bool):
-    """A tqdm bar over ``total`` videos on stderr (a no-op object when not ``enabled``)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 @dataclass

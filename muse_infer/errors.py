@@ -89,3 +89,7 @@ class RayEngineError(JobError):
 class IndexInputError(MuseError, ValueError):
     """Arrays or arguments that cannot make an index (shapes, lengths, non-finite or zero rows, a budget
     too small for any index kind); the message names the argument and what to do."""
+
+
+class QueryError(MuseError, ValueError):
+    """A text query that cannot be searched for (empty, blank, not a string); the message names it."""

@@ -351,6 +351,54 @@ def test_kill_and_resume_equals_a_clean_run(corpus, clean_index, tmp_path):
     assert not parts.exists()
 
 
+def test_sigterm_saves_like_ctrl_c_and_the_rerun_equals_a_clean_run(corpus, clean_index, tmp_path):
+    """SIGTERM (job schedulers, containers) to the command alone, as `kill` sends it: exit 130, the
+    finished batches kept, a message saying so; the same command then gives the clean run's index."""
+    root, _, _ = corpus
+    out = tmp_path / "emb.npy"
+    parts = Path(str(out) + ".parts")
+    command = [*CLI, "encode-videos", str(root), "--out", str(out), *map(str, CLI_OPTIONS)]
+    process = subprocess.Popen(
+        command, env={**os.environ, **CLI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_chunks(parts, 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "finished videos are saved" in stderr and "Traceback" not in stderr
+    assert parts.is_dir() and not out.exists()
+    result = run_cli("encode-videos", root, "--out", out, *CLI_OPTIONS)
+    assert result.returncode == 1, result.stderr
+    assert "already done" in result.stderr
+    embeddings, sidecar = load_pair(out)
+    expected, expected_sidecar = load_pair(clean_index)
+    assert sidecar["paths"] == expected_sidecar["paths"]
+    np.testing.assert_array_equal(embeddings, expected)
+    assert read_failures(out) == read_failures(clean_index)
+    assert not parts.exists()
+
+
+def test_interrupted_before_anything_was_saved_says_so(tmp_path):
+    root, out = tmp_path / "videos", tmp_path / "emb.npy"
+    root.mkdir()
+    noise_video(root / HANG, 1, 4, 2)  # its decode "hangs" (CLI_ENV): nothing can be saved
+    process = subprocess.Popen(
+        [*CLI, "encode-videos", str(root), "--out", str(out), *map(str, CLI_OPTIONS[:-3]), "--timeout", "60"],
+        env={**os.environ, **CLI_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (Path(str(out) + ".parts") / "job.json").exists():  # the job has started
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "before any video was saved" in stderr and "are saved" not in stderr
+
+
 def test_rerun_adds_new_files_and_redoes_changed_ones(tmp_path, video_encoder):
     from muse_infer.jobs.encode import encode_folder
 
@@ -367,6 +415,11 @@ def test_rerun_adds_new_files_and_redoes_changed_ones(tmp_path, video_encoder):
     noise_video(root / "c.mp4", 22, 6, 3)  # replaced by another video
     summary = encode_folder(root, out, video_encoder, batch_size=2, workers=0, progress=False)
     assert (summary.reused, summary.encoded_now, len(summary.failures)) == (2, 2, 1)
+    assert summary.dropped == [
+        {"path": "c.mp4", "why": "changed (encoded again)"},
+        {"path": "e.mkv", "why": "deleted"},
+    ]
+    assert "2 rows of the earlier index dropped (1 changed (encoded again), 1 deleted)" in summary.line()
     after, sidecar = load_pair(out)
     # Unchanged files keep their order; new and changed ones follow, sorted (muse_infer.jobs.encode).
     assert sidecar["paths"] == ["a.mp4", "g.webm", "b_added.mp4", "c.mp4"]
@@ -393,11 +446,12 @@ def test_encode_videos_refuses_an_index_made_with_other_settings(corpus, clean_i
     [
         (["encode-videos", "/no/such/folder", "--out", "x.npy"], "not a folder"),
         (["encode-videos", ".", "--out", "x.txt", "--model", "tiny"], "must end with .npy"),
-        (["encode-videos", ".", "--out", "x.npy", "--model", "no-such-model"], "cannot load model"),
+        (["encode-videos", "VIDEOS", "--out", "x.npy", "--model", "no-such-model"], "cannot load model"),
     ],
 )
-def test_encode_videos_usage_errors(args, message, tmp_path):
-    result = invoke(*[a.replace("x.", f"{tmp_path}/x.") for a in args], check_rc=2)
+def test_encode_videos_usage_errors(args, message, tmp_path, corpus):
+    args = [a.replace("x.", f"{tmp_path}/x.").replace("VIDEOS", str(corpus[0])) for a in args]
+    result = invoke(*args, check_rc=2)
     assert message in result.output
 
 
@@ -421,7 +475,7 @@ def test_search_json_matches_the_sdk(clean_index):
         sdk = index.search(query, top_k=4, text_encoder=encoder)
         assert [h.path for h in sdk] == [r["path"] for r in listed]
         assert [h.score for h in sdk] == scores  # each query is encoded alone: the same bits
-    text = invoke("search", queries[0], "--index", clean_index, "--top-k", "2", check_rc=0).output
+    text = invoke("search", queries[0], "--index", clean_index, "--top-k", "2", check_rc=0).stdout
     assert text.splitlines()[0] == queries[0] and len(text.splitlines()) == 3
 
 
@@ -469,7 +523,7 @@ def broken_copies(clean_index: Path, folder: Path) -> dict[str, tuple[Path, str]
     np.save(cases["other_rows"], rows[::-1].copy())
     cases["no_npy"].unlink()
     messages = {
-        "no_sidecar": "sidecar not found",
+        "no_sidecar": "not a muse-infer index",
         "truncated": "truncated",
         "garbled_sidecar": "truncated sidecar",
         "fewer_paths": "lists",
@@ -490,7 +544,7 @@ def test_broken_indexes_give_clear_errors(clean_index, tmp_path):
     for path, message in cases.values():  # the same errors through the command line
         assert message in invoke("search", "a cat", "--index", path, check_rc=2).output
     result = invoke("search", "a cat", "--index", tmp_path / "missing.npy", check_rc=2)
-    assert "sidecar not found" in result.output
+    assert "no such index" in result.output
 
 
 def test_every_command_has_help_with_an_example():

@@ -418,4 +418,4 @@ def test_encode_videos_with_onnx_matches_torch_and_searches_across(tiny_export, 
             ],
         )
         assert result.exit_code == 0, result.output
-        assert len(json.loads(result.output)) == 3
+        assert len(json.loads(result.stdout)) == 3

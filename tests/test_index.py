@@ -531,8 +531,8 @@ def test_index_commands_build_grow_and_search(tmp_path):
     info = invoke("index", "info", out, "--json", check_rc=0).output
     described = json.loads(info)
     assert described["rows"] == 5 and described["search"] == "hnsw" and described["ann"]["count"] == 5
-    approximate = json.loads(invoke("search", "a cat", "--index", out, "--json", check_rc=0).output)
-    exact = json.loads(invoke("search", "a cat", "--index", out, "--json", "--exact", check_rc=0).output)
+    approximate = json.loads(invoke("search", "a cat", "--index", out, "--json", check_rc=0).stdout)
+    exact = json.loads(invoke("search", "a cat", "--index", out, "--json", "--exact", check_rc=0).stdout)
     assert {r["search"] for r in approximate} == {"hnsw"} and {r["search"] for r in exact} == {"exact"}
     assert [(r["path"], r["score"]) for r in approximate] == [(r["path"], r["score"]) for r in exact]
     assert approximate[0]["absolute_path"] == str(videos / approximate[0]["path"])
@@ -550,7 +550,7 @@ def test_index_commands_refuse_bad_input_in_one_line(tmp_path):
         shutil.copy(good.with_suffix(suffix), truncated.with_suffix(suffix))
     truncated.write_bytes(truncated.read_bytes()[:-8])
     cases = [
-        (["index", "build", tmp_path / "missing.npy"], "sidecar not found"),
+        (["index", "build", tmp_path / "missing.npy"], "no such index"),
         (["index", "build", tmp_path / "x.txt"], "an index is an EMB.npy file"),
         (["index", "build", good, "--memory", "lots"], "memory budget"),
         (["index", "build", good, "--kind", "hnsw", "--memory", "1K"], "more than the memory budget"),

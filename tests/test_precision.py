@@ -175,7 +175,7 @@ def noise_videos(tmp_path_factory) -> Path:
 def _cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def test_cli_bf16_index_and_queries_stay_close_to_fp32(gated_checkpoint, noise_videos, tmp_path):

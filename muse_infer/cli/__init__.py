@@ -13,7 +13,14 @@ from importlib.metadata import entry_points
 import click
 
 from ..errors import MuseError
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE_OR_INPUT, UserError
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE_OR_INPUT,
+    UserError,
+    with_verbosity,
+)
 from .encode import encode_videos  # each command module imports only click at the top
 from .evaluate import demo_command, eval_command
 from .index import index_group
@@ -47,7 +54,7 @@ class MuseGroup(click.Group):
         if command is not None or name not in self._plugins():
             return command
         try:
-            return self._plugins()[name].load()
+            return with_verbosity(self._plugins()[name].load())
         except ImportError as error:  # a plugin whose package is absent must not break the CLI
             logging.getLogger(__name__).debug("command %s unavailable: %s", name, error)
             return None
@@ -72,4 +79,4 @@ def main(verbose: int) -> None:
 
 
 for _command in (convert, list_models, encode_videos, search, index_group, serve, eval_command, demo_command):
-    main.add_command(_command)
+    main.add_command(with_verbosity(_command))

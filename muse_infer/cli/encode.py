@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISION_HELP, UserError
+from .common import (
+    BACKEND_CHOICE,
+    EXIT_INTERRUPTED,
+    PRECISION_CHOICE,
+    PRECISION_HELP,
+    UserError,
+    sigterm_as_interrupt,
+)
 
 
 @click.command("encode-videos")
@@ -124,7 +131,13 @@ from .common import BACKEND_CHOICE, EXIT_INTERRUPTED, PRECISION_CHOICE, PRECISIO
     help="Where windows start: fixed (every --stride s) or shots (at shot boundaries, long shots split "
     "into windows; needs the scenes extra: pip install 'muse-infer[scenes]').",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON summary on stdout: counts, skipped files with reasons, dropped rows, files written.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def encode_videos(
     directory,
     out,
@@ -147,6 +160,7 @@ def encode_videos(
     window,
     stride,
     cuts,
+    as_json,
     quiet,
 ) -> None:
     """Encode every video under DIRECTORY (recursively) into an embedding index.
@@ -158,12 +172,16 @@ def encode_videos(
     Work is saved as it goes in OUT.parts/: run the same command again after an interruption (even
     kill -9) to resume; run it on a folder with new files to add them.
 
+    Progress: a bar on a terminal; a plain line every 30 s when stderr goes to a file. Running it
+    again on a folder with new, changed or deleted files updates the index in place and says which
+    rows it dropped.
+
     \b
     Exit status:
       0    every video encoded
       1    some files could not be read (skipped, listed in the failures file); the index has the rest
       2    usage or input error (bad folder, model, or an existing index made with other options)
-      130  interrupted (finished batches are kept: run again to resume)
+      130  interrupted by Ctrl-C or SIGTERM (finished batches are kept: run again to resume)
 
     With --engine ray the same job runs on a Ray cluster (decoding in CPU tasks, the model in one
     actor per GPU) and gives the same index; --chunk-size is then the shard size (videos a task
@@ -182,12 +200,14 @@ def encode_videos(
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
       muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
       muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
+      muse-infer encode-videos videos/ --out emb.npy --json -q > summary.json
       muse-infer encode-videos /shared/videos --out /shared/emb.npy --engine ray --address auto
       muse-infer encode-videos videos/ --out moments.npy --window 6 --stride 3
       muse-infer encode-videos videos/ --out shots.npy --cuts shots
     """
-    from ..encoders import VideoEncoder
-    from ..jobs.encode import check_locations, encode_folder
+    import json
+
+    from ..jobs.encode import encode_folder, saved_work
 
     if engine == "local" and (address is not None or actors is not None):
         raise UserError("--address and --actors are options of --engine ray")
@@ -205,36 +225,77 @@ def encode_videos(
         from ..video.shots import import_scenedetect
 
         import_scenedetect()  # a missing extra is said before the model loads
-    run = encode_folder
     options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
     options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
+    model_options = dict(
+        model=model,
+        device=device,
+        backend=backend,
+        clip_weights=clip_weights,
+        max_frames=frames,
+        precision=precision,
+    )
+    run = encode_folder
+    if engine == "ray":
+        run, options = _ray_engine(options | dict(address=address, actors=actors, device=device))
+        model_options["device"] = "cpu"  # this process only reads the model's identity; the actors run it
     try:
-        check_locations(directory, out)  # before the model loads, which takes a while
-        if engine == "ray":
-            from ..jobs.ray_cluster import import_ray
-            from ..jobs.ray_engine import encode_folder_ray
-
-            import_ray()  # a missing extra is said before the model loads
-            run, options = encode_folder_ray, options | dict(address=address, actors=actors, device=device)
-            device = "cpu"  # this process only reads the model's identity; the actors run it
-        encoder = VideoEncoder(
-            model,
-            device=device,
-            backend=backend,
-            clip_weights=clip_weights,
-            max_frames=frames,
-            precision=precision,
-        )
-        if moments:
-            from ..video.windows import window_settings
-
-            try:
-                options["windows"] = window_settings(encoder.frame_settings, window, stride, cuts or "fixed")
-            except ValueError as error:
-                raise UserError(f"--window/--stride: {error}") from None
-        summary = run(directory, out, encoder, **options)
+        with sigterm_as_interrupt():
+            encoder = _load_encoder(directory, out, model_options, quiet)
+            if moments:
+                options["windows"] = _window_settings(encoder, window, stride, cuts)
+            summary = run(directory, out, encoder, **options)
     except KeyboardInterrupt:
-        click.echo("interrupted; finished batches are saved: run the same command again to resume", err=True)
+        click.echo(_interrupted_message(saved_work(out)), err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(summary.line(), err=True)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=1))
     sys.exit(summary.exit_code)
+
+
+def _ray_engine(options: dict):
+    from ..jobs.ray_cluster import import_ray
+    from ..jobs.ray_engine import encode_folder_ray
+
+    import_ray()  # a missing extra is said before the model loads
+    return encode_folder_ray, options
+
+
+def _load_encoder(directory, out, model_options: dict, quiet: bool):
+    """The VideoEncoder, once the folder and output are known to be usable (loading takes a while)."""
+    import logging
+
+    from ..encoders import VideoEncoder
+    from ..jobs.encode import check_locations
+
+    check_locations(directory, out)
+    if not quiet:
+        click.echo(f"loading model {model_options['model']} ...", err=True)
+    encoder = VideoEncoder(**model_options)
+    backend = encoder.backend
+    logging.getLogger(__name__).info(
+        "model %s: %s backend on %s, %s, settings %s",
+        model_options["model"],
+        backend.name,
+        getattr(backend, "device", "cpu"),
+        getattr(backend, "precision", "fp32"),
+        encoder.settings,
+    )
+    return encoder
+
+
+def _window_settings(encoder, window: float | None, stride: float | None, cuts: str | None):
+    """The moments' ``WindowSettings``, the model's defaults filled in (see muse_infer.video.windows)."""
+    from ..video.windows import window_settings
+
+    try:
+        return window_settings(encoder.frame_settings, window, stride, cuts or "fixed")
+    except ValueError as error:
+        raise UserError(f"--window/--stride: {error}") from None
+
+
+def _interrupted_message(saved: int) -> str:
+    if saved:
+        return f"interrupted; {saved} finished videos are saved: run the same command again to resume"
+    return "interrupted before any video was saved; nothing of this run was kept (run the command again)"

@@ -85,7 +85,14 @@ def eval_command(
     "--count", type=click.IntRange(2, 7), default=6, show_default=True, help="Videos (and queries)."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
-def demo_command(model, seed, count, device) -> None:
+@click.option(
+    "--videos",
+    "keep",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the generated videos in this new folder (captions in captions.txt), to try encode-videos on.",
+)
+def demo_command(model, seed, count, device, keep) -> None:
     """Offline demo: generate synthetic videos, encode them, search them with their captions.
 
     Exits 1 if any query's own video is not ranked first. Uses the packaged `demo` model, which only
@@ -94,10 +101,11 @@ def demo_command(model, seed, count, device) -> None:
     \b
     Example:
       muse-infer demo
+      muse-infer demo --videos demo_videos/ --count 7
     """
     from ..demo import format_results, run_demo, timed
 
-    results, seconds = timed(run_demo, model, seed, count, device)
+    results, seconds = timed(run_demo, model, seed, count, device, keep)
     click.echo(format_results(results))
     click.echo(f"({seconds:.1f} s, model {model!r})")
     if not all(r.hit for r in results):

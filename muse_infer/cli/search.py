@@ -39,6 +39,11 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     "--exact", is_flag=True, help="Scan every row exactly, even with an approximate index beside it."
 )
 @click.option(
+    "--absolute",
+    is_flag=True,
+    help="Print each video's absolute path (the file to open), not the relative one.",
+)
+@click.option(
     "--html",
     "html_path",
     type=click.Path(dir_okay=False),
@@ -65,6 +70,7 @@ def search(
     per_video,
     as_json,
     exact,
+    absolute,
     html_path,
     model,
     clip_weights,
@@ -94,6 +100,7 @@ def search(
       muse-infer search "a cat" --index emb.npy --device cpu --precision bf16
       muse-infer search "a cat" --index part0.npy --index part1.npy --exact
       muse-infer search "a red car turns left" --index moments.npy --per-video 3 --json
+      muse-infer search "a cat" --index emb.npy --absolute
     """
     import json
     import logging
@@ -101,7 +108,13 @@ def search(
     from ..encoders import TextEncoder
     from ..errors import BackendError
     from ..index import EmbeddingIndex, ShardedIndex
+    from ..loading.reference import search_caution
 
+    blank = [str(i) for i, query in enumerate(queries, 1) if not query.strip()]
+    if blank:
+        raise UserError(
+            f'query {", ".join(blank)} is empty: give the words to search for, e.g. "a dog on a beach"'
+        )
     if html_path and len(index_paths) > 1:
         raise UserError("--html: pass one --index (merge shards first: muse-infer index merge)")
     if len(index_paths) == 1:
@@ -124,8 +137,10 @@ def search(
             list(queries), top_k, text_encoder=encoder, exact=exact, per_video=per_video
         )
     except BackendError as error:
-        hint = "" if model else "; if the index's model moved, pass --model with its new location"
-        raise UserError(f"{error}{hint}") from None
+        raise UserError(f"{error}{_moved_hint(source, model, clip_weights)}") from None
+    caution = search_caution(getattr(index, "identity", None))
+    if caution:
+        click.echo(f"caution: {caution}", err=True)
     if html_path:
         from ..web.page import save_results_page
 
@@ -142,7 +157,8 @@ def search(
     for query, results in zip(queries, hits, strict=True):
         click.echo(f"{query}")
         for hit in results:
-            click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {hit.path}{_span_text(hit)}")
+            path = (hit.absolute_path or hit.path) if absolute else hit.path
+            click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {path}{_span_text(hit)}")
         if not results:
             click.echo("  (the index is empty)")
 
@@ -158,6 +174,24 @@ def _clock(seconds: float) -> str:
     minutes, rest = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
     return (f"{hours}:{minutes:02d}" if hours else f"{minutes:02d}") + f":{rest:04.1f}"
+
+
+def _moved_hint(source: dict, model: str | None, clip_weights: str | None) -> str:
+    """What to pass when a file the index's model was loaded from is no longer where it was."""
+    if model is None and _is_missing_file(source.get("model")):
+        return f"; the index's model file {source['model']} is gone: pass --model with its new location"
+    if clip_weights is None and _is_missing_file(source.get("clip_weights")):
+        return (
+            f"; the index's CLIP weights {source['clip_weights']} are gone: pass --clip-weights with their new "
+            "location"
+        )
+    return ""
+
+
+def _is_missing_file(value) -> bool:
+    from pathlib import Path
+
+    return isinstance(value, str) and Path(value).is_absolute() and not Path(value).exists()
 
 
 def _method_text(index, method: str) -> str:

@@ -5,7 +5,8 @@
     build_ann("emb.npy")                                          # the ANN index beside it (optional)
     hits = EmbeddingIndex.load("emb.npy").search(vector, top_k=10)
 
-Modules, by concern: ``store`` (the file format, version 2: see its docstring; ``legacy``: version 1),
+Modules, by concern: ``store`` (the file format, version 2: see its docstring; ``legacy``: version 1;
+``opening``: either),
 ``search`` (exact search: the oracle), ``ann`` (the approximate index: kinds, the auto rules, tuning,
 its files), ``embedding_index`` (``EmbeddingIndex``, ``SearchResult``), ``build`` (``write_index``,
 ``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``).
@@ -27,9 +28,10 @@ from .ann import (
 )
 from .build import build_ann, refresh_ann, upgrade_index, write_index
 from .embedding_index import EmbeddingIndex, SearchResult
+from .opening import open_index
 from .search import exact_search
 from .shards import ShardedIndex, merge_indexes
-from .store import INDEX_FORMAT, INDEX_FORMAT_VERSION, failures_path, open_index, rows_path, sidecar_path
+from .store import INDEX_FORMAT, INDEX_FORMAT_VERSION, failures_path, rows_path, sidecar_path
 
 __all__ = [
     "EmbeddingIndex",

@@ -358,7 +358,8 @@ def upgrade_index(index_path: str | os.PathLike) -> bool:
 
     Returns True when it did (and logs it), False when the index is already format 2.
     """
-    from .store import open_index, read_sidecar, resolve_pair
+    from .opening import open_index
+    from .store import read_sidecar, resolve_pair
 
     npy, sidecar = resolve_pair(Path(index_path))
     if read_sidecar(sidecar).get("format_version") != 1:

@@ -138,14 +138,14 @@ class EmbeddingIndex:
     def load(
         cls, path: str | os.PathLike, verify: bool | str = "auto", ann: bool | str = "auto"
     ) -> EmbeddingIndex:
-        """Open ``EMB.npy`` (or its sidecar ``EMB.json``), memory-mapped, checked (see ``store.open_index``).
+        """Open ``EMB.npy`` (or its sidecar ``EMB.json``), memory-mapped, checked (see ``opening.open_index``).
 
         verify: "auto" (chunk hashes of small indexes, first/last chunk of large ones), True (every
         chunk, and the ANN file whole), False. ann: "auto" uses the ANN index beside the index when it
         fits, else searches exactly with a warning; True requires it (IndexFileError otherwise); False
         ignores it. Raises ``IndexFileError`` naming the file and what to do.
         """
-        from .store import open_index
+        from .opening import open_index
 
         files = open_index(path, verify)
         index = cls(

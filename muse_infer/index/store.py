@@ -200,8 +200,9 @@ def _write_npy(path: Path, blocks: Iterable[np.ndarray], count: int, dim: int, c
             block = np.ascontiguousarray(block, dtype="<f4")
             if block.ndim != 2 or block.shape[1] != dim:
                 raise ValueError(f"a block of shape {block.shape} for rows of {dim}")
-            handle.write(memoryview(block).cast("B"))
-            hasher.update(block)
+            if len(block):  # an index of no rows (every file failed) is still an index
+                handle.write(memoryview(block).cast("B"))
+                hasher.update(block)
             written += len(block)
     if written != count:
         raise ValueError(f"{written} rows written for an index of {count}")
@@ -293,20 +294,9 @@ class IndexFiles:
         return self.metadata["content_id"]
 
 
-def open_index(path: str | os.PathLike, verify: bool | str = "auto") -> IndexFiles:
-    """Open ``EMB.npy`` (or its sidecar): sidecar, memory-mapped rows and row metadata, checked.
-
-    verify: ``"auto"`` checks every chunk hash of embeddings up to ``AUTO_VERIFY_BYTES``, the first and
-    last chunk of larger ones; ``True`` every chunk; ``False`` none (shapes and sizes are always checked).
-    Raises ``IndexFileError`` naming the file and what to do.
-    """
-    npy, sidecar = resolve_pair(Path(path))
-    metadata = read_sidecar(sidecar)
-    embeddings = map_embeddings(npy, sidecar, metadata)
-    if metadata["format_version"] == 1:
-        from .legacy import open_v1
-
-        return open_v1(npy, sidecar, metadata, embeddings, verify)
+def open_v2(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> IndexFiles:
+    """The version-2 part of ``muse_infer.index.opening.open_index``: row records read, chunk hashes
+    checked (``verify`` as there)."""
     rows_data, rows = read_rows(npy, sidecar, metadata)
     check_chunks(embeddings, metadata, npy, sidecar, chunks_to_check(verify, embeddings, metadata))
     return IndexFiles(npy, sidecar, metadata, embeddings, rows, rows_data=rows_data)
@@ -330,10 +320,7 @@ def resolve_pair(path: Path) -> tuple[Path, Path]:
 def read_sidecar(sidecar: Path) -> dict:
     """The sidecar dict, checked for the fields every index of its version has."""
     if not sidecar.is_file():
-        raise IndexFileError(
-            f"{sidecar}: sidecar not found; it is written beside the .npy last, when an index is complete: "
-            f"{FIX}"
-        )
+        raise IndexFileError(_missing_sidecar_message(sidecar))
     try:
         metadata = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -352,6 +339,23 @@ def read_sidecar(sidecar: Path) -> dict:
     if version == 1 and (not metadata["model"] or not isinstance(metadata["model"], dict)):
         raise IndexFileError(f"{sidecar}: no model identity recorded; re-run encode-videos")
     return metadata
+
+
+def _missing_sidecar_message(sidecar: Path) -> str:
+    """Why there is no sidecar, in the words of the likeliest case: a mistyped path, a file that is not
+    an index, or an index still being written."""
+    npy = sidecar.with_suffix(".npy")
+    if Path(f"{npy}.parts").is_dir():
+        return (
+            f"{npy}: not finished: an encode-videos run into it stopped before the end (its work is in "
+            f"{npy}.parts/); run the same encode-videos command again to finish it"
+        )
+    if not npy.exists():
+        return f"{npy}: no such index (check the path; an index is the .npy that encode-videos --out wrote)"
+    return (
+        f"{npy}: not a muse-infer index (no {sidecar.name} beside it, which every index has); give the .npy "
+        "that encode-videos, index merge or write_index wrote"
+    )
 
 
 def map_embeddings(npy: Path, sidecar: Path, metadata: dict) -> np.ndarray:
@@ -486,7 +490,7 @@ def int64_values(column) -> np.ndarray:
 
 
 def chunks_to_check(verify: bool | str, embeddings: np.ndarray, metadata: dict) -> list[int]:
-    """Which chunk hashes to check (see ``open_index``)."""
+    """Which chunk hashes to check (see ``muse_infer.index.opening.open_index``)."""
     chunks = len(metadata["chunk_sha256"])
     if verify not in (True, False, "auto"):
         raise ValueError(f'verify must be True, False or "auto", got {verify!r}')

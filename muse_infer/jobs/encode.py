@@ -30,17 +30,17 @@ rows only by float rounding (<= 1e-7 measured).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import os
 import shutil
 import stat
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +51,10 @@ from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError, MuseError
 from ..index import EmbeddingIndex, failures_path, refresh_ann, rows_path, sidecar_path
 from ..index.ann import ann_meta_path, ann_path, owned_ann_file, plan_ann, read_ann_meta
-from ..index.build import row_table
+from ..index.build import is_index, row_table
 from ..index.store import read_sidecar, write_index_files
 from ..loading.identity import identity_difference
+from ..progress import progress_bar
 from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
 from ..video.windows import WindowSettings
 
@@ -107,6 +108,7 @@ class JobSummary:
     encode_seconds: float = 0.0
     thumbnails: ThumbnailSummary | None = None
     index_note: str | None = None  # what happened to the approximate index, or a hint
+    dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: earlier rows gone or replaced
 
     @property
     def exit_code(self) -> int:
@@ -128,11 +130,35 @@ class JobSummary:
             kinds = Counter(_reason_kind(f["reason"]) for f in self.failures)
             listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
             text += f"; skipped {len(self.failures)} ({listed}): see {failures_path(self.out)}"
+        if self.dropped:
+            whys = Counter(d["why"] for d in self.dropped)
+            listed = ", ".join(f"{n} {why}" for why, n in whys.most_common())
+            rows = sum(d.get("rows", 1) for d in self.dropped)  # a video of moments: several rows
+            text += f"; {rows} rows of the earlier index dropped ({listed})"
         if self.thumbnails is not None:
             text += f"; {self.thumbnails.line()}"
         if self.index_note:
             text += f"\n{self.index_note}"
         return text
+
+    def to_dict(self) -> dict:
+        """The machine-readable summary (``encode-videos --json``)."""
+        files = [self.out, sidecar_path(self.out), rows_path(self.out), failures_path(self.out)]
+        files += [ann_path(self.out), ann_meta_path(self.out), ThumbnailStore.for_index(self.out).folder]
+        return {
+            "out": str(self.out),
+            "exit_code": self.exit_code,
+            "videos": self.total,
+            "encoded": self.encoded,
+            "encoded_now": self.encoded_now,
+            "already_done": self.reused,
+            "skipped": [{"path": f["path"], "reason": f["reason"]} for f in self.failures],
+            "dropped": self.dropped,
+            "files": [str(p) for p in files if p.exists()],
+            "thumbnails": None if self.thumbnails is None else dataclasses.asdict(self.thumbnails),
+            "approximate_index": self.index_note,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _reason_kind(reason: str) -> str:
@@ -337,6 +363,7 @@ class OpenJob:
             fields={"precision": precision} | _windows_field(self.job),
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
+        self.summary.dropped = finished.dropped
         if thumbnails:
             self.summary.thumbnails = make_thumbnails(self.out, workers, progress)
         _retire(parts_dir(self.out), self.out)
@@ -368,13 +395,20 @@ def open_job(
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
     job |= {"model": encoder.identity, "settings": encoder.settings}
     job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video
-    _remove_trash(out)
+    entries = find_videos(root)
+    if not entries:
+        kept = f"; the index {out} is left as it is" if out.exists() else ""
+        raise JobError(
+            f"{root}: no files in this folder, nothing to encode (give the folder of your videos){kept}"
+        )
     work = parts_dir(out)
+    refuse_foreign_files(out, work)
+    out.parent.mkdir(parents=True, exist_ok=True)  # checked by check_locations
+    _remove_trash(out)
     with _locked(work):
         if overwrite:
             _discard_previous(work, out)
         store = _open_store(work, out, job)
-        entries = find_videos(root)
         known = store.load()
         summary = JobSummary(out, total=len(entries))
         todo = [e for e in entries if e.problem is None and not _reusable(known.get(e.path), e, retry_failed)]
@@ -382,10 +416,24 @@ def open_job(
         summary.reused = sum(
             e.path in known and e.path not in redo and known[e.path].reason is None for e in entries
         )
+        logger.info(
+            "%d files under %s: %d to encode now, %d already done; work saved in %s",
+            len(entries),
+            root,
+            len(todo),
+            summary.reused,
+            work,
+        )
         yield OpenJob(root, out, job, encoder, store, entries, known, todo, summary, started)
 
 
 # --- The job's steps -------------------------------------------------------------------------
+
+
+def saved_work(out: str | os.PathLike) -> int:
+    """How many videos' results the work directory of ``out`` holds (what an interrupted run kept)."""
+    store = ChunkStore(parts_dir(Path(out).absolute()))
+    return len(store.load()) if store.directory.is_dir() else 0
 
 
 def check_locations(root, out) -> tuple[Path, Path]:
@@ -397,11 +445,50 @@ def check_locations(root, out) -> tuple[Path, Path]:
         raise JobError(f"--out {out}: the index file must end with .npy (e.g. --out embeddings.npy)")
     if out.is_dir():
         raise JobError(f"--out {out}: is a folder; give a file name such as {out / 'embeddings.npy'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise JobError(f"--out {out}: cannot create its folder ({error.strerror})") from None
+    existing = next(
+        p for p in out.absolute().parents if p.exists()
+    )  # the folder is made after the model loads
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise JobError(
+            f"--out {out}: cannot create or write its folder ({existing} is not a writable folder)"
+        )
+    if not _holds_a_video(root):
+        raise JobError(_empty_folder_message(root, out))
+    refuse_foreign_files(out.absolute(), parts_dir(out.absolute()))
     return root.resolve(), out.absolute()
+
+
+def _holds_a_video(root: Path) -> bool:
+    """Whether any file with a video extension lies under ``root`` (stops at the first one)."""
+    from ..video.reader import VIDEO_EXTENSIONS
+
+    return any(
+        os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+        for _, _, names in os.walk(root)
+        for name in names
+    )
+
+
+def _empty_folder_message(root: Path, out: Path) -> str:
+    kept = f"; the index {out} is left as it is" if out.exists() else ""
+    return (
+        f"{root}: no video files in this folder or below it (looked for .mp4, .mkv, .webm, .mov, .avi and "
+        f"other video extensions), nothing to encode{kept}"
+    )
+
+
+def refuse_foreign_files(out: Path, work: Path) -> None:
+    """JobError when a file the index would replace (OUT.npy, its sidecar, rows or failures file) exists
+    but is not part of a muse-infer index nor of one of our unfinished runs: never replaced, even with
+    --overwrite."""
+    if is_index(out) or (work / "job.json").is_file():
+        return
+    for path in (out, sidecar_path(out), rows_path(out), failures_path(out)):
+        if path.exists():
+            raise JobError(
+                f"--out {out}: {path} exists and was not written by muse-infer (no index sidecar beside it); "
+                "it is not replaced, even with --overwrite: choose another --out, or move that file away"
+            )
 
 
 def _reusable(known: Known | None, entry: Entry, retry_failed: bool) -> bool:
@@ -432,6 +519,10 @@ class _locked:
 
     def __exit__(self, *exc) -> None:
         self.handle.close()
+        if not (self.work / "job.json").exists():  # refused before any work: leave nothing behind
+            (self.work / "lock").unlink(missing_ok=True)
+            with suppress(OSError):
+                self.work.rmdir()  # only if empty
 
 
 def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
@@ -555,12 +646,8 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     """Encode ``todo`` entries, saving whole model batches to chunks as they finish."""
     if not todo:
         return
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(todo), unit="video", file=sys.stderr, disable=not options.progress, dynamic_ncols=True
-    )
-    bar.set_description(f"encoding ({summary.reused} already done)" if summary.reused else "encoding")
+    label = f"encoding ({summary.reused} already done)" if summary.reused else "encoding"
+    bar = progress_bar(len(todo), label, enabled=options.progress)
     pending: list[VideoResult] = []
     flushed = encode_started = time.monotonic()
     failed = 0
@@ -576,8 +663,7 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
             pending += group
             summary.encoded_now += sum(r.error is None for r in group)
             failed += sum(r.error is not None for r in group)
-            bar.set_postfix(failed=failed, refresh=False)
-            bar.update(len(group))
+            bar.update(len(group), failed=failed)
             summary.processed_now += len(group)
             if len(pending) >= options.chunk_size or time.monotonic() - flushed > FLUSH_SECONDS:
                 store.write(pending, todo)
@@ -598,6 +684,7 @@ class FinishedIndex:
     failures: list[dict]
     rows: int
     index_note: str | None
+    dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: rows of the earlier index gone
 
 
 def finish_index(
@@ -628,8 +715,10 @@ def finish_index(
     rows = _row_records(order, results, len(embeddings))
     described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
     described |= {"backend": backend, "settings": job["settings"]}
+    dropped = _dropped_rows(previous, results, {e.path for e in entries})
     write_index_files(out, [embeddings], len(embeddings), dim, rows, described, failures)
-    return FinishedIndex(failures, len(embeddings), _refresh_note(out, previous, kept, len(embeddings), dim))
+    note = _refresh_note(out, previous, kept, len(embeddings), dim)
+    return FinishedIndex(failures, len(embeddings), note, dropped)
 
 
 def _row_records(order: list[str], results: dict[str, Known], count: int):
@@ -652,6 +741,27 @@ def _row_records(order: list[str], results: dict[str, Known], count: int):
         start_s=starts if moments else None,
         end_s=ends if moments else None,
     )
+
+
+def _dropped_rows(previous: _Previous | None, results: dict[str, Known], found: set[str]) -> list[dict]:
+    """Videos of the earlier index whose rows the new one no longer holds as they were: the file was
+    deleted, changed (its rows replaced by new ones), or cannot be read any more. One entry a video
+    (a video of moments has several rows: ``rows`` says how many)."""
+    counts: dict[tuple, int] = {}
+    for path, size, mtime in previous.rows if previous else []:
+        counts[(path, size, mtime)] = counts.get((path, size, mtime), 0) + 1
+    dropped = []
+    for (path, size, mtime), rows in counts.items():
+        if path not in found:
+            why = "deleted"
+        elif path not in results:
+            why = "unreadable now"
+        elif (results[path].size, results[path].mtime_ns) != (size, mtime):
+            why = "changed (encoded again)"
+        else:
+            continue
+        dropped.append({"path": path, "why": why} | ({"rows": rows} if rows > 1 else {}))
+    return dropped
 
 
 def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[dict], dict[str, Known]]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ import numpy as np
 
 from ..encoders import VideoEncoder
 from ..errors import MuseError, RayEngineError
+from ..progress import progress_bar
 from .encode import JobSummary, OpenJob, open_job
 from .ray_cluster import ActorLayout, actor_layout, check_decode_memory, import_ray, ray_connection
 from .shards import Shard, ShardPlan, plan_work
@@ -265,8 +265,7 @@ class _Run:
                     processed = self._write(
                         int(row["shard"]), row["embeddings"], json.loads(str(row["errors"]))
                     )
-                    bar.update(processed)
-                    bar.set_postfix(failed=summary.processed_now - summary.encoded_now, refresh=False)
+                    bar.update(processed, failed=summary.processed_now - summary.encoded_now)
             except Exception as error:
                 user_error = _user_error_inside(error)
                 if user_error is None:
@@ -381,14 +380,8 @@ def _data_context(ray) -> Iterator[None]:
         logger.setLevel(saved[-1])
 
 
-@contextmanager
 def _progress_bar(total: int, reused: int, enabled: bool, resumed: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="video", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
     described = "encoding on Ray" + (" (resumed plan)" if resumed else "")
-    bar.set_description(f"{described} ({reused} already done)" if reused else described)
-    try:
-        yield bar
-    finally:
-        bar.close()
+    return progress_bar(
+        total, f"{described} ({reused} already done)" if reused else described, enabled=enabled
+    )

@@ -89,6 +89,31 @@ def _clip_weights_note(pretrained: str | None) -> str:
     )
 
 
+def search_caution(identity: dict | None) -> str | None:
+    """A caution to show beside results of an index made with this model identity
+    (``muse_infer.loading.identity``), when its scores cannot mean much: random CLIP weights, or the
+    packaged demo model (trained on synthetic videos only). None for real models."""
+    if not identity:
+        return None
+    if identity.get("name") in packaged_models():
+        return (
+            f"this index was made with the packaged '{identity.get('name')}' model, trained only on synthetic "
+            "videos of moving shapes: its scores say little about real videos (use ViT-B-32 with CLIP weights)"
+        )
+    config = identity.get("config") or {}
+    random_clip = identity.get("clip_weights") == "random" or (
+        identity.get("kind") == "named"
+        and "clip_weights" not in identity
+        and not config.get("clip_pretrained")
+    )
+    if random_clip:
+        return (
+            "this index was made with random CLIP weights: its scores rank nothing real (encode again with "
+            "real CLIP weights, e.g. --model ViT-B-32 --clip-weights FILE, to search your videos)"
+        )
+    return None
+
+
 def _safetensors_metadata(path: Path) -> dict:
     """The ``__metadata__`` of a .safetensors file, from its JSON header (8-byte length, then JSON)."""
     with open(path, "rb") as handle:

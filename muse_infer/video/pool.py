@@ -367,6 +367,9 @@ def _worker_main(parent_pid: int, settings: FrameSettings, windows: WindowSettin
 
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # SIGTERM too (a scheduler may send it to the whole process group): dying here would record the
+    # file being decoded as a failure; the parent stops us (SIGKILL) or dies and takes us (PDEATHSIG).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     reader = Connection(os.dup(0), writable=False)
     writer = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # stray prints from libraries go to stderr, not into the message stream

@@ -366,16 +366,14 @@ def sync_thumbnails(
 
 
 def _make_all(store, root: Path, todo, threads: int, progress: bool, summary: ThumbnailSummary) -> None:
-    import sys
-
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     def make(source: ThumbnailSource) -> bool:
         return bool(store.ensure(root / source.path, source))
 
     with (
         ThreadPoolExecutor(max(1, threads), thread_name_prefix="thumbnails") as pool,
-        tqdm(total=len(todo), unit="video", desc="thumbnails", file=sys.stderr, disable=not progress) as bar,
+        progress_bar(len(todo), "thumbnails", enabled=progress) as bar,
     ):
         for made in pool.map(make, todo):
             summary.made += made
