@@ -392,11 +392,11 @@ def expected_rows(root: Path, durations: dict[str, float]) -> list[tuple]:
 def test_encode_moments_grow_change_delete_and_refuse_other_windows(tmp_path):
     root, out = tmp_path / "videos", tmp_path / "m.npy"
     root.mkdir()
-    make_video(root / "a.mp4", 20, 2)  # 10 s: 4 windows
+    make_video(root / "a.mp4", 20, 2)  # 10 s: 5 windows
     make_video(root / "b.mkv", 5, 2)  # 2.5 s: one row
     (root / "broken.mp4").write_bytes(b"\x00" * 100)
     result = invoke("encode-videos", root, "--out", out, *TINY, *CLI_WINDOWS, check_rc=1)
-    assert "encoded 2 of 3 videos" in result.output
+    assert "encoded 2 of 3 videos" in result.output and "6 moments" in result.output
     assert row_records(out) == expected_rows(root, {"a.mp4": 10.0, "b.mkv": 2.5})
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["windows"] == {"window": 3.0, "stride": 2.0, "cuts": "fixed"}
@@ -406,9 +406,12 @@ def test_encode_moments_grow_change_delete_and_refuse_other_windows(tmp_path):
     make_video(root / "c.mp4", 9, 3)
     make_video(root / "b.mkv", 14, 2, codec="libx264")  # 7 s now
     os.remove(root / "broken.mp4")
-    invoke("encode-videos", root, "--out", out, *TINY, *CLI_WINDOWS, check_rc=0)
+    grown = invoke("encode-videos", root, "--out", out, *TINY, *CLI_WINDOWS, "--json", check_rc=0)
     assert row_records(out) == expected_rows(root, {"a.mp4": 10.0, "b.mkv": 7.0, "c.mp4": 3.0})
-    np.testing.assert_array_equal(np.load(out)[:4], first[:4])  # a.mp4's windows kept as they were
+    summary = json.loads(grown.stdout)
+    assert summary["moments"] == 5 + 3 + 1
+    assert summary["dropped"] == [{"path": "b.mkv", "why": "changed (encoded again)"}]
+    np.testing.assert_array_equal(np.load(out)[:5], first[:5])  # a.mp4's windows kept as they were
 
     # other window settings: refused, the index untouched; --overwrite starts again
     before = out.read_bytes()
@@ -487,7 +490,7 @@ def test_must_show_a_scene_is_found_as_a_moment_of_the_long_video(tmp_path):
     invoke("encode-videos", root, "--out", out, *options, check_rc=0)
     captions = [scene.caption for scene in scenes]
     result = invoke("search", *captions, "--index", out, "--top-k", "3", "--json", check_rc=0)
-    listed = json.loads(result.output)
+    listed = json.loads(result.stdout)
     index = EmbeddingIndex.load(out)
     sdk = index.search_batch(captions, 3, text_encoder=TextEncoder.for_index(index))
     for scene, hits in zip(scenes, sdk, strict=True):

@@ -109,6 +109,7 @@ class JobSummary:
     thumbnails: ThumbnailSummary | None = None
     index_note: str | None = None  # what happened to the approximate index, or a hint
     dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: earlier rows gone or replaced
+    moments: int | None = None  # rows of an index of moments (None: a row a video)
 
     @property
     def exit_code(self) -> int:
@@ -124,6 +125,7 @@ class JobSummary:
             f"encoded {self.encoded} of {self.total} videos ({self.encoded_now} now, {self.reused} already done) "
             f"in {self.seconds:.1f} s"
             + (f" ({rate:.2f} videos/s)" if self.processed_now else "")
+            + (f", {self.moments} moments" if self.moments is not None else "")
             + f" -> {self.out}"
         )
         if self.failures:
@@ -152,6 +154,7 @@ class JobSummary:
             "encoded": self.encoded,
             "encoded_now": self.encoded_now,
             "already_done": self.reused,
+            **({"moments": self.moments} if self.moments is not None else {}),
             "skipped": [{"path": f["path"], "reason": f["reason"]} for f in self.failures],
             "dropped": self.dropped,
             "files": [str(p) for p in files if p.exists()],
@@ -364,6 +367,7 @@ class OpenJob:
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         self.summary.dropped = finished.dropped
+        self.summary.moments = finished.rows if self.job.get("windows") else None
         if thumbnails:
             self.summary.thumbnails = make_thumbnails(self.out, workers, progress)
         _retire(parts_dir(self.out), self.out)
