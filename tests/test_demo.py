@@ -66,7 +66,7 @@ def test_a_missed_query_exits_non_zero(monkeypatch):
     from muse_infer import demo
     from muse_infer.cli.evaluate import demo_command
 
-    def fake_run(model, seed, count, device):
+    def fake_run(model, seed, count, device, keep=None):
         return [
             demo.QueryResult("a red circle", "demo_0.mp4", [("demo_0.mp4", 0.9), ("demo_1.mp4", 0.1)]),
             demo.QueryResult("a blue square", "demo_1.mp4", [("demo_0.mp4", 0.8), ("demo_1.mp4", 0.7)]),

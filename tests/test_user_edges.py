@@ -230,3 +230,15 @@ def test_a_moved_model_file_gets_the_right_hint(tmp_path):
     hint = _moved_hint({"model": "ViT-B-32", "clip_weights": gone}, None, None)
     assert "--clip-weights with their new location" in hint
     assert _moved_hint({"model": "ViT-B-32", "clip_weights": gone}, None, "elsewhere.bin") == ""
+
+
+@pytest.mark.parametrize("group", [[], ["index"]])
+def test_a_group_without_a_command_shows_help_and_one_error_line(group):
+    result = run(*group, check_rc=2)
+    assert "Commands:" in result.stdout
+    assert "no command given" in error_line(result)
+
+
+def test_an_unwritable_output_is_an_error_line(videos):
+    result = run("encode-videos", videos, "--out", "/proc/muse/emb.npy", *TINY, check_rc=2)
+    assert "--out" in error_line(result) or "cannot write" in error_line(result)

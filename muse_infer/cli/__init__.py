@@ -18,6 +18,7 @@ from .common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_USAGE_OR_INPUT,
+    CommandGroup,
     UserError,
     with_verbosity,
 )
@@ -31,7 +32,7 @@ from .serve import serve
 __all__ = ["main", "UserError", "EXIT_OK", "EXIT_USAGE_OR_INPUT", "EXIT_SOME_FAILED", "EXIT_INTERRUPTED"]
 
 
-class MuseGroup(click.Group):
+class MuseGroup(CommandGroup):
     """The command group: every ``MuseError`` a command lets through becomes one ``Error:`` line with
     exit status 2 (``UserError``); the ``muse_infer.commands`` entry points are offered as commands,
     loaded on first use (which keeps `muse-infer --help` quick).
@@ -42,6 +43,9 @@ class MuseGroup(click.Group):
             return super().invoke(ctx)
         except MuseError as error:
             raise UserError(str(error)) from None
+        except KeyboardInterrupt:  # commands with work to keep (encode-videos) handle it themselves
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
     def _plugins(self) -> dict:
         return {entry.name: entry for entry in entry_points(group="muse_infer.commands")}

@@ -71,3 +71,15 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class CommandGroup(click.Group):
+    """A group that, called without a command, shows its help and ends with one ``Error:`` line
+    (exit status 2) like every other usage error."""
+
+    def parse_args(self, ctx, args):
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            commands = ", ".join(self.list_commands(ctx))
+            raise click.UsageError(f"no command given: add one of {commands}", ctx)
+        return super().parse_args(ctx, args)

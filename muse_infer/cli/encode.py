@@ -248,6 +248,12 @@ def encode_videos(
     except KeyboardInterrupt:
         click.echo(_interrupted_message(saved_work(out)), err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as error:  # a full disk, a folder made read-only during the run: no traceback
+        where = error.filename or out
+        raise UserError(
+            f"cannot write {where} ({error.strerror or error}); the work saved so far is kept: run the same "
+            "command again once that is fixed"
+        ) from None
     click.echo(summary.line(), err=True)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=1))

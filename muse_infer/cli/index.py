@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import click
 
-from .common import UserError
+from .common import CommandGroup, UserError
 
 KIND_CHOICE = click.Choice(["auto", "flat", "hnsw", "ivf-pq"])
 
 
-@click.group("index")
+@click.group("index", cls=CommandGroup)
 def index_group() -> None:
     """Build the approximate index beside an index, merge shards, describe an index.
 

@@ -506,8 +506,13 @@ class _locked:
         self.work = work
 
     def __enter__(self):
-        self.work.mkdir(exist_ok=True)
-        self.handle = open(self.work / "lock", "a")
+        try:
+            self.work.mkdir(exist_ok=True)
+            self.handle = open(self.work / "lock", "a")
+        except OSError as error:
+            raise JobError(
+                f"cannot write the work folder {self.work} ({error.strerror}); choose another --out"
+            ) from None
         try:
             import fcntl
 
