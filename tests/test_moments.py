@@ -337,6 +337,22 @@ def test_shards_of_moments_search_as_one_index(tmp_path):
             ]
 
 
+def test_results_page_records_show_the_merged_range(tmp_path):
+    """The web's hit records (search --html, serve) take a moment's range from the result, not its best row."""
+    from muse_infer.index import EmbeddingIndex, write_index
+    from muse_infer.web.page import media_fragment
+    from muse_infer.web.rows import IndexRows, hits_for
+
+    rows = np.array([[1, 0], [1, 0.01], [0, 1]], np.float32)  # two alike windows, overlapping
+    path = write_index(tmp_path / "m.npy", rows, ["a.mp4"] * 3, start_s=[0, 3, 20], end_s=[6, 9, 26])
+    index = EmbeddingIndex.load(path)
+    results = index.search(np.array([1, 0], np.float32), top_k=5)
+    assert [(r.start_s, r.end_s) for r in results] == [(0.0, 9.0)]
+    hit = hits_for(results, IndexRows(index))[0]
+    assert (hit.start_s, hit.end_s, hit.row) == (0.0, 9.0, 0)
+    assert media_fragment(hit.start_s, hit.end_s) == "#t=0,9"
+
+
 def test_a_whole_video_index_searches_as_before(tmp_path):
     from muse_infer.index import EmbeddingIndex, write_index
 
