@@ -210,6 +210,37 @@ def test_decode_workers_send_each_videos_windows(tmp_path):
     assert sum(1 for item in inline if item[0] == 0 and not item[2]) == len(plan_windows(93 / 5, 6, 3))
 
 
+def test_moment_batches_give_the_same_rows_however_they_are_formed(tmp_path):
+    """Windows batched across videos (any batch size; ahead=1 is how a GPU backend runs) give each video
+    the rows of its windows encoded one by one, failures in place."""
+    from muse_infer import VideoEncoder
+    from muse_infer.encoders import _MomentBatcher
+    from muse_infer.video.pool import decode_inline
+
+    encoder = VideoEncoder("tiny", device="cpu", clip_weights="random", max_frames=3)
+    paths = [
+        make_video(tmp_path / "a.mp4", 23, 2),
+        str(tmp_path / "gone.mp4"),
+        make_video(tmp_path / "b.mp4", 5, 2),
+    ]
+    paths.append(make_video(tmp_path / "c.mp4", 31, 3))
+    windows = WindowSettings(3.0, 2.0)
+    clips = [d for d in decode_inline(paths, encoder.frame_settings, windows) if not d.final]
+    alone = [encoder.submit([clip.pixels]).result()[0] for clip in clips]  # every window on its own
+    for batch_size, ahead in [(1, 0), (3, 1), (7, 0), (64, 1)]:
+        groups = list(
+            _MomentBatcher(encoder, batch_size, ahead).run(
+                decode_inline(paths, encoder.frame_settings, windows)
+            )
+        )
+        results = [r for group in groups for r in group]
+        assert [r.index for r in results] == [0, 1, 2, 3] and results[1].error == "file not found"
+        got = np.concatenate([r.embedding for r in results if r.error is None])
+        np.testing.assert_allclose(got, np.stack(alone), atol=1e-5)
+        spans = [span for r in results if r.error is None for span in r.spans]
+        assert spans == [clip.span for clip in clips]
+
+
 def test_the_timeout_counts_from_the_last_window(tmp_path, monkeypatch):
     """A long video whose windows keep coming is not cut off; one that stops producing them is."""
     from muse_infer.video.pool import DecodePool
