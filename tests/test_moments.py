@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -493,6 +494,43 @@ def test_encode_moments_resumes_from_the_work_chunks(tmp_path):
     assert len(ChunkStore(parts_dir(out)).chunks()) == 1
     summary = encode_folder(root, out, encoder, **options)
     assert (summary.reused, summary.encoded_now) == (2, 2)
+    assert row_records(out) == row_records(clean)
+    np.testing.assert_allclose(np.load(out), np.load(clean), atol=1e-6)
+
+
+def test_encode_moments_killed_hard_then_resumed_equals_a_clean_run(tmp_path):
+    from test_encode_search import CLI, kill_hard, start_cli, wait_for_chunks
+
+    from muse_infer import VideoEncoder
+    from muse_infer.jobs.encode import encode_folder
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    for number in range(8):
+        make_video(root / f"{number}.mp4", 12 + 5 * number, 2)
+    options = [*TINY, *CLI_WINDOWS, "--chunk-size", "1", "--batch-size", "2"]
+    out = tmp_path / "killed.npy"
+    process = start_cli("encode-videos", root, "--out", out, *options)
+    wait_for_chunks(Path(str(out) + ".parts"), 2, process)
+    kill_hard(process)  # kill -9 once two chunks are saved
+    assert not out.exists()
+    done = subprocess.run(
+        [*CLI, "encode-videos", root, "--out", out, *map(str, options)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "already done" in done.stderr and "0 already done" not in done.stderr
+    clean = tmp_path / "clean.npy"
+    encoder = VideoEncoder("tiny", device="cpu", clip_weights="random", max_frames=3)
+    encode_folder(
+        root,
+        clean,
+        encoder,
+        batch_size=2,
+        workers=0,
+        progress=False,
+        thumbnails=False,
+        windows=WindowSettings(3.0, 2.0),
+    )
     assert row_records(out) == row_records(clean)
     np.testing.assert_allclose(np.load(out), np.load(clean), atol=1e-6)
 
