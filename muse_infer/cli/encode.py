@@ -211,20 +211,7 @@ def encode_videos(
 
     if engine == "local" and (address is not None or actors is not None):
         raise UserError("--address and --actors are options of --engine ray")
-    moments = window is not None or stride is not None or cuts is not None
-    if moments and engine == "ray":
-        raise UserError(
-            "--window/--stride/--cuts (moments) run on the local engine only; drop --engine ray, or encode "
-            "whole videos on Ray"
-        )
-    if stride is not None and window is not None and stride > window:
-        raise UserError(
-            f"--stride {stride:g} is longer than --window {window:g}: give a stride <= the window"
-        )
-    if cuts == "shots":
-        from ..video.shots import import_scenedetect
-
-        import_scenedetect()  # a missing extra is said before the model loads
+    moments = _check_moment_options(window, stride, cuts, engine)
     options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
     options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
     model_options = dict(
@@ -289,6 +276,25 @@ def _load_encoder(directory, out, model_options: dict, quiet: bool):
         encoder.settings,
     )
     return encoder
+
+
+def _check_moment_options(window: float | None, stride: float | None, cuts: str | None, engine: str) -> bool:
+    """Whether moments were asked for (--window, --stride or --cuts); UserError for what cannot run."""
+    moments = window is not None or stride is not None or cuts is not None
+    if moments and engine == "ray":
+        raise UserError(
+            "--window/--stride/--cuts (moments) run on the local engine only; drop --engine ray, or encode "
+            "whole videos on Ray"
+        )
+    if stride is not None and window is not None and stride > window:
+        raise UserError(
+            f"--stride {stride:g} is longer than --window {window:g}: give a stride <= the window"
+        )
+    if cuts == "shots":
+        from ..video.shots import import_scenedetect
+
+        import_scenedetect()  # a missing extra is said before the model loads
+    return moments
 
 
 def _window_settings(encoder, window: float | None, stride: float | None, cuts: str | None):

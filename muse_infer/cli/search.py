@@ -154,6 +154,11 @@ def search(
         ]
         click.echo(json.dumps(rows, indent=1))
         return
+    _print_listing(queries, hits, absolute)
+
+
+def _print_listing(queries, hits, absolute: bool) -> None:
+    """Each query, then its hits: rank, score, path (absolute with --absolute), a moment's time range."""
     for query, results in zip(queries, hits, strict=True):
         click.echo(f"{query}")
         for hit in results:
