@@ -336,10 +336,11 @@ class EmbeddingIndex:
 
         from .moments import first_fetch, group_moments, settled
 
+        fetch = self._fetcher(vector, exact)
         k = first_fetch(top_k, per_video)
         while True:
             k = min(k, len(self))
-            rows, scores = self.search_rows(vector[None], k, exact)[0]
+            rows, scores = fetch(k)
             moments = group_moments(rows, scores, self.paths.__getitem__, self.span, top_k, per_video)
             if k >= len(self) or len(rows) < k:
                 return moments
@@ -348,6 +349,17 @@ class EmbeddingIndex:
             if settled(moments, threshold, top_k, per_video, fetched.__getitem__, self.video_row_count):
                 return moments
             k *= 2
+
+    def _fetcher(self, vector: np.ndarray, exact: bool):
+        """fetch(k) -> the best k (rows, scores) for a unit query (C,): from the ANN index (re-ranked
+        exactly), or from every row's exact score, computed once whatever k comes next."""
+        if not exact and self._faiss_index() is not None:
+            return lambda k: self.search_rows(vector[None], k)[0]
+        from .search import all_scores, select_top
+
+        scores = all_scores(self.embeddings, vector, self.inverse_norms)
+        rows = np.arange(len(scores), dtype=np.int64)
+        return lambda k: select_top(rows, scores, k)
 
     def span(self, row: int) -> tuple[float | None, float | None]:
         """(start_s, end_s) of ``row``; (None, None) for a whole video."""
