@@ -85,6 +85,8 @@ def test_window_settings_defaults_come_from_the_model():
         window_settings(FrameSettings(max_frames=12), None, 13)
     with pytest.raises(ValueError, match="positive"):
         WindowSettings(0, 1)
+    with pytest.raises(ValueError, match="at least 0.1 s"):
+        WindowSettings(6, 0.01)
 
 
 def test_shot_windows_split_long_shots_and_merge_short_ones():

@@ -31,6 +31,7 @@ from fractions import Fraction
 from .frames import FrameSettings
 
 CUTS = ("fixed", "shots")
+MIN_STRIDE_S = 0.1  # a finer stride makes rows faster than any model samples frames (1 a second for MUSE)
 MIN_SHOT_FRACTION = 0.25  # shots shorter than this part of a window are merged into a neighbour
 _EPSILON = 1e-9  # seconds: float noise in k * stride
 
@@ -49,6 +50,11 @@ class WindowSettings:
             raise ValueError(f"window must be a positive number of seconds, got {self.window!r}")
         if not (isinstance(self.stride, (int, float)) and math.isfinite(self.stride) and self.stride > 0):
             raise ValueError(f"stride must be a positive number of seconds, got {self.stride!r}")
+        if self.stride < MIN_STRIDE_S:
+            raise ValueError(
+                f"stride {self.stride:g} s would make {1 / self.stride:.0f} rows a second of video; use a stride of "
+                f"at least {MIN_STRIDE_S:g} s"
+            )
         if self.stride > self.window:
             raise ValueError(
                 f"stride {self.stride:g} s is longer than the window {self.window:g} s: parts of the video "
