@@ -238,8 +238,8 @@ def encode_videos(
     except OSError as error:  # a full disk, a folder made read-only during the run: no traceback
         where = error.filename or out
         raise UserError(
-            f"cannot write {where} ({error.strerror or error}); the work saved so far is kept: run the same "
-            "command again once that is fixed"
+            f"{where}: {error.strerror or error} (a full disk? a folder that became unwritable?); the work "
+            "saved so far is kept: run the same command again once that is fixed"
         ) from None
     click.echo(summary.line(), err=True)
     if as_json:
