@@ -30,6 +30,8 @@ RAY_REQUIREMENTS = ["ray[data]>=2.60"]  # encode-videos --engine ray (muse_infer
 # `muse-infer serve`: Starlette on uvicorn. FileResponse answers HTTP Range requests since 0.39; 1.5.1
 # fixes its Range parsing DoS (CVE-2025-62727, capped at 100 ranges) and the request.url advisories of 1.3.x.
 WEB_REQUIREMENTS = ["starlette>=1.5.1", "uvicorn>=0.30"]
+# encode-videos --cuts shots (muse_infer.video.shots): PySceneDetect 0.7 with headless OpenCV bundled.
+SCENES_REQUIREMENTS = ["scenedetect-headless>=0.7,<0.8"]
 DEV_REQUIREMENTS = [
     "pytest",
     "ruff",
@@ -37,6 +39,7 @@ DEV_REQUIREMENTS = [
     "httpx",
     *WEB_REQUIREMENTS,
     *RAY_REQUIREMENTS,
+    *SCENES_REQUIREMENTS,
 ]  # httpx: Starlette's TestClient
 
 
@@ -79,6 +82,7 @@ setup(
         "gpu": GPU_REQUIREMENTS,
         "web": WEB_REQUIREMENTS,
         "ray": RAY_REQUIREMENTS,
+        "scenes": SCENES_REQUIREMENTS,
         "dev": DEV_REQUIREMENTS,
     },
     entry_points={

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .runtime import Backend, load_backend
 from .runtime.devices import default_batch_size
 from .video.frames import FrameSettings, clip_inputs
 from .video.pool import Decoded, DecodePool, decode_inline
+from .video.windows import WindowSettings
 
 ON_ERROR = ("raise", "skip", "nan")
 logger = logging.getLogger(__name__)
@@ -64,12 +65,17 @@ def default_workers(device: str = "cpu") -> int:
 
 @dataclass
 class VideoResult:
-    """One input video: its embedding (C,) float32, or why it failed (``error``)."""
+    """One input video: its embedding (C,) float32, or why it failed (``error``).
+
+    Encoded as moments (``encode_moment_groups``): ``embedding`` is (n, C), a row per window, and
+    ``spans`` the n windows' (start_s, end_s).
+    """
 
     index: int
     path: str
     embedding: np.ndarray | None = None
     error: str | None = None
+    spans: list[tuple[float, float]] | None = None
 
 
 class TextEncoder:
@@ -242,16 +248,8 @@ class VideoEncoder:
         When the backend computes asynchronously (a GPU), a group is yielded once the next batch has
         been queued, so the device always has work.
         """
-        batch_size = self.default_batch_size if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if timeout is None or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
-        if workers is None:
-            workers = default_workers(getattr(self.backend, "device", "cpu"))
-        if workers < 0:
-            raise ValueError(f"workers must be >= 0, got {workers}")
         if workers == 0:
             decoded = decode_inline(paths, self.frame_settings)
         else:
@@ -260,6 +258,50 @@ class VideoEncoder:
             ).imap(paths)
         ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
         yield from self._batched(decoded, batch_size, ahead)
+
+    def encode_moment_groups(
+        self,
+        paths: Sequence[str | os.PathLike],
+        windows: WindowSettings,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        timeout: float = 120.0,
+    ) -> Iterator[list[VideoResult]]:
+        """Each video's moments: ``VideoResult.embedding`` (n, C), a row per window of ``spans``.
+
+        Every video is decoded once for all its windows (``video.window_reader``); a model batch holds
+        ``batch_size`` windows, of one video or several, and a group ends with the videos completed by
+        a batch. ``timeout``: seconds a decode may go without producing a window (``video.pool``).
+        """
+        batch_size, workers = self._check_run(batch_size, workers, timeout)
+        paths = [os.fspath(p) for p in paths]
+        if workers == 0:
+            decoded = decode_inline(paths, self.frame_settings, windows)
+        else:
+            pool = DecodePool(self.frame_settings, workers, timeout, batch_size + workers, windows=windows)
+            decoded = pool.imap(paths)
+        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        yield from _MomentBatcher(self, batch_size, ahead).run(decoded)
+
+    def _check_run(self, batch_size: int | None, workers: int | None, timeout: float) -> tuple[int, int]:
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if timeout is None or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if workers is None:
+            workers = default_workers(getattr(self.backend, "device", "cpu"))
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        return batch_size, workers
+
+    def submit(self, clips: list[np.ndarray]):
+        """Start embedding uint8 clips (t, S, S, 3); returns an object whose ``result()`` is (n, C)."""
+        max_frames = self.frame_settings.max_frames
+        submit = getattr(self.backend, "submit_clips", None)
+        if submit is not None:
+            return submit(clips, max_frames)
+        return _Ready(self.backend.encode_video(*clip_inputs(clips, max_frames)))
 
     def encode_decoded(
         self, decoded: Iterable[Decoded], batch_size: int | None = None
@@ -306,11 +348,7 @@ class VideoEncoder:
         good = [item for item in items if item.error is None]
         if not good:
             return _Batch(items, good, None)
-        clips, max_frames = [item.pixels for item in good], self.frame_settings.max_frames
-        submit = getattr(self.backend, "submit_clips", None)
-        if submit is not None:
-            return _Batch(items, good, submit(clips, max_frames))
-        return _Batch(items, good, _Ready(self.backend.encode_video(*clip_inputs(clips, max_frames))))
+        return _Batch(items, good, self.submit([item.pixels for item in good]))
 
 
 class _Ready:
@@ -349,3 +387,87 @@ class _Batch:
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
+
+
+@dataclass
+class _MomentVideo:
+    """A video being encoded as moments: its windows' spans, their rows as they come, how it ended."""
+
+    index: int
+    path: str
+    spans: list = field(default_factory=list)  # (start_s, end_s) a window
+    rows: list = field(default_factory=list)  # its embedding (C,) once computed, else None
+    final: bool = False
+    error: str | None = None
+
+    def complete(self) -> bool:
+        return self.final and (self.error is not None or all(row is not None for row in self.rows))
+
+    def result(self) -> VideoResult:
+        if self.error is not None:
+            return VideoResult(self.index, self.path, error=self.error)
+        embedding = np.stack(self.rows).astype(np.float32)
+        if not np.all(np.isfinite(embedding)):
+            return VideoResult(self.index, self.path, error="the model gave a non-finite embedding")
+        return VideoResult(self.index, self.path, embedding=embedding, spans=list(self.spans))
+
+
+class _MomentBatcher:
+    """Windows of videos (``Decoded`` parts in order) into model batches of ``batch_size`` windows;
+    a group of ``VideoResult``s (in input order) after each batch, of the videos it completed."""
+
+    def __init__(self, encoder: VideoEncoder, batch_size: int, ahead: int):
+        self.encoder, self.batch_size, self.ahead = encoder, batch_size, ahead
+        self.videos: list[_MomentVideo] = []  # not yet handed out, in order
+        self.queue: list = []  # (video, slot, pixels) waiting for a batch
+        self.in_flight: list = []  # (entries [(video, slot)], pending)
+
+    def run(self, decoded) -> Iterator[list[VideoResult]]:
+        try:
+            for item in decoded:
+                if self._take(item):
+                    yield from self._collect(keep=self.ahead)
+            if self.queue:
+                self._start()
+            yield from self._collect(keep=0)
+            if self.videos:  # failures after the last batch
+                yield [video.result() for video in self.videos]
+                self.videos = []
+        finally:
+            if hasattr(decoded, "close"):
+                decoded.close()  # stops the decode workers when the caller stops early
+
+    def _take(self, item: Decoded) -> bool:
+        """Add one decoded item; True when it filled a batch (which is then started)."""
+        if not self.videos or self.videos[-1].index != item.index:
+            self.videos.append(_MomentVideo(item.index, item.path))
+        video = self.videos[-1]
+        if item.final:
+            video.final, video.error = True, item.error
+            if item.error is not None:  # its windows already queued are not worth computing
+                self.queue = [entry for entry in self.queue if entry[0] is not video]
+            return False
+        video.spans.append(item.span)
+        video.rows.append(None)
+        self.queue.append((video, len(video.rows) - 1, item.pixels))
+        if len(self.queue) < self.batch_size:
+            return False
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        entries = [(video, slot) for video, slot, _ in self.queue]
+        self.in_flight.append((entries, self.encoder.submit([pixels for _, _, pixels in self.queue])))
+        self.queue = []
+
+    def _collect(self, keep: int) -> Iterator[list[VideoResult]]:
+        """Wait for batches until ``keep`` are in flight; yield the videos they completed."""
+        while len(self.in_flight) > keep:
+            entries, pending = self.in_flight.pop(0)
+            for (video, slot), row in zip(entries, pending.result(), strict=True):
+                video.rows[slot] = row
+            group = []
+            while self.videos and self.videos[0].complete():
+                group.append(self.videos.pop(0).result())
+            if group:
+                yield group

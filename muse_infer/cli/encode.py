@@ -69,7 +69,7 @@ from .common import (
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
-    help="Seconds a file may take to decode before it is skipped.",
+    help="Seconds a file may take to decode before it is skipped (moments: seconds without a new window).",
 )
 @click.option(
     "--chunk-size",
@@ -112,6 +112,26 @@ from .common import (
     help="Ray engine: model replicas [default: one per GPU of the cluster, else 1].",
 )
 @click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Encode moments: a row every --stride seconds for each WINDOW-second stretch of a video, with its "
+    "start_s/end_s [default: a row a video; with --stride or --cuts alone: the model's clip, 12 s].",
+)
+@click.option(
+    "--stride",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between the starts of consecutive windows [default: half the window].",
+)
+@click.option(
+    "--cuts",
+    type=click.Choice(["fixed", "shots"]),
+    default=None,
+    help="Where windows start: fixed (every --stride s) or shots (at shot boundaries, long shots split "
+    "into windows; needs the scenes extra: pip install 'muse-infer[scenes]').",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -137,6 +157,9 @@ def encode_videos(
     engine,
     address,
     actors,
+    window,
+    stride,
+    cuts,
     as_json,
     quiet,
 ) -> None:
@@ -164,6 +187,13 @@ def encode_videos(
     actor per GPU) and gives the same index; --chunk-size is then the shard size (videos a task
     decodes and a saved result holds) and --workers caps the decode tasks running at once.
 
+    Moments (--window, --stride, --cuts): each video becomes a row per time window (a video no longer
+    than the window stays one row; the last window ends with the video), sampled as a whole video is
+    (1 frame a second, at most --frames), each video decoded once for all its windows; search then
+    returns time ranges. A window of 12 s (the model's clip: 12 frames at 1 a second) with a 6 s
+    stride is the default once any of the three is given. The window settings are part of the
+    index: resuming or updating it with others needs --overwrite. Not with --engine ray.
+
     \b
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
@@ -172,6 +202,8 @@ def encode_videos(
       muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
       muse-infer encode-videos videos/ --out emb.npy --json -q > summary.json
       muse-infer encode-videos /shared/videos --out /shared/emb.npy --engine ray --address auto
+      muse-infer encode-videos videos/ --out moments.npy --window 6 --stride 3
+      muse-infer encode-videos videos/ --out shots.npy --cuts shots
     """
     import json
 
@@ -179,6 +211,7 @@ def encode_videos(
 
     if engine == "local" and (address is not None or actors is not None):
         raise UserError("--address and --actors are options of --engine ray")
+    moments = _check_moment_options(window, stride, cuts, engine)
     options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
     options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
     model_options = dict(
@@ -196,6 +229,8 @@ def encode_videos(
     try:
         with sigterm_as_interrupt():
             encoder = _load_encoder(directory, out, model_options, quiet)
+            if moments:
+                options["windows"] = _window_settings(encoder, window, stride, cuts)
             summary = run(directory, out, encoder, **options)
     except KeyboardInterrupt:
         click.echo(_interrupted_message(saved_work(out)), err=True)
@@ -241,6 +276,35 @@ def _load_encoder(directory, out, model_options: dict, quiet: bool):
         encoder.settings,
     )
     return encoder
+
+
+def _check_moment_options(window: float | None, stride: float | None, cuts: str | None, engine: str) -> bool:
+    """Whether moments were asked for (--window, --stride or --cuts); UserError for what cannot run."""
+    moments = window is not None or stride is not None or cuts is not None
+    if moments and engine == "ray":
+        raise UserError(
+            "--window/--stride/--cuts (moments) run on the local engine only; drop --engine ray, or encode "
+            "whole videos on Ray"
+        )
+    if stride is not None and window is not None and stride > window:
+        raise UserError(
+            f"--stride {stride:g} is longer than --window {window:g}: give a stride <= the window"
+        )
+    if cuts == "shots":
+        from ..video.shots import import_scenedetect
+
+        import_scenedetect()  # a missing extra is said before the model loads
+    return moments
+
+
+def _window_settings(encoder, window: float | None, stride: float | None, cuts: str | None):
+    """The moments' ``WindowSettings``, the model's defaults filled in (see muse_infer.video.windows)."""
+    from ..video.windows import window_settings
+
+    try:
+        return window_settings(encoder.frame_settings, window, stride, cuts or "fixed")
+    except ValueError as error:
+        raise UserError(f"--window/--stride: {error}") from None
 
 
 def _interrupted_message(saved: int) -> str:

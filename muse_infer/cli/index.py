@@ -167,6 +167,7 @@ def describe_lines(d: dict) -> list[str]:
         f"{format_bytes(d['bytes_on_disk'])} on disk",
         f"model: {d['model'] or 'none (search with vectors only)'}",
         f"settings: {json_compact(d['settings'])}",
+        f"rows are: {_rows_are(d.get('windows'))}",
         f"root: {d['root'] or 'none (paths as written)'}",
         f"failed: {d['failed']} files",
         "files: " + ", ".join(f"{name} {format_bytes(size)}" for name, size in sorted(d["files"].items())),
@@ -175,6 +176,14 @@ def describe_lines(d: dict) -> list[str]:
     if d.get("verified"):
         lines.append("verified: every chunk hash (and the ANN file) matches")
     return lines
+
+
+def _rows_are(windows: dict | None) -> str:
+    """What a row is: a whole video, or a moment (encode-videos --window/--stride/--cuts)."""
+    if not windows:
+        return "whole videos"
+    cuts = ", starting at shot cuts" if windows.get("cuts") == "shots" else ""
+    return f"moments: windows of {windows['window']:g} s every {windows['stride']:g} s{cuts}"
 
 
 def _search_line(d: dict) -> str:

@@ -22,10 +22,18 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     "--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Videos to list a query."
 )
 @click.option(
+    "--per-video",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Moments listed a video, for an index of moments (encode-videos --window) [default: 1, its best; "
+    "0: the best rows as they are, not grouped].",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON list of {query, rank, path, absolute_path, score, row, search}, by query then rank.",
+    help="Print a JSON list of {query, rank, path, absolute_path, score, row, search} (moments: also "
+    "start_s, end_s), by query then rank.",
 )
 @click.option(
     "--exact", is_flag=True, help="Scan every row exactly, even with an approximate index beside it."
@@ -59,6 +67,7 @@ def search(
     queries,
     index_paths,
     top_k,
+    per_video,
     as_json,
     exact,
     absolute,
@@ -70,6 +79,11 @@ def search(
     precision,
 ) -> None:
     """Find the videos of an index that best match each text QUERY (cosine similarity).
+
+    An index of moments (encode-videos --window) gives time ranges: the best moment of each of the
+    --top-k best videos (--per-video K: up to K moments each), overlapping windows that score alike
+    (within 0.02) merged into one range; "start_s"/"end_s" in --json (seconds from the video's first
+    frame), MM:SS-MM:SS in the listing. An index of whole videos lists rows as before (no time fields).
 
     Uses the approximate index beside the index when there is one (`muse-infer index build`; results
     re-ranked exactly), else scans every row; -v says which, --json gives it as "search". Paths are
@@ -85,6 +99,7 @@ def search(
       muse-infer search "a cat" "a red car" --index emb.npy --html results.html
       muse-infer search "a cat" --index emb.npy --device cpu --precision bf16
       muse-infer search "a cat" --index part0.npy --index part1.npy --exact
+      muse-infer search "a red car turns left" --index moments.npy --per-video 3 --json
       muse-infer search "a cat" --index emb.npy --absolute
     """
     import json
@@ -118,7 +133,9 @@ def search(
             clip_weights=weights,
             precision=precision,
         )
-        hits = index.search_batch(list(queries), top_k, text_encoder=encoder, exact=exact)
+        hits = index.search_batch(
+            list(queries), top_k, text_encoder=encoder, exact=exact, per_video=per_video
+        )
     except BackendError as error:
         raise UserError(f"{error}{_moved_hint(source, model, clip_weights)}") from None
     caution = search_caution(getattr(index, "identity", None))
@@ -137,13 +154,31 @@ def search(
         ]
         click.echo(json.dumps(rows, indent=1))
         return
+    _print_listing(queries, hits, absolute)
+
+
+def _print_listing(queries, hits, absolute: bool) -> None:
+    """Each query, then its hits: rank, score, path (absolute with --absolute), a moment's time range."""
     for query, results in zip(queries, hits, strict=True):
         click.echo(f"{query}")
         for hit in results:
             path = (hit.absolute_path or hit.path) if absolute else hit.path
-            click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {path}")
+            click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {path}{_span_text(hit)}")
         if not results:
             click.echo("  (the index is empty)")
+
+
+def _span_text(hit) -> str:
+    """ "  [01:03.0-01:15.0]" for a moment, "" for a whole video."""
+    if hit.start_s is None or hit.end_s is None:
+        return ""
+    return f"  [{_clock(hit.start_s)}-{_clock(hit.end_s)}]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return (f"{hours}:{minutes:02d}" if hours else f"{minutes:02d}") + f":{rest:04.1f}"
 
 
 def _moved_hint(source: dict, model: str | None, clip_weights: str | None) -> str:

@@ -131,6 +131,8 @@ class EmbeddingIndex:
         self.ann_problem: str | None = None
         self._ann_required = False
         self._faiss = None
+        self._spans: tuple[np.ndarray, np.ndarray] | None = None  # start_s, end_s (N,), NaN: none
+        self._video_rows: dict[str, int] | None = None
 
     @classmethod
     def load(
@@ -267,27 +269,128 @@ class EmbeddingIndex:
 
     # --- search --------------------------------------------------------------------------------
 
-    def search(self, query, top_k: int = 10, text_encoder=None, exact: bool = False) -> list[SearchResult]:
-        """Top ``top_k`` rows for one query: a string (needs ``text_encoder``) or a vector (C,)."""
+    def search(
+        self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None
+    ) -> list[SearchResult]:
+        """Top ``top_k`` results for one query: a string (needs ``text_encoder``) or a vector (C,).
+
+        per_video: see ``search_batch``.
+        """
         if isinstance(query, str):
-            return self.search_batch([query], top_k, text_encoder, exact)[0]
+            return self.search_batch([query], top_k, text_encoder, exact, per_video)[0]
         vector = np.asarray(query, dtype=np.float32)
         if vector.ndim != 1:
             raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
-        return self.search_batch(vector[None], top_k, exact=exact)[0]
+        return self.search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
 
     def search_batch(
-        self, queries, top_k: int = 10, text_encoder=None, exact: bool = False
+        self,
+        queries,
+        top_k: int = 10,
+        text_encoder=None,
+        exact: bool = False,
+        per_video: int | None = None,
     ) -> list[list[SearchResult]]:
-        """Top ``top_k`` rows for each of Q queries: strings or vectors (Q, C).
+        """Top ``top_k`` results for each of Q queries: strings or vectors (Q, C).
 
+        per_video: moments shown a video. None (default): 1 for an index of moments (rows with time
+        ranges: the ``top_k`` best videos, each with its best moment, overlapping windows that score
+        alike merged into one range; ``muse_infer.index.moments``), every row as it is for an index of
+        whole videos (as before moments existed); K >= 1: up to K moments of each of the ``top_k``
+        best videos, best first; 0: the ``top_k`` best rows, not grouped.
         Each query is encoded and searched on its own, so its results are bit-identical to ``search``
         with that query alone. exact=True scans every row even when an ANN index is beside the index.
         """
         vectors = self.query_vectors(queries, text_encoder)  # (Q, C)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        group = self.moments_per_video(per_video)
+        if group is not None:
+            return [self.moment_results(self.search_moments(v, top_k, group, exact)) for v in vectors]
         return [self.results(rows, scores) for rows, scores in self.search_rows(vectors, top_k, exact)]
+
+    # --- moments -------------------------------------------------------------------------------
+
+    @property
+    def has_moments(self) -> bool:
+        """Whether rows are time ranges of videos (``encode-videos --window``): then search groups them."""
+        if "start_s" not in self._rows.column_names:
+            return False
+        return self._rows.column("start_s").null_count < self._rows.num_rows
+
+    def moments_per_video(self, per_video: int | None) -> int | None:
+        """Moments a video ``search`` shows for ``per_video`` (see ``search_batch``); None: not grouped."""
+        if per_video is None:
+            return 1 if self.has_moments else None
+        if not isinstance(per_video, int) or per_video < 0:
+            raise ValueError(f"per_video must be a whole number >= 0, got {per_video!r}")
+        return per_video or None
+
+    def search_moments(self, vector: np.ndarray, top_k: int, per_video: int, exact: bool = False) -> list:
+        """The moments (``moments.Moment``) of one unit query (C,): the best rows grouped per video.
+
+        Fetches the best k rows (approximately, re-ranked exactly, when an ANN index is used), doubling
+        k until the groups cannot change with more rows (``moments.settled``) or k covers every row.
+        """
+        from collections import Counter
+
+        from .moments import first_fetch, group_moments, settled
+
+        fetch = self._fetcher(vector, exact)
+        k = first_fetch(top_k, per_video)
+        while True:
+            k = min(k, len(self))
+            rows, scores = fetch(k)
+            moments = group_moments(rows, scores, self.paths.__getitem__, self.span, top_k, per_video)
+            if k >= len(self) or len(rows) < k:
+                return moments
+            fetched = Counter(self.paths[row] for row in rows.tolist())
+            threshold = float(scores[-1])
+            if settled(moments, threshold, top_k, per_video, fetched.__getitem__, self.video_row_count):
+                return moments
+            k *= 2
+
+    def _fetcher(self, vector: np.ndarray, exact: bool):
+        """fetch(k) -> the best k (rows, scores) for a unit query (C,): from the ANN index (re-ranked
+        exactly), or from every row's exact score, computed once whatever k comes next."""
+        if not exact and self._faiss_index() is not None:
+            return lambda k: self.search_rows(vector[None], k)[0]
+        from .search import all_scores, select_top
+
+        scores = all_scores(self.embeddings, vector, self.inverse_norms)
+        rows = np.arange(len(scores), dtype=np.int64)
+        return lambda k: select_top(rows, scores, k)
+
+    def span(self, row: int) -> tuple[float | None, float | None]:
+        """(start_s, end_s) of ``row``; (None, None) for a whole video."""
+        if self._spans is None:
+            self._spans = tuple(self._span_column(name) for name in ("start_s", "end_s"))
+        start, end = (float(column[row]) for column in self._spans)
+        return (None, None) if math.isnan(start) or math.isnan(end) else (start, end)
+
+    def _span_column(self, name: str) -> np.ndarray:
+        """A time-range column as float64 (N,), NaN where null (or when the index has no such column)."""
+        if name not in self._rows.column_names:
+            return np.full(len(self), np.nan)
+        return self._rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def video_row_count(self, path: str) -> int:
+        """How many rows the video ``path`` has (its windows)."""
+        if self._video_rows is None:
+            counts = self._rows.column("path").value_counts()
+            self._video_rows = dict(
+                zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)
+            )
+        return self._video_rows.get(path, 0)
+
+    def moment_results(self, moments: list, shard: int | None = None, offset: int = 0) -> list[SearchResult]:
+        """``SearchResult``s of ``moments`` (ranked in their order); ``offset`` is added to row numbers."""
+        return [
+            SearchResult(
+                rank, m.path, m.score, m.row + offset, self.absolute_path(m.row), m.start_s, m.end_s, shard
+            )
+            for rank, m in enumerate(moments, start=1)
+        ]
 
     def search_rows(
         self, vectors: np.ndarray, top_k: int, exact: bool = False
@@ -374,6 +477,7 @@ class EmbeddingIndex:
             "model": describe_identity(self.identity) if self.identity else None,
             "model_source": self.metadata.get("model_source"),
             "settings": self.metadata.get("settings"),
+            "windows": self.metadata.get("windows"),  # moments: window, stride, cuts (None: a row a video)
             "root": self.metadata.get("root"),
             "failed": self.metadata.get("failed", 0),
             "files": sizes,

@@ -104,3 +104,23 @@ def rerank(
     if inverse_norms is not None:
         scores = scores * inverse_norms[rows]
     return select_top(rows, np.ascontiguousarray(scores, dtype=np.float32), top_k)
+
+
+def all_scores(
+    embeddings: np.ndarray, query: np.ndarray, inverse_norms: np.ndarray | None = None
+) -> np.ndarray:
+    """Every row's exact cosine with a unit ``query`` (C,): (N,) float32, the bits ``exact_search`` scores.
+
+    For grouped (moments) search, which may need more of the ranking than the first top_k rows: scanned
+    once, then ranked as far as needed with ``select_top``.
+    """
+    count, dim = embeddings.shape
+    block_rows = max(1, BLOCK_BYTES // (4 * max(dim, 1)))
+    out = np.empty(count, np.float32)
+    for start in range(0, count, block_rows):
+        block = np.asarray(embeddings[start : start + block_rows])
+        scores = row_scores(block, query)
+        if inverse_norms is not None:
+            scores = scores * inverse_norms[start : start + len(block)]
+        out[start : start + len(block)] = scores
+    return out

@@ -11,6 +11,7 @@ shard, returns with exact search. Shards must share the embedding size and the m
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from itertools import chain
@@ -88,24 +89,59 @@ class ShardedIndex:
     def check_model(self, identity: dict) -> None:
         self.shards[0].check_model(identity)
 
-    def search(self, query, top_k: int = 10, text_encoder=None, exact: bool = False) -> list[SearchResult]:
-        """Top ``top_k`` rows of all shards for one query (a string with ``text_encoder``, or a vector)."""
+    def search(
+        self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None
+    ) -> list[SearchResult]:
+        """Top ``top_k`` results of all shards for one query (a string with ``text_encoder``, or a vector)."""
         if isinstance(query, str):
-            return self.search_batch([query], top_k, text_encoder, exact)[0]
+            return self.search_batch([query], top_k, text_encoder, exact, per_video)[0]
         vector = np.asarray(query, dtype=np.float32)
         if vector.ndim != 1:
             raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
-        return self.search_batch(vector[None], top_k, exact=exact)[0]
+        return self.search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
 
     def search_batch(
-        self, queries, top_k: int = 10, text_encoder=None, exact: bool = False
+        self,
+        queries,
+        top_k: int = 10,
+        text_encoder=None,
+        exact: bool = False,
+        per_video: int | None = None,
     ) -> list[list[SearchResult]]:
-        """Top ``top_k`` rows of all shards for each query; ``SearchResult.row`` counts rows end to end."""
+        """Top ``top_k`` results of all shards for each query; ``SearchResult.row`` counts rows end to end.
+
+        per_video: as ``EmbeddingIndex.search_batch`` (grouped when any shard holds moments); a video
+        is one file of one shard, so each shard's best videos are merged by score.
+        """
         vectors = self.shards[0].query_vectors(queries, text_encoder)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        group = self._per_video(per_video)
+        if group is not None:
+            return [self._merge_moments(vector, top_k, group, exact) for vector in vectors]
         found = [shard.search_rows(vectors, top_k, exact) for shard in self.shards]  # [S][Q]
         return [self._merge([per_shard[q] for per_shard in found], top_k) for q in range(len(vectors))]
+
+    def _per_video(self, per_video: int | None) -> int | None:
+        if per_video is None and any(shard.has_moments for shard in self.shards):
+            per_video = 1
+        return self.shards[0].moments_per_video(per_video if per_video is not None else 0)
+
+    def _merge_moments(self, vector, top_k: int, per_video: int, exact: bool) -> list[SearchResult]:
+        found = []  # (score, shard, row, moment)
+        for number, shard in enumerate(self.shards):
+            for moment in shard.search_moments(vector, top_k, per_video, exact):
+                found.append((-moment.score, number, moment.row, moment))
+        found.sort(key=lambda item: item[:3])
+        videos, results = set(), []
+        for _, number, _, moment in found:
+            if (number, moment.path) not in videos:
+                if len(videos) == top_k:  # a video past the top_k best; the best's later moments still count
+                    continue
+                videos.add((number, moment.path))
+            hit = self.shards[number].moment_results([moment], number, int(self.offsets[number]))[0]
+            results.append(SearchResult(len(results) + 1, *_fields_after_rank(hit)))
+        return results
 
     def _merge(self, per_shard: list[tuple[np.ndarray, np.ndarray]], top_k: int) -> list[SearchResult]:
         rows = np.concatenate([r + self.offsets[i] for i, (r, _) in enumerate(per_shard)])
@@ -171,6 +207,9 @@ def merge_indexes(
     ]
     first = indexes[0]
     fields = {key: first.metadata.get(key) for key in DESCRIPTIVE_FIELDS} | {"root": root}
+    windows = {json.dumps(index.metadata.get("windows"), sort_keys=True) for index in indexes}
+    if len(windows) == 1 and first.metadata.get("windows"):  # moments cut alike: the merge says how
+        fields["windows"] = first.metadata["windows"]
     blocks = chain.from_iterable(unit_blocks(index.embeddings) for index in indexes)
     write_index_files(out, blocks, len(rows), first.dim, rows, fields, failures)
     if kind is not None:

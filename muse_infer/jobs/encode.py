@@ -4,7 +4,9 @@ Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
 - ``EMB.npy.parts/`` the work directory while a run is unfinished:
   ``job.json`` (model identity, frame settings, root folder: a resume must match them),
   ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
-  ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``),
+  ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``; a run
+  of moments (``windows``) adds ``"spans": [[[start_s, end_s], ...], ...]``, each done video's windows,
+  and its embeddings hold every window's row, video after video),
   ``lock`` (held with ``flock`` by the running job, so two runs cannot write one index);
   with ``--engine ray`` also ``plan.json`` (``muse_infer.jobs.shards``), its shards' results being
   chunk files too, so either engine resumes the other's work.
@@ -20,7 +22,7 @@ that failed are not retried (a file that hangs would hang again) unless they cha
 ``retry_failed`` is set. Removed files leave the index. A first run's rows are in sorted path order;
 a later run keeps the rows of unchanged files in their order (so their row numbers stay while nothing
 is removed) and appends new and changed files, sorted; a changed file's old row is dropped, so no stale
-row survives. Results are stored in whole model batches (see
+row survives (with moments: none of its windows). Results are stored in whole model batches (see
 ``VideoEncoder.encode_groups``), so a resumed run forms the same batches as an uninterrupted one
 with the same ``batch_size``, and its rows are bit-identical; new files or another batch size change
 rows only by float rounding (<= 1e-7 measured).
@@ -29,12 +31,10 @@ rows only by float rounding (<= 1e-7 measured).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
 import shutil
-import stat
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -54,33 +54,12 @@ from ..index.store import read_sidecar, write_index_files
 from ..loading.identity import identity_difference
 from ..progress import progress_bar
 from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
+from ..video.windows import WindowSettings
+from .work import ChunkStore, Entry, Known, find_videos
 
 logger = logging.getLogger(__name__)
 JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
 FLUSH_SECONDS = 30.0  # a chunk is also written after this long, so a kill loses at most this much work
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A video file found under the root: relative POSIX path, size, mtime, or a problem found before decoding."""
-
-    path: str
-    size: int = -1
-    mtime_ns: int = -1
-    problem: str | None = None
-
-
-@dataclass
-class Known:
-    """A finished result: the file's stats when it was encoded, and its embedding (C,) or failure reason."""
-
-    size: int
-    mtime_ns: int
-    embedding: np.ndarray | None = None
-    reason: str | None = None
-
-    def matches(self, entry: Entry) -> bool:
-        return (self.size, self.mtime_ns) == (entry.size, entry.mtime_ns)
 
 
 @dataclass
@@ -98,6 +77,7 @@ class JobSummary:
     thumbnails: ThumbnailSummary | None = None
     index_note: str | None = None  # what happened to the approximate index, or a hint
     dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: earlier rows gone or replaced
+    moments: int | None = None  # rows of an index of moments (None: a row a video)
 
     @property
     def exit_code(self) -> int:
@@ -113,6 +93,7 @@ class JobSummary:
             f"encoded {self.encoded} of {self.total} videos ({self.encoded_now} now, {self.reused} already done) "
             f"in {self.seconds:.1f} s"
             + (f" ({rate:.2f} videos/s)" if self.processed_now else "")
+            + (f", {self.moments} moments" if self.moments is not None else "")
             + f" -> {self.out}"
         )
         if self.failures:
@@ -122,7 +103,8 @@ class JobSummary:
         if self.dropped:
             whys = Counter(d["why"] for d in self.dropped)
             listed = ", ".join(f"{n} {why}" for why, n in whys.most_common())
-            text += f"; {len(self.dropped)} rows of the earlier index dropped ({listed})"
+            rows = sum(d.get("rows", 1) for d in self.dropped)  # a video of moments: several rows
+            text += f"; {rows} rows of the earlier index dropped ({listed})"
         if self.thumbnails is not None:
             text += f"; {self.thumbnails.line()}"
         if self.index_note:
@@ -140,6 +122,7 @@ class JobSummary:
             "encoded": self.encoded,
             "encoded_now": self.encoded_now,
             "already_done": self.reused,
+            **({"moments": self.moments} if self.moments is not None else {}),
             "skipped": [{"path": f["path"], "reason": f["reason"]} for f in self.failures],
             "dropped": self.dropped,
             "files": [str(p) for p in files if p.exists()],
@@ -159,102 +142,6 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def find_videos(root: Path) -> list[Entry]:
-    """Video files under ``root`` (recursively, by extension), sorted by relative POSIX path.
-
-    Symbolic links to files are followed, links to folders are not. A file that cannot be
-    examined (broken link, not a regular file) or a folder that cannot be listed becomes an entry
-    with a ``problem``.
-    """
-    from ..video.reader import VIDEO_EXTENSIONS
-
-    entries = []
-
-    def unreadable_folder(error: OSError) -> None:
-        relative = Path(error.filename).relative_to(root).as_posix() + "/"
-        entries.append(Entry(relative, problem=f"folder not readable ({error.strerror})"))
-
-    for folder, subfolders, names in os.walk(root, onerror=unreadable_folder):
-        subfolders.sort()
-        for name in names:
-            if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
-                full = os.path.join(folder, name)
-                entries.append(_entry(full, Path(full).relative_to(root).as_posix()))
-    return sorted(entries, key=lambda entry: entry.path)
-
-
-def _entry(full: str, relative: str) -> Entry:
-    try:
-        info = os.stat(full)
-    except FileNotFoundError:
-        return Entry(relative, problem="file not found (a broken symbolic link?)")
-    except OSError as error:
-        return Entry(relative, problem=f"cannot examine the file ({error.strerror})")
-    if not stat.S_ISREG(info.st_mode):
-        return Entry(relative, info.st_size, info.st_mtime_ns, problem="not a regular file")
-    return Entry(relative, info.st_size, info.st_mtime_ns)
-
-
-class ChunkStore:
-    """The work directory: job.json, numbered chunk files, and the lock."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-
-    def chunks(self) -> list[Path]:
-        return sorted(self.directory.glob("chunk-*.npz"))
-
-    def write(self, results: list[VideoResult], entries: list[Entry]) -> None:
-        """One chunk with the results (``result.index`` indexes ``entries``)."""
-        done = [r for r in results if r.error is None]
-        embeddings = np.stack([r.embedding for r in done]) if done else np.zeros((0, 0), np.float32)
-        records = {
-            "done": [_stats(entries[r.index]) for r in done],
-            "failed": [[*_stats(entries[r.index]), r.error] for r in results if r.error is not None],
-        }
-        number = max([int(p.stem.split("-")[1]) for p in self.chunks()] + [-1]) + 1
-        self.write_chunk(number, embeddings, records)
-
-    def write_chunk(self, number: int, embeddings: np.ndarray, records: dict) -> None:
-        payload = np.frombuffer(json.dumps(records).encode(), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, embeddings=embeddings.astype(np.float32), records=payload)
-        atomic_write(
-            self.directory / f"chunk-{number:06d}.npz", lambda handle: handle.write(buffer.getvalue())
-        )
-
-    def load(self) -> dict[str, Known]:
-        """Results of every chunk, later chunks overriding earlier ones; unreadable chunks are dropped."""
-        known: dict[str, Known] = {}
-        for chunk in self.chunks():
-            try:
-                embeddings, records = _read_chunk(chunk)
-            except (OSError, ValueError, KeyError, EOFError) as error:
-                logger.warning(
-                    "dropping unreadable work file %s (%s); its videos are encoded again", chunk, error
-                )
-                chunk.unlink(missing_ok=True)
-                continue
-            for (path, size, mtime_ns), row in zip(records["done"], embeddings, strict=True):
-                known[path] = Known(size, mtime_ns, embedding=row)
-            for path, size, mtime_ns, reason in records["failed"]:
-                known[path] = Known(size, mtime_ns, reason=reason)
-        return known
-
-
-def _stats(entry: Entry) -> list:
-    return [entry.path, entry.size, entry.mtime_ns]
-
-
-def _read_chunk(chunk: Path) -> tuple[np.ndarray, dict]:
-    with np.load(chunk, allow_pickle=False) as data:
-        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
-        records = json.loads(bytes(data["records"]).decode())
-    if len(records["done"]) != len(embeddings):
-        raise ValueError(f"{len(embeddings)} rows for {len(records['done'])} paths")
-    return embeddings, records
-
-
 def encode_folder(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -267,6 +154,7 @@ def encode_folder(
     retry_failed: bool = False,
     progress: bool = True,
     thumbnails: bool = True,
+    windows: WindowSettings | None = None,
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
@@ -274,11 +162,14 @@ def encode_folder(
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
     ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
     settings or folder (without it, such leftovers are an error). thumbnails: keep the keyframes of
-    every row in ``EMB.thumbs/`` (``make_thumbnails``). Raises ``JobError`` for problems the user must
-    fix; per-file failures are recorded and counted instead (``JobSummary.failures``).
+    every row in ``EMB.thumbs/`` (``make_thumbnails``). windows: encode each video as moments, a row a
+    time window (``muse_infer.video.windows``; None: a row a video). The window settings are part of
+    the job: a resume or update with others is refused (like another model) unless ``overwrite``.
+    Raises ``JobError`` for problems the user must fix; per-file failures are recorded and counted
+    instead (``JobSummary.failures``).
     """
-    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress)
-    with open_job(root, out, encoder, overwrite, retry_failed) as job:
+    options = _RunOptions(batch_size, workers, timeout, chunk_size, progress, windows)
+    with open_job(root, out, encoder, overwrite, retry_failed, windows) as job:
         _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
         return job.finish(thumbnails, workers, progress)
 
@@ -324,15 +215,21 @@ class OpenJob:
             backend.source,
             backend.name,
             self.encoder.embed_dim,
-            fields={"precision": precision},
+            fields={"precision": precision} | _windows_field(self.job),
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         self.summary.dropped = finished.dropped
+        self.summary.moments = finished.rows if self.job.get("windows") else None
         if thumbnails:
             self.summary.thumbnails = make_thumbnails(self.out, workers, progress)
         _retire(parts_dir(self.out), self.out)
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
+
+
+def _windows_field(job: dict) -> dict:
+    """The sidecar's "windows" of a moments job ({} for a row a video: such sidecars stay as they were)."""
+    return {"windows": job["windows"]} if job.get("windows") else {}
 
 
 @contextmanager
@@ -342,6 +239,7 @@ def open_job(
     encoder: VideoEncoder,
     overwrite: bool = False,
     retry_failed: bool = False,
+    windows: WindowSettings | None = None,
 ) -> Iterator[OpenJob]:
     """Lock ``out``'s work directory and read what is there (see ``encode_folder`` for the arguments).
 
@@ -352,6 +250,7 @@ def open_job(
     started = time.monotonic()
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
     job |= {"model": encoder.identity, "settings": encoder.settings}
+    job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video
     entries = find_videos(root)
     if not entries:
         kept = f"; the index {out} is left as it is" if out.exists() else ""
@@ -513,17 +412,28 @@ def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
 
 def _check_same_job(previous: dict, job: dict, what: str) -> None:
     differences = []
-    for key in ("model", "settings", "root"):
-        if previous.get(key) != job[key]:
+    for key in ("model", "settings", "root", "windows"):
+        if previous.get(key) != job.get(key):
             if key == "model" and isinstance(previous.get(key), dict):
                 differences.append(f"model ({identity_difference(previous[key], job[key])})")
+            elif key == "windows":
+                differences.append(
+                    f"windows ({_describe_windows(previous.get(key))} vs {_describe_windows(job.get(key))})"
+                )
             else:
                 differences.append(f"{key} ({previous.get(key)!r} vs {job[key]!r})")
     if differences:
         raise JobError(
-            f"{what} made with a different {', '.join(differences)}; run with the same --model, --frames and "
-            "folder to continue it, or add --overwrite to start again"
+            f"{what} made with a different {', '.join(differences)}; run with the same --model, --frames, "
+            "--window/--stride/--cuts and folder to continue it, or add --overwrite to start again"
         )
+
+
+def _describe_windows(windows: dict | None) -> str:
+    if not windows:
+        return "a row a video"
+    cuts = " at shot cuts" if windows.get("cuts") == "shots" else ""
+    return f"--window {windows['window']:g} --stride {windows['stride']:g}{cuts}"
 
 
 def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
@@ -538,7 +448,26 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
             f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
         ) from None
     failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
-    store.write_chunk(0, np.asarray(index.embeddings), {"done": _row_stats(index), "failed": failed})
+    stats = _row_stats(index)
+    if not job.get("windows"):
+        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, "failed": failed})
+        return
+    done, spans = _video_spans(index, stats)  # moments: a video's rows are consecutive
+    store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "failed": failed, "spans": spans})
+
+
+def _video_spans(index: EmbeddingIndex, stats: list[list]) -> tuple[list[list], list[list]]:
+    """A moments index's rows grouped by video: ([[path, size, mtime_ns], ...], [[[start, end], ...], ...])."""
+    starts, ends = (index.rows.column(c).to_pylist() for c in ("start_s", "end_s"))
+    done, spans = [], []
+    for row_stat, start, end in zip(stats, starts, ends, strict=True):
+        if not done or done[-1][0] != row_stat[0]:
+            done.append(row_stat)
+            spans.append([])
+        spans[-1].append([start, end])
+    if len({row_stat[0] for row_stat in done}) != len(done):
+        raise IndexFileError(f"{index.location}: a video's moment rows are not consecutive")
+    return done, spans
 
 
 def _row_stats(index: EmbeddingIndex) -> list[list]:
@@ -576,6 +505,7 @@ class _RunOptions:
     timeout: float
     chunk_size: int
     progress: bool
+    windows: WindowSettings | None = None
 
 
 def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summary: JobSummary, options):
@@ -588,7 +518,12 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     flushed = encode_started = time.monotonic()
     failed = 0
     paths = [str(root / e.path) for e in todo]
-    groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
+    if options.windows is not None:
+        groups = encoder.encode_moment_groups(
+            paths, options.windows, options.batch_size, options.workers, options.timeout
+        )
+    else:
+        groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
     try:
         for group in groups:
             pending += group
@@ -641,31 +576,57 @@ def finish_index(
     failures, results = _sort_results(entries, known)
     previous = _previous_rows(out, job)
     order, kept = _row_order(entries, results, previous)
-    embeddings = (
-        np.stack([results[p].embedding for p in order]).astype(np.float32)
-        if order
-        else np.zeros((0, dim), np.float32)
-    )
-    stats = [(results[p].size, results[p].mtime_ns) for p in order]
-    rows = row_table(order, len(order), sizes=[s for s, _ in stats], mtimes_ns=[m for _, m in stats])
+    blocks = [results[p].rows() for p in order]
+    embeddings = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, dim), np.float32)
+    rows = _row_records(order, results, len(embeddings))
     described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
     described |= {"backend": backend, "settings": job["settings"]}
     dropped = _dropped_rows(previous, results, {e.path for e in entries})
-    write_index_files(out, [embeddings], len(order), dim, rows, described, failures)
-    return FinishedIndex(failures, len(order), _refresh_note(out, previous, kept, len(order), dim), dropped)
+    write_index_files(out, [embeddings], len(embeddings), dim, rows, described, failures)
+    note = _refresh_note(out, previous, kept, len(embeddings), dim)
+    return FinishedIndex(failures, len(embeddings), note, dropped)
+
+
+def _row_records(order: list[str], results: dict[str, Known], count: int):
+    """The rows table of the videos ``order``: a row a video, or a row a window (start_s, end_s) of moments."""
+    paths, sizes, mtimes, starts, ends = [], [], [], [], []
+    for path in order:
+        result = results[path]
+        spans = result.spans if result.spans is not None else [(None, None)]
+        paths += [path] * len(spans)
+        sizes += [result.size] * len(spans)
+        mtimes += [result.mtime_ns] * len(spans)
+        starts += [start for start, _ in spans]
+        ends += [end for _, end in spans]
+    moments = any(start is not None for start in starts)
+    return row_table(
+        paths,
+        count,
+        sizes=sizes,
+        mtimes_ns=mtimes,
+        start_s=starts if moments else None,
+        end_s=ends if moments else None,
+    )
 
 
 def _dropped_rows(previous: _Previous | None, results: dict[str, Known], found: set[str]) -> list[dict]:
-    """Rows of the earlier index that the new one no longer holds as they were: the file was deleted,
-    changed (its row replaced by a new one), or cannot be read any more."""
-    dropped = []
+    """Videos of the earlier index whose rows the new one no longer holds as they were: the file was
+    deleted, changed (its rows replaced by new ones), or cannot be read any more. One entry a video
+    (a video of moments has several rows: ``rows`` says how many)."""
+    counts: dict[tuple, int] = {}
     for path, size, mtime in previous.rows if previous else []:
+        counts[(path, size, mtime)] = counts.get((path, size, mtime), 0) + 1
+    dropped = []
+    for (path, size, mtime), rows in counts.items():
         if path not in found:
-            dropped.append({"path": path, "why": "deleted"})
+            why = "deleted"
         elif path not in results:
-            dropped.append({"path": path, "why": "unreadable now"})
+            why = "unreadable now"
         elif (results[path].size, results[path].mtime_ns) != (size, mtime):
-            dropped.append({"path": path, "why": "changed (encoded again)"})
+            why = "changed (encoded again)"
+        else:
+            continue
+        dropped.append({"path": path, "why": why} | ({"rows": rows} if rows > 1 else {}))
     return dropped
 
 
@@ -708,17 +669,24 @@ def _previous_rows(out: Path, job: dict) -> _Previous | None:
 
 
 def _row_order(entries: list[Entry], results: dict[str, Known], previous: _Previous | None):
-    """(paths in row order, how many leading rows are the previous index's rows unchanged, or None)."""
+    """(videos in row order, how many leading rows are the previous index's rows unchanged, or None).
+
+    With moments a video has several rows, consecutive; the previous rows are kept when every video
+    of them is unchanged (same stats, same number of windows).
+    """
     if previous is None:
         return [e.path for e in entries if e.path in results], None
+    videos = list(dict.fromkeys(path for path, _, _ in previous.rows))  # in row order, once each
+    stats = {path: (size, mtime) for path, size, mtime in previous.rows}
     unchanged = [
         path
-        for path, size, mtime in previous.rows
-        if path in results and (results[path].size, results[path].mtime_ns) == (size, mtime)
+        for path in videos
+        if path in results and (results[path].size, results[path].mtime_ns) == stats[path]
     ]
     kept = set(unchanged)
     order = unchanged + [e.path for e in entries if e.path in results and e.path not in kept]
-    return order, len(unchanged) if len(unchanged) == len(previous.rows) else None
+    kept_rows = sum(len(results[path].rows()) for path in unchanged)
+    return order, kept_rows if kept_rows == len(previous.rows) and len(unchanged) == len(videos) else None
 
 
 def _refresh_note(out: Path, previous: _Previous | None, kept: int | None, rows: int, dim: int) -> str | None:

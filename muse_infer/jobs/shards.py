@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write
-from .encode import Entry
+from .work import Entry
 
 PLAN_FORMAT, PLAN_FORMAT_VERSION = "muse-infer-shard-plan", 1
 PLAN_FILE = "plan.json"

@@ -17,6 +17,7 @@ from .reader import (
     read_frames,
     sample_indices,
 )
+from .windows import WindowSettings, plan_windows, window_settings
 
 __all__ = [
     "CLIP_MEAN",
@@ -36,4 +37,7 @@ __all__ = [
     "read_clip",
     "read_frames",
     "sample_indices",
+    "WindowSettings",
+    "plan_windows",
+    "window_settings",
 ]

@@ -15,6 +15,17 @@ parent -> worker ``(index, path)`` or ``None`` (stop); worker -> parent ``("read
 ``muse_infer.video.reader.read_clip`` gives it, (t, S, S, 3) uint8: 1.8 MB for 12 frames at 224 px,
 a quarter of the float32 frames. Normalising it is the model side's job
 (``muse_infer.video.frames.clip_inputs``), so workers import neither torch nor anything of the model.
+
+Moments (a pool made with ``windows``): a worker reads each video once for all its windows
+(``window_reader.read_windows``) and sends every window as soon as it is complete,
+``("part", index, start_s, end_s, pixels)``, then ``("ok", index, None)`` (or ``("error", ...)``, which
+voids the parts already sent). ``imap`` then yields, a video at a time, one ``Decoded`` a window
+(``final`` False, ``span`` its time range) and a last one with ``final`` True. So neither the worker
+nor this process holds a long video's windows at once: a worker whose parts are not taken yet is not
+read from (its pipe fills and it waits), at most ``PARTS_AHEAD`` parts a worker are buffered.
+The timeout then counts from the last message of the task: a decode is killed when no window came
+out for ``timeout`` seconds, so a 90-minute file (a window every few seconds of decoding) is never cut
+off for its length, and a hung one is cut off ``timeout`` seconds after its last window.
 """
 
 from __future__ import annotations
@@ -30,22 +41,33 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-from ..errors import DecodePoolError, VideoDecodeError
+from ..errors import DecodePoolError, MuseError, VideoDecodeError
 from . import reader
 from .frames import FrameSettings
+from .window_reader import read_windows
+from .windows import WindowSettings
 
 STARTUP_TIMEOUT_S = 180.0  # starting a fresh interpreter with PyAV on a busy machine
 POLL_S = 0.05  # how often the pool notices that the consumer has taken results
 
 
+PARTS_AHEAD = 32  # windows a worker may have sent beyond what the consumer took (moments)
+
+
 @dataclass
 class Decoded:
-    """One video's clip (t, S, S, 3) uint8 (``reader.read_clip``), or the reason it failed."""
+    """One video's clip (t, S, S, 3) uint8 (``reader.read_clip``), or the reason it failed.
+
+    With windows: one item a window (``span`` (start_s, end_s), ``final`` False), then the video's
+    last item (``final`` True: no pixels; or the ``error`` that voids its windows).
+    """
 
     index: int
     path: str
     pixels: np.ndarray | None = None
     error: str | None = None
+    span: tuple[float, float] | None = None
+    final: bool = True
 
 
 def decode_one(path: str, settings: FrameSettings) -> np.ndarray | str:
@@ -65,9 +87,43 @@ def _one_line(error: Exception) -> str:
     return text[:200] or "no details"
 
 
-def decode_inline(paths: Sequence[str], settings: FrameSettings) -> Iterator[Decoded]:
+def decode_windows(path: str, settings: FrameSettings, windows: WindowSettings) -> Iterator[tuple | str]:
+    """A video's windows, ``(start_s, end_s, pixels)`` each as soon as it is read, then None; or, at
+    the point where reading fails, a one-line reason (a str) instead of None. Never raises."""
+    try:
+        for clip in read_windows(path, settings, windows, find_cuts=_cut_finder(windows)):
+            yield clip.start_s, clip.end_s, clip.pixels
+    except VideoDecodeError as error:
+        yield error.reason
+        return
+    except MemoryError:
+        yield "out of memory while decoding"
+        return
+    except MuseError as error:  # e.g. the shots extra missing: the same for every file
+        yield str(error)
+        return
+    except Exception as error:  # a decoder bug on one odd file must not stop a folder of videos
+        yield f"the decoder failed unexpectedly ({_one_line(error)}); please report this file"
+        return
+    yield None
+
+
+def _cut_finder(windows: WindowSettings):
+    if windows.cuts != "shots":
+        return None
+    from .shots import find_shot_cuts
+
+    return find_shot_cuts
+
+
+def decode_inline(
+    paths: Sequence[str], settings: FrameSettings, windows: WindowSettings | None = None
+) -> Iterator[Decoded]:
     """Decode in this process, one after another (no parallelism, no timeout)."""
     for index, path in enumerate(paths):
+        if windows is not None:
+            yield from _inline_windows(index, path, settings, windows)
+            continue
         result = decode_one(path, settings)
         if isinstance(result, str):
             yield Decoded(index, path, error=result)
@@ -75,14 +131,24 @@ def decode_inline(paths: Sequence[str], settings: FrameSettings) -> Iterator[Dec
             yield Decoded(index, path, pixels=result)
 
 
+def _inline_windows(index: int, path: str, settings: FrameSettings, windows: WindowSettings):
+    for item in decode_windows(path, settings, windows):
+        if item is None or isinstance(item, str):
+            yield Decoded(index, path, error=item)
+        else:
+            yield Decoded(index, path, pixels=item[2], span=(item[0], item[1]), final=False)
+
+
 class _Worker:
     """One decoder subprocess and the task it is working on."""
 
-    def __init__(self, settings: FrameSettings):
+    def __init__(self, settings: FrameSettings, windows: WindowSettings | None = None):
         env = dict(os.environ)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+        windows_text = repr(windows.to_dict() if windows is not None else None)
         args = [sys.executable, "-m", "muse_infer.video.pool", str(os.getpid()), repr(asdict(settings))]
+        args.append(windows_text)
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.writer = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.reader = Connection(os.dup(self.process.stdout.fileno()), writable=False)
@@ -135,19 +201,31 @@ class DecodePool:
     decoder) fails only the file it was decoding.
     """
 
-    def __init__(self, settings: FrameSettings, workers: int, timeout: float = 120.0, prefetch: int = 16):
+    def __init__(
+        self,
+        settings: FrameSettings,
+        workers: int,
+        timeout: float = 120.0,
+        prefetch: int = 16,
+        windows: WindowSettings | None = None,
+    ):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.settings, self.workers, self.timeout = settings, workers, timeout
+        self.settings, self.workers, self.timeout, self.windows = settings, workers, timeout, windows
         self.prefetch = max(prefetch, workers)
 
     def imap(self, paths: Sequence[str]) -> Iterator[Decoded]:
+        """``Decoded`` items in input order (with windows: each video's windows, then its final item)."""
         run = _PoolRun(self, list(paths))
         thread = threading.Thread(target=run.manage, name="muse-decode-pool", daemon=True)
         thread.start()
         try:
             for index in range(len(run.paths)):
-                yield run.take(index)
+                item = run.take(index)
+                while not item.final:
+                    yield item
+                    item = run.take(index)
+                yield item
         finally:
             run.stopping = True
             thread.join()
@@ -158,31 +236,37 @@ class _PoolRun:
 
     def __init__(self, pool: DecodePool, paths: list[str]):
         self.pool, self.paths = pool, paths
-        self.results: dict[int, Decoded] = {}
+        self.results: dict[int, list[Decoded]] = {}  # by video: its items not yet taken
         self.next_dispatch = self.consumed = 0
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.stopping = False
 
     def take(self, index: int) -> Decoded:
-        """Block until result ``index`` is in, then hand it over (and let the pool fetch more)."""
+        """Block until an item of video ``index`` is in, then hand it over (its final one lets the pool
+        fetch more)."""
         with self.cond:
-            while index not in self.results and self.error is None:
+            while not self.results.get(index) and self.error is None:
                 self.cond.wait(0.5)
             if self.error is not None:
                 raise self.error
-            self.consumed = index + 1
-            return self.results.pop(index)
+            item = self.results[index].pop(0)
+            if item.final:
+                self.consumed = index + 1
+                del self.results[index]
+            return item
 
     def manage(self) -> None:
         # Runs on its own thread: workers are started here, so PR_SET_PDEATHSIG (which follows the
         # starting thread) kills them when this thread ends, after they were asked to stop.
         workers: list[_Worker] = []
         try:
-            workers = [_Worker(self.pool.settings) for _ in range(min(self.pool.workers, len(self.paths)))]
+            count = min(self.pool.workers, len(self.paths))
+            workers = [_Worker(self.pool.settings, self.pool.windows) for _ in range(count)]
             while not self.stopping and self.consumed < len(self.paths):
                 self._dispatch(workers)
-                ready = wait([w.reader for w in workers], timeout=POLL_S)
+                listened = [w for w in workers if not self._throttled(w)]
+                ready = wait([w.reader for w in listened], timeout=POLL_S)
                 for slot, worker in enumerate(workers):
                     if worker.reader in ready:
                         workers[slot] = self._receive(worker)
@@ -219,12 +303,25 @@ class _PoolRun:
             worker.ready, worker.deadline = True, float("inf")
             return worker
         index, path = message[1], self.paths[message[1]]
+        if kind == "part":
+            start, end, pixels = message[2:]
+            self._store(Decoded(index, path, pixels=pixels, span=(start, end), final=False))
+            worker.deadline = time.monotonic() + self.pool.timeout  # the timeout counts from progress
+            return worker
         if kind == "ok":
             self._store(Decoded(index, path, pixels=message[2]))
         else:
             self._store(Decoded(index, path, error=message[2]))
         worker.finish(index)
         return worker
+
+    def _throttled(self, worker: _Worker) -> bool:
+        """Whether ``worker``'s video has ``PARTS_AHEAD`` windows waiting: not read until some are taken
+        (its deadline waits too: it is waiting for us)."""
+        if worker.task is None or len(self.results.get(worker.task[0], ())) < PARTS_AHEAD:
+            return False
+        worker.deadline = time.monotonic() + self.pool.timeout
+        return True
 
     def _expire(self, worker: _Worker) -> _Worker:
         if worker.task is None:
@@ -241,11 +338,11 @@ class _PoolRun:
         worker.join(timeout=5)
         index, path = worker.task
         self._store(Decoded(index, path, error=reason))
-        return _Worker(self.pool.settings)
+        return _Worker(self.pool.settings, self.pool.windows)
 
     def _store(self, result: Decoded) -> None:
         with self.cond:
-            self.results[result.index] = result
+            self.results.setdefault(result.index, []).append(result)
             self.cond.notify_all()
 
 
@@ -264,7 +361,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _worker_main(parent_pid: int, settings: FrameSettings) -> None:
+def _worker_main(parent_pid: int, settings: FrameSettings, windows: WindowSettings | None = None) -> None:
     """Body of a worker process: decode tasks from stdin, answer on stdout, until end-of-file."""
     import signal
 
@@ -288,11 +385,23 @@ def _worker_main(parent_pid: int, settings: FrameSettings) -> None:
         if task is None:
             return
         index, path = task
-        message = _answer(index, decode_one(path, settings))
+        messages = _window_messages(index, path, settings, windows) if windows else None
         try:
-            writer.send(message)
+            for message in messages or [_answer(index, decode_one(path, settings))]:
+                writer.send(message)
         except (BrokenPipeError, OSError):
             return
+
+
+def _window_messages(index: int, path: str, settings: FrameSettings, windows: WindowSettings) -> Iterator:
+    """The messages of one video read as windows: a "part" a window, then "ok" or "error"."""
+    for item in decode_windows(path, settings, windows):
+        if item is None:
+            yield ("ok", index, None)
+        elif isinstance(item, str):
+            yield ("error", index, item)
+        else:
+            yield ("part", index, *item)
 
 
 def _answer(index: int, result: np.ndarray | str) -> tuple:
@@ -303,4 +412,8 @@ def _answer(index: int, result: np.ndarray | str) -> tuple:
 if __name__ == "__main__":
     import ast
 
-    _worker_main(int(sys.argv[1]), FrameSettings(**ast.literal_eval(sys.argv[2])))
+    _worker_main(
+        int(sys.argv[1]),
+        FrameSettings(**ast.literal_eval(sys.argv[2])),
+        WindowSettings.from_dict(ast.literal_eval(sys.argv[3]) if len(sys.argv) > 3 else None),
+    )

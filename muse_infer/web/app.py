@@ -31,7 +31,7 @@ import numpy as np
 
 from ..video.thumbnails import ThumbnailStore
 from . import require_web_extra
-from .rows import IndexRows
+from .rows import IndexRows, moment_span
 from .security import Guard, file_under, session_cookie
 
 ASSETS = Path(__file__).parent / "assets"
@@ -79,8 +79,8 @@ class SearchService:
             "score": float(hit.score),
             "row": row,
             "path": source.path,
-            "start_s": source.start_s,
-            "end_s": source.end_s,
+            "start_s": moment_span(hit, source)[0],
+            "end_s": moment_span(hit, source)[1],
             "media": f"/media/{row}",
             "thumbnails": [f"/thumbs/{row}/{n}" for n in range(count)],
         }

@@ -136,12 +136,20 @@ def hits_for(
                 row=row,
                 path=source.path,
                 video=_absolute(getattr(result, "absolute_path", None)) or video,
-                start_s=source.start_s,
-                end_s=source.end_s,
+                start_s=moment_span(result, source)[0],
+                end_s=moment_span(result, source)[1],
                 thumbnails=tuple(thumbnails),
             )
         )
     return hits
+
+
+def moment_span(result, source: ThumbnailSource) -> tuple[float | None, float | None]:
+    """A hit's time range: the result's own (a moment merged from several windows), else its row's."""
+    start, end = getattr(result, "start_s", None), getattr(result, "end_s", None)
+    if start is not None and end is not None:
+        return float(start), float(end)
+    return source.start_s, source.end_s
 
 
 def _absolute(path) -> Path | None:
