@@ -133,3 +133,23 @@ def _check_clips(clips: Sequence[np.ndarray], max_frames: int) -> int:
                 f"clip {row} has shape {clip.shape}; expected (1..{max_frames}, {size}, {size}, 3)"
             )
     return size
+
+
+def sample_indices(n: int, max_frames: int, slice_mode: str = "uniform") -> list[int]:
+    """Which of ``n`` per-second samples to keep: at most ``max_frames`` indices, ascending.
+
+    CLIP4Clip's ``slice_framepos`` rule: all of them when ``n <= max_frames``; otherwise
+    ``linspace(0, n - 1, max_frames)`` rounded down ("uniform"), the first ("head") or the last
+    ("tail") ``max_frames``.
+    """
+    if slice_mode not in SLICE_MODES:
+        raise ValueError(f"slice_mode must be one of {SLICE_MODES}, got {slice_mode!r}")
+    if max_frames < 1 or n < 0:
+        raise ValueError(f"need max_frames >= 1 and n >= 0, got max_frames={max_frames}, n={n}")
+    if n <= max_frames:
+        return list(range(n))
+    if slice_mode == "head":
+        return list(range(max_frames))
+    if slice_mode == "tail":
+        return list(range(n - max_frames, n))
+    return [int(i) for i in np.linspace(0, n - 1, num=max_frames, dtype=int)]

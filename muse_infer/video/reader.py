@@ -43,7 +43,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import VideoDecodeError
-from .frames import SLICE_MODES, FrameSettings, fit_frame, normalise
+from .frames import FrameSettings, fit_frame, normalise, sample_indices
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .qt .avi .mkv .webm .mpg .mpeg .m2v .vob .wmv .asf .flv .f4v .3gp .3g2 .ts .mts .m2ts "
@@ -55,26 +55,6 @@ SEEKABLE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv", "a
 # A video whose decodable frames end this much (plus one frame) before the duration its video
 # stream declares is reported as truncated.
 TRUNCATION_TOLERANCE_S = 0.5
-
-
-def sample_indices(n: int, max_frames: int, slice_mode: str = "uniform") -> list[int]:
-    """Which of ``n`` per-second samples to keep: at most ``max_frames`` indices, ascending.
-
-    CLIP4Clip's ``slice_framepos`` rule: all of them when ``n <= max_frames``; otherwise
-    ``linspace(0, n - 1, max_frames)`` rounded down ("uniform"), the first ("head") or the last
-    ("tail") ``max_frames``.
-    """
-    if slice_mode not in SLICE_MODES:
-        raise ValueError(f"slice_mode must be one of {SLICE_MODES}, got {slice_mode!r}")
-    if max_frames < 1 or n < 0:
-        raise ValueError(f"need max_frames >= 1 and n >= 0, got max_frames={max_frames}, n={n}")
-    if n <= max_frames:
-        return list(range(n))
-    if slice_mode == "head":
-        return list(range(max_frames))
-    if slice_mode == "tail":
-        return list(range(n - max_frames, n))
-    return [int(i) for i in np.linspace(0, n - 1, num=max_frames, dtype=int)]
 
 
 def preprocess_frame(rgb: np.ndarray, size: int = 224):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .frames import FrameSettings
+from .frames import FrameSettings, sample_indices
 
 CUTS = ("fixed", "shots")
 MIN_STRIDE_S = 0.1  # a finer stride makes rows faster than any model samples frames (1 a second for MUSE)
@@ -158,7 +158,6 @@ def exact_seconds(seconds: float) -> Fraction:
 
 def exact_sample_times(start: Fraction, end: Fraction, settings: FrameSettings) -> list[Fraction]:
     """``sample_times`` in exact fractions of a second (what the readers use to find frames)."""
-    from .reader import sample_indices
 
     rate = Fraction(settings.framerate).limit_denominator(1_000_000)
     n = max(1, math.ceil((end - start) * rate))
