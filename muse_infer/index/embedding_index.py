@@ -276,12 +276,7 @@ class EmbeddingIndex:
 
         per_video: see ``search_batch``.
         """
-        if isinstance(query, str):
-            return self.search_batch([query], top_k, text_encoder, exact, per_video)[0]
-        vector = np.asarray(query, dtype=np.float32)
-        if vector.ndim != 1:
-            raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
-        return self.search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
+        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video)
 
     def search_batch(
         self,
@@ -486,3 +481,14 @@ class EmbeddingIndex:
             "ann": self.ann_meta,
             "ann_problem": self.ann_problem,
         }
+
+
+def search_one(search_batch, query, top_k: int, text_encoder, exact: bool, per_video: int | None) -> list:
+    """``search``'s body for any index: one query, a string (needs ``text_encoder``) or a vector (C,),
+    through ``search_batch``."""
+    if isinstance(query, str):
+        return search_batch([query], top_k, text_encoder, exact, per_video)[0]
+    vector = np.asarray(query, dtype=np.float32)
+    if vector.ndim != 1:
+        raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
+    return search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import IndexInputError
 from ..loading.identity import describe_identity, same_model
-from .embedding_index import EmbeddingIndex, SearchResult
+from .embedding_index import EmbeddingIndex, SearchResult, search_one
 from .search import select_top
 
 
@@ -93,12 +93,7 @@ class ShardedIndex:
         self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None
     ) -> list[SearchResult]:
         """Top ``top_k`` results of all shards for one query (a string with ``text_encoder``, or a vector)."""
-        if isinstance(query, str):
-            return self.search_batch([query], top_k, text_encoder, exact, per_video)[0]
-        vector = np.asarray(query, dtype=np.float32)
-        if vector.ndim != 1:
-            raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
-        return self.search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
+        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video)
 
     def search_batch(
         self,
