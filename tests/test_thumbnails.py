@@ -213,6 +213,7 @@ def _stats(path: Path) -> tuple[int, int]:
 def test_no_thumbnails_option_and_failures_never_cost_the_index(tmp_path, tiny_encoder, monkeypatch, caplog):
     from click.testing import CliRunner
 
+    import muse_infer.jobs.assemble as assemble
     import muse_infer.jobs.encode as job
     from muse_infer.cli import main
 
@@ -229,7 +230,7 @@ def test_no_thumbnails_option_and_failures_never_cost_the_index(tmp_path, tiny_e
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(job, "sync_thumbnails", broken)
+    monkeypatch.setattr(assemble, "sync_thumbnails", broken)
     with caplog.at_level(logging.WARNING):
         summary = job.encode_folder(root, tmp_path / "y.npy", tiny_encoder, workers=0, progress=False)
     assert summary.exit_code == 0 and summary.thumbnails is None and (tmp_path / "y.json").is_file()
