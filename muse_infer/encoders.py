@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -239,6 +239,7 @@ class VideoEncoder:
         batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
+        on_decoded: Callable[[], None] | None = None,
     ) -> Iterator[list[VideoResult]]:
         """Results in input order, grouped by model batch: each group ends with a batch's last video.
 
@@ -246,7 +247,8 @@ class VideoEncoder:
         the last of them. Batch composition depends only on the input list and ``batch_size``, so a
         caller that resumes after a whole group re-forms exactly the batches of an uninterrupted run.
         When the backend computes asynchronously (a GPU), a group is yielded once the next batch has
-        been queued, so the device always has work.
+        been queued, so the device always has work. on_decoded: called as each video is decoded (or
+        fails), for progress between model batches.
         """
         batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
@@ -257,7 +259,7 @@ class VideoEncoder:
                 self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
         ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
-        yield from self._batched(decoded, batch_size, ahead)
+        yield from self._batched(_observed(decoded, on_decoded), batch_size, ahead)
 
     def encode_moment_groups(
         self,
@@ -266,12 +268,14 @@ class VideoEncoder:
         batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
+        on_decoded: Callable[[], None] | None = None,
     ) -> Iterator[list[VideoResult]]:
         """Each video's moments: ``VideoResult.embedding`` (n, C), a row per window of ``spans``.
 
         Every video is decoded once for all its windows (``video.window_reader``); a model batch holds
         ``batch_size`` windows, of one video or several, and a group ends with the videos completed by
         a batch. ``timeout``: seconds a decode may go without producing a window (``video.pool``).
+        on_decoded: called as each window is read (or a video fails), for progress between batches.
         """
         batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
@@ -281,7 +285,7 @@ class VideoEncoder:
             pool = DecodePool(self.frame_settings, workers, timeout, batch_size + workers, windows=windows)
             decoded = pool.imap(paths)
         ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
-        yield from _MomentBatcher(self, batch_size, ahead).run(decoded)
+        yield from _MomentBatcher(self, batch_size, ahead).run(_observed(decoded, on_decoded))
 
     def _check_run(self, batch_size: int | None, workers: int | None, timeout: float) -> tuple[int, int]:
         batch_size = self.default_batch_size if batch_size is None else batch_size
@@ -471,3 +475,23 @@ class _MomentBatcher:
                 group.append(self.videos.pop(0).result())
             if group:
                 yield group
+
+
+class _observed:
+    """``items`` (decoded clips) calling ``on_item()`` as each one arrives; ``close()`` closes them."""
+
+    def __init__(self, items, on_item: Callable[[], None] | None):
+        self.items, self.on_item = iter(items), on_item
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.items)
+        if self.on_item is not None:
+            self.on_item()
+        return item
+
+    def close(self) -> None:
+        if hasattr(self.items, "close"):
+            self.items.close()

@@ -6,9 +6,9 @@ updates would fill the log with one long line, so instead a line such as
 ``encoding: 40/230 videos, 2 failed, 1.9 videos/s, about 1 min 40 s left`` is written every
 ``LINE_SECONDS`` seconds and once at the end.
 
-    with progress_bar(len(paths), "encoding", unit="video", enabled=True) as bar:
-        for group in groups:
-            bar.update(len(group), failed=failed)
+    with progress_bar(len(paths), "encoding", unit="video") as bar:
+        bar.status(decoded=12)     # what goes on before anything is counted (shown, not counted)
+        bar.update(8, failed=1)    # 8 videos done, 1 of them failed
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class NoProgress:
     def update(self, count: int = 1, **status) -> None:
         pass
 
+    def status(self, **values) -> None:
+        """Show ``values`` (e.g. decoded=12) without counting anything: progress between counts."""
+        self.update(0, **values)
+
     def close(self) -> None:
         pass
 
@@ -78,12 +82,12 @@ class LineProgress(NoProgress):
 
     def __init__(self, total: int, label: str, unit: str, stream: TextIO, every: float = LINE_SECONDS):
         self.total, self.label, self.unit, self.stream, self.every = total, label, unit, stream, every
-        self.done, self.status = 0, {}
+        self.done, self.shown = 0, {}  # counted so far, the latest status values
         self.started = self.last = time.monotonic()
 
     def update(self, count: int = 1, **status) -> None:
         self.done += count
-        self.status.update(status)
+        self.shown.update(status)
         if time.monotonic() - self.last >= self.every:
             self._write()
 
@@ -95,7 +99,7 @@ class LineProgress(NoProgress):
     def _write(self) -> None:
         self.last = time.monotonic()
         self.stream.write(
-            progress_line(self.label, self.done, self.total, self.unit, self.status, self.last - self.started)
+            progress_line(self.label, self.done, self.total, self.unit, self.shown, self.last - self.started)
         )
         self.stream.write("\n")
         self.stream.flush()

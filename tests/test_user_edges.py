@@ -243,3 +243,37 @@ def test_an_unwritable_output_is_an_error_line(videos):
     result = run("encode-videos", videos, "--out", "/proc/muse/emb.npy", *TINY, check_rc=2)
     line = error_line(result)
     assert "/proc/muse" in line and "choose another --out" in line
+
+
+class FakeTerminal:
+    """A stream that says it is a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_decoding_before_the_first_batch_is_counted(videos):
+    from muse_infer import VideoEncoder
+    from muse_infer.progress import TerminalBar, progress_bar
+
+    terminal = FakeTerminal()
+    bar = progress_bar(3, "encoding", stream=terminal)
+    assert isinstance(bar, TerminalBar)
+    bar.bar.mininterval = 0  # draw every change (the default draws at most 10 a second)
+    bar.status(decoded=2)
+    assert "encoding" in terminal.text and "0/3" in terminal.text and "decoded=2" in terminal.text
+    bar.close()
+    calls = []
+    encoder = VideoEncoder("tiny", device="cpu", max_frames=2)
+    groups = encoder.encode_groups(sorted(videos.glob("*.mp4")), 8, 0, on_decoded=lambda: calls.append(1))
+    assert sum(len(g) for g in groups) == 3 and len(calls) == 3  # each video, before its batch

@@ -483,12 +483,21 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     flushed = encode_started = time.monotonic()
     failed = 0
     paths = [str(root / e.path) for e in todo]
+    decoded = 0
+
+    def on_decoded() -> None:  # the model runs a batch at a time: say that decoding goes on meanwhile
+        nonlocal decoded
+        decoded += 1
+        bar.status(**{"windows read" if options.windows is not None else "decoded": decoded})
+
     if options.windows is not None:
         groups = encoder.encode_moment_groups(
-            paths, options.windows, options.batch_size, options.workers, options.timeout
+            paths, options.windows, options.batch_size, options.workers, options.timeout, on_decoded
         )
     else:
-        groups = encoder.encode_groups(paths, options.batch_size, options.workers, options.timeout)
+        groups = encoder.encode_groups(
+            paths, options.batch_size, options.workers, options.timeout, on_decoded
+        )
     try:
         for group in groups:
             pending += group
