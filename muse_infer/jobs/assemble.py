@@ -18,7 +18,7 @@ from ..index.ann import plan_ann
 from ..index.build import row_table
 from ..index.store import write_index_files
 from ..loading.identity import identity_difference
-from ..video.thumbnails import ThumbnailSource, ThumbnailStore, ThumbnailSummary, sync_thumbnails
+from ..video.thumbnails import ThumbnailStore, ThumbnailSummary, sync_thumbnails, thumbnail_sources
 from .work import Entry, Known
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class FinishedIndex:
     rows: int
     index_note: str | None
     dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: rows of the earlier index gone
+    row_table: object = None  # the Arrow table of row records written (``row_table``)
 
 
 def finish_index(
@@ -101,7 +102,7 @@ def finish_index(
     dropped = _dropped_rows(previous, results, {e.path for e in entries})
     write_index_files(out, [embeddings], len(embeddings), dim, rows, described, failures)
     note = _refresh_note(out, previous, kept, len(embeddings), dim)
-    return FinishedIndex(failures, len(embeddings), note, dropped)
+    return FinishedIndex(failures, len(embeddings), note, dropped, rows)
 
 
 def _row_records(order: list[str], results: dict[str, Known], count: int):
@@ -219,24 +220,24 @@ def _refresh_note(out: Path, previous: _Previous | None, kept: int | None, rows:
     return note
 
 
-def make_thumbnails(out: Path, workers: int | None, progress: bool) -> ThumbnailSummary | None:
-    """The thumbnails step, run once the index ``out`` is written: keyframes for every row that has
-    none, and none left for rows that are gone (``muse_infer.video.thumbnails``).
+def make_thumbnails(
+    out: Path, root: str, rows, workers: int | None, progress: bool
+) -> ThumbnailSummary | None:
+    """The thumbnails step, run once the index ``out`` is written from ``rows`` (its row records,
+    ``FinishedIndex.row_table``; videos under ``root``): keyframes for every row that has none, and
+    none left for rows that are gone (``muse_infer.video.thumbnails``).
 
     Here rather than per batch because the finished index is the one list of rows: rows reused from
     an earlier run get theirs too, and a run killed during this step leaves a complete index whose
     next run finishes the thumbnails. A failure is logged, never raised: thumbnails are an extra.
     """
     try:
-        index = EmbeddingIndex.load(out, verify=False, ann=False)
-        columns = ("size", "mtime_ns", "start_s", "end_s")
-        sizes, mtimes, starts, ends = (index.rows.column(c).to_pylist() for c in columns)
-        sources = [  # a row that is a moment (start_s/end_s) gets the keyframes of its time range
-            ThumbnailSource(path, size, mtime_ns, start, end)
-            for path, size, mtime_ns, start, end in zip(index.paths, sizes, mtimes, starts, ends, strict=True)
-        ]
+        columns = ("path", "size", "mtime_ns", "start_s", "end_s")
+        sources = thumbnail_sources(
+            *(rows.column(name).to_pylist() for name in columns)
+        )  # moments: their range
         threads = workers or 2  # decoding only: the model's work is done by now
-        return sync_thumbnails(ThumbnailStore.for_index(out), index.root, sources, threads, progress)
+        return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, progress)
     except Exception as error:  # noqa: BLE001 - an extra must never cost the user the index
         logger.warning("thumbnails not made (%s); the index is complete", error)
         return None

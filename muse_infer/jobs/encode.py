@@ -221,7 +221,9 @@ class OpenJob:
         self.summary.dropped = finished.dropped
         self.summary.moments = finished.rows if self.job.get("windows") else None
         if thumbnails:
-            self.summary.thumbnails = make_thumbnails(self.out, workers, progress)
+            self.summary.thumbnails = make_thumbnails(
+                self.out, self.job["root"], finished.row_table, workers, progress
+            )
         _retire(parts_dir(self.out), self.out)
         self.summary.seconds = time.monotonic() - self.started
         return self.summary

@@ -65,6 +65,24 @@ class ThumbnailSource:
         return hashlib.sha1("\0".join(fields).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def thumbnail_sources(paths, sizes, mtimes_ns, starts=None, ends=None) -> list[ThumbnailSource]:
+    """One ``ThumbnailSource`` a row, from an index's row columns (equal-length lists; None where a
+    value is unknown: -1 for a stat, a whole video for a missing range; ``starts``/``ends`` None: no
+    row is a moment)."""
+    count = len(paths)
+    starts, ends = starts or [None] * count, ends or [None] * count
+    return [
+        ThumbnailSource(
+            str(path),
+            -1 if size is None else int(size),
+            -1 if mtime is None else int(mtime),
+            None if start is None else float(start),
+            None if end is None else float(end),
+        )
+        for path, size, mtime, start, end in zip(paths, sizes, mtimes_ns, starts, ends, strict=True)
+    ]
+
+
 def _seconds_text(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..video.thumbnails import ThumbnailSource, ThumbnailStore
+from ..video.thumbnails import ThumbnailSource, ThumbnailStore, thumbnail_sources
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,13 @@ class IndexRows:
                 strict=True,
             )
         )
-        starts = _column(index, "start_s", None) or [None] * len(paths)
-        ends = _column(index, "end_s", None) or [None] * len(paths)
-        self.sources = [
-            ThumbnailSource(path, _stat(stat[0]), _stat(stat[1]), _seconds(start), _seconds(end))
-            for path, stat, start, end in zip(paths, stats, starts, ends, strict=True)
-        ]
+        self.sources = thumbnail_sources(
+            paths,
+            [size for size, _ in stats],
+            [mtime for _, mtime in stats],
+            _column(index, "start_s", None),
+            _column(index, "end_s", None),
+        )
         root = getattr(index, "root", None) or metadata.get("root")
         self.root = Path(root) if root else None
         self._rows = {(s.path, s.start_s, s.end_s): row for row, s in enumerate(self.sources)}
@@ -100,10 +101,6 @@ def _column(index, name: str, default):
     if value is None:
         value = (getattr(index, "metadata", None) or {}).get(name)
     return list(value) if value is not None else default
-
-
-def _stat(value) -> int:
-    return -1 if value is None else int(value)  # a row written without file stats
 
 
 def _seconds(value) -> float | None:
