@@ -110,6 +110,7 @@ def search(
     from ..index import EmbeddingIndex, ShardedIndex
     from ..loading.reference import search_caution
 
+    # TextEncoder refuses these too (QueryError); here before the index and model load, which take a while.
     blank = [str(i) for i, query in enumerate(queries, 1) if not query.strip()]
     if blank:
         raise UserError(
