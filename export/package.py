@@ -27,8 +27,10 @@ from pathlib import Path
 
 from torch import nn
 
+from muse_infer.atomic import replace_folder
 from muse_infer.ops.onnx_scan import OPSET
 from muse_infer.runtime.manifest import MANIFEST, build_manifest
+from muse_infer.runtime.spec import ModelSpec
 
 from .modules import ExportError, op_library_path
 from .verify import ExportedFile, default_tolerance, verify_files
@@ -53,21 +55,25 @@ class ExportResult:
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | ModelSpec,
     out_dir: str | os.PathLike,
     formats: Sequence[str] = DEFAULT_FORMATS,
     clip_weights: str | os.PathLike | None = None,
     **options,
 ) -> ExportResult:
-    """Load ``checkpoint`` (anything ``muse_infer.load_model`` accepts) and ``export_model`` it."""
-    from muse_infer import load_model
-    from muse_infer.loading.identity import model_identity
-    from muse_infer.loading.reference import model_source
+    """Load ``checkpoint`` (a ``ModelSpec``, or anything ``muse_infer.load_model`` accepts, resolved
+    into one with ``clip_weights``) and ``export_model`` it with the spec's identity and source."""
+    from muse_infer.loading.models import load_model
 
-    model = load_model(checkpoint, clip_weights=clip_weights)
-    identity = model_identity(checkpoint, model.config, clip_weights)
-    source = model_source(checkpoint, clip_weights)
-    return export_model(model, out_dir, formats, identity=identity, source=source, **options)
+    spec = (
+        checkpoint
+        if isinstance(checkpoint, ModelSpec)
+        else ModelSpec.resolve(checkpoint, clip_weights=clip_weights)
+    )
+    if spec.backend != "torch":
+        raise ExportError(f"{spec.name}: export a checkpoint or a named model run by torch, not an export")
+    model = load_model(spec.ref, clip_weights=spec.clip_weights)
+    return export_model(model, out_dir, formats, identity=spec.identity, source=spec.source, **options)
 
 
 def export_model(
@@ -112,7 +118,7 @@ def export_model(
                 )
         manifest = build_manifest(written, identity, source, files, errors, OPSET, precision)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        _move_into_place(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -212,15 +218,3 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
             raise ExportError(
                 f"--out {out_dir}: not an export directory (no {MANIFEST}); refusing to replace it"
             )
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename the finished folder onto ``out_dir``; an old export is moved aside first, then deleted."""
-    os.chmod(staging, 0o755)  # mkdtemp makes it private
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -5,12 +5,21 @@ Light to import: torch and open_clip load only when a model is built or loaded.
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "available_models", "MuseConfig", "VideoEncoder", "TextEncoder", "EmbeddingIndex"]
+__all__ = [
+    "load_model",
+    "available_models",
+    "MuseConfig",
+    "ModelSpec",
+    "VideoEncoder",
+    "TextEncoder",
+    "EmbeddingIndex",
+]
 
 _LAZY = {
     "load_model": ("muse_infer.loading.models", "load_model"),
     "available_models": ("muse_infer.loading.reference", "available_models"),
     "MuseConfig": ("muse_infer.config", "MuseConfig"),
+    "ModelSpec": ("muse_infer.runtime.spec", "ModelSpec"),
     "VideoEncoder": ("muse_infer.encoders", "VideoEncoder"),
     "TextEncoder": ("muse_infer.encoders", "TextEncoder"),
     "EmbeddingIndex": ("muse_infer.index", "EmbeddingIndex"),

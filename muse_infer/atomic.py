@@ -66,6 +66,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     return atomic_write(path, lambda handle: handle.write(data), durable)
 
 
+def replace_folder(staging: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Put the finished folder ``staging`` (beside ``destination``) in place of ``destination``: every
+    file in it and the folder itself fsynced, given the usual folder mode, then renamed; a folder
+    already at ``destination`` is moved aside first and deleted after. A run killed at any instant
+    leaves the old folder or the new one in place (and at worst a hidden leftover beside it)."""
+    import shutil
+
+    staging, destination = Path(staging), Path(destination)
+    for folder, _, names in os.walk(staging):
+        for name in names:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it owner-only
+    old = None
+    if destination.exists():
+        old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, old)
+    os.replace(staging, destination)
+    _fsync(destination.parent)  # the rename itself survives a power cut
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return destination
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

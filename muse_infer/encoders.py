@@ -23,6 +23,7 @@ A video's embedding does not depend on the other videos of its batch beyond floa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,9 +33,9 @@ import numpy as np
 
 from .errors import BackendError, QueryError, VideoDecodeError
 from .progress import progress_bar
-from .runtime import Backend, load_backend
+from .runtime import Backend, ModelSpec
 from .runtime.devices import default_batch_size
-from .video.frames import FrameSettings, clip_inputs
+from .video.frames import FrameSettings
 from .video.pool import Decoded, DecodePool, decode_inline
 from .video.windows import WindowSettings
 
@@ -42,18 +43,40 @@ ON_ERROR = ("raise", "skip", "nan")
 logger = logging.getLogger(__name__)
 
 
-def _backend_from(model, device: str, backend: str, clip_weights, precision: str) -> Backend:
-    # An already loaded backend can be shared by a VideoEncoder and a TextEncoder.
-    if isinstance(model, (str, os.PathLike)):
-        return load_backend(
-            model, backend=backend, device=device, clip_weights=clip_weights, precision=precision
-        )
-    if precision not in (None, "auto", getattr(model, "precision", "fp32")):
-        raise BackendError(
-            f"precision {precision!r} given with a backend loaded in {model.precision}: load another "
-            "backend (load_backend(..., precision=...)) or leave precision='auto'"
-        )
-    return model
+SPEC_DEFAULTS = {
+    "device": "auto",
+    "backend": "torch",
+    "clip_weights": None,
+    "precision": "auto",
+    "max_frames": None,
+}
+
+
+def _loaded(model, **choices) -> Backend:
+    """The backend an encoder runs: ``model`` itself when it is a loaded ``Backend`` (shared by a
+    VideoEncoder and a TextEncoder), else the one its ``ModelSpec`` loads (a spec given as is, or
+    resolved from a name or file and ``choices``)."""
+    if isinstance(model, Backend):
+        precision = choices.get("precision")
+        if precision not in (None, "auto", model.precision):
+            raise BackendError(
+                f"precision {precision!r} given with a backend loaded in {model.precision}: load another "
+                "backend (load_backend(..., precision=...)) or leave precision='auto'"
+            )
+        return model
+    return encoder_spec(model, **choices).load()
+
+
+def encoder_spec(model: str | os.PathLike | ModelSpec, **choices) -> ModelSpec:
+    """``model`` as a ``ModelSpec``: a spec as is (then ``choices`` must be left at their defaults:
+    a spec holds them), or resolved from a name or file with ``choices`` (device, backend,
+    clip_weights, precision, max_frames)."""
+    if isinstance(model, ModelSpec):
+        given = sorted(k for k, v in choices.items() if v != SPEC_DEFAULTS.get(k))
+        if given:
+            raise ValueError(f"{', '.join(given)} given with a ModelSpec: set them in the spec instead")
+        return model
+    return ModelSpec.resolve(model, **choices)
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -88,13 +111,20 @@ class TextEncoder:
 
     def __init__(
         self,
-        model: str | os.PathLike | Backend,
+        model: str | os.PathLike | ModelSpec | Backend,
         device: str = "auto",
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
         precision: str = "auto",
     ):
-        self.backend = _backend_from(model, device, backend, clip_weights, precision)
+        self.backend = _loaded(
+            model, device=device, backend=backend, clip_weights=clip_weights, precision=precision
+        )
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The ``ModelSpec`` the model was loaded from, resolved on its device (None: a hand-built backend)."""
+        return self.backend.spec
 
     @property
     def identity(self) -> dict:
@@ -106,22 +136,26 @@ class TextEncoder:
 
     @classmethod
     def for_index(
-        cls, index, device: str = "auto", backend: str = "torch", precision: str = "auto"
+        cls,
+        index,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "auto",
+        model: str | os.PathLike | None = None,
+        clip_weights: str | os.PathLike | None = None,
     ) -> TextEncoder:
         """The text encoder of the model an ``EmbeddingIndex`` was built with (read from its sidecar).
 
-        Any precision searches any index: precision is not part of the model identity.
+        model, clip_weights: another reference to the same model (a moved checkpoint, say); the index's
+        recorded CLIP weights are kept unless ``clip_weights`` is given (``ModelSpec.for_index``). The
+        model is checked to be the index's before its weights load (``ModelMismatchError``). Any
+        precision searches any index: precision is not part of the model identity.
         """
-        source = index.model_source
-        encoder = cls(
-            source["model"],
-            device=device,
-            backend=backend,
-            clip_weights=source.get("clip_weights"),
-            precision=precision,
+        spec = ModelSpec.for_index(
+            index.model_source, model, clip_weights, device=device, backend=backend, precision=precision
         )
-        index.check_model(encoder.identity)
-        return encoder
+        index.check_model(spec.identity, given=spec.name if model is not None else None)
+        return cls(spec)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
         """texts (a string or N strings) -> (N, C) float32 L2-normalised embeddings."""
@@ -154,20 +188,28 @@ class VideoEncoder:
 
     def __init__(
         self,
-        model: str | os.PathLike | Backend,
+        model: str | os.PathLike | ModelSpec | Backend,
         device: str = "auto",
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
         max_frames: int | None = None,
         precision: str = "auto",
     ):
-        self.backend = _backend_from(model, device, backend, clip_weights, precision)
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
+        if isinstance(model, Backend):
+            self.backend = _loaded(model, precision=precision)
+            spec = self.backend.spec
+            if spec is not None and max_frames is not None:
+                spec = dataclasses.replace(spec, max_frames=max_frames)
+        else:
+            choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
+            spec = encoder_spec(model, **choices, max_frames=max_frames).on_device()
+            self.backend = spec.load()
+        self.spec: ModelSpec | None = spec  # None: a hand-built backend
         b = self.backend
-        self.frame_settings = FrameSettings(
-            max_frames or b.max_frames, b.framerate, b.slice_mode, b.image_size
-        )
+        frames = max_frames or (spec.max_frames if spec is not None else None) or b.max_frames
+        self.frame_settings = FrameSettings(frames, b.framerate, b.slice_mode, b.image_size)
 
     @property
     def identity(self) -> dict:
@@ -184,8 +226,10 @@ class VideoEncoder:
 
     @property
     def default_batch_size(self) -> int:
-        """Videos a model call when ``batch_size`` is None: 8 on the CPU, 64 on a GPU."""
-        return default_batch_size(getattr(self.backend, "device", "cpu"))
+        """Videos a model call when ``batch_size`` is None: the spec's, else 8 on the CPU, 64 on a GPU."""
+        if self.spec is not None and self.spec.batch_size is not None:
+            return self.spec.batch_size
+        return default_batch_size(self.backend.device)
 
     def encode(
         self,
@@ -258,7 +302,7 @@ class VideoEncoder:
             decoded = DecodePool(
                 self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
-        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        ahead = 1 if self.backend.asynchronous else 0
         yield from self._batched(_observed(decoded, on_decoded), batch_size, ahead)
 
     def encode_moment_groups(
@@ -284,7 +328,7 @@ class VideoEncoder:
         else:
             pool = DecodePool(self.frame_settings, workers, timeout, batch_size + workers, windows=windows)
             decoded = pool.imap(paths)
-        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        ahead = 1 if self.backend.asynchronous else 0
         yield from _MomentBatcher(self, batch_size, ahead).run(_observed(decoded, on_decoded))
 
     def _check_run(self, batch_size: int | None, workers: int | None, timeout: float) -> tuple[int, int]:
@@ -294,18 +338,14 @@ class VideoEncoder:
         if timeout is None or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if workers is None:
-            workers = default_workers(getattr(self.backend, "device", "cpu"))
+            workers = default_workers(self.backend.device)
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         return batch_size, workers
 
     def submit(self, clips: list[np.ndarray]):
         """Start embedding uint8 clips (t, S, S, 3); returns an object whose ``result()`` is (n, C)."""
-        max_frames = self.frame_settings.max_frames
-        submit = getattr(self.backend, "submit_clips", None)
-        if submit is not None:
-            return submit(clips, max_frames)
-        return _Ready(self.backend.encode_video(*clip_inputs(clips, max_frames)))
+        return self.backend.submit_clips(clips, self.frame_settings.max_frames)
 
     def encode_decoded(
         self, decoded: Iterable[Decoded], batch_size: int | None = None
@@ -318,7 +358,7 @@ class VideoEncoder:
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        ahead = 1 if getattr(self.backend, "asynchronous", False) else 0
+        ahead = 1 if self.backend.asynchronous else 0
         return self._batched(iter(decoded), batch_size, ahead)
 
     def _batched(self, decoded, batch_size: int, ahead: int = 0) -> Iterator[list[VideoResult]]:
@@ -353,16 +393,6 @@ class VideoEncoder:
         if not good:
             return _Batch(items, good, None)
         return _Batch(items, good, self.submit([item.pixels for item in good]))
-
-
-class _Ready:
-    """Embeddings already computed, with the ``result()`` of a pending computation."""
-
-    def __init__(self, embeddings: np.ndarray):
-        self.embeddings = embeddings
-
-    def result(self) -> np.ndarray:
-        return self.embeddings
 
 
 @dataclass

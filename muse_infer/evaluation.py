@@ -92,11 +92,7 @@ def evaluate_index(
                 f"(its {len(index.paths)} paths are relative to {root})"
             )
         owners.append(row_of[relative])
-    if model is None:
-        encoder = TextEncoder.for_index(index, device=device, precision=precision)
-    else:
-        encoder = TextEncoder(model, device=device, precision=precision)
-        index.check_model(encoder.identity)
+    encoder = TextEncoder.for_index(index, device=device, precision=precision, model=model)
     texts = encoder.encode([p.caption for p in pairs])
     videos = index.embeddings / np.maximum(np.linalg.norm(index.embeddings, axis=1, keepdims=True), 1e-12)
     return similarity_report(texts, videos, owners)

@@ -33,6 +33,12 @@ def progress_bar(
     return LineProgress(total, label, unit, stream)
 
 
+def announce(message: str, enabled: bool = True, stream: TextIO | None = None) -> None:
+    """One line about a step that is starting (e.g. "loading model ViT-B-32 ..."), when ``enabled``."""
+    if enabled:
+        print(message, file=stream or sys.stderr, flush=True)
+
+
 def _is_terminal(stream) -> bool:
     try:
         return stream.isatty()

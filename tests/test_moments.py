@@ -492,7 +492,7 @@ def test_encode_moments_resumes_from_the_work_chunks(tmp_path):
     out = tmp_path / "resumed.npy"
     with open_job(root, out, encoder, windows=windows) as job:  # a run that saved two videos, then died
         groups = encoder.encode_moment_groups([str(root / e.path) for e in job.todo[:2]], windows, 2, 0)
-        job.store.write([r for group in groups for r in group], job.todo)
+        job.store.write([r for group in groups for r in group], job.todo, encoder.backend.precision)
     assert len(ChunkStore(parts_dir(out)).chunks()) == 1
     summary = encode_folder(root, out, encoder, **options)
     assert (summary.reused, summary.encoded_now) == (2, 2)

@@ -61,10 +61,37 @@ def random_clips(size: int, lengths: list[int], seed: int = 0) -> list[np.ndarra
 def test_precision_names_agree_and_auto_follows_the_device():
     assert tuple(PRECISION_CHOICE.choices) == PRECISION_CHOICES
     assert PRECISION_CHOICES[1:] == model_precision.PRECISIONS
-    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision(None, "cuda:1") == "bf16"
-    assert resolve_precision("fp16", "cpu") == "fp16"
+    assert resolve_precision(None, "cuda:1") == "bf16"
+    assert resolve_precision("auto", "cpu", cpu_bf16=False) == "fp32"
+    assert resolve_precision("auto", "cpu", cpu_bf16=True) == "bf16"
+    assert (
+        resolve_precision("fp16", "cpu") == "fp16"
+        and resolve_precision("fp32", "cpu", cpu_bf16=True) == "fp32"
+    )
     with pytest.raises(BackendError, match="'int8' is not one of"):
         resolve_precision("int8", "cpu")
+
+
+def test_auto_on_the_cpu_is_bf16_where_the_cpu_computes_bf16_natively(tmp_path):
+    """cpu_has_native_bf16 reads the kernel's CPU flags: avx512_bf16 or amx_bf16 -> bf16; else fp32."""
+    from muse_infer.runtime.precision import cpu_has_native_bf16
+
+    flags = "fpu vme sse sse2 avx2 avx512f avx512bw"
+    cases = {
+        "plain": (flags, False),
+        "avx512": (flags + " avx512_bf16", True),
+        "amx": (flags + " amx_bf16 amx_tile", True),
+    }
+    for name, (line, expected) in cases.items():
+        info = tmp_path / name
+        info.write_text(f"processor\t: 0\nflags\t\t: {line}\n\nprocessor\t: 1\nflags\t\t: {line}\n")
+        assert cpu_has_native_bf16(str(info)) is expected, name
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False  # no such file (macOS, Windows): fp32
+    on_this_machine = cpu_has_native_bf16()
+    assert resolve_precision("auto", "cpu") == ("bf16" if on_this_machine else "fp32")
+    assert muse_infer.ModelSpec.resolve(
+        "tiny", clip_weights="random", device="cpu"
+    ).on_device().precision == ("bf16" if on_this_machine else "fp32")
 
 
 def test_cast_keeps_layernorms_and_scan_parameters_in_fp32():
@@ -220,8 +247,8 @@ def test_unknown_compile_mode_is_refused(gated_checkpoint):
 def test_compiled_backbone_gives_the_eager_embeddings(gated_checkpoint):
     """torch.compile on the image tower (the option the GPU check measures) changes no result (CPU,
     inductor; about a minute to compile on 2 cores)."""
-    eager = load_backend(gated_checkpoint, device="cpu")
-    compiled = load_backend(gated_checkpoint, device="cpu", compile_backbone="compile")
+    eager = load_backend(gated_checkpoint, device="cpu", precision="fp32")
+    compiled = load_backend(gated_checkpoint, device="cpu", precision="fp32", compile_backbone="compile")
     clips = random_clips(eager.image_size, [eager.max_frames, 3], seed=8)
     expected = eager.submit_clips(clips, eager.max_frames).result()
     assert np.abs(compiled.submit_clips(clips, eager.max_frames).result() - expected).max() <= 1e-5

@@ -266,6 +266,45 @@ def test_ray_run_gives_the_local_index_and_failures(corpus, reference, encoder, 
     assert_same_index(out, reference)
 
 
+def test_readme_ray_command_as_written_gives_the_local_index_without_loading_the_model(
+    tmp_path, ray_cluster, monkeypatch
+):
+    """The README's `muse-infer encode-videos videos/ --out emb.npy --engine ray` (no --batch-size, no
+    --precision; the model named so it runs offline) gives the local engine's index, bit for bit; its
+    sidecar records the precision the workers computed in; the driver never loads the model's weights
+    (loading it here fails) nor decides the precision (it would decide the opposite here)."""
+    from muse_infer.runtime import precision as precision_module
+    from muse_infer.runtime.torch_backend import TorchBackend
+
+    root = small_folder(tmp_path / "videos")
+    model = ["--model", "tiny", "--clip-weights", "random"]
+    local = invoke("encode-videos", root, "--out", tmp_path / "local.npy", *model, "-q")
+    assert local.exit_code == 1, local.output  # bad.mp4 skipped
+    workers_precision = load_index(tmp_path / "local.npy")[1]["precision"]
+    assert workers_precision == ("bf16" if precision_module.cpu_has_native_bf16() else "fp32")
+
+    def no_weights_here(*args, **kwargs):
+        raise AssertionError("the driver loaded the model")
+
+    monkeypatch.setattr(TorchBackend, "from_spec", classmethod(no_weights_here))
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda *a: workers_precision != "bf16")
+    result = invoke("encode-videos", root, "--out", tmp_path / "emb.npy", *model, "-q", "--engine", "ray")
+    assert result.exit_code == 1, result.output
+    assert "loading model" not in result.output
+    assert_same_index(tmp_path / "emb.npy", tmp_path / "local.npy")
+    assert load_index(tmp_path / "emb.npy")[1]["precision"] == workers_precision
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_ray_engine_computes_in_the_precision_asked_as_the_local_engine(tmp_path, ray_cluster, precision):
+    root = small_folder(tmp_path / "videos")
+    options = ["--model", "tiny", "--clip-weights", "random", "--precision", precision, "-q"]
+    invoke("encode-videos", root, "--out", tmp_path / "local.npy", *options)
+    invoke("encode-videos", root, "--out", tmp_path / "ray.npy", *options, "--engine", "ray")
+    assert load_index(tmp_path / "ray.npy")[1]["precision"] == precision
+    assert_same_index(tmp_path / "ray.npy", tmp_path / "local.npy")
+
+
 def small_folder(root: Path) -> Path:
     """6 good videos and a bad file: quick to encode, free to change."""
     root.mkdir()
@@ -387,13 +426,13 @@ def test_a_model_other_than_the_drivers_on_a_worker_is_one_clear_error(
 ):
     from muse_infer.jobs import ray_engine
 
-    of = ray_engine.EncoderSpec.of
+    of = ray_engine.ActorModel.of
 
-    def other_weights(encoder):  # as if a node saw another file at the model's path
-        spec = of(encoder)
-        return replace(spec, identity={**spec.identity, "clip_weights": "sha256:0123"})
+    def other_weights(spec):  # as if a node saw another file at the model's path
+        model = of(spec)
+        return replace(model, identity={**model.identity, "clip_weights": "sha256:0123"})
 
-    monkeypatch.setattr(ray_engine.EncoderSpec, "of", other_weights)
+    monkeypatch.setattr(ray_engine.ActorModel, "of", other_weights)
     root, _ = corpus
     result = invoke("encode-videos", root, "--out", tmp_path / "emb.npy", *OPTIONS)
     assert result.exit_code == 2, result.output

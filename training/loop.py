@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from muse_infer.atomic import atomic_path
-from muse_infer.config import load_config
 from muse_infer.datasets import read_pairs
 from muse_infer.evaluation import similarity_report
-from muse_infer.loading import load_clip_weights, resolve_clip_weights
 from muse_infer.loading.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
+from muse_infer.loading.models import build_model
+from muse_infer.loading.reference import model_config as model_config_of
 from muse_infer.model import MuseModel
+from muse_infer.runtime.spec import ModelSpec
 from muse_infer.video import FrameSettings
 
 from .config import TrainConfig, TrainConfigError
@@ -66,24 +67,20 @@ def contrastive_loss(text: torch.Tensor, video: torch.Tensor, logit_scale: torch
 
 def build_training_model(config: TrainConfig, seed: int, load_clip: bool = True) -> MuseModel:
     """The starting model: a checkpoint's weights, or a named/JSON architecture initialised from ``seed``
-    with CLIP weights from ``clip_weights`` (tag, file or "random")."""
-    path = Path(config.model)
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".json"):
+    with CLIP weights from ``clip_weights`` (tag, file or "random"). The model reference and CLIP
+    weights are resolved by ``ModelSpec`` as every other command resolves them. load_clip: False when
+    resuming (the epoch checkpoint's weights replace them)."""
+    spec = ModelSpec.resolve(config.model, clip_weights=config.clip_weights)
+    if spec.ref.kind in ("checkpoint", "packaged"):
         if config.model_overrides:
             raise TrainConfigError("model_overrides apply to named/JSON models, not to a checkpoint")
-        model_config, state, _ = read_checkpoint(path)
+        model_config, state, _ = read_checkpoint(spec.ref.path)
         model = MuseModel(_with_lengths(model_config, config))
         if load_clip:
-            load_state_dict_checked(model, state, str(path))
+            load_state_dict_checked(model, state, str(spec.ref.path))
         return model
-    model_config = _with_lengths(load_config(config.model).replace(**config.model_overrides), config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MuseModel(model_config)
-    source = config.clip_weights if config.clip_weights is not None else model_config.clip_pretrained
-    if load_clip and source is not None and str(source) != "random":
-        load_clip_weights(model.backbone.clip, resolve_clip_weights(model_config, str(source)))
-    return model
+    model_config = _with_lengths(model_config_of(spec.ref).replace(**config.model_overrides), config)
+    return build_model(model_config, spec.clip_weights if load_clip else "random", seed=seed)
 
 
 def _with_lengths(model_config, config: TrainConfig):

@@ -8,13 +8,17 @@ from contextlib import contextmanager
 
 import click
 
+from ..runtime.choices import BACKENDS, PRECISION_CHOICES
+
 EXIT_OK, EXIT_USAGE_OR_INPUT = 0, 2
 EXIT_SOME_FAILED, EXIT_INTERRUPTED = 1, 130  # encode-videos: index written without some files; Ctrl-C/SIGTERM
 
-BACKEND_CHOICE = click.Choice(["torch", "onnx", "torchscript", "pt2"])
-# muse_infer.runtime.precision.PRECISION_CHOICES, spelled out: the CLI must not import the runtime.
-PRECISION_CHOICE = click.Choice(["auto", "fp32", "bf16", "fp16"])
-PRECISION_HELP = "What the model computes in; auto: bf16 on a GPU, fp32 on the CPU."
+BACKEND_CHOICE = click.Choice(BACKENDS)
+PRECISION_CHOICE = click.Choice(PRECISION_CHOICES)
+PRECISION_HELP = (
+    "What the model computes in; auto: bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16, AMX), "
+    "else fp32."
+)
 
 
 class UserError(click.ClickException):
@@ -83,3 +87,43 @@ class CommandGroup(click.Group):
             commands = ", ".join(self.list_commands(ctx))
             raise click.UsageError(f"no command given: add one of {commands}", ctx)
         return super().parse_args(ctx, args)
+
+
+def model_spec(model: str, **choices):
+    """The ``ModelSpec`` of a command's model options (``--model``, ``--clip-weights``, ``--backend``,
+    ``--device``, ``--precision``, ``--frames``, ``--batch-size``): resolved here, once, for the whole
+    command. Checks names and files only; nothing is loaded."""
+    from ..errors import MuseError
+    from ..runtime.spec import ModelSpec
+
+    try:
+        return ModelSpec.resolve(model, **choices)
+    except MuseError as error:
+        raise UserError(f"cannot load model {model!r}: {error}") from None
+
+
+def query_model_options(command):
+    """The options that choose the model encoding queries (``search``, ``serve``): the index's own by
+    default (``TextEncoder.for_index`` decides how the two combine)."""
+    options = [
+        click.option(
+            "--model",
+            default=None,
+            help="Model to encode the queries [default: the index's]; refused if it is not the index's.",
+        ),
+        click.option(
+            "--clip-weights",
+            default=None,
+            help="CLIP weights of a named/config model [default: the index's].",
+        ),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto."),
+        click.option(
+            "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
+        ),
+        click.option(
+            "--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -13,6 +13,7 @@ from .common import (
     PRECISION_CHOICE,
     PRECISION_HELP,
     UserError,
+    model_spec,
     sigterm_as_interrupt,
 )
 
@@ -212,26 +213,25 @@ def encode_videos(
     if engine == "local" and (address is not None or actors is not None):
         raise UserError("--address and --actors are options of --engine ray")
     moments = _check_moment_options(window, stride, cuts, engine)
-    options = dict(batch_size=batch_size, workers=workers, timeout=timeout, chunk_size=chunk_size)
-    options |= dict(overwrite=overwrite, retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
-    model_options = dict(
-        model=model,
-        device=device,
-        backend=backend,
-        clip_weights=clip_weights,
-        max_frames=frames,
-        precision=precision,
-    )
+    options = dict(workers=workers, timeout=timeout, chunk_size=chunk_size, overwrite=overwrite)
+    options |= dict(retry_failed=retry_failed, progress=not quiet, thumbnails=thumbnails)
     run = encode_folder
     if engine == "ray":
         run, options = _ray_engine(options | dict(address=address, actors=actors, device=device))
-        model_options["device"] = "cpu"  # this process only reads the model's identity; the actors run it
+    spec = model_spec(
+        model,
+        clip_weights=clip_weights,
+        backend=backend,
+        device=device,
+        precision=precision,
+        max_frames=frames,
+        batch_size=batch_size,
+    )
+    if moments:
+        options["windows"] = _window_settings(spec, window, stride, cuts)
     try:
         with sigterm_as_interrupt():
-            encoder = _load_encoder(directory, out, model_options, quiet)
-            if moments:
-                options["windows"] = _window_settings(encoder, window, stride, cuts)
-            summary = run(directory, out, encoder, **options)
+            summary = run(directory, out, spec, **options)  # loads the model only if there is work
     except KeyboardInterrupt:
         click.echo(_interrupted_message(saved_work(out)), err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -255,29 +255,6 @@ def _ray_engine(options: dict):
     return encode_folder_ray, options
 
 
-def _load_encoder(directory, out, model_options: dict, quiet: bool):
-    """The VideoEncoder, once the folder and output are known to be usable (loading takes a while)."""
-    import logging
-
-    from ..encoders import VideoEncoder
-    from ..jobs.encode import check_locations
-
-    check_locations(directory, out)
-    if not quiet:
-        click.echo(f"loading model {model_options['model']} ...", err=True)
-    encoder = VideoEncoder(**model_options)
-    backend = encoder.backend
-    logging.getLogger(__name__).info(
-        "model %s: %s backend on %s, %s, settings %s",
-        model_options["model"],
-        backend.name,
-        getattr(backend, "device", "cpu"),
-        getattr(backend, "precision", "fp32"),
-        encoder.settings,
-    )
-    return encoder
-
-
 def _check_moment_options(window: float | None, stride: float | None, cuts: str | None, engine: str) -> bool:
     """Whether moments were asked for (--window, --stride or --cuts); UserError for what cannot run."""
     moments = window is not None or stride is not None or cuts is not None
@@ -297,12 +274,12 @@ def _check_moment_options(window: float | None, stride: float | None, cuts: str 
     return moments
 
 
-def _window_settings(encoder, window: float | None, stride: float | None, cuts: str | None):
+def _window_settings(spec, window: float | None, stride: float | None, cuts: str | None):
     """The moments' ``WindowSettings``, the model's defaults filled in (see muse_infer.video.windows)."""
     from ..video.windows import window_settings
 
     try:
-        return window_settings(encoder.frame_settings, window, stride, cuts or "fixed")
+        return window_settings(spec.frame_settings, window, stride, cuts or "fixed")
     except ValueError as error:
         raise UserError(f"--window/--stride: {error}") from None
 

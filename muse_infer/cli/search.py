@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
+from .common import UserError, query_model_options
 
 
 @click.command("search")
@@ -50,19 +50,7 @@ from .common import BACKEND_CHOICE, PRECISION_CHOICE, PRECISION_HELP, UserError
     default=None,
     help="Also write a results page (keyframes, scores, players; open it from disk in a browser).",
 )
-@click.option(
-    "--model",
-    default=None,
-    help="Model to encode the queries [default: the index's]; refused if it is not the index's.",
-)
-@click.option(
-    "--clip-weights", default=None, help="CLIP weights of a named/config model [default: the index's]."
-)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto.")
-@click.option(
-    "--backend", type=BACKEND_CHOICE, default="torch", show_default=True, help="What runs the model."
-)
-@click.option("--precision", type=PRECISION_CHOICE, default="auto", show_default=True, help=PRECISION_HELP)
+@query_model_options
 def search(
     queries,
     index_paths,
@@ -106,7 +94,7 @@ def search(
     import logging
 
     from ..encoders import TextEncoder
-    from ..errors import BackendError
+    from ..errors import MuseError
     from ..index import EmbeddingIndex, ShardedIndex
     from ..loading.reference import search_caution
 
@@ -125,19 +113,14 @@ def search(
     method = "exact" if exact else index.search_method
     logging.getLogger(__name__).info("searching %d rows: %s", len(index), _method_text(index, method))
     source = index.model_source
-    weights = clip_weights if clip_weights is not None or model is not None else source.get("clip_weights")
     try:
-        encoder = TextEncoder(
-            model or source["model"],
-            device=device,
-            backend=backend,
-            clip_weights=weights,
-            precision=precision,
+        encoder = TextEncoder.for_index(
+            index, device=device, backend=backend, precision=precision, model=model, clip_weights=clip_weights
         )
         hits = index.search_batch(
             list(queries), top_k, text_encoder=encoder, exact=exact, per_video=per_video
         )
-    except BackendError as error:
+    except MuseError as error:
         raise UserError(f"{error}{_moved_hint(source, model, clip_weights)}") from None
     caution = search_caution(getattr(index, "identity", None))
     if caution:

@@ -165,21 +165,24 @@ def _optional(values, count: int, kind) -> list:
 
 
 def model_record(model, clip_weights=None) -> tuple[dict | None, dict | None, str | None]:
-    """(identity, model_source, backend name) of what ``write_index(model=...)`` was given."""
+    """(identity, model_source, backend name) of what ``write_index(model=...)`` was given: a model
+    name or file, or a ``ModelSpec`` (neither is loaded), or an encoder or backend."""
     if model is None:
         return None, None, None
-    if isinstance(model, (str, os.PathLike)):
-        from ..encoders import TextEncoder
+    from ..runtime.spec import ModelSpec
 
-        model = TextEncoder(model, device="cpu", clip_weights=clip_weights)
-    backend = getattr(model, "backend", model)
+    if isinstance(model, (str, os.PathLike)):
+        model = ModelSpec.resolve(model, clip_weights=clip_weights)
+    if isinstance(model, ModelSpec):
+        return model.identity, model.source, model.backend
+    backend = getattr(model, "backend", model)  # an encoder holds its backend
     identity, source = getattr(backend, "identity", None), getattr(backend, "source", None)
     if not isinstance(identity, dict):
         raise IndexInputError(
-            f"model: give None, an encoder (VideoEncoder/TextEncoder), a backend, or a model name/path; "
-            f"got {type(model).__name__}"
+            f"model: give None, a ModelSpec, an encoder (VideoEncoder/TextEncoder), a backend, or a model "
+            f"name/path; got {type(model).__name__}"
         )
-    return identity, source, getattr(backend, "name", None)
+    return identity, source, backend.name
 
 
 def _drop_stale_ann(out: Path) -> None:

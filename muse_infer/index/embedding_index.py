@@ -214,16 +214,14 @@ class EmbeddingIndex:
             return path
         return os.path.join(self.root, path) if self.root is not None else None
 
-    def check_model(self, identity: dict) -> None:
-        """Raise ``ModelMismatchError`` unless ``identity`` is the model this index was built with."""
+    def check_model(self, identity: dict, given: str | None = None) -> None:
+        """Raise ``ModelMismatchError`` unless ``identity`` is the model this index was built with; its
+        one sentence says which model the index needs (``given``: the other model as the user named it)."""
         if not self.identity:
             raise ModelMismatchError(self._no_model_message())
         if not same_model(self.identity, identity):
-            raise ModelMismatchError(
-                f"the index was built with {describe_identity(self.identity)}, not with "
-                f"{describe_identity(identity)} (differences: {identity_difference(self.identity, identity)}); "
-                "search with the index's own model (omit --model) or re-encode the videos with this one"
-            )
+            logger.debug("model identities differ: %s", identity_difference(self.identity, identity))
+            raise ModelMismatchError(model_mismatch_message(self, identity, given))
 
     def _no_model_message(self) -> str:
         where = f"{self.location}: " if self.location else ""
@@ -492,3 +490,16 @@ def search_one(search_batch, query, top_k: int, text_encoder, exact: bool, per_v
     if vector.ndim != 1:
         raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
     return search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
+
+
+def model_mismatch_message(index, identity: dict, given: str | None = None) -> str:
+    """One sentence: the model ``index`` was built with, the one given, and the options that search it."""
+    source = index.metadata.get("model_source") or {}
+    needs = f"--model {source.get('model')}" if source.get("model") else "its own model"
+    if source.get("clip_weights"):
+        needs += f" --clip-weights {source['clip_weights']}"
+    other = f"{given} ({describe_identity(identity)})" if given else describe_identity(identity)
+    return (
+        f"the index was built with {describe_identity(index.identity)}, not with {other}: search it with "
+        f"{needs} (or leave --model out), or encode the videos again with the other model"
+    )

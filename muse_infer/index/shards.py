@@ -86,8 +86,8 @@ class ShardedIndex:
         methods = sorted({shard.search_method for shard in self.shards})
         return methods[0] if len(methods) == 1 else "mixed (" + ", ".join(methods) + ")"
 
-    def check_model(self, identity: dict) -> None:
-        self.shards[0].check_model(identity)
+    def check_model(self, identity: dict, given: str | None = None) -> None:
+        self.shards[0].check_model(identity, given)
 
     def search(
         self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None

@@ -51,7 +51,9 @@ from ..index import EmbeddingIndex, failures_path, rows_path, sidecar_path
 from ..index.ann import ann_meta_path, ann_path, owned_ann_file, read_ann_meta
 from ..index.build import is_index
 from ..index.store import read_sidecar
+from ..progress import announce as progress_announce
 from ..progress import progress_bar
+from ..runtime.spec import ModelSpec
 from ..video.thumbnails import ThumbnailStore, ThumbnailSummary
 from ..video.windows import WindowSettings
 from .assemble import check_same_job, finish_index, make_thumbnails, row_stats
@@ -145,7 +147,7 @@ def parts_dir(out: Path) -> Path:
 def encode_folder(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    encoder: VideoEncoder,
+    encoder: VideoEncoder | ModelSpec,
     batch_size: int | None = None,
     workers: int | None = None,
     timeout: float = 120.0,
@@ -158,7 +160,9 @@ def encode_folder(
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
-    batch_size: videos a model call (None: ``encoder.default_batch_size``, 8 on the CPU, 64 on a GPU).
+    encoder: the model, as a ``ModelSpec`` (loaded only when there is something to encode: a rerun
+    with nothing new, or a run refused because another holds the lock, never loads it) or a loaded
+    ``VideoEncoder``. batch_size: videos a model call (None: the spec's, else 8 on the CPU, 64 on a GPU).
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
     ``FLUSH_SECONDS``. overwrite: discard a previous index or unfinished run made with another model,
     settings or folder (without it, such leftovers are an error). thumbnails: keep the keyframes of
@@ -169,8 +173,15 @@ def encode_folder(
     instead (``JobSummary.failures``).
     """
     options = _RunOptions(batch_size, workers, timeout, chunk_size, progress, windows)
-    with open_job(root, out, encoder, overwrite, retry_failed, windows) as job:
-        _encode_todo(job.root, job.todo, encoder, job.store, job.summary, options)
+    spec, _ = job_model(encoder)
+    if spec.device not in ("auto", "cpu"):
+        spec.on_device()  # a device that is not there is said before anything is written
+    with open_job(
+        root, out, encoder, overwrite, retry_failed, windows, preload=True, announce=progress
+    ) as job:
+        if job.todo:
+            video_encoder = job.video_encoder()
+            _encode_todo(job.root, job.todo, video_encoder, job.store, job.summary, options)
         return job.finish(thumbnails, workers, progress)
 
 
@@ -183,20 +194,30 @@ def encode_folder(
 class OpenJob:
     """A folder job whose work directory is locked: what is found, what is already done, what to do.
 
-    entries: every video under ``root``, sorted by path; known: results in the work directory (or the
-    finished index), by path; todo: the entries to encode now (sorted; none with a ``problem``).
+    spec: the model (identity, settings and source known without loading it); loaded: its encoder,
+    once ``video_encoder`` loaded it (or as the caller gave it). entries: every video under ``root``,
+    sorted by path; known: results in the work directory (or the finished index), by path; todo: the
+    entries to encode now (sorted; none with a ``problem``).
     """
 
     root: Path
     out: Path
     job: dict
-    encoder: VideoEncoder
+    spec: ModelSpec
+    loaded: VideoEncoder | None
     store: ChunkStore
     entries: list[Entry]
     known: dict[str, Known]
     todo: list[Entry]
     summary: JobSummary
     started: float
+    announce: bool = True  # say "loading model ..." on stderr when it loads
+
+    def video_encoder(self) -> VideoEncoder:
+        """The model's encoder, loaded on first use (``load_encoder``)."""
+        if self.loaded is None:
+            self.loaded = load_encoder(self.spec, self.announce)
+        return self.loaded
 
     def finish(
         self, thumbnails: bool = True, workers: int | None = None, progress: bool = True
@@ -205,17 +226,16 @@ class OpenJob:
         ``thumbnails`` their keyframes (``make_thumbnails``, ``workers`` decoding threads), then remove
         the directory. Returns the summary, its ``seconds`` set."""
         known = self.store.load()
-        backend = self.encoder.backend
-        precision = getattr(backend, "precision", "fp32")  # how, not which model: not checked on search
+        precision = rows_precision(known, [e.path for e in self.entries])  # how, not which model
         finished = finish_index(
             self.out,
             self.entries,
             known,
             self.job,
-            backend.source,
-            backend.name,
-            self.encoder.embed_dim,
-            fields={"precision": precision} | _windows_field(self.job),
+            self.spec.source,
+            self.spec.backend,
+            self.spec.embed_dim,
+            fields=({"precision": precision} if precision else {}) | _windows_field(self.job),
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         self.summary.dropped = finished.dropped
@@ -229,6 +249,44 @@ class OpenJob:
         return self.summary
 
 
+def rows_precision(known: dict[str, Known], paths: list[str]) -> str | None:
+    """What the rows of ``paths`` were computed in ("bf16"; "mixed: bf16, fp32" when a run was resumed
+    in another precision; None when no result records it), for the sidecar."""
+    found = sorted({k.precision for p in paths if (k := known.get(p)) is not None and k.precision})
+    if len(found) > 1:
+        return "mixed: " + ", ".join(found)
+    return found[0] if found else None
+
+
+def load_encoder(spec: ModelSpec, announce: bool = True) -> VideoEncoder:
+    """The spec's ``VideoEncoder``, saying "loading model NAME ..." on stderr first when ``announce``
+    (loading takes seconds to minutes)."""
+    progress_announce(f"loading model {spec.name} ...", enabled=announce)
+    encoder = VideoEncoder(spec)
+    backend = encoder.backend
+    logger.info(
+        "model %s: %s backend on %s, %s, settings %s",
+        spec.name,
+        backend.name,
+        backend.device,
+        backend.precision,
+        encoder.settings,
+    )
+    return encoder
+
+
+def job_model(encoder: VideoEncoder | ModelSpec) -> tuple[ModelSpec, VideoEncoder | None]:
+    """(the model's spec, its loaded encoder or None) of what a job was given."""
+    if isinstance(encoder, ModelSpec):
+        return encoder, None
+    if encoder.spec is None:
+        raise ValueError(
+            "the encoder's backend was built by hand: give the job a ModelSpec or a VideoEncoder made from "
+            "a model name or file, so the index can record how to load the model again"
+        )
+    return encoder.spec, encoder
+
+
 def _windows_field(job: dict) -> dict:
     """The sidecar's "windows" of a moments job ({} for a row a video: such sidecars stay as they were)."""
     return {"windows": job["windows"]} if job.get("windows") else {}
@@ -238,20 +296,27 @@ def _windows_field(job: dict) -> dict:
 def open_job(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    encoder: VideoEncoder,
+    encoder: VideoEncoder | ModelSpec,
     overwrite: bool = False,
     retry_failed: bool = False,
     windows: WindowSettings | None = None,
+    preload: bool = False,
+    announce: bool = True,
 ) -> Iterator[OpenJob]:
     """Lock ``out``'s work directory and read what is there (see ``encode_folder`` for the arguments).
+
+    preload: with ``overwrite``, load the model (``load_encoder``, saying so when ``announce``) before
+    the earlier work is discarded, so a model that fails to load costs nothing already written; an
+    engine that never loads the model here (Ray) leaves it False.
 
     Raises ``JobError`` for problems the user must fix (bad folder, another run holds the lock, earlier
     work made with another model, settings or folder and no ``overwrite``).
     """
     root, out = check_locations(root, out)
     started = time.monotonic()
+    spec, loaded = job_model(encoder)
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
-    job |= {"model": encoder.identity, "settings": encoder.settings}
+    job |= {"model": spec.identity, "settings": spec.settings}
     job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video
     entries = find_videos(root)
     if not entries:
@@ -261,6 +326,7 @@ def open_job(
         )
     work = parts_dir(out)
     refuse_foreign_files(out, work)
+    made = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -268,10 +334,13 @@ def open_job(
             f"--out {out}: cannot create its folder ({error.strerror}); choose another --out"
         ) from None
     _remove_trash(out)
-    with _locked(work):
+    with _undone_if_failed(work, made) as copied, _locked(work):
         if overwrite:
+            if preload:  # never discard the earlier index for a model that then fails to load
+                loaded = loaded or load_encoder(spec, announce)
             _discard_previous(work, out)
         store = _open_store(work, out, job)
+        copied |= set(store.chunks())  # the finished index's rows, copied: not this run's own work
         known = store.load()
         summary = JobSummary(out, total=len(entries))
         todo = [e for e in entries if e.problem is None and not _reusable(known.get(e.path), e, retry_failed)]
@@ -287,7 +356,28 @@ def open_job(
             summary.reused,
             work,
         )
-        yield OpenJob(root, out, job, encoder, store, entries, known, todo, summary, started)
+        yield OpenJob(root, out, job, spec, loaded, store, entries, known, todo, summary, started, announce)
+
+
+@contextmanager
+def _undone_if_failed(work: Path, made: list[Path]) -> Iterator[set]:
+    """A run that fails (a model that does not load, Ctrl-C) before it has saved any work of its own
+    leaves nothing behind: not the work directory it started (its ``job.json``, the copy of the
+    finished index: the chunks the caller adds to the set yielded), nor the folders it made for
+    ``--out`` (``made``, deepest first). The finished index is never touched."""
+    fresh = not (work / "job.json").exists()
+    copied: set = set()
+    try:
+        yield copied
+    except BaseException:
+        store = ChunkStore(work)
+        if fresh and set(store.chunks()) <= copied:
+            for path in [*store.chunks(), work / "job.json", work / "plan.json", work / "lock"]:
+                path.unlink(missing_ok=True)
+            for folder in [work, *made]:
+                with suppress(OSError):
+                    folder.rmdir()  # only if empty
+        raise
 
 
 # --- The job's steps -------------------------------------------------------------------------
@@ -415,9 +505,8 @@ def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
 def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
     """Copy a finished index (rows and failures) into the work directory as chunk 0."""
     try:
-        check_same_job(
-            read_sidecar(sidecar_path(out)), job, f"the index {out} was"
-        )  # the likelier problem first
+        sidecar = read_sidecar(sidecar_path(out))
+        check_same_job(sidecar, job, f"the index {out} was")  # the likelier problem first
         index = EmbeddingIndex.load(out, ann=False)
     except IndexFileError as error:
         raise JobError(
@@ -425,11 +514,12 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
         ) from None
     failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
     stats = row_stats(index)
+    records = {"failed": failed, "precision": sidecar.get("precision")}
     if not job.get("windows"):
-        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, "failed": failed})
+        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, **records})
         return
     done, spans = _video_spans(index, stats)  # moments: a video's rows are consecutive
-    store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "failed": failed, "spans": spans})
+    store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "spans": spans, **records})
 
 
 def _video_spans(index: EmbeddingIndex, stats: list[list]) -> tuple[list[list], list[list]]:
@@ -485,6 +575,7 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     flushed = encode_started = time.monotonic()
     failed = 0
     paths = [str(root / e.path) for e in todo]
+    precision = encoder.backend.precision
     decoded = 0
 
     def on_decoded() -> None:  # the model runs a batch at a time: say that decoding goes on meanwhile
@@ -508,12 +599,12 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
             bar.update(len(group), failed=failed)
             summary.processed_now += len(group)
             if len(pending) >= options.chunk_size or time.monotonic() - flushed > FLUSH_SECONDS:
-                store.write(pending, todo)
+                store.write(pending, todo, precision)
                 pending, flushed = [], time.monotonic()
     finally:  # also on Ctrl-C: whole batches already computed are kept
         groups.close()  # stops the decode workers
         if pending:
-            store.write(pending, todo)
+            store.write(pending, todo, precision)
         bar.close()
         summary.encode_seconds = time.monotonic() - encode_started
 

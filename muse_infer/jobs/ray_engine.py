@@ -38,61 +38,44 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..encoders import VideoEncoder
 from ..errors import MuseError, RayEngineError
 from ..progress import progress_bar
+from ..runtime.spec import ModelSpec
 from .encode import JobSummary, OpenJob, open_job
 from .ray_cluster import ActorLayout, actor_layout, check_decode_memory, import_ray, ray_connection
 from .shards import Shard, ShardPlan, plan_work
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
-    """What every model actor loads: the driver's model, backend and frame count, on its own device."""
+class ActorModel:
+    """What every model actor loads: the driver's ``ModelSpec`` (on the actor's own device), and what
+    the driver knows of it without loading it (identity and frame settings), to check against."""
 
-    model: str
-    backend: str
-    clip_weights: str | None
-    max_frames: int
+    spec: ModelSpec
     identity: dict
     settings: dict
-    device: str = "cpu"
 
     @classmethod
-    def of(cls, encoder: VideoEncoder, device: str = "cpu") -> EncoderSpec:
-        source = encoder.backend.source
-        return cls(
-            model=str(source["model"]),
-            backend=encoder.backend.name,
-            clip_weights=source.get("clip_weights"),
-            max_frames=encoder.frame_settings.max_frames,
-            identity=encoder.identity,
-            settings=encoder.settings,
-            device=device,
-        )
+    def of(cls, spec: ModelSpec) -> ActorModel:
+        return cls(spec, spec.identity, spec.settings)
 
-    def build(self) -> VideoEncoder:
-        """The encoder, checked to be the driver's model (files on shared storage can differ by node)."""
+    def build(self, device: str) -> VideoEncoder:
+        """The encoder on ``device``, checked to be the driver's model (files on shared storage can
+        differ by node). The spec is resolved again here, so nothing the driver computed is reused."""
         from ..loading.identity import identity_difference, same_model
 
-        # The GPU precision (bf16 autocast, when that work lands) is passed to VideoEncoder here.
-        encoder = VideoEncoder(
-            self.model,
-            device=self.device,
-            backend=self.backend,
-            clip_weights=self.clip_weights,
-            max_frames=self.max_frames,
-        )
-        if not same_model(encoder.identity, self.identity) or encoder.settings != self.settings:
+        spec = self.spec.replace(device=device)
+        if not same_model(spec.identity, self.identity) or spec.settings != self.settings:
             raise RayEngineError(
-                f"the model {self.model!r} loaded on a Ray worker is not the driver's "
-                f"({identity_difference(self.identity, encoder.identity)}); every node must see the same files"
+                f"the model {spec.name!r} loaded on a Ray worker is not the driver's "
+                f"({identity_difference(self.identity, spec.identity)}); every node must see the same files"
             )
-        return encoder
+        return VideoEncoder(spec)
 
 
 def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: bool) -> dict:
@@ -132,17 +115,20 @@ class ShardEmbedder:
 
     A batch holds whole shards as ``decode_shard`` made them; each comes back as {"shard": id,
     "embeddings": (k, C) float32 for its k encoded videos in order, "errors": JSON list of n reasons
-    or nulls}. Model batches are formed within a shard: ``batch_size`` decoded videos each.
+    or nulls, "precision": what this actor computed in}. Model batches are formed within a shard:
+    ``batch_size`` decoded videos each (None: the spec's default on the actor's device).
     """
 
-    def __init__(self, spec: EncoderSpec, batch_size: int):
-        self.batch_size, self.encoder, self.error = batch_size, None, None
+    def __init__(self, model: ActorModel, device: str, batch_size: int | None):
+        self.encoder, self.error = None, None
         try:
-            self.encoder = spec.build()
+            self.encoder = model.build(device)
         except MuseError as error:
             # Raised by the first call instead: Ray keeps a task's exception (the driver reports it
             # as is), but of a failed actor constructor only the text of the traceback.
             self.error = error
+        # None: the spec's batch size on this actor's device, as the local engine decides it
+        self.batch_size = batch_size or (self.encoder.default_batch_size if self.encoder else None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.error is not None:
@@ -156,6 +142,7 @@ class ShardEmbedder:
             "shard": np.asarray(shards, dtype=np.int64),
             "embeddings": _column([embeddings for embeddings, _ in results]),
             "errors": np.asarray([json.dumps(errors) for _, errors in results], dtype=object),
+            "precision": np.asarray([self.encoder.backend.precision] * len(shards), dtype=object),
         }
 
     def _embed(self, clips: np.ndarray, frames: np.ndarray, errors: list) -> tuple[np.ndarray, list]:
@@ -198,8 +185,8 @@ class RayOptions:
 def encode_folder_ray(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    encoder: VideoEncoder,
-    batch_size: int = 8,
+    encoder: ModelSpec | VideoEncoder,
+    batch_size: int | None = None,
     workers: int | None = None,
     timeout: float = 120.0,
     chunk_size: int = 64,
@@ -216,7 +203,9 @@ def encode_folder_ray(
     """Encode every video under ``root`` into the index ``out`` on a Ray cluster, resuming earlier work.
 
     The arguments of ``muse_infer.jobs.encode.encode_folder`` mean the same, except: ``encoder`` only
-    names the model (its identity goes into the index; each actor loads it again, on ``device``);
+    names the model (a ``ModelSpec``, or a ``VideoEncoder``'s spec): this process never loads it; its
+    identity goes into the index, and each actor loads it on ``device`` (there ``batch_size`` None is
+    the spec's default for that device, as with the local engine);
     ``chunk_size`` is the shard size (videos a Ray task decodes and a written result holds);
     ``workers`` caps the decode tasks running at once (None: as many as the cluster's free CPUs;
     0: decode in the task itself, without the per-file timeout); ``thumbnails`` are made by this
@@ -227,7 +216,7 @@ def encode_folder_ray(
     import_ray()  # before any work: a missing extra is the first thing to say
     if timeout is None or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if batch_size < 1 or chunk_size < 1 or (workers is not None and workers < 0):
+    if (batch_size is not None and batch_size < 1) or chunk_size < 1 or (workers is not None and workers < 0):
         raise ValueError(
             f"need batch_size, chunk_size >= 1 and workers >= 0, got {batch_size}, {chunk_size}, {workers}"
         )
@@ -236,7 +225,7 @@ def encode_folder_ray(
         taken = {int(path.stem.split("-")[1]) for path in job.store.chunks()}
         plan, resumed = plan_work(job.store.directory, job.todo, chunk_size, taken)
         if plan.shards:
-            run = _Run(job, plan, EncoderSpec.of(encoder), batch_size, workers, timeout)
+            run = _Run(job, plan, ActorModel.of(job.spec), batch_size, workers, timeout)
             with ray_connection(options.address, options.local_cpus) as ray:
                 run.execute(ray, options, progress, resumed)
         return job.finish(thumbnails, workers, progress)  # thumbnails: made here, on the driver
@@ -245,8 +234,8 @@ def encode_folder_ray(
 class _Run:
     """One pass of the pipeline over a plan's shards, writing each shard's result as it comes."""
 
-    def __init__(self, job: OpenJob, plan: ShardPlan, spec: EncoderSpec, batch_size, workers, timeout):
-        self.job, self.plan, self.spec = job, plan, spec
+    def __init__(self, job: OpenJob, plan: ShardPlan, model: ActorModel, batch_size, workers, timeout):
+        self.job, self.plan, self.model = job, plan, model
         self.batch_size, self.workers, self.timeout = batch_size, workers, timeout
         self.pending: dict[int, Shard] = {shard.id: shard for shard in plan.shards}
 
@@ -254,7 +243,7 @@ class _Run:
         layout = actor_layout(ray.cluster_resources(), options.device, options.actors, options.cpus_per_actor)
         memory = [node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")]
         check_decode_memory(
-            memory, _decode_memory(self.plan.shard_size, self.spec.settings), self.plan.shard_size
+            memory, _decode_memory(self.plan.shard_size, self.model.settings), self.plan.shard_size
         )
         summary = self.job.summary
         total = sum(len(shard.entries) for shard in self.plan.shards)
@@ -263,7 +252,10 @@ class _Run:
             try:
                 for row in self._dataset(ray, layout).iter_rows():
                     processed = self._write(
-                        int(row["shard"]), row["embeddings"], json.loads(str(row["errors"]))
+                        int(row["shard"]),
+                        row["embeddings"],
+                        json.loads(str(row["errors"])),
+                        str(row["precision"]),
                     )
                     bar.update(processed, failed=summary.processed_now - summary.encoded_now)
             except Exception as error:
@@ -284,7 +276,7 @@ class _Run:
         from ray.data import ActorPoolStrategy
 
         rows = [{"shard": s.id, "paths": json.dumps([e.path for e in s.entries])} for s in self.plan.shards]
-        settings = self.spec.settings
+        settings = self.model.settings
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # a task a shard
         # Each decode task reserves the memory of its shard's clips. With these remote arguments
         # different from the actors', Ray Data also never fuses decoding into the model actors (it
@@ -298,10 +290,10 @@ class _Run:
             memory=_decode_memory(self.plan.shard_size, settings),
             concurrency=self.workers or None,
         )
-        spec = replace(self.spec, device=layout.device)
+        actor = {"model": self.model, "device": layout.device, "batch_size": self.batch_size}
         return dataset.map_batches(
             ShardEmbedder,
-            fn_constructor_kwargs={"spec": spec, "batch_size": self.batch_size},
+            fn_constructor_kwargs=actor,
             batch_size=1,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=layout.actors),
@@ -309,12 +301,13 @@ class _Run:
             num_gpus=layout.gpus,
         )
 
-    def _write(self, shard_id: int, embeddings: np.ndarray, errors: list) -> int:
-        """Write one shard's result (once: a repeat is dropped); returns its number of videos."""
+    def _write(self, shard_id: int, embeddings: np.ndarray, errors: list, precision: str) -> int:
+        """Write one shard's result, computed in ``precision`` (once: a repeat is dropped); returns its
+        number of videos."""
         shard = self.pending.pop(shard_id, None)
         if shard is None:
             return 0
-        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.job.encoder.embed_dim)
+        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.job.spec.embed_dim)
         done = [
             [e.path, e.size, e.mtime_ns]
             for e, error in zip(shard.entries, errors, strict=True)
@@ -328,6 +321,7 @@ class _Run:
         if len(done) != len(embeddings):
             raise RuntimeError(f"shard {shard_id}: {len(embeddings)} rows for {len(done)} videos")
         records = {"done": done, "failed": failed, "shard": shard_id, "plan": self.plan.plan_id}
+        records["precision"] = precision
         self.job.store.write_chunk(shard_id, embeddings, records)
         self.job.summary.encoded_now += len(done)
         self.job.summary.processed_now += len(shard.entries)

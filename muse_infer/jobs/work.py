@@ -44,6 +44,7 @@ class Known:
     embedding: np.ndarray | None = None
     reason: str | None = None
     spans: list | None = None
+    precision: str | None = None  # what the model computed it in (None: not recorded)
 
     def rows(self) -> np.ndarray:
         """The result's rows (n, C): one for a whole video, one a window for moments."""
@@ -98,8 +99,8 @@ class ChunkStore:
     def chunks(self) -> list[Path]:
         return sorted(self.directory.glob("chunk-*.npz"))
 
-    def write(self, results: list[VideoResult], entries: list[Entry]) -> None:
-        """One chunk with the results (``result.index`` indexes ``entries``).
+    def write(self, results: list[VideoResult], entries: list[Entry], precision: str) -> None:
+        """One chunk with the results (``result.index`` indexes ``entries``), computed in ``precision``.
 
         Moments (results with ``spans``): the embeddings hold every window's row, video after video, and
         ``records["spans"]`` each done video's [[start_s, end_s], ...].
@@ -110,6 +111,7 @@ class ChunkStore:
         records = {
             "done": [_stats(entries[r.index]) for r in done],
             "failed": [[*_stats(entries[r.index]), r.error] for r in results if r.error is not None],
+            "precision": precision,
         }
         if any(r.spans is not None for r in done):
             records["spans"] = [[list(span) for span in r.spans] for r in done]
@@ -137,8 +139,9 @@ class ChunkStore:
                 chunk.unlink(missing_ok=True)
                 continue
             rows, spans_of = _split_rows(embeddings, records)
+            precision = records.get("precision")
             for (path, size, mtime_ns), row, spans in zip(records["done"], rows, spans_of, strict=True):
-                known[path] = Known(size, mtime_ns, embedding=row, spans=spans)
+                known[path] = Known(size, mtime_ns, embedding=row, spans=spans, precision=precision)
             for path, size, mtime_ns, reason in records["failed"]:
                 known[path] = Known(size, mtime_ns, reason=reason)
         return known

@@ -6,7 +6,6 @@ other tools are read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -15,8 +14,9 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import MuseConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 from .identity import file_sha256
+from .reference import CHECKPOINT_FORMAT, config_from_metadata
 
 __all__ = [
     "CheckpointError",
@@ -30,7 +30,7 @@ __all__ = [
     "file_sha256",
 ]
 
-FORMAT_NAME = "muse-infer"
+FORMAT_NAME = CHECKPOINT_FORMAT
 FORMAT_VERSION = "1"
 
 
@@ -64,15 +64,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[MuseConfig, dict[str, torc
         raise CheckpointError(
             f"{path}: not a readable .safetensors file ({error}); is it truncated?"
         ) from None
-    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
-        raise CheckpointError(
-            f"{path}: no muse-infer config in its metadata. Convert other checkpoints first, e.g. "
-            f"`muse-infer convert --from clip4clip {path} --out model.safetensors`"
-        )
-    try:
-        config = MuseConfig.from_dict(json.loads(metadata["config"]), source=f"{path} (metadata)")
-    except (json.JSONDecodeError, ConfigError) as error:
-        raise CheckpointError(f"{path}: bad config in metadata: {error}") from None
+    config = config_from_metadata(metadata, path)
     return config, tensors, metadata
 
 

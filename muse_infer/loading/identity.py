@@ -17,39 +17,51 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 from ..config import MuseConfig
-from .reference import resolve_model
+from .reference import ClipWeights, ModelRef, parse_clip_weights, resolve_model
 
 
 def model_identity(
-    name_or_path: str | os.PathLike, config: MuseConfig, clip_weights: str | os.PathLike | None = None
+    name_or_path: str | os.PathLike | ModelRef,
+    config: MuseConfig,
+    clip_weights: str | os.PathLike | ClipWeights | None = None,
 ) -> dict:
     """The identity dict of the model ``load_model(name_or_path, clip_weights=...)`` builds.
 
-    The reference is resolved as ``load_model`` resolves it (``muse_infer.loading.reference``).
+    The reference is resolved as ``load_model`` resolves it (``muse_infer.loading.reference``); a
+    ``ModelRef`` is taken as already resolved.
     """
-    ref = resolve_model(name_or_path)
+    ref = name_or_path if isinstance(name_or_path, ModelRef) else resolve_model(name_or_path)
     if ref.kind == "checkpoint":
         identity = {"kind": "checkpoint", "sha256": file_sha256(ref.path)}
     elif ref.kind == "packaged":
         identity = {"kind": "named", "name": ref.name, "sha256": file_sha256(ref.path)}
     else:
         kind = "named" if ref.kind == "named" else "config"
-        source = clip_weights if clip_weights is not None else config.clip_pretrained
-        identity = {"kind": kind, "name": config.name, "clip_weights": _clip_weights_identity(source)}
+        weights = effective_clip_weights(config, clip_weights)
+        identity = {"kind": kind, "name": config.name, "clip_weights": clip_weights_identity(weights)}
     identity["config"] = config.to_dict()
     return normalise_identity(identity)
 
 
-def _clip_weights_identity(source: str | os.PathLike | None) -> str:
-    # A local weights file is identified by its content: the same file elsewhere is the same model.
-    if source is None or str(source) == "random":
+def effective_clip_weights(
+    config: MuseConfig, clip_weights: str | os.PathLike | ClipWeights | None
+) -> ClipWeights | None:
+    """The CLIP weights a named/config model is built with: ``clip_weights``, else the config's
+    ``clip_pretrained`` (None: random)."""
+    given = parse_clip_weights(clip_weights)
+    return given if given is not None else parse_clip_weights(config.clip_pretrained)
+
+
+def clip_weights_identity(weights: ClipWeights | None) -> str:
+    """ "random", the open_clip tag, or "sha256:<hash>" of a local file: a file is identified by its
+    content, so the same file elsewhere is the same model."""
+    if weights is None or weights.is_random:
         return "random"
-    if Path(source).is_file():
-        return f"sha256:{file_sha256(source)}"
-    return str(source)
+    if weights.kind == "file":
+        return f"sha256:{file_sha256(weights.value)}"
+    return weights.value
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

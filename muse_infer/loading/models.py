@@ -10,10 +10,18 @@ from pathlib import Path
 
 import torch
 
-from ..config import MuseConfig, load_config
+from ..config import MuseConfig
 from ..errors import CheckpointError, ConfigError, PretrainedWeightsError
 from .checkpoint import load_checkpoint, read_torch_state_dict
-from .reference import available_models, resolve_model
+from .identity import effective_clip_weights
+from .reference import (
+    ClipWeights,
+    ModelRef,
+    available_models,
+    model_config,
+    parse_clip_weights,
+    resolve_model,
+)
 
 __all__ = ["load_model", "available_models", "build_model", "load_clip_weights", "resolve_clip_weights"]
 
@@ -22,7 +30,7 @@ RANDOM_INIT_SEED = 0  # random weights are seeded so that two loads of the same 
 
 
 def load_model(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | ModelRef,
     device: str | torch.device = "cpu",
     clip_weights: str | os.PathLike | None = None,
 ):
@@ -34,7 +42,7 @@ def load_model(
     ``clip_weights`` (an open_clip pretrained tag such as "openai", a local weights file, or
     "random"), else from the config's ``clip_pretrained``.
     """
-    ref = resolve_model(name_or_path)
+    ref = name_or_path if isinstance(name_or_path, ModelRef) else resolve_model(name_or_path)
     if ref.kind in ("checkpoint", "packaged"):
         return load_checkpoint(ref.path, device)
     if ref.kind == "export":
@@ -42,20 +50,24 @@ def load_model(
             f"'{ref.name}' is an export directory: run it with a backend (--backend onnx, torchscript or "
             "pt2; VideoEncoder(..., backend=...)), or load the checkpoint it was exported from"
         )
-    config = load_config(ref.path if ref.kind == "config" else ref.name)
-    return build_model(config, clip_weights).to(device).eval()
+    return build_model(model_config(ref), clip_weights).to(device).eval()
 
 
-def build_model(config: MuseConfig, clip_weights: str | os.PathLike | None = None):
-    """A freshly initialised (seeded) MuseModel with pretrained CLIP weights loaded when named."""
+def build_model(
+    config: MuseConfig,
+    clip_weights: str | os.PathLike | ClipWeights | None = None,
+    seed: int = RANDOM_INIT_SEED,
+):
+    """A freshly initialised (``seed``) MuseModel, with pretrained CLIP weights loaded when named
+    (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones)."""
     from ..model import MuseModel
 
+    weights = effective_clip_weights(config, clip_weights)  # parsed before the slow build
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
+        torch.manual_seed(seed)
         model = MuseModel(config)
-    source = clip_weights if clip_weights is not None else config.clip_pretrained
-    if source is not None and str(source) != "random":
-        load_clip_weights(model.backbone.clip, resolve_clip_weights(config, str(source)))
+    if weights is not None and not weights.is_random:
+        load_clip_weights(model.backbone.clip, resolve_clip_weights(config, weights))
     return model
 
 
@@ -75,12 +87,15 @@ def load_clip_weights(clip: torch.nn.Module, weights_file: Path) -> None:
     load_state_dict_checked(clip, state, str(weights_file))
 
 
-def resolve_clip_weights(config: MuseConfig, source: str) -> Path:
-    """A local file for ``source``: the path itself, or open_clip's cached/downloaded pretrained file."""
-    if Path(source).is_file():
-        return Path(source)
-    if os.sep in source or source.endswith((".bin", ".pt", ".pth", ".safetensors")):
-        raise CheckpointError(f"CLIP weights file not found: {source}")
+def resolve_clip_weights(config: MuseConfig, weights: str | ClipWeights) -> Path:
+    """A local file for ``weights``: the file itself, or open_clip's cached/downloaded pretrained file
+    of a tag."""
+    weights = parse_clip_weights(weights)
+    if weights is None or weights.is_random:
+        raise CheckpointError("random CLIP weights have no file: build the model with clip_weights='random'")
+    if weights.kind == "file":
+        return Path(weights.value)
+    source = weights.value
     import open_clip
 
     model_name = config.clip_model or config.name

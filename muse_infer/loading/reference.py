@@ -10,6 +10,9 @@ A reference is what users pass as ``--model`` or ``load_model(...)``'s first arg
 
 The order above is the order of precedence. ``resolve_model`` raises ``ConfigError`` listing the
 known names when a reference names nothing.
+
+CLIP weights references (``--clip-weights``, ``clip_weights=``) are parsed here too, once
+(``parse_clip_weights``): ``"random"``, a local weights file, or an open_clip pretrained tag.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import MuseConfig, available_configs, load_config
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 EXPORT_MANIFEST = "manifest.json"  # the file that makes a folder an export directory
 KINDS = ("export", "checkpoint", "packaged", "config", "named")
+CHECKPOINT_FORMAT = "muse-infer"  # the "format" of a muse-infer checkpoint's safetensors metadata
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,45 @@ class ModelRef:
         return self.name
 
 
+CLIP_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+
+
+@dataclass(frozen=True)
+class ClipWeights:
+    """A parsed CLIP weights reference: ``kind`` "random", "file" (``value`` an absolute path) or "tag"
+    (``value`` an open_clip pretrained tag such as "openai")."""
+
+    kind: str
+    value: str
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_clip_weights(value: str | os.PathLike | ClipWeights | None) -> ClipWeights | None:
+    """What a CLIP weights reference names (None stays None: the model's default applies).
+
+    A name that looks like a file (a path separator, or a weights suffix) must exist: a missing file
+    is an error here, not an attempt to download a tag of that name.
+    """
+    if value is None or isinstance(value, ClipWeights):
+        return value
+    text = os.fspath(value)
+    if text == "random":
+        return ClipWeights("random", "random")
+    if Path(text).is_file():
+        return ClipWeights("file", str(Path(text).resolve()))
+    if not text.strip():
+        raise CheckpointError("--clip-weights is empty: give 'random', an open_clip tag or a weights file")
+    if os.sep in text or "/" in text or text.endswith(CLIP_WEIGHT_SUFFIXES):
+        raise CheckpointError(f"CLIP weights file not found: {text}")
+    return ClipWeights("tag", text)
+
+
 def packaged_models() -> list[str]:
     """Names of the trained models shipped with the package."""
     return sorted(p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors"))
@@ -60,12 +103,11 @@ def describe_models() -> list[dict]:
     rows = []
     for name in available_models():
         ref = resolve_model(name)
+        config = model_config(ref)
         if ref.kind == "packaged":
             metadata = _safetensors_metadata(ref.path)
-            config = MuseConfig.from_dict(json.loads(metadata["config"]), source=str(ref.path))
             weights = "packaged (trained): " + metadata.get("intended_use", "a trained checkpoint")
         else:
-            config = load_config(name)
             weights = _clip_weights_note(config.clip_pretrained)
         rows.append(
             {
@@ -78,6 +120,43 @@ def describe_models() -> list[dict]:
             }
         )
     return rows
+
+
+def model_config(ref: ModelRef) -> MuseConfig:
+    """The architecture a (non-export) reference names, without its weights: a checkpoint's from its
+    header, a config file's or a named architecture's from its JSON."""
+    if ref.kind in ("checkpoint", "packaged"):
+        return checkpoint_config(ref.path)
+    if ref.kind == "export":
+        raise ConfigError(f"'{ref.name}' is an export directory: its manifest describes it, not a config")
+    return load_config(ref.path if ref.kind == "config" else ref.name)
+
+
+def checkpoint_config(path: str | os.PathLike) -> MuseConfig:
+    """The config in a muse-infer checkpoint's header (its weights are not read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        metadata = _safetensors_metadata(path)
+    except (OSError, ValueError, struct.error, UnicodeDecodeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable .safetensors file ({error}); is it truncated?"
+        ) from None
+    return config_from_metadata(metadata, path)
+
+
+def config_from_metadata(metadata: dict, path: str | os.PathLike) -> MuseConfig:
+    """The ``MuseConfig`` of a checkpoint's safetensors metadata; ``CheckpointError`` naming the file."""
+    if metadata.get("format") != CHECKPOINT_FORMAT or "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: no muse-infer config in its metadata. Convert other checkpoints first, e.g. "
+            f"`muse-infer convert --from clip4clip {path} --out model.safetensors`"
+        )
+    try:
+        return MuseConfig.from_dict(json.loads(metadata["config"]), source=f"{path} (metadata)")
+    except (json.JSONDecodeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: bad config in metadata: {error}") from None
 
 
 def _clip_weights_note(pretrained: str | None) -> str:
@@ -118,7 +197,13 @@ def _safetensors_metadata(path: Path) -> dict:
     """The ``__metadata__`` of a .safetensors file, from its JSON header (8-byte length, then JSON)."""
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length)).get("__metadata__", {})
+        if length > min(os.fstat(handle.fileno()).st_size, 100 << 20):
+            raise ValueError(f"header length {length} does not fit the file")
+        header = json.loads(handle.read(length))
+    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise ValueError("no metadata object in its header")
+    return metadata
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> ModelRef:
@@ -145,13 +230,16 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelRef:
     )
 
 
-def model_source(name_or_path: str | os.PathLike, clip_weights: str | os.PathLike | None = None) -> dict:
+def model_source(
+    name_or_path: str | os.PathLike, clip_weights: str | os.PathLike | ClipWeights | None = None
+) -> dict:
     """How to load a model again from any working folder, as an index or an export records it:
     ``{"model": ..., "clip_weights": ...}`` with files made absolute."""
-    weights = None
-    if clip_weights is not None:
-        weights = str(Path(clip_weights).resolve()) if Path(clip_weights).is_file() else str(clip_weights)
-    return {"model": resolve_model(name_or_path).source, "clip_weights": weights}
+    weights = parse_clip_weights(clip_weights)
+    return {
+        "model": resolve_model(name_or_path).source,
+        "clip_weights": None if weights is None else weights.value,
+    }
 
 
 def _is_bare_name(name: str) -> bool:

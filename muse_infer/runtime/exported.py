@@ -15,36 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError
+from .backend import Backend
 from .devices import resolve_device
-from .manifest import is_export_directory, read_manifest
-from .precision import resolve_precision
+from .manifest import read_manifest
 
 
-def load_export_backend(model: str | os.PathLike, backend: str, device: str = "cpu", precision: str = "auto"):
-    """The ``backend`` ("onnx" | "torchscript" | "pt2") running the export directory ``model``.
-
-    precision: "auto" or the precision the export was written in (its manifest says); another is
-    refused, naming the command that exports in it.
-    """
-    if not is_export_directory(model):
-        raise BackendError(
-            f"backend {backend!r} runs an export directory, and {str(model)!r} is not one: first run "
-            f"`muse-infer export --checkpoint {model} --out EXPORT_DIR --format {backend}` "
-            f"and pass EXPORT_DIR as the model (--model EXPORT_DIR)"
-        )
-    cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}[backend]
-    loaded = cls(Path(model).resolve(), device)
-    if precision not in (None, "auto", loaded.precision):
-        resolve_precision(precision, "cpu")  # an unknown name: its own error
-        raise BackendError(
-            f"{model}: exported in {loaded.precision}, not {precision}: export it again with "
-            f"`muse-infer export --checkpoint CHECKPOINT --out DIR --format {backend} --precision {precision}`, "
-            "or run the checkpoint with --backend torch"
-        )
+def load_export_backend(spec):
+    """The backend (``spec.backend``: "onnx" | "torchscript" | "pt2") running the export directory of
+    ``spec`` (a ``ModelSpec`` resolved ``on_device``: its precision is the export's)."""
+    cls = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}[spec.backend]
+    loaded = cls(spec.ref.path, spec.device)
+    loaded.spec = spec
     return loaded
 
 
-class _ExportBackend:
+class _ExportBackend(Backend):
     """What the export backends share: the manifest's settings and input checks."""
 
     name = "export"

@@ -20,11 +20,6 @@ MANIFEST_VERSION = 1
 SOT_TOKEN_ID, EOT_TOKEN_ID = 49406, 49407
 
 
-def is_export_directory(model: str | os.PathLike) -> bool:
-    """True when ``model`` is a folder with an export manifest."""
-    return Path(model).is_dir() and (Path(model) / MANIFEST).is_file()
-
-
 def read_manifest(directory: str | os.PathLike) -> dict:
     """The manifest of an export directory, checked; BackendError naming the file otherwise."""
     path = Path(directory) / MANIFEST

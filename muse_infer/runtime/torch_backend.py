@@ -16,13 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import BackendError, CheckpointError, ConfigError, PretrainedWeightsError
-from .devices import resolve_device
-from .precision import resolve_precision
+from .backend import Backend
 
 COMPILE_MODES = ("off", "compile", "cudagraphs")
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """A ``MuseModel`` run with PyTorch in inference mode, in ``precision`` ("fp32", "bf16", "fp16").
 
     compile_backbone: "off" (default), "compile" (``torch.compile`` the CLIP image tower) or
@@ -76,22 +75,27 @@ class TorchBackend:
         precision: str = "auto",
         compile_backbone: str = "off",
     ) -> TorchBackend:
-        """Load ``model`` with ``muse_infer.load_model``; errors name the model and what to do."""
-        from ..loading.identity import model_identity
-        from ..loading.models import load_model
-        from ..loading.reference import model_source
+        """Load ``model`` (anything ``muse_infer.load_model`` accepts); see ``from_spec``."""
+        from .spec import ModelSpec
 
-        device = resolve_device(device)
-        precision = resolve_precision(precision, device)
+        spec = ModelSpec.resolve(model, clip_weights=clip_weights, device=device, precision=precision)
+        return cls.from_spec(spec.on_device(), compile_backbone)
+
+    @classmethod
+    def from_spec(cls, spec, compile_backbone: str = "off") -> TorchBackend:
+        """The model of ``spec`` (a ``ModelSpec`` resolved ``on_device``) with its weights loaded by
+        ``muse_infer.load_model``; errors name the model and what to do."""
+        from ..loading.models import load_model
+
         if compile_backbone not in COMPILE_MODES:
             raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
-            muse = load_model(model, device=device, clip_weights=clip_weights)
+            muse = load_model(spec.ref, device=spec.device, clip_weights=spec.clip_weights)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
-            raise BackendError(f"cannot load model {str(model)!r}: {error}") from None
-        source = model_source(model, clip_weights)
-        identity = model_identity(model, muse.config, clip_weights)
-        return cls(muse, identity, source, device, precision, compile_backbone)
+            raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
+        backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
+        backend.spec = spec
+        return backend
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """frames (B, T, 3, H, W) float32, mask (B, T) -> (B, C) float32 L2-normalised."""

@@ -118,10 +118,12 @@ def open_index_service(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     text_encoder=None,
+    model_options: dict | None = None,
 ):
     """(app, socket) serving ``index_path``: the checks first, then the model (loaded once), then the bind.
 
-    text_encoder: the index's own model when None (``TextEncoder.for_index``).
+    text_encoder: the index's own model when None (``TextEncoder.for_index`` with ``model_options``:
+    model, clip_weights, device, backend, precision, as ``muse-infer search`` takes them).
     """
     from . import require_web_extra
 
@@ -139,7 +141,7 @@ def open_index_service(
         raise ServeError(
             f"{index_path}: the folder it indexes ({root}) is not there; the service serves videos from it"
         )
-    encoder = text_encoder or TextEncoder.for_index(index)
+    encoder = text_encoder or TextEncoder.for_index(index, **(model_options or {}))
     sock = bind_socket(host, port)
     app = create_app(
         index,
