@@ -5,8 +5,10 @@ bytes that are not UTF-8, among good videos.
 Every good video is encoded; each is found by ``search --json`` (valid JSON on a strict UTF-8 stdout)
 with an ``absolute_path`` that ``open`` opens; served by row by ``serve``'s app; listed and shown on the
 ``--html`` page as text; a rerun changes no byte; a new odd-named file grows the index; moments too.
-Then the guards: one file's fault (a vanished file, a link loop, an unusable row, a thumbnail that
-fails) fails that file alone, and an index that does not read back as written keeps the work.
+Then the guards: one file's fault (a vanished file, a link loop, an unreadable folder, an unusable
+row, a thumbnail that fails) fails that file alone, an index that does not read back as written keeps
+the work, and the pieces that carry names (the work directory's chunks, the Ray engine's plan, merged
+and upgraded indexes, faiss files and shot detection in folders whose names are not UTF-8) keep them.
 """
 
 from __future__ import annotations
@@ -418,3 +420,32 @@ def test_the_ray_engines_plan_takes_odd_names(tmp_path):
     assert not resumed and [e.path for s in plan.shards for e in s.entries] == sorted(GOOD)
     again, resumed = plan_work(tmp_path, todo, 3, set())  # plan.json (ASCII JSON) read back exactly
     assert resumed and again == plan
+
+
+def test_work_chunks_keep_odd_names_and_older_rows_files_still_open(tmp_path):
+    from muse_infer.encoders import VideoResult
+    from muse_infer.index.store import file_sha256, rows_path, sidecar_path, sidecar_text
+    from muse_infer.jobs.work import ChunkStore, Entry
+
+    store = ChunkStore(tmp_path)  # a run killed mid-way resumes from these records
+    entries = [Entry(name, 10 + n, 20 + n) for n, name in enumerate(sorted(GOOD))]
+    results = [VideoResult(n, entry.path, np.full(4, n + 1, np.float32)) for n, entry in enumerate(entries)]
+    results[2] = VideoResult(2, entries[2].path, None, error="not a readable video container")
+    store.write(results, entries)
+    with np.load(store.chunks()[0]) as chunk:
+        assert bytes(chunk["records"]).isascii()
+    known = store.load()
+    assert sorted(known) == sorted(GOOD) and all(known[e.path].matches(e) for e in entries)
+    assert known[entries[2].path].reason == "not a readable video container"
+
+    # an index written before path_bytes existed (UTF-8 names only) opens as it did
+    out = tmp_path / "old.npy"
+    names = ["a.mp4", "caf\u00e9.mp4", "cafe\u0301.mp4"]
+    write_index(out, np.eye(3, 4, dtype=np.float32), names)
+    table = pq.read_table(rows_path(out))
+    pq.write_table(table.drop_columns(["path_bytes"]), rows_path(out), compression="zstd")
+    sidecar = json.loads(sidecar_path(out).read_text())
+    sidecar_path(out).write_text(sidecar_text(sidecar | {"rows_sha256": file_sha256(rows_path(out))}))
+    old = EmbeddingIndex.load(out)
+    assert "path_bytes" not in old.rows.column_names and list(old.paths) == names
+    assert old.search(np.eye(3, 4, dtype=np.float32)[2], top_k=1)[0].path == "cafe\u0301.mp4"
