@@ -3,8 +3,10 @@ or duplicated, every failure reason in plain words, and a rerun that changes not
 
 Names and tags are hostile too: names that are not UTF-8 (Latin-1 ``\\xe9``, a raw ``\\xff``),
 NFC/NFD twins (two files whose names differ only by Unicode normalisation), a newline in a name, and
-bases whose tags hold bytes that are not UTF-8; every twelfth file is an intact copy, which must be
-indexed. The default run mutates 48 files; `pytest -m slow` runs 1,000.
+bases whose tags hold bytes that are not UTF-8; the first eight files (one of each kind of name, both
+tagged bases) and every twelfth are intact copies, which must be indexed.
+
+The default run mutates 48 files; `pytest -m slow` runs 1,000.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def mutated_corpus(root: Path, count: int, seed: int = 0) -> tuple[list[str], li
         base = bases[(number - (number % 8 == 4)) % len(bases)]  # a twin: its pair's container
         name = hostile_name(number, base.suffix)
         data = base.read_bytes()
-        if number % 12 == 0:
+        if number < 8 or number % 12 == 0:  # one of each kind of name (tagged bases: 5, 6), then a few
             intact.append(name)
         else:
             data = mutate(data, rng)

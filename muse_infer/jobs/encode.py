@@ -427,7 +427,11 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
         raise JobError(
             f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
         ) from None
-    failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
+    failed = [
+        [f["path"], f.get("size", -1), f.get("mtime_ns", -1), str(f.get("reason") or "failed before")]
+        for f in _read_failures(out)
+        if isinstance(f, dict) and isinstance(f.get("path"), str)  # a damaged line is tried again
+    ]
     stats = row_stats(index)
     if not job.get("windows"):
         store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, "failed": failed})
