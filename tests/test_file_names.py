@@ -449,3 +449,32 @@ def test_work_chunks_keep_odd_names_and_older_rows_files_still_open(tmp_path):
     old = EmbeddingIndex.load(out)
     assert "path_bytes" not in old.rows.column_names and list(old.paths) == names
     assert old.search(np.eye(3, 4, dtype=np.float32)[2], top_k=1)[0].path == "cafe\u0301.mp4"
+
+
+def test_fast_paths_match_their_reference():
+    """The Arrow fast paths (all names UTF-8) give what the name-by-name reference gives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from muse_infer.index.embedding_index import PathColumn
+    from muse_infer.index.store import exact_paths, path_arrays
+
+    rng = np.random.default_rng(2)
+    alphabet = list("abcé\u0301\n/._-") + ["\u00e9", "\U0001f600"]
+    for count in (0, 1, 7, 1000):
+        names = ["".join(rng.choice(alphabet, rng.integers(1, 12))) for _ in range(count)]
+        texts, raw = path_arrays(names)  # fast: one Arrow call
+        pairs = [stored_name(name) for name in names]  # reference: name by name
+        assert texts.to_pylist() == [t for t, _ in pairs] and raw.to_pylist() == [r for _, r in pairs]
+        prefix = "sub/\u00e9/"
+        joined = pc.binary_join_element_wise(prefix, texts, "")  # merged_rows' fast path
+        assert joined.to_pylist() == path_arrays(prefix + n for n in names)[0].to_pylist()
+        chunked = pa.chunked_array([texts[: count // 2], texts[count // 2 :]], pa.string())
+        fast = PathColumn(chunked).counts()  # value_counts a chunk
+        odd = {0: os.fsdecode(b"x\xe9")} if count else {}
+        slow = PathColumn(chunked, odd).counts()  # counted name by name
+        reference: dict[str, int] = {}
+        for row, name in enumerate(names):
+            reference[odd.get(row, name)] = reference.get(odd.get(row, name), 0) + 1
+        assert slow == reference and fast == {n: names.count(n) for n in set(names)}
+        assert exact_paths(raw) == {}
