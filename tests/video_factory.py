@@ -143,3 +143,38 @@ def _write_with_extras(path, frames, fps, codec, pix_fmt, options, rotation, hfl
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+BAD_TAG = b"TAG\xe9\xff\xfe\xe9"  # not UTF-8: FFmpeg hands such tag bytes over as they are
+
+
+def make_video_with_bad_tags(path: str | os.PathLike, n_frames: int, fps: float, size=(48, 64)) -> str:
+    """A video like ``make_video``'s (frame i shows i) whose container and stream tags (title, comment)
+    hold bytes that are not UTF-8, as old tools wrote them in Latin-1; returns the path.
+
+    Written with UTF-8 tags, then the tag bytes patched in place (same length), so any container whose
+    muxer stores tags as plain bytes works (.mp4, .mov, .mkv).
+    """
+    import av
+
+    height, width = size
+    text = "TAG\u00e9\u00e9"  # 7 bytes in UTF-8, like BAD_TAG
+    with av.open(str(path), mode="w") as container:
+        container.metadata["title"] = container.metadata["comment"] = text + "TAG"
+        rate = Fraction(fps).limit_denominator(1000)
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.metadata["title"] = text + "TAG"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(index_image(i, height, width), format="rgb24")
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = open(path, "rb").read()
+    if text.encode() not in data:
+        raise AssertionError(f"{path}: the muxer did not store the tags as plain bytes")
+    with open(path, "wb") as handle:
+        handle.write(data.replace(text.encode(), BAD_TAG))
+    return str(path)

@@ -136,7 +136,9 @@ from .common import (
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON summary on stdout: counts, skipped files with reasons, dropped rows, files written.",
+    help="Print a JSON summary on stdout: counts, skipped files with reasons, dropped rows, files written. "
+    "Paths are exact (a name's bytes that are not UTF-8 as \\udcXX escapes); display_path, text to show "
+    "(such bytes as \\xNN), comes where it differs.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def encode_videos(

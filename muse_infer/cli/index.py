@@ -160,6 +160,7 @@ def info(index_path, verify, as_json) -> None:
 
 def describe_lines(d: dict) -> list[str]:
     """The human-readable lines of ``EmbeddingIndex.describe()``."""
+    from ..filenames import display_name
     from ..index.ann import format_bytes
 
     lines = [
@@ -168,7 +169,7 @@ def describe_lines(d: dict) -> list[str]:
         f"model: {d['model'] or 'none (search with vectors only)'}",
         f"settings: {json_compact(d['settings'])}",
         f"rows are: {_rows_are(d.get('windows'))}",
-        f"root: {d['root'] or 'none (paths as written)'}",
+        f"root: {display_name(d['root']) if d['root'] else 'none (paths as written)'}",
         f"failed: {d['failed']} files",
         "files: " + ", ".join(f"{name} {format_bytes(size)}" for name, size in sorted(d["files"].items())),
     ]

@@ -33,7 +33,9 @@ from .common import UserError, query_model_options
     "as_json",
     is_flag=True,
     help="Print a JSON list of {query, rank, path, absolute_path, score, row, search} (moments: also "
-    "start_s, end_s), by query then rank.",
+    "start_s, end_s), by query then rank. path and absolute_path are exact (open them; a file name's "
+    "bytes that are not UTF-8 are \\udcXX escapes, which Python's json reads back); display_path and "
+    "display_absolute_path, text to show (such bytes as \\xNN), come where they differ.",
 )
 @click.option(
     "--exact", is_flag=True, help="Scan every row exactly, even with an approximate index beside it."
@@ -142,11 +144,14 @@ def search(
 
 
 def _print_listing(queries, hits, absolute: bool) -> None:
-    """Each query, then its hits: rank, score, path (absolute with --absolute), a moment's time range."""
+    """Each query, then its hits: rank, score, path (absolute with --absolute) as text (a name's
+    bytes that are not UTF-8 as \\xNN), a moment's time range."""
+    from ..filenames import display_name
+
     for query, results in zip(queries, hits, strict=True):
         click.echo(f"{query}")
         for hit in results:
-            path = (hit.absolute_path or hit.path) if absolute else hit.path
+            path = display_name((hit.absolute_path or hit.path) if absolute else hit.path)  # \xNN, \n
             click.echo(f"  {hit.rank:>3}  {hit.score:+.4f}  {path}{_span_text(hit)}")
         if not results:
             click.echo("  (the index is empty)")

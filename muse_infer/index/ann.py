@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from contextlib import ExitStack
@@ -58,6 +59,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import IndexFileError, IndexInputError
+from ..filenames import c_library_path
 from .store import file_sha256, sidecar_text
 
 logger = logging.getLogger(__name__)
@@ -374,7 +376,8 @@ def write_ann(npy: Path, index, meta: dict) -> dict:
         tmp_meta = stack.enter_context(atomic_path(description))
         if index is not None:
             tmp_index = stack.enter_context(atomic_path(target))
-            faiss.write_index(index, str(tmp_index))
+            with c_library_path(tmp_index, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as name:
+                faiss.write_index(index, name)
             meta |= {
                 "index_file": target.name,
                 "index_bytes": tmp_index.stat().st_size,
@@ -483,7 +486,10 @@ def load_faiss(npy: Path, meta: dict, count: int, dim: int, writable: bool = Fal
     target = npy.parent / meta["index_file"]
     flags = 0 if writable else faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
     try:
-        index = faiss.read_index(str(target), flags)
+        with c_library_path(target) as name:  # faiss takes UTF-8 names only
+            index = faiss.read_index(name, flags)
+    except OSError as error:
+        raise IndexFileError(f"{target}: cannot open the ANN index ({error.strerror or error})") from None
     except RuntimeError as error:
         raise IndexFileError(f"{target}: unreadable ANN index ({str(error).splitlines()[0]})") from None
     if index.ntotal != count or index.d != dim:

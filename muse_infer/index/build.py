@@ -24,6 +24,7 @@ from .store import (
     INDEX_FORMAT,
     ROW_COLUMNS,
     failures_path,
+    path_arrays,
     pyarrow_modules,
     row_schema,
     sidecar_path,
@@ -70,7 +71,8 @@ def write_index(
     atomically, any other file there is refused). embeddings: (N, C) float array-like (a memory map is
     fine: it is read block by block); rows are stored at unit length (rows already unit length bit for
     bit); NaN, infinite or all-zero rows are refused. paths: N strings, one a row (POSIX, relative to
-    ``root`` when given). model: None (the index is then searched with vectors only), a ``VideoEncoder``
+    ``root`` when given; a name that is not UTF-8 as the str ``os.walk`` gives, kept exactly:
+    ``muse_infer.filenames``). model: None (the index is then searched with vectors only), a ``VideoEncoder``
     / ``TextEncoder`` / backend (its identity is recorded, so ``TextEncoder.for_index`` loads it), or a
     model name / checkpoint path (loaded once, with ``clip_weights``, to record its identity).
     sizes, mtimes_ns, start_s, end_s: optional per-row values (None / NaN = unknown / whole video).
@@ -130,9 +132,13 @@ def row_table(paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s
             raise IndexInputError(f"{name}: {len(column)} values for {count} rows of embeddings")
     if any(not isinstance(p, str) or not p for p in paths):
         raise IndexInputError("paths: every row needs a non-empty str path")
-    arrays = [pa.array(np.arange(count, dtype=np.int64)), pa.array(list(paths), pa.string())]
-    for name in ("size", "mtime_ns"):
-        arrays.append(pa.array(_optional(values[name], count, int), pa.int64()))
+    try:
+        texts, raw = path_arrays(paths)  # names of any bytes: see store.row_schema
+    except ValueError as error:
+        raise IndexInputError(f"paths: {error}") from None
+    arrays = [pa.array(np.arange(count, dtype=np.int64)), texts]
+    arrays.append(pa.array(_optional(values["size"], count, int), pa.int64()))
+    arrays.append(pa.array(_optional(values["mtime_ns"], count, int, unknown=-1), pa.int64()))
     starts, ends = (_optional(values[n], count, float) for n in ("start_s", "end_s"))
     bad = [
         i
@@ -141,7 +147,7 @@ def row_table(paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s
     ]
     if bad:
         raise IndexInputError(f"row {bad[0]}: end_s {ends[bad[0]]} is before start_s {starts[bad[0]]}")
-    arrays += [pa.array(starts, pa.float64()), pa.array(ends, pa.float64())]
+    arrays += [pa.array(starts, pa.float64()), pa.array(ends, pa.float64()), raw]
     table = pa.table(arrays, schema=row_schema())
     for name, column in (columns or {}).items():
         if name in ROW_COLUMNS or len(column) != count:
@@ -150,8 +156,9 @@ def row_table(paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s
     return table
 
 
-def _optional(values, count: int, kind) -> list:
-    """Per-row values with None for missing (None, NaN, or negative sizes/times)."""
+def _optional(values, count: int, kind, unknown: int | None = None) -> list:
+    """Per-row values with None for missing: None, NaN, and for ints a negative value, or only
+    ``unknown`` when given (an mtime before 1970 is negative: a real time, kept, so a rerun matches it)."""
     if values is None:
         return [None] * count
     out = []
@@ -160,7 +167,8 @@ def _optional(values, count: int, kind) -> list:
             out.append(None)
         else:
             value = kind(value)
-            out.append(None if kind is int and value < 0 else value)
+            missing = kind is int and (value < 0 if unknown is None else value == unknown)
+            out.append(None if missing else value)
     return out
 
 

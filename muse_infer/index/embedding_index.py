@@ -25,7 +25,7 @@ from ..errors import IndexFileError, IndexInputError, ModelMismatchError
 from ..loading.identity import describe_identity, identity_difference, same_model
 from . import ann as ann_files
 from .search import exact_search, rerank
-from .store import random_access_view
+from .store import exact_paths, random_access_view
 
 logger = logging.getLogger(__name__)
 _COMPUTE = object()
@@ -35,7 +35,8 @@ _COMPUTE = object()
 class SearchResult:
     """One hit.
 
-    rank: 1 = best; path: as stored in the index (relative to its root); score: the exact cosine;
+    rank: 1 = best; path: as stored in the index (relative to its root), the exact name (a name that
+    is not UTF-8 as the str ``os.walk`` gives: ``muse_infer.filenames``); score: the exact cosine;
     row: the row number (in a ``ShardedIndex``: the row in the shards taken end to end); absolute_path:
     the file to open (root joined with path; None when the index has no root and path is relative);
     start_s, end_s: the time range of a moment row (None for a whole video); shard: which of a
@@ -51,22 +52,39 @@ class SearchResult:
     end_s: float | None = None
     shard: int | None = None
 
+    @property
+    def display_path(self) -> str:
+        """``path`` as text for people (``filenames.display_name``): bytes that are not UTF-8 as ``\\xNN``."""
+        from ..filenames import display_name
+
+        return display_name(self.path)
+
     def to_dict(self) -> dict:
+        """The JSON record (``search --json``): ``path`` and ``absolute_path`` exact (``open`` them;
+        written by ``json`` as ``\\udcXX`` escapes where a name is not UTF-8), and ``display_path`` /
+        ``display_absolute_path`` (text for people) only where they differ from those."""
+        from ..filenames import with_display
+
         out = {"path": self.path, "score": self.score, "rank": self.rank, "row": self.row}
         out["absolute_path"] = self.absolute_path
         for key in ("start_s", "end_s", "shard"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        return out
+        return with_display(with_display(out), "absolute_path", "display_absolute_path")
 
 
 class PathColumn(Sequence):
-    """The ``path`` column as a read-only sequence of str, without a Python list of N strings (nor a
-    copy of the Arrow column: its chunks are indexed where they are)."""
+    """The rows' exact paths as a read-only sequence of str, without a Python list of N strings (nor a
+    copy of the Arrow column: its chunks are indexed where they are).
 
-    def __init__(self, column):
+    column: the ``path`` column; exact: {row: exact path} of the rows whose name is not UTF-8
+    (``store.exact_paths`` of the ``path_bytes`` column: their ``path`` is only display text).
+    """
+
+    def __init__(self, column, exact: dict[int, str] | None = None):
         self._chunks = [chunk for chunk in column.chunks if len(chunk)]
         self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])  # (chunks + 1,)
+        self._exact = exact or {}
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -78,13 +96,33 @@ class PathColumn(Sequence):
             item += len(self)
         if not 0 <= item < len(self):
             raise IndexError(f"row {item} out of range for {len(self)} rows")
+        if item in self._exact:
+            return self._exact[item]
         chunk = int(np.searchsorted(self._starts, item, side="right")) - 1
         return self._chunks[chunk][item - int(self._starts[chunk])].as_py()
 
     def __iter__(self):
+        row = 0
         for chunk in self._chunks:
             for start in range(0, len(chunk), 65536):
-                yield from chunk[start : start + 65536].to_pylist()
+                texts = chunk[start : start + 65536].to_pylist()
+                if self._exact:
+                    texts = [self._exact.get(row + n, text) for n, text in enumerate(texts)]
+                yield from texts
+                row += len(texts)
+
+    def counts(self) -> dict[str, int]:
+        """{exact path: how many rows hold it} (a video of moments has several rows)."""
+        counts: dict[str, int] = {}
+        if not self._exact:
+            for chunk in self._chunks:
+                found = chunk.value_counts()
+                for path, count in zip(found.field(0).to_pylist(), found.field(1).to_pylist(), strict=True):
+                    counts[path] = counts.get(path, 0) + count
+            return counts
+        for path in self:
+            counts[path] = counts.get(path, 0) + 1
+        return counts
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
@@ -123,7 +161,7 @@ class EmbeddingIndex:
         if rows.num_rows != len(embeddings):
             raise IndexInputError(f"{rows.num_rows} rows of metadata for {len(embeddings)} embeddings")
         self._rows, self._rows_data = rows, rows_data  # the search columns, the file to decode the rest
-        self.paths = PathColumn(rows.column("path"))
+        self.paths = PathColumn(rows.column("path"), exact_paths(_path_bytes(rows)))
         self.inverse_norms = compute_norms(embeddings) if inverse_norms is _COMPUTE else inverse_norms
         self._scattered = random_access_view(embeddings)  # the same rows, for re-ranking
         self.location = Path(location) if location is not None else None
@@ -370,10 +408,7 @@ class EmbeddingIndex:
     def video_row_count(self, path: str) -> int:
         """How many rows the video ``path`` has (its windows)."""
         if self._video_rows is None:
-            counts = self._rows.column("path").value_counts()
-            self._video_rows = dict(
-                zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)
-            )
+            self._video_rows = self.paths.counts()
         return self._video_rows.get(path, 0)
 
     def moment_results(self, moments: list, shard: int | None = None, offset: int = 0) -> list[SearchResult]:
@@ -479,6 +514,11 @@ class EmbeddingIndex:
             "ann": self.ann_meta,
             "ann_problem": self.ann_problem,
         }
+
+
+def _path_bytes(rows):
+    """The rows table's ``path_bytes`` column, None when it has none (indexes written before it)."""
+    return rows.column("path_bytes") if "path_bytes" in rows.column_names else None
 
 
 def search_one(search_batch, query, top_k: int, text_encoder, exact: bool, per_video: int | None) -> list:

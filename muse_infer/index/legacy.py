@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFileError
-from .store import AUTO_VERIFY_BYTES, FIX, IndexFiles, pyarrow_modules, row_schema
+from .store import AUTO_VERIFY_BYTES, FIX, IndexFiles, path_arrays, pyarrow_modules, row_schema
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def v1_rows(paths: list[str], stats: list):
     sizes = [s[0] if s and s[0] is not None and s[0] >= 0 else None for s in stats]
     mtimes = [s[1] if s and s[1] is not None and s[1] >= 0 else None for s in stats]
     count = len(paths)
-    columns = [np.arange(count, dtype=np.int64), paths, sizes, mtimes, [None] * count, [None] * count]
+    texts, raw = path_arrays(paths)  # format 1 kept names of any bytes in JSON (\udcXX escapes)
+    columns = [np.arange(count, dtype=np.int64), texts, sizes, mtimes, [None] * count, [None] * count, raw]
     return pa.table(
         [pa.array(c, type=f.type) for c, f in zip(columns, row_schema(), strict=True)], schema=row_schema()
     )

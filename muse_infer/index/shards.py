@@ -232,36 +232,54 @@ def merged_rows(indexes: Sequence[EmbeddingIndex], prefixes: Sequence[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ..filenames import is_utf8
+    from .store import exact_paths, path_arrays, row_schema
+
     tables, offset = [], 0
     for index, prefix in zip(indexes, prefixes, strict=True):
         table = index.rows
         table = table.set_column(
             0, "row", pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64))
         )
-        if prefix:
+        raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
+        if prefix and is_utf8(prefix) and not exact_paths(raw):  # text joined in Arrow: the usual case
             where = table.column_names.index("path")
             table = table.set_column(
                 where, "path", pc.binary_join_element_wise(prefix, table.column("path"), "")
             )
+        elif prefix:  # a name (or the prefix) not UTF-8: both columns made again from the exact paths
+            texts, raw = path_arrays(prefix + path for path in index.paths)
+            table = _with_column(
+                table.set_column(table.column_names.index("path"), "path", texts), "path_bytes", raw
+            )
         tables.append(table)
         offset += table.num_rows
     merged = pa.concat_tables(tables, promote_options="default")
-    from .store import row_schema
-
     for field in row_schema():  # the fixed columns keep their exact types and nullability
+        if field.name not in merged.column_names:  # shards written before the column existed
+            merged = merged.append_column(field, pa.nulls(merged.num_rows, field.type))
         merged = merged.set_column(
             merged.column_names.index(field.name), field, merged.column(field.name).cast(field.type)
         )
     return merged
 
 
+def _with_column(table, name: str, values):
+    """``table`` with its column ``name`` set to ``values`` (added at the end when it has none)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
 def check_unique(rows, names: Sequence[str]) -> None:
     """IndexInputError when two rows are the same video (path) and time range."""
-    keys = ["path", "start_s", "end_s"]
+    from ..filenames import display_name
+
+    keys = ["path", "path_bytes", "start_s", "end_s"]  # path_bytes: two names that only look alike differ
     counts = rows.select(keys).group_by(keys).aggregate([([], "count_all")])
     repeated = counts.filter(counts.column("count_all").to_numpy() > 1)
     if repeated.num_rows:
-        path = repeated.column("path")[0].as_py()
+        path = display_name(repeated.column("path")[0].as_py())
         raise IndexInputError(
             f"{path!r} is in more than one of the shards {', '.join(names)}: each row must be in one"
         )

@@ -9,15 +9,23 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
 
       row       int64    not null   the row number, 0..N-1: the id of the row everywhere
       path      string   not null   POSIX path of the video, relative to the sidecar's "root"
-                                     (or as given when the index has no root)
+                                     (or as given when the index has no root); when the name is
+                                     not UTF-8, its display text (``\\xNN`` for such bytes)
       size      int64    nullable   file size in bytes when encoded
       mtime_ns  int64    nullable   file mtime (ns) when encoded
       start_s   float64  nullable   a row for a time range (a moment) of the video: its start, seconds;
       end_s     float64  nullable   null for a whole-video row
+      path_bytes binary  nullable   the path's bytes when they are not UTF-8 (a Latin-1 name, say),
+                                     null otherwise: then they are the exact path and ``path`` only
+                                     shows it; a reader takes ``os.fsdecode(path_bytes)`` (the str
+                                     ``os.walk`` gives, ``muse_infer.filenames``) where it is set
 
+  So a file name of any bytes is stored losslessly, and every ``path`` is valid UTF-8 for readers that
+  know nothing of ``path_bytes`` (indexes written before it, without the column, still open: every
+  name then is its ``path``). Names that differ only by Unicode normalisation stay distinct rows.
   Writers may add more columns (``write_index(columns=...)``); readers keep the ones they do not know.
 - ``EMB.failures.jsonl``: one ``{"path", "reason", "size", "mtime_ns"}`` a line per file that could not
-  be encoded (empty when none).
+  be encoded (empty when none), plus ``"display_path"`` where the name is not plain text (see below).
 - ``EMB.json``, the sidecar, written last: its presence means the set is complete::
 
       {"format": "muse-infer-index", "format_version": 2, "count": N, "dim": C, "dtype": "float32",
@@ -34,6 +42,10 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
   in any precision search any index, and a resumed run may add rows in another precision.
 
 - ``EMB.ann.faiss`` + ``EMB.ann.json``: the optional approximate index (``muse_infer.index.ann``).
+
+Every JSON file here (sidecar, failures) is written by Python's ``json`` with ``ensure_ascii``: plain
+ASCII, a byte of a name that is not UTF-8 written as the escape ``\\udcXX``, which Python's ``json``
+reads back into the exact name (``muse_infer.filenames``).
 
 Integrity without reading everything: opening checks the .npy header and size, the rows file (whole:
 it is small) and the chunk hashes of the embeddings, all of them when the embeddings are at most
@@ -82,7 +94,7 @@ V2_REQUIRED = (
     "rows_file",
     "rows_sha256",
 )
-ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s")
+ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s", "path_bytes")
 DESCRIPTIVE_FIELDS = ("root", "model", "model_source", "backend", "settings")
 
 
@@ -124,8 +136,38 @@ def row_schema():
             pa.field("mtime_ns", pa.int64()),
             pa.field("start_s", pa.float64()),
             pa.field("end_s", pa.float64()),
+            pa.field("path_bytes", pa.binary()),
         ]
     )
+
+
+def path_arrays(paths) -> tuple:
+    """The ``path`` and ``path_bytes`` Arrow arrays of exact paths (str, as ``os.walk`` gives them; see
+    ``row_schema``). Raises ValueError for a str no file name gives (``filenames.name_bytes``)."""
+    from ..filenames import stored_name
+
+    pa, _ = pyarrow_modules()
+    paths = list(paths)
+    try:  # every name UTF-8 (the usual case): one C call, no Python loop
+        return pa.array(paths, pa.string()), pa.nulls(len(paths), pa.binary())
+    except UnicodeEncodeError:
+        pass
+    texts, raw = zip(*(stored_name(path) for path in paths), strict=True)
+    return pa.array(list(texts), pa.string()), pa.array(list(raw), pa.binary())
+
+
+def exact_paths(bytes_column) -> dict[int, str]:
+    """{row: exact path} of the rows whose ``path_bytes`` is set (the others' exact path is ``path``);
+    {} for an index without the column (None) or with every value null (the usual case: read nothing)."""
+    import pyarrow.compute as pc
+
+    from ..filenames import from_bytes
+
+    if bytes_column is None or bytes_column.null_count == len(bytes_column):
+        return {}
+    rows = pc.indices_nonzero(pc.is_valid(bytes_column))  # not to_numpy: that imports pandas (~1 s)
+    values = bytes_column.take(rows).to_pylist()
+    return {row: from_bytes(value) for row, value in zip(rows.to_pylist(), values, strict=True)}
 
 
 def chunk_rows_for(dim: int) -> int:
@@ -137,6 +179,17 @@ def content_id(count: int, dim: int, chunk_rows: int, chunk_hashes: list[str]) -
     """The identity of a set of rows: equal iff the stored rows are (up to SHA-256 collisions)."""
     text = json.dumps([count, dim, chunk_rows, chunk_hashes])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def row_paths(rows) -> list[str]:
+    """The exact paths of a rows table (Arrow, ``row_schema``'s columns; ``path_bytes`` optional), in row
+    order: ``path``, or the name its ``path_bytes`` hold."""
+    texts = rows.column("path").to_pylist()
+    for row, path in exact_paths(
+        rows.column("path_bytes") if "path_bytes" in rows.column_names else None
+    ).items():
+        texts[row] = path
+    return texts
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -235,8 +288,9 @@ def write_index_files(
         targets = [sidecar_path(out), failures_path(out), rows_path(out), out]
         tmp_sidecar, tmp_failures, tmp_rows, tmp_npy = [stack.enter_context(atomic_path(t)) for t in targets]
         hashes = _write_npy(tmp_npy, blocks, count, dim, chunk_rows)
-        pq.write_table(rows, tmp_rows, compression="zstd", row_group_size=1 << 20)
-        tmp_failures.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+        with open(tmp_rows, "wb") as handle:  # a handle: pyarrow refuses a path that is not UTF-8
+            pq.write_table(rows, handle, compression="zstd", row_group_size=1 << 20)
+        tmp_failures.write_text("".join(failure_line(f) for f in failures), encoding="ascii")
         sidecar = {
             **dict.fromkeys(DESCRIPTIVE_FIELDS),
             **fields,  # any other descriptive field (e.g. "precision") is kept; the ones below win
@@ -262,9 +316,22 @@ def write_index_files(
     return sidecar
 
 
+def failure_line(failure: dict) -> str:
+    """One line of the failures file: the record (its ``display_path`` made again from its ``path``),
+    ASCII JSON (a name's bytes that are not UTF-8 as ``\\udcXX`` escapes: see the module docstring)."""
+    from ..filenames import with_display
+
+    record = with_display({key: value for key, value in failure.items() if key != "display_path"})
+    return json.dumps(record, sort_keys=True, ensure_ascii=True) + "\n"
+
+
 def sidecar_text(sidecar: dict) -> str:
     # One key a line, each value compact: readable, and a long list stays one line.
-    lines = [f" {json.dumps(key)}: {json.dumps(sidecar[key], sort_keys=True)}" for key in sorted(sidecar)]
+    # ensure_ascii: a root folder whose name is not UTF-8 is written as \udcXX escapes (read back exactly).
+    lines = [
+        f" {json.dumps(key)}: {json.dumps(sidecar[key], sort_keys=True, ensure_ascii=True)}"
+        for key in sorted(sidecar)
+    ]
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
@@ -413,14 +480,14 @@ def random_access_view(embeddings: np.ndarray) -> np.ndarray:
     return view
 
 
-SEARCH_COLUMNS = ("path", "start_s", "end_s")  # what results need; the rest decodes on demand
+SEARCH_COLUMNS = ("path", "path_bytes", "start_s", "end_s")  # what results need; the rest on demand
 
 
 def read_rows(npy: Path, sidecar: Path, metadata: dict):
     """(the bytes of ``EMB.rows.parquet``, an Arrow table of its search columns), checked against the
     sidecar (hash, count, row numbers).
 
-    Only ``path`` and the time-range columns that hold a value are decoded (a million paths take
+    Only ``path`` and the name-bytes and time-range columns that hold a value are decoded (a million paths take
     ~40 MiB); ``decode_rows`` gives the whole table from the bytes, which stay compressed meanwhile.
     """
     pa, pq = pyarrow_modules()

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import JobError, MuseError
+from ..filenames import name_bytes
 from ..index import EmbeddingIndex, refresh_ann, sidecar_path
 from ..index.ann import plan_ann
 from ..index.build import row_table
-from ..index.store import write_index_files
+from ..index.store import row_paths, write_index_files
 from ..loading.identity import identity_difference
 from ..video.thumbnails import ThumbnailStore, ThumbnailSummary, sync_thumbnails, thumbnail_sources
 from .work import Entry, Known
@@ -91,7 +92,7 @@ def finish_index(
     failure, never as a stale row. Row order: see this module's docstring. Engines other than the local
     one call this once all results are in.
     """
-    failures, results = _sort_results(entries, known)
+    failures, results = _sort_results(entries, known, dim)
     previous = _previous_rows(out, job)
     order, kept = _row_order(entries, results, previous)
     blocks = [results[p].rows() for p in order]
@@ -100,9 +101,46 @@ def finish_index(
     described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}
     described |= {"backend": backend, "settings": job["settings"]}
     dropped = _dropped_rows(previous, results, {e.path for e in entries})
-    write_index_files(out, [embeddings], len(embeddings), dim, rows, described, failures)
+    _write_checked(out, embeddings, rows, described, failures)
     note = _refresh_note(out, previous, kept, len(embeddings), dim)
     return FinishedIndex(failures, len(embeddings), note, dropped, rows)
+
+
+def _write_checked(out: Path, embeddings: np.ndarray, rows, described: dict, failures: list[dict]) -> None:
+    """Write the index files, then read them back and compare (every chunk hash, the whole rows table,
+    the failures): the run's work directory, removed after this, is the only other copy of the work.
+    Raises JobError (the work directory kept: the same command writes the index again) when either fails.
+    """
+    count, dim = embeddings.shape
+    work = out.with_name(out.name + ".parts")
+    keep = f"the encoded work is kept in {work}: run the same command again to write the index"
+    try:
+        write_index_files(out, [embeddings], count, dim, rows, described, failures)
+    except OSError as error:
+        raise JobError(f"could not write the index {out} ({error.strerror or error}); {keep}") from None
+    except (ValueError, TypeError) as error:  # Arrow refusing a value: a bug, never a lost run
+        raise JobError(f"could not write the index {out} ({error}; please report this); {keep}") from None
+    problem = _written_problem(out, count, rows, failures)
+    if problem is not None:
+        raise JobError(f"the index written to {out} does not read back as written ({problem}); {keep}")
+
+
+def _written_problem(out: Path, count: int, rows, failures: list[dict]) -> str | None:
+    """What differs between the index files at ``out`` and what was written (None: nothing)."""
+    from ..index.store import failure_line, failures_path
+
+    try:
+        index = EmbeddingIndex.load(out, verify=True, ann=False)
+        written_failures = failures_path(out).read_text(encoding="ascii")
+    except (MuseError, OSError, UnicodeDecodeError) as error:
+        return str(error)
+    if len(index) != count:
+        return f"{len(index)} rows instead of {count}"
+    if not index.rows.equals(rows):  # every column decoded from the file, compared value by value
+        return "the row records differ"
+    if written_failures != "".join(failure_line(f) for f in failures):
+        return "the failures file differs"
+    return None
 
 
 def _row_records(order: list[str], results: dict[str, Known], count: int):
@@ -148,8 +186,10 @@ def _dropped_rows(previous: _Previous | None, results: dict[str, Known], found: 
     return dropped
 
 
-def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[dict], dict[str, Known]]:
-    """(failures in entries order, path -> current result of every file encoded)."""
+def _sort_results(
+    entries: list[Entry], known: dict[str, Known], dim: int
+) -> tuple[list[dict], dict[str, Known]]:
+    """(failures in entries order, path -> current result of every file encoded and storable)."""
     failures, results = [], {}
     for entry in entries:
         result = known.get(entry.path)
@@ -158,7 +198,7 @@ def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[d
         elif result is None or not result.matches(entry):
             reason = "not encoded (the file changed during the run?); run the command again"
         else:
-            reason = result.reason
+            reason = result.reason or unstorable(entry.path, result, dim)
         if reason is not None:
             failures.append(
                 {"path": entry.path, "reason": reason, "size": entry.size, "mtime_ns": entry.mtime_ns}
@@ -166,6 +206,40 @@ def _sort_results(entries: list[Entry], known: dict[str, Known]) -> tuple[list[d
         else:
             results[entry.path] = result
     return failures, results
+
+
+def unstorable(path: str, result: Known, dim: int) -> str | None:
+    """Why one encoded file's row record cannot go into the index (None: it can), so that it fails
+    alone rather than the whole index: a name no file has, or an embedding (or window list) the model
+    or a damaged work file left unusable."""
+    try:
+        name_bytes(path)
+    except ValueError:
+        return "its name cannot be stored (a lone surrogate that no file name has)"
+    embedding = np.asarray(result.embedding) if result.embedding is not None else None
+    if embedding is None or embedding.ndim not in (1, 2) or embedding.shape[-1] != dim:
+        shape = "none" if embedding is None else "x".join(map(str, embedding.shape))
+        return (
+            f"its saved embedding has the wrong shape ({shape}, not {dim} values a row); run with --overwrite"
+        )
+    if not embedding.size:
+        return "no row came out of it (no time window to encode)"
+    rows = embedding.reshape(-1, dim)
+    if not np.isfinite(rows).all():
+        return "the model gave non-finite values (NaN or infinity) for it"
+    if not np.einsum("ij,ij->i", rows, rows).all():
+        return "the model gave an all-zero embedding for it (no direction to search)"
+    if result.spans is not None and not _usable_spans(result.spans, len(rows)):
+        return "its time windows are unusable (not finite, end before start, or not one a row)"
+    return None
+
+
+def _usable_spans(spans, count: int) -> bool:
+    try:
+        pairs = [(float(start), float(end)) for start, end in spans]
+    except (TypeError, ValueError):
+        return False
+    return len(pairs) == count and all(np.isfinite(pair).all() and pair[0] <= pair[1] for pair in pairs)
 
 
 @dataclass(frozen=True)
@@ -232,10 +306,10 @@ def make_thumbnails(
     next run finishes the thumbnails. A failure is logged, never raised: thumbnails are an extra.
     """
     try:
-        columns = ("path", "size", "mtime_ns", "start_s", "end_s")
+        columns = ("size", "mtime_ns", "start_s", "end_s")
         sources = thumbnail_sources(
-            *(rows.column(name).to_pylist() for name in columns)
-        )  # moments: their range
+            row_paths(rows), *(rows.column(name).to_pylist() for name in columns)
+        )  # exact names (any bytes); moments: their range
         threads = workers or 2  # decoding only: the model's work is done by now
         return sync_thumbnails(ThumbnailStore.for_index(out), root, sources, threads, progress)
     except Exception as error:  # noqa: BLE001 - an extra must never cost the user the index

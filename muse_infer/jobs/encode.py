@@ -3,7 +3,8 @@
 Files (beside ``EMB.npy``; see ``muse_infer.index`` for the finished index):
 - ``EMB.npy.parts/`` the work directory while a run is unfinished:
   ``job.json`` (model identity, frame settings, root folder: a resume must match them),
-  ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, UTF-8 JSON
+  ``chunk-NNNNNN.npz`` (``embeddings`` (n, C) float32 and ``records``, ASCII JSON (a name's bytes
+  that are not UTF-8 as ``\\udcXX`` escapes, read back into the exact name: ``muse_infer.filenames``)
   ``{"done": [[path, size, mtime_ns], ...], "failed": [[path, size, mtime_ns, reason], ...]}``; a run
   of moments (``windows``) adds ``"spans": [[[start_s, end_s], ...], ...]``, each done video's windows,
   and its embeddings hold every window's row, video after video),
@@ -47,6 +48,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError
+from ..filenames import with_display
 from ..index import EmbeddingIndex, failures_path, rows_path, sidecar_path
 from ..index.ann import ann_meta_path, ann_path, owned_ann_file, read_ann_meta
 from ..index.build import is_index
@@ -114,7 +116,9 @@ class JobSummary:
         return text
 
     def to_dict(self) -> dict:
-        """The machine-readable summary (``encode-videos --json``)."""
+        """The machine-readable summary (``encode-videos --json``). Paths are exact (a name that is not
+        UTF-8 as the str ``os.walk`` gives, ``\\udcXX`` in JSON), with ``display_path`` (text for people)
+        where a name holds bytes that are not UTF-8 or control characters (``muse_infer.filenames``)."""
         files = [self.out, sidecar_path(self.out), rows_path(self.out), failures_path(self.out)]
         files += [ann_path(self.out), ann_meta_path(self.out), ThumbnailStore.for_index(self.out).folder]
         return {
@@ -125,8 +129,8 @@ class JobSummary:
             "encoded_now": self.encoded_now,
             "already_done": self.reused,
             **({"moments": self.moments} if self.moments is not None else {}),
-            "skipped": [{"path": f["path"], "reason": f["reason"]} for f in self.failures],
-            "dropped": self.dropped,
+            "skipped": [with_display({"path": f["path"], "reason": f["reason"]}) for f in self.failures],
+            "dropped": [with_display(d) for d in self.dropped],
             "files": [str(p) for p in files if p.exists()],
             "thumbnails": None if self.thumbnails is None else dataclasses.asdict(self.thumbnails),
             "approximate_index": self.index_note,
@@ -512,7 +516,11 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
         raise JobError(
             f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
         ) from None
-    failed = [[f["path"], f["size"], f["mtime_ns"], f["reason"]] for f in _read_failures(out)]
+    failed = [
+        [f["path"], f.get("size", -1), f.get("mtime_ns", -1), str(f.get("reason") or "failed before")]
+        for f in _read_failures(out)
+        if isinstance(f, dict) and isinstance(f.get("path"), str)  # a damaged line is tried again
+    ]
     stats = row_stats(index)
     records = {"failed": failed, "precision": sidecar.get("precision")}
     if not job.get("windows"):

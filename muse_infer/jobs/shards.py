@@ -72,7 +72,8 @@ def entries_digest(entries: Sequence[Entry]) -> str:
     """SHA-256 (hex) of the entries' paths, sizes and mtimes: what a shard's result depends on."""
     digest = hashlib.sha256()
     for entry in entries:
-        digest.update(f"{entry.path}\0{entry.size}\0{entry.mtime_ns}\n".encode())
+        # surrogateescape: a name that is not UTF-8 hashes as its bytes (a UTF-8 name as before)
+        digest.update(f"{entry.path}\0{entry.size}\0{entry.mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

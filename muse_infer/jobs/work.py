@@ -82,7 +82,7 @@ def _entry(full: str, relative: str) -> Entry:
     try:
         info = os.stat(full)
     except FileNotFoundError:
-        return Entry(relative, problem="file not found (a broken symbolic link?)")
+        return Entry(relative, problem="file not found (removed while the folder was read, or a broken link)")
     except OSError as error:
         return Entry(relative, problem=f"cannot examine the file ({error.strerror})")
     if not stat.S_ISREG(info.st_mode):
@@ -119,7 +119,9 @@ class ChunkStore:
         self.write_chunk(number, embeddings, records)
 
     def write_chunk(self, number: int, embeddings: np.ndarray, records: dict) -> None:
-        payload = np.frombuffer(json.dumps(records).encode(), dtype=np.uint8)
+        # ASCII JSON: a name that is not UTF-8 (a str with lone surrogates, as os.walk gives it) is
+        # written as \udcXX escapes, which json.loads turns back into the exact name.
+        payload = np.frombuffer(json.dumps(records, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, embeddings=embeddings.astype(np.float32), records=payload)
         atomic_write(

@@ -15,6 +15,7 @@ raises ``MissingExtraError`` naming the extra.
 from __future__ import annotations
 
 from ..errors import MissingExtraError, VideoDecodeError
+from ..filenames import c_library_path
 
 EXTRA_HINT = "pip install 'muse-infer[scenes]'"
 
@@ -38,7 +39,8 @@ def find_shot_cuts(path: str, duration: float) -> list[float]:
         detector = scenedetect.AdaptiveDetector(
             min_scene_len=1
         )  # short shots: windows.shot_windows merges them
-        scenes = scenedetect.detect(str(path), detector, show_progress=False)
+        with c_library_path(path) as name:  # OpenCV crashes on a name that is not UTF-8
+            scenes = scenedetect.detect(name, detector, show_progress=False)
     except Exception as error:  # noqa: BLE001 - PySceneDetect's errors have no common base
         raise VideoDecodeError(
             path, f"shot detection failed ({' '.join(str(error).split())[:200]})"

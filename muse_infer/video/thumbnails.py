@@ -37,6 +37,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import VideoDecodeError
+from ..filenames import display_name
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_COUNT = 3  # keyframes a row
@@ -314,9 +315,16 @@ class ThumbnailStore:
             return self.files(source)
         try:
             return self.make(video, source)
-        except (VideoDecodeError, OSError, ValueError) as error:  # ValueError: FFmpeg's scaler, Pillow
-            logger.warning("no thumbnails for %s: %s", source.path, error)
-            return []
+        except VideoDecodeError as error:
+            reason = error.reason
+        except OSError as error:
+            reason = f"cannot write its thumbnails ({error.strerror or error})"
+        except MemoryError:
+            reason = "out of memory while decoding"
+        except Exception as error:  # noqa: BLE001 - one odd file (FFmpeg's scaler, Pillow, a decoder bug) fails alone
+            reason = f"decoding its keyframes failed ({' '.join(str(error).split())[:200] or 'no details'})"
+        logger.warning("no thumbnails for %s: %s", display_name(source.path), reason)
+        return []
 
     def prune(self, keep: Iterable[ThumbnailSource]) -> int:
         """Remove our files whose row is not in ``keep`` (and temporary leftovers); returns how many."""

@@ -7,7 +7,9 @@ Routes (all GET unless noted; every error is a JSON ``{"error", "status"}`` with
     /api/info                  {"index", "rows", "model", "max_k", "max_query_chars"}
     /api/search?q=TEXT&k=N     {"query", "k", "took_ms", "results": [{"rank", "score", "row",
                                "path", "start_s", "end_s", "media": "/media/ROW",
-                               "thumbnails": ["/thumbs/ROW/0", ...]}]}
+                               "thumbnails": ["/thumbs/ROW/0", ...]}]}; "path" is the exact
+                               name (a byte that is not UTF-8 as a \\udcXX escape), and
+                               "display_path" (text to show) follows it where it differs
     /media/{row}               the row's video (HTTP Range requests answered: players can seek)
     /thumbs/{row}/{n}          the row's n-th keyframe (JPEG), made on first request when missing
     POST /api/session          with the bearer token: sets the browser's session cookie
@@ -21,6 +23,7 @@ model, called from many request threads); the search itself runs in the thread p
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 import threading
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..filenames import with_display
 from ..video.thumbnails import ThumbnailStore
 from . import require_web_extra
 from .rows import IndexRows, moment_span
@@ -74,16 +78,18 @@ class SearchService:
         row = self.rows.row_of(hit)
         source = self.rows.sources[row]
         count = self.thumbnails.count if self.thumbnails is not None else 0
-        return {
-            "rank": int(hit.rank),
-            "score": float(hit.score),
-            "row": row,
-            "path": source.path,
-            "start_s": moment_span(hit, source)[0],
-            "end_s": moment_span(hit, source)[1],
-            "media": f"/media/{row}",
-            "thumbnails": [f"/thumbs/{row}/{n}" for n in range(count)],
-        }
+        return with_display(
+            {
+                "rank": int(hit.rank),
+                "score": float(hit.score),
+                "row": row,
+                "path": source.path,
+                "start_s": moment_span(hit, source)[0],
+                "end_s": moment_span(hit, source)[1],
+                "media": f"/media/{row}",
+                "thumbnails": [f"/thumbs/{row}/{n}" for n in range(count)],
+            }
+        )
 
     def media_file(self, row: int) -> Path | None:
         """The row's video if its real path is inside the root."""
@@ -183,20 +189,17 @@ class _Handlers:
         return _asset_response(name, STATIC[name])
 
     async def info(self, request):
-        from starlette.responses import JSONResponse
-
-        return JSONResponse(self.details, headers={"cache-control": "no-store"})
+        return json_response(self.details, headers={"cache-control": "no-store"})
 
     async def search(self, request):
         from starlette.concurrency import run_in_threadpool
-        from starlette.responses import JSONResponse
 
         query, k = self._query(request.query_params)
         started = time.perf_counter()
         results = await run_in_threadpool(self.service.search, query, k)
         took = round((time.perf_counter() - started) * 1000, 2)
         body = {"query": query, "k": k, "took_ms": took, "results": results}
-        return JSONResponse(body, headers={"cache-control": "no-store"})
+        return json_response(body, headers={"cache-control": "no-store"})
 
     def _query(self, params) -> tuple[str, int]:
         query = params.get("q", "").strip()
@@ -268,15 +271,20 @@ def _fail(status: int, message: str):
     raise HTTPException(status, message)
 
 
-async def _http_error(request, error):
-    from starlette.responses import JSONResponse
+def json_response(body, status: int = 200, headers: dict | None = None):
+    """A JSON answer in ASCII: a name that is not UTF-8 (a str with lone surrogates) goes out as
+    ``\\udcXX`` escapes, where Starlette's JSONResponse (UTF-8, no escapes) would fail on it."""
+    from starlette.responses import Response
 
+    text = json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return Response(text.encode("ascii"), status, headers, media_type="application/json")
+
+
+async def _http_error(request, error):
     headers = dict(error.headers or {}) | {"cache-control": "no-store"}
-    return JSONResponse({"error": error.detail, "status": error.status_code}, error.status_code, headers)
+    return json_response({"error": error.detail, "status": error.status_code}, error.status_code, headers)
 
 
 async def _server_error(request, error):
-    from starlette.responses import JSONResponse
-
     # Starlette re-raises the error after this answer, and the server logs it with its traceback.
-    return JSONResponse({"error": "internal error (see the server's log)", "status": 500}, 500)
+    return json_response({"error": "internal error (see the server's log)", "status": 500}, 500)

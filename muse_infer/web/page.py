@@ -6,6 +6,9 @@ of a moment, and a ``<video>`` that plays the file (a moment from its start: med
 ``#t=start,end``) when its play button is pressed. Links are relative to the page's folder (thumbnails, videos), so the page, the
 index and the videos can move together.
 
+File names of any bytes: a card shows a name's display text (``muse_infer.filenames``: bytes that
+are not UTF-8 as ``\\xNN``), and links percent-encode the name's own bytes, so they open the file.
+
 Safety: every string that comes from a file name or a query is escaped (``html.escape``, attributes
 always double-quoted) and every URL path segment percent-encoded, so a file named
 ``<img src=x onerror=alert(1)>.mp4`` shows as text. As a second line of defence the page's
@@ -27,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..atomic import atomic_write_bytes
+from ..filenames import display_name
 from .rows import Hit, QueryHits
 
 ASSETS = Path(__file__).parent / "assets"
@@ -77,7 +81,8 @@ def relative_url(target: str | os.PathLike, page_folder: str | os.PathLike) -> s
         relative = os.path.relpath(target, os.path.abspath(page_folder))
     except ValueError:
         return target.as_uri()
-    return "/".join(quote(part, safe="") for part in Path(relative).parts)
+    # each segment's bytes: a name that is not UTF-8 becomes %XX of its own bytes, the file's URL
+    return "/".join(quote(os.fsencode(part), safe="") for part in Path(relative).parts)
 
 
 def media_fragment(start_s: float | None, end_s: float | None) -> str:
@@ -166,7 +171,7 @@ def _card(query_number: int, hit: Hit, folder: Path) -> str:
     player_url = video_url + media_fragment(hit.start_s, hit.end_s)
     thumbnail_urls = [relative_url(path, folder) for path in hit.thumbnails]
     poster = f' poster="{_text(thumbnail_urls[0])}"' if thumbnail_urls else ""
-    name = _text(hit.path)
+    name = _text(display_name(hit.path))  # text: a name's bytes that are not UTF-8 shown as \\xNN
     player = ""
     if video_url:  # native controls come with the first click: a grid of idle control bars is noise
         player = (
@@ -198,7 +203,7 @@ def write_results_page(
 ) -> Path:
     """Write the page to ``path`` atomically; returns the path. ``options``: ``render_results_page``'s."""
     text = render_results_page(queries, path, details, **options)
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))  # a query of odd bytes too
 
 
 def default_details(index_path: str | os.PathLike, rows: int, model: str | None) -> list[str]:

@@ -20,7 +20,8 @@ from ..video.thumbnails import ThumbnailSource, ThumbnailStore, thumbnail_source
 class Hit:
     """One search result as a card shows it.
 
-    path: relative POSIX path under the index's root (shown as text); video: the file on disk
+    path: relative POSIX path under the index's root, exact (shown as ``filenames.display_name`` of
+    it: a name's bytes that are not UTF-8 as ``\\xNN``); video: the file on disk
     (absolute), None when unknown; start_s/end_s: the moment's range in seconds, None for a whole
     video; thumbnails: keyframe image files (absolute), empty when there are none.
     """

@@ -65,6 +65,8 @@ function keyframe(url, number, path) {
 }
 
 function card(result) {
+  // display_path (bytes of a name that are not UTF-8 shown as \xNN) comes where it differs from path
+  const name = result.display_path || result.path;
   const item = element("li", "card");
   item.dataset.rank = String(result.rank);
   item.dataset.row = String(result.row);
@@ -76,7 +78,7 @@ function card(result) {
   player.src = result.media + mediaFragment(result.start_s, result.end_s);
   const play = element("button", "play", "\u25b6");
   play.type = "button";
-  play.setAttribute("aria-label", "play " + result.path);
+  play.setAttribute("aria-label", "play " + name);
   play.addEventListener("click", () => {
     player.controls = true; // native controls come with the first click: idle control bars are noise
     play.hidden = true;
@@ -86,7 +88,7 @@ function card(result) {
   item.append(box);
   if (result.thumbnails.length) {
     const strip = element("div", "strip");
-    result.thumbnails.forEach((url, n) => strip.append(keyframe(url, n + 1, result.path)));
+    result.thumbnails.forEach((url, n) => strip.append(keyframe(url, n + 1, name)));
     item.append(strip);
   } else {
     item.append(element("div", "no-thumbnails", "no thumbnails"));
@@ -99,8 +101,8 @@ function card(result) {
   const span = timeRange(result.start_s, result.end_s);
   if (span) meta.append(element("span", "range", span));
   item.append(meta);
-  const path = element("p", "path", result.path);
-  path.title = result.path;
+  const path = element("p", "path", name);
+  path.title = name;
   item.append(path);
   return item;
 }
