@@ -431,7 +431,7 @@ def test_work_chunks_keep_odd_names_and_older_rows_files_still_open(tmp_path):
     entries = [Entry(name, 10 + n, 20 + n) for n, name in enumerate(sorted(GOOD))]
     results = [VideoResult(n, entry.path, np.full(4, n + 1, np.float32)) for n, entry in enumerate(entries)]
     results[2] = VideoResult(2, entries[2].path, None, error="not a readable video container")
-    store.write(results, entries)
+    store.write(results, entries, "fp32")
     with np.load(store.chunks()[0]) as chunk:
         assert bytes(chunk["records"]).isascii()
     known = store.load()
