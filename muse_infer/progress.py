@@ -90,6 +90,7 @@ class LineProgress(NoProgress):
         self.total, self.label, self.unit, self.stream, self.every = total, label, unit, stream, every
         self.done, self.shown = 0, {}  # counted so far, the latest status values
         self.started = self.last = time.monotonic()
+        self.written = None  # (done, status) of the last line written: close repeats no line
 
     def update(self, count: int = 1, **status) -> None:
         self.done += count
@@ -98,12 +99,13 @@ class LineProgress(NoProgress):
             self._write()
 
     def close(self) -> None:
-        if self.done and self.last != -1:
+        if self.done and self.last != -1 and self.written != (self.done, self.shown):
             self._write()
-            self.last = -1  # closed: a second close writes nothing
+        self.last = -1  # closed: a second close writes nothing
 
     def _write(self) -> None:
         self.last = time.monotonic()
+        self.written = (self.done, dict(self.shown))
         self.stream.write(
             progress_line(self.label, self.done, self.total, self.unit, self.shown, self.last - self.started)
         )

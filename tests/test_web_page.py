@@ -97,6 +97,11 @@ def test_page_lists_queries_without_results_and_hits_without_thumbnails(tmp_path
     assert [a["href"] for a in parsed.named("a")][:2] == ["#query-1", "#query-2"]
     assert "no thumbnails" in text and "No results." in text and not parsed.named("img")
     assert PAGE_SCRIPT in text
+    assert 'class="caution"' not in text  # no caution given, none shown
+    warned = render_results_page(
+        [QueryHits("first", [hit])], tmp_path / "r.html", caution="<b>x</b> means little"
+    )
+    assert '<p class="caution" role="note">Caution: &lt;b&gt;x&lt;/b&gt; means little</p>' in warned
 
 
 def test_page_is_written_atomically(tmp_path, monkeypatch):
@@ -162,6 +167,11 @@ def test_results_page_in_chromium_from_file(demo_corpus, browser, tmp_path):
     for (query, paths), target in zip(sections, ["clip_2.mp4", HOSTILE_NAME, ODD_NAME], strict=False):
         assert paths[0] == target, (query, paths)  # the demo model finds each caption's video first
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+    caution = page.evaluate(  # the demo model's caution, as `search` prints it, in view under the title
+        "(() => { const c = document.querySelector('header .caution'); return c.offsetHeight > 0 && c.textContent; })()"
+    )
+    assert caution.startswith("Caution: this index was made with the packaged 'demo' model"), caution
+    assert "caution: " + caution[len("Caution: ") :] in result.output  # the same words on stderr
     assert page.dialogs == [] and page.exceptions == [] and page.console_errors == []
     page.screenshot(tmp_path / "results_page.png")
     keep_screenshot(tmp_path / "results_page.png")

@@ -236,6 +236,16 @@ class FakeEncoder:
         )
 
 
+def test_info_carries_the_caution_of_the_indexs_model(demo, client, tmp_path):
+    from muse_infer.loading.reference import search_caution
+
+    info = client.get("/api/info").json()
+    assert info["caution"] == search_caution(demo.index.identity)  # what `search` prints, word for word
+    assert "packaged 'demo' model" in info["caution"] and "synthetic" in info["caution"]
+    plain = TestClient(create_app(FakeIndex(["a.mp4"], tmp_path), FakeEncoder(), tmp_path))
+    assert plain.get("/api/info").json()["caution"] is None  # no model identity: nothing to caution
+
+
 def test_moments_come_with_their_time_range(tmp_path):
     make_video(tmp_path / "a.mp4", 30, 3.0, size=(48, 64))
     index = FakeIndex(["a.mp4", "a.mp4", "a.mp4"], tmp_path)
@@ -462,6 +472,11 @@ def test_search_page_in_chromium(served, demo_corpus, browser, tmp_path):
     assert paths[0] == HOSTILE_NAME and ODD_NAME in paths
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
     assert page.evaluate("document.getElementById('query').value") == query
+    caution = page.wait_for(  # filled from /api/info: the demo model's caution, in view
+        "!document.getElementById('caution').hidden && document.getElementById('caution').offsetHeight > 0 "
+        "&& document.getElementById('caution').textContent"
+    )
+    assert caution.startswith("Caution: this index was made with the packaged 'demo' model"), caution
     twins = (
         "[mediaFragment(2, 4.5), mediaFragment(0, 1 / 3), mediaFragment(null, null), timeRange(62.5, 3723)]"
     )

@@ -28,7 +28,7 @@ class PairData:
     """(video, caption) pairs whose videos are decoded once into the frame cache.
 
     Videos are read from their cache entries at each batch (memory-mapped ``.npy``); captions are
-    tokenised once.
+    tokenised once. progress: a bar on stderr while missing frames are decoded.
     """
 
     def __init__(
@@ -38,9 +38,10 @@ class PairData:
         cache_dir,
         max_words: int,
         workers: int | None = None,
+        progress: bool = False,
     ):
         self.pairs, self.sampling = list(pairs), sampling
-        self.entries = fill_cache([p.video for p in self.pairs], cache_dir, sampling, workers)
+        self.entries = fill_cache([p.video for p in self.pairs], cache_dir, sampling, workers, progress)
         self.tokens = tokenize([p.caption for p in self.pairs], max_words)  # (N, max_words)
 
     def __len__(self) -> int:

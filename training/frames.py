@@ -22,11 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from muse_infer.atomic import atomic_path
+from muse_infer.progress import progress_bar
 from muse_infer.video import FrameSettings, VideoDecodeError, clip_inputs, read_clip
 
 
 def default_cache_dir() -> Path:
-    """$MUSE_FRAME_CACHE, else ~/.cache/muse-infer/frames."""
+    """Where decoded frames go when no cache folder is given (``muse-infer train --cache-dir``, the
+    ``cache_dir`` setting): $MUSE_FRAME_CACHE, else ~/.cache/muse-infer/frames. About 1.8 MB a video
+    at 12 frames of 224 px; entries are never removed by the training (delete the folder to free it)."""
     return Path(os.environ.get("MUSE_FRAME_CACHE", Path.home() / ".cache" / "muse-infer" / "frames"))
 
 
@@ -60,27 +63,39 @@ def decode_to_cache(job: tuple[str, str, FrameSettings]) -> str | None:
 
 
 def fill_cache(
-    videos: Sequence[str], cache_dir: str | os.PathLike, sampling: FrameSettings, workers: int | None = None
+    videos: Sequence[str],
+    cache_dir: str | os.PathLike,
+    sampling: FrameSettings,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> dict[str, str]:
     """Make sure every video has a cache entry (decoding the missing ones); {video: entry path}.
 
-    workers: decoding processes (default: CPU count; 0 or 1 decodes here). A video that cannot be
-    decoded raises ``VideoDecodeError`` naming it.
+    workers: decoding processes (default: CPU count; 0 or 1 decodes here); progress: show a
+    "decoding frames" bar on stderr (``muse_infer.progress``: plain lines when stderr is a file). A
+    video that cannot be decoded raises ``VideoDecodeError`` naming it.
     """
     unique = list(dict.fromkeys(videos))
     workers = (os.cpu_count() or 1) if workers is None else workers
     missing = [
         (v, str(cache_dir), sampling) for v in unique if not entry_path(cache_dir, v, sampling).is_file()
     ]
-    if workers <= 1 or len(missing) < 2:
-        failures = [decode_to_cache(job) for job in missing]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            failures = list(pool.map(decode_to_cache, missing, chunksize=4))
+    with progress_bar(len(missing), "decoding frames", "video", enabled=progress and bool(missing)) as bar:
+        if workers <= 1 or len(missing) < 2:
+            failures = [_counted(decode_to_cache(job), bar) for job in missing]
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                failures = [_counted(r, bar) for r in pool.map(decode_to_cache, missing, chunksize=4)]
     for job, reason in zip(missing, failures, strict=True):
         if reason is not None:
             raise VideoDecodeError(job[0], reason)
     return {video: str(entry_path(cache_dir, video, sampling)) for video in unique}
+
+
+def _counted(reason: str | None, bar) -> str | None:
+    """``reason`` (a decode's outcome), after counting it on ``bar``."""
+    bar.update(1)
+    return reason
 
 
 def normalise(entries: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +31,7 @@ from muse_infer.loading.checkpoint import load_state_dict_checked, read_checkpoi
 from muse_infer.loading.models import build_model
 from muse_infer.loading.reference import model_config as model_config_of
 from muse_infer.model import MuseModel
+from muse_infer.progress import progress_bar
 from muse_infer.runtime.spec import ModelSpec
 from muse_infer.video import FrameSettings
 
@@ -88,14 +90,21 @@ def _with_lengths(model_config, config: TrainConfig):
 
 
 class Trainer:
-    """One training run (fresh or resumed). ``run()`` trains the remaining epochs and returns a summary."""
+    """One training run (fresh or resumed). ``run()`` trains the remaining epochs and returns a summary.
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    progress: show the run on stderr (rank 0): its steps as plain lines, and bars while frames are
+    decoded, an epoch's steps run and validation embeds (``muse_infer.progress``: a bar on a terminal,
+    a line every 30 s and at the end when stderr is a file). Without it the steps go to the
+    ``training.loop`` logger at INFO.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = False):
         self.config, self.out = config, Path(config.out_dir)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = _resolve_device(config.device)
         self.dist = init_distributed(self.device.type)
+        self.progress = progress and self.dist.is_main
         if config.batch_size % self.dist.world_size:
             raise TrainConfigError(
                 f"batch_size {config.batch_size} must divide by {self.dist.world_size} ranks"
@@ -144,7 +153,9 @@ class Trainer:
             )
             if self.dist.initialised and not self.dist.is_main:
                 torch.distributed.barrier()  # rank 0 decodes first; the others then find the cache full
-            datasets.append(PairData(pairs, sampling, cache, cfg.max_words, cfg.decode_workers))
+            datasets.append(
+                PairData(pairs, sampling, cache, cfg.max_words, cfg.decode_workers, self.progress)
+            )
             if self.dist.initialised and self.dist.is_main:
                 torch.distributed.barrier()
         return datasets[0], datasets[1] if len(datasets) > 1 else None
@@ -189,14 +200,19 @@ class Trainer:
         batches = epoch_batches(
             len(self.train_data), cfg.batch_size, cfg.seed, epoch, self.dist.rank, self.dist.world_size
         )
-        for indices in batches:
-            factor = set_learning_rates(self.optimizer, self.step, self.total_steps, cfg.warmup_proportion)
-            loss = self._train_step(indices)
-            self.step += 1
-            losses.append(loss)
-            self._log(event="step", epoch=epoch, step=self.step, loss=loss, lr_factor=factor)
-            if self.step % cfg.log_every == 0 and self.dist.is_main:
-                logger.info("epoch %d step %d/%d loss %.4f", epoch, self.step, self.total_steps, loss)
+        label = f"epoch {epoch}/{cfg.epochs}"
+        with progress_bar(self.steps_per_epoch, label, "step", enabled=self.progress) as bar:
+            for indices in batches:
+                factor = set_learning_rates(
+                    self.optimizer, self.step, self.total_steps, cfg.warmup_proportion
+                )
+                loss = self._train_step(indices)
+                self.step += 1
+                losses.append(loss)
+                bar.update(1, loss=f"{loss:.4f}")
+                self._log(event="step", epoch=epoch, step=self.step, loss=loss, lr_factor=factor)
+                if self.step % cfg.log_every == 0 and self.dist.is_main:
+                    logger.info("epoch %d step %d/%d loss %.4f", epoch, self.step, self.total_steps, loss)
         return sum(losses) / len(losses)
 
     def _train_step(self, indices: list[int]) -> float:
@@ -224,7 +240,7 @@ class Trainer:
     def _validate(self) -> dict:
         self.model.eval()
         report = embed_and_score(
-            self.model, self.val_data, self.config.val_batch_size, self.device, self._autocast
+            self.model, self.val_data, self.config.val_batch_size, self.device, self._autocast, self.progress
         )
         self.model.train()
         return report
@@ -272,8 +288,11 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
     def _say(self, message: str, *args) -> None:
-        """A progress line for the person running the training (rank 0 only)."""
-        if self.dist.is_main:
+        """A progress line for the person running the training (rank 0 only): on stderr with
+        ``progress``, else to the logger at INFO."""
+        if self.progress:
+            print(message % args, file=sys.stderr, flush=True)
+        elif self.dist.is_main:
             logger.info(message, *args)
 
     def _log(self, **record) -> None:
@@ -293,14 +312,20 @@ def _val_summary(report: dict | None) -> str:
     return ", val text->video " + " ".join(figures) if figures else ""
 
 
-def embed_and_score(model: MuseModel, data: PairData, batch_size: int, device, autocast=nullcontext) -> dict:
-    """Validation metrics of ``model`` on ``data`` (all its captions vs its unique videos)."""
+def embed_and_score(
+    model: MuseModel, data: PairData, batch_size: int, device, autocast=nullcontext, progress: bool = False
+) -> dict:
+    """Validation metrics of ``model`` on ``data`` (all its captions vs its unique videos); progress:
+    a "validating" bar over the videos on stderr."""
     retrieval = data.retrieval_set()
     videos = []
-    for start in range(0, len(retrieval.videos), batch_size):
-        frames, mask = data.videos_batch(retrieval.videos[start : start + batch_size])
-        with autocast():
-            videos.append(model.encode_video(frames.to(device), mask.to(device)).float().cpu())
+    with progress_bar(len(retrieval.videos), "validating", "video", enabled=progress) as bar:
+        for start in range(0, len(retrieval.videos), batch_size):
+            batch = retrieval.videos[start : start + batch_size]
+            frames, mask = data.videos_batch(batch)
+            with autocast():
+                videos.append(model.encode_video(frames.to(device), mask.to(device)).float().cpu())
+            bar.update(len(batch))
     texts = []
     for start in range(0, len(data.tokens), batch_size):
         with autocast():
@@ -324,17 +349,19 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def train(config: TrainConfig) -> dict:
-    """Train from scratch (an existing ``out_dir`` with a finished epoch is refused: use ``resume``)."""
+def train(config: TrainConfig, progress: bool = False) -> dict:
+    """Train from scratch (an existing ``out_dir`` with a finished epoch is refused: use ``resume``);
+    progress: show it on stderr (``Trainer``)."""
     if (Path(config.out_dir) / OPTIMIZER_FILE).exists():
         raise TrainConfigError(
             f"{config.out_dir} already holds a training run; resume it (--resume) or choose another out_dir"
         )
-    return Trainer(config).run()
+    return Trainer(config, progress=progress).run()
 
 
-def resume(out_dir: str, **changes) -> dict:
-    """Continue the run in ``out_dir`` from its last finished epoch, with the same settings.
+def resume(out_dir: str, progress: bool = False, **changes) -> dict:
+    """Continue the run in ``out_dir`` from its last finished epoch, with the same settings; progress:
+    show it on stderr (``Trainer``).
 
     changes: settings that do not alter the run's result (device, threads, decode_workers, cache_dir,
     log_every, val_batch_size) may be changed; anything else is refused.
@@ -348,7 +375,7 @@ def resume(out_dir: str, **changes) -> dict:
     if refused:
         raise TrainConfigError(f"--resume continues the saved run; these settings cannot change: {refused}")
     config = saved.replace(out_dir=str(out_dir), **{k: v for k, v in changes.items() if v is not None})
-    trainer = Trainer(config, resume=True)
+    trainer = Trainer(config, resume=True, progress=progress)
     if trainer.epoch >= config.epochs:
         raise TrainConfigError(
             f"nothing to resume: the run in {out_dir} finished all {config.epochs} epochs; to train further, "

@@ -60,7 +60,8 @@ def build(index_path, kind, memory, target_recall, tune_queries, threads) -> Non
     else IVF-PQ with as many codes a row as fit --memory.
     Search effort is tuned to --target-recall on query-like vectors, and every result is re-ranked
     with the exact rows, so scores are exact cosines. Writes EMB.ann.faiss and EMB.ann.json; a
-    format-1 index is converted to format 2 first.
+    format-1 index is converted to format 2 first. -v says each step as it starts (they take minutes
+    on millions of rows).
 
     \b
     Example:
@@ -68,13 +69,9 @@ def build(index_path, kind, memory, target_recall, tune_queries, threads) -> Non
       muse-infer index build emb.npy --kind ivf-pq --memory 1G
       muse-infer index build emb.npy --tune-queries text_queries.npy --target-recall 0.98
     """
-    import logging
-
     from ..index.build import build_ann, describe_build
 
     queries = _load_queries(tune_queries) if tune_queries else None
-    logger = logging.getLogger("muse_infer.index")  # its steps take minutes on millions of rows: say them
-    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     meta = build_ann(
         index_path,
         kind=kind,

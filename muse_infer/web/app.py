@@ -4,7 +4,8 @@ Routes (all GET unless noted; every error is a JSON ``{"error", "status"}`` with
     /                          the search page (``/?q=a+cat&k=10`` searches on load)
     /static/{name}             the page's script and stylesheet (a fixed list, not a folder)
     /favicon.ico               204 (there is none; answered so browsers do not log an error)
-    /api/info                  {"index", "rows", "model", "max_k", "max_query_chars"}
+    /api/info                  {"index", "rows", "model", "max_k", "max_query_chars", "caution"}
+                               (caution: why the scores mean little, e.g. the demo model; or null)
     /api/search?q=TEXT&k=N     {"query", "k", "took_ms", "results": [{"rank", "score", "row",
                                "path", "start_s", "end_s", "media": "/media/ROW",
                                "thumbnails": ["/thumbs/ROW/0", ...]}]}; "path" is the exact
@@ -143,6 +144,8 @@ def create_app(
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
+    from ..loading.reference import search_caution
+
     service = SearchService(index, text_encoder, root, thumbnails, make_missing_thumbnails)
     info = {
         "index": index_name,
@@ -150,6 +153,7 @@ def create_app(
         "model": str((getattr(index, "model_source", None) or {}).get("model", "")),
         "max_k": max_k,
         "max_query_chars": max_query_chars,
+        "caution": search_caution(getattr(index, "identity", None)),  # shown on the page
     }
     handlers = _Handlers(service, info, max_k, max_query_chars, token)
     routes = [

@@ -118,9 +118,11 @@ def render_results_page(
     page_path: str | os.PathLike,
     details: Sequence[str] = (),
     title: str = "muse-infer search results",
+    caution: str | None = None,
 ) -> str:
     """The page's HTML text. page_path: where it will be written (links are relative to its folder);
-    details: short lines shown under the title (index, model, date)."""
+    details: short lines shown under the title (index, model, date); caution: why the scores mean
+    little (``muse_infer.loading.reference.search_caution``), shown under them, or None."""
     folder = Path(os.path.abspath(page_path)).parent
     style = f"\n{css()}"
     policy = (
@@ -133,6 +135,7 @@ def render_results_page(
         nav = f'<nav class="queries">{links}</nav>'
     sections = "\n".join(_section(n, q, folder) for n, q in enumerate(queries, start=1))
     detail_spans = "".join(f"<span>{_text(line)}</span>" for line in details)
+    caution_html = f'<p class="caution" role="note">Caution: {_text(caution)}</p>' if caution else ""
     return (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -141,7 +144,7 @@ def render_results_page(
         '<meta name="referrer" content="no-referrer">\n'
         f"<title>{_text(title)}</title>\n<style>{style}</style>\n</head>\n"
         f'<body data-ready="false">\n<header class="top"><h1>{_text(title)}</h1>'
-        f'<p class="details">{detail_spans}</p>{nav}</header>\n'
+        f'<p class="details">{detail_spans}</p>{caution_html}{nav}</header>\n'
         f"<main>\n{sections}\n</main>\n<script>{PAGE_SCRIPT}</script>\n</body>\n</html>\n"
     )
 
@@ -226,11 +229,13 @@ def save_results_page(
     """Write the results page of ``index.search_batch(queries)`` (``results``) to ``path``.
 
     Thumbnails come from the index's ``.thumbs/`` folder; with ``make_thumbnails``, hits without
-    them get them now. Typical use::
+    them get them now. An index made with the demo model or random CLIP weights gets the caution the
+    `search` command prints. Typical use::
 
         results = index.search_batch(queries, 10, text_encoder=encoder)
         save_results_page("results.html", index, "emb.npy", queries, results)
     """
+    from ..loading.reference import search_caution
     from ..video.thumbnails import ThumbnailStore
     from .rows import IndexRows, hits_for
 
@@ -242,4 +247,5 @@ def save_results_page(
     ]
     model = (getattr(index, "model_source", None) or {}).get("model")
     details = default_details(index_path, len(rows), Path(str(model)).name if model else None)
-    return write_results_page(path, pages, details)
+    caution = search_caution(getattr(index, "identity", None))
+    return write_results_page(path, pages, details, caution=caution)

@@ -179,6 +179,9 @@ async function showInfo() {
   const details = document.getElementById("details");
   const parts = [info.index && "index " + info.index, info.rows + " rows", info.model && "model " + info.model];
   details.replaceChildren(...parts.filter(Boolean).map((text) => element("span", "", text)));
+  const caution = document.getElementById("caution");
+  caution.textContent = info.caution ? "Caution: " + info.caution : "";
+  caution.hidden = !info.caution;
   queryInput.maxLength = info.max_query_chars;
 }
 
