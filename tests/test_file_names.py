@@ -34,7 +34,14 @@ from video_factory import make_video_with_bad_tags  # noqa: E402
 from muse_infer.data.writer import write_video  # noqa: E402
 from muse_infer.errors import JobError  # noqa: E402
 from muse_infer.filenames import display_name, from_stored, is_utf8, stored_name, with_display  # noqa: E402
-from muse_infer.index import EmbeddingIndex, build_ann, merge_indexes, upgrade_index, write_index  # noqa: E402
+from muse_infer.index import (  # noqa: E402
+    EmbeddingIndex,
+    IndexFiles,
+    build_ann,
+    merge_indexes,
+    upgrade_index,
+    write_index,
+)
 
 CLI = [sys.executable, "-m", "muse_infer.cli"]
 MODEL = ["--model", "tiny", "--clip-weights", "random", "--device", "cpu", "--frames", "2"]
@@ -202,7 +209,7 @@ def test_served_by_row(encoded):
             return np.asarray(index.embeddings[3])[None]
 
     index = EmbeddingIndex.load(encoded.out)
-    store = ThumbnailStore.for_index(encoded.out)
+    store = ThumbnailStore(IndexFiles.of(encoded.out).thumbs)
     client = TestClient(create_app(index, VectorEncoder(), index.root, thumbnails=store))
     response = client.get(f"/api/search?q=anything&k={len(GOOD)}")
     assert response.status_code == 200 and response.content.isascii()
@@ -325,15 +332,15 @@ def test_an_unusable_row_fails_its_file_alone(tmp_path):
 
 
 def test_an_index_that_does_not_read_back_keeps_the_work(tmp_path, monkeypatch):
-    import muse_infer.jobs.assemble as assemble
+    import muse_infer.index.store as store
 
-    written = assemble.write_index_files
+    written = store.write_index_files
 
     def damaging_write(out, *args):
         written(out, *args)
         out.with_suffix(".failures.jsonl").write_text('{"path": "lost.mp4"}\n')  # not what was written
 
-    monkeypatch.setattr(assemble, "write_index_files", damaging_write)
+    monkeypatch.setattr(store, "write_index_files", damaging_write)
     with pytest.raises(
         JobError, match="does not read back as written .the failures file differs.*run the same"
     ):
@@ -342,7 +349,7 @@ def test_an_index_that_does_not_read_back_keeps_the_work(tmp_path, monkeypatch):
     def full_disk(out, *args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(assemble, "write_index_files", full_disk)
+    monkeypatch.setattr(store, "write_index_files", full_disk)
     with pytest.raises(JobError, match=r"could not write the index .*No space left on device.*emb.npy.parts"):
         finish(tmp_path / "emb.npy", {"a.mp4": np.ones(4, np.float32)})
 

@@ -473,12 +473,15 @@ def test_shards_search_and_merge_like_one_index(tmp_path):
 
 def finish(out: Path, embeddings: dict[str, np.ndarray], stats: dict[str, int]):
     """Run the encode job's final step on synthetic results: path -> row, path -> mtime."""
+    from muse_infer.index import read_previous
     from muse_infer.jobs.encode import Entry, Known, finish_index
 
     entries = [Entry(p, 100, stats[p]) for p in sorted(embeddings)]
     known = {p: Known(100, stats[p], embedding=e) for p, e in embeddings.items()}
     job = {"root": "/videos", "model": fake_model("m").identity, "settings": {"max_frames": 4}}
-    return finish_index(out, entries, known, job, fake_model("m").source, "torch", DIM, {"precision": "fp32"})
+    previous = read_previous(out)  # as the job reads it when it opens
+    fields = {"precision": "fp32"}
+    return finish_index(out, entries, known, job, fake_model("m").source, "torch", DIM, fields, previous)
 
 
 @pytest.mark.parametrize("kind, removal", [("hnsw", "rebuilt"), ("ivf-pq", "re-added all")])

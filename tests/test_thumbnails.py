@@ -17,6 +17,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from video_factory import make_video, read_index  # noqa: E402
 
+from muse_infer.index import IndexFiles  # noqa: E402
 from muse_infer.video.reader import _upright  # noqa: E402
 from muse_infer.video.thumbnails import (  # noqa: E402
     MAX_SIDE,
@@ -26,7 +27,6 @@ from muse_infer.video.thumbnails import (  # noqa: E402
     keyframe_times,
     read_keyframes,
     sync_thumbnails,
-    thumbnails_dir,
 )
 
 
@@ -143,7 +143,7 @@ def test_store_keys_files_and_prune(tmp_path):
     assert source.key != ThumbnailSource("a.mp4", 100, 6).key  # the file changed
     assert source.key != ThumbnailSource("a.mp4", 100, 5, 0.0, 1.0).key  # a moment of it
     assert source.key == ThumbnailSource("a.mp4", 100, 5).key and len(source.key) == 40
-    store = ThumbnailStore(thumbnails_dir(tmp_path / "emb.npy"))
+    store = ThumbnailStore(IndexFiles.of(tmp_path / "emb.npy").thumbs)
     assert store.folder == tmp_path / "emb.thumbs" and not store.has(source)
     files = store.make(video, source)
     assert store.has(source) and files == store.files(source) and len(files) == 3
@@ -179,7 +179,7 @@ def tiny_encoder():
 
 
 def thumbnail_files(out: Path) -> dict[str, int]:
-    return {path.name: path.stat().st_mtime_ns for path in thumbnails_dir(out).glob("*.jpg")}
+    return {path.name: path.stat().st_mtime_ns for path in IndexFiles.of(out).thumbs.glob("*.jpg")}
 
 
 def test_encode_keeps_one_set_of_thumbnails_per_row(tmp_path, tiny_encoder):
@@ -199,9 +199,9 @@ def test_encode_keeps_one_set_of_thumbnails_per_row(tmp_path, tiny_encoder):
     summary = encode_folder(root, out, tiny_encoder, batch_size=2, workers=0, progress=False)
     second = thumbnail_files(out)
     assert (summary.thumbnails.made, summary.thumbnails.already, summary.thumbnails.removed) == (1, 2, 3)
-    kept = ThumbnailStore.for_index(out).files(ThumbnailSource("a.mp4", *_stats(root / "a.mp4")))
+    kept = ThumbnailStore(IndexFiles.of(out).thumbs).files(ThumbnailSource("a.mp4", *_stats(root / "a.mp4")))
     assert all(second[path.name] == first[path.name] for path in kept)  # not rewritten
-    gone = ThumbnailStore.for_index(out).files(ThumbnailSource("b.webm", -1, -1))
+    gone = ThumbnailStore(IndexFiles.of(out).thumbs).files(ThumbnailSource("b.webm", -1, -1))
     assert len(second) == 9 and not any(path.name in second for path in gone)
 
 
@@ -225,7 +225,7 @@ def test_no_thumbnails_option_and_failures_never_cost_the_index(tmp_path, tiny_e
         main, ["encode-videos", str(root), "--out", str(tmp_path / "x.npy"), *options, "--no-thumbnails"]
     )
     assert result.exit_code == 0, result.output
-    assert not thumbnails_dir(tmp_path / "x.npy").exists()
+    assert not IndexFiles.of(tmp_path / "x.npy").thumbs.exists()
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")

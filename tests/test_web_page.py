@@ -221,12 +221,13 @@ def test_service_without_the_web_extra_names_it(monkeypatch):
 
 def test_hits_without_thumbnails_get_them_for_the_page(demo_corpus, tmp_path):
     from muse_infer import EmbeddingIndex, TextEncoder
+    from muse_infer.index import IndexFiles
     from muse_infer.video.thumbnails import ThumbnailStore
     from muse_infer.web.page import save_results_page
     from muse_infer.web.rows import IndexRows
 
     index = EmbeddingIndex.load(demo_corpus.index)
-    store = ThumbnailStore.for_index(demo_corpus.index)
+    store = ThumbnailStore(IndexFiles.of(demo_corpus.index).thumbs)
     row = index.paths.index("clip_1.mp4")
     source = IndexRows(index).sources[row]
     for path in store.files(source):

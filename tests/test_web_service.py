@@ -25,6 +25,7 @@ from chromium import keep_screenshot  # noqa: E402
 from video_factory import make_video  # noqa: E402
 from web_corpus import HOSTILE_NAME, ODD_NAME  # noqa: E402
 
+from muse_infer.index import IndexFiles  # noqa: E402
 from muse_infer.video.thumbnails import ThumbnailSource, ThumbnailStore  # noqa: E402
 
 pytest.importorskip("starlette", reason='needs the web extra: pip install "muse-infer[web]"')
@@ -48,7 +49,7 @@ def demo(demo_corpus):
         corpus=demo_corpus,
         index=index,
         encoder=TextEncoder.for_index(index, device="cpu"),
-        store=ThumbnailStore.for_index(demo_corpus.index),
+        store=ThumbnailStore(IndexFiles.of(demo_corpus.index).thumbs),
     )
 
 

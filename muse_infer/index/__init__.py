@@ -5,8 +5,9 @@
     build_ann("emb.npy")                                          # the ANN index beside it (optional)
     hits = EmbeddingIndex.load("emb.npy").search(vector, top_k=10)
 
-Modules, by concern: ``store`` (the file format, version 2: see its docstring; ``legacy``: version 1;
-``opening``: either),
+Modules, by concern: ``files`` (``IndexFiles``: the one place that names an index's files),
+``store`` (the file format, version 2: see its docstring; ``legacy``: version 1; ``opening``: either),
+``update`` (growing an index in place: the front the encode jobs use),
 ``search`` (exact search: the oracle), ``ann`` (the approximate index: kinds, the auto rules, tuning,
 its files), ``embedding_index`` (``EmbeddingIndex``, ``SearchResult``), ``build`` (``write_index``,
 ``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``).
@@ -28,12 +29,33 @@ from .ann import (
 )
 from .build import build_ann, refresh_ann, upgrade_index, write_index
 from .embedding_index import EmbeddingIndex, SearchResult
+from .files import IndexFiles
 from .opening import open_index
 from .search import exact_search
 from .shards import ShardedIndex, merge_indexes
-from .store import INDEX_FORMAT, INDEX_FORMAT_VERSION, failures_path, rows_path, sidecar_path
+from .store import (
+    INDEX_FORMAT,
+    INDEX_FORMAT_VERSION,
+    failures_path,
+    read_failures,
+    read_sidecar,
+    row_paths,
+    rows_path,
+    sidecar_path,
+)
+from .update import PreviousIndex, Video, discard_index, is_our_index, read_previous, update_index
 
 __all__ = [
+    "IndexFiles",
+    "PreviousIndex",
+    "Video",
+    "read_previous",
+    "update_index",
+    "discard_index",
+    "is_our_index",
+    "read_failures",
+    "read_sidecar",
+    "row_paths",
     "EmbeddingIndex",
     "SearchResult",
     "ShardedIndex",

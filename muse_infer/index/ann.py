@@ -60,6 +60,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import IndexFileError, IndexInputError
 from ..filenames import c_library_path
+from .files import IndexFiles
 from .store import file_sha256, sidecar_text
 
 logger = logging.getLogger(__name__)
@@ -82,13 +83,13 @@ ADD_BLOCK_ROWS = 65536
 
 
 def ann_path(npy_path) -> Path:
-    """EMB.npy -> EMB.ann.faiss"""
-    return Path(npy_path).with_suffix(".ann.faiss")
+    """EMB.npy -> EMB.ann.faiss (``IndexFiles``)"""
+    return IndexFiles.of(npy_path).ann
 
 
 def ann_meta_path(npy_path) -> Path:
-    """EMB.npy -> EMB.ann.json"""
-    return Path(npy_path).with_suffix(".ann.json")
+    """EMB.npy -> EMB.ann.json (``IndexFiles``)"""
+    return IndexFiles.of(npy_path).ann_meta
 
 
 def faiss_module():

@@ -23,10 +23,11 @@ from . import ann as ann_files
 from .store import (
     INDEX_FORMAT,
     ROW_COLUMNS,
-    failures_path,
     path_arrays,
     pyarrow_modules,
+    read_failures,
     row_schema,
+    rows_path,
     sidecar_path,
     unit_blocks,
     write_index_files,
@@ -287,20 +288,28 @@ def describe_build(meta: dict) -> str:
 def refresh_ann(
     index_path: str | os.PathLike, previous_content_id: str | None, kept_rows: int | None
 ) -> str | None:
-    """Bring the ANN index beside ``index_path`` up to date after its rows were rewritten.
+    """Bring the ANN index beside ``index_path`` up to date after its rows were rewritten
+    (``refresh_opened_ann`` on the index opened here)."""
+    from .embedding_index import EmbeddingIndex
+
+    npy = Path(index_path)
+    if ann_files.read_ann_meta(npy) == (None, None):
+        return None
+    return refresh_opened_ann(EmbeddingIndex.load(npy, ann=False), previous_content_id, kept_rows)
+
+
+def refresh_opened_ann(index, previous_content_id: str | None, kept_rows: int | None) -> str | None:
+    """Bring the ANN index beside ``index`` (an opened ``EmbeddingIndex``) up to date after its rows
+    were rewritten.
 
     previous_content_id: the index's content id before the rewrite; kept_rows: how many leading rows
     are the previous index's rows, unchanged and in place (None when rows were removed, changed or
     reordered). Adds the new rows where the kind allows (hnsw, ivf-pq), re-adds every row to trained
     IVF lists or rebuilds otherwise. Returns what was done (None when there is no ANN index).
     """
-    from .embedding_index import EmbeddingIndex
-
-    npy = Path(index_path)
-    meta, problem = ann_files.read_ann_meta(npy)
+    meta, problem = ann_files.read_ann_meta(index.location)
     if meta is None:
         return None if problem is None else f"approximate index ignored: {problem}"
-    index = EmbeddingIndex.load(npy, ann=False)
     if meta.get("content_id") == index.content_id:
         return f"{meta['kind']} index unchanged"
     budget, requested = (
@@ -377,17 +386,8 @@ def upgrade_index(index_path: str | os.PathLike) -> bool:
         return False
     files = open_index(npy, verify="auto")
     fields = {key: value for key, value in files.metadata.items() if key not in V1_ONLY + FORMAT_KEYS}
-    failures = _read_failures(failures_path(npy))
+    failures = read_failures(npy)
     count, dim = files.embeddings.shape
     write_index_files(npy, unit_blocks(files.embeddings), count, dim, files.rows, fields, failures)
-    logger.warning(
-        "%s: converted to index format 2 (row metadata now in %s)", npy, npy.with_suffix(".rows.parquet").name
-    )
+    logger.warning("%s: converted to index format 2 (row metadata now in %s)", npy, rows_path(npy).name)
     return True
-
-
-def _read_failures(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFileError
-from .store import AUTO_VERIFY_BYTES, FIX, IndexFiles, path_arrays, pyarrow_modules, row_schema
+from .store import AUTO_VERIFY_BYTES, FIX, OpenedIndex, path_arrays, pyarrow_modules, row_schema
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def embeddings_sha256(embeddings: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def open_v1(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> IndexFiles:
+def open_v1(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> OpenedIndex:
     """A format-1 index: rows from the sidecar's lists, inverse norms computed from the rows."""
     count, paths = int(metadata["count"]), metadata["paths"]
     stats = metadata.get("file_stats", [[None, None]] * len(paths))
@@ -50,7 +50,7 @@ def open_v1(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, ve
             )
     elif verify == "auto":
         logger.info("%s: a large format-1 index: its rows are not hashed on open (verify=True does)", npy)
-    return IndexFiles(npy, sidecar, metadata, embeddings, v1_rows(paths, stats), inverse_norms(embeddings))
+    return OpenedIndex(npy, sidecar, metadata, embeddings, v1_rows(paths, stats), inverse_norms(embeddings))
 
 
 def v1_rows(paths: list[str], stats: list):

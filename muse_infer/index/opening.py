@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 from .legacy import open_v1
-from .store import IndexFiles, map_embeddings, open_v2, read_sidecar, resolve_pair
+from .store import OpenedIndex, map_embeddings, open_v2, read_sidecar, resolve_pair
 
 
-def open_index(path: str | os.PathLike, verify: bool | str = "auto") -> IndexFiles:
+def open_index(path: str | os.PathLike, verify: bool | str = "auto") -> OpenedIndex:
     """Open ``EMB.npy`` (or its sidecar): sidecar, memory-mapped rows and row metadata, checked.
 
     verify: ``"auto"`` checks every chunk hash of embeddings up to ``store.AUTO_VERIFY_BYTES``, the

@@ -286,7 +286,6 @@ def check_unique(rows, names: Sequence[str]) -> None:
 
 
 def _failures(index: EmbeddingIndex) -> list[dict]:
-    from .build import _read_failures
-    from .store import failures_path
+    from .store import read_failures
 
-    return _read_failures(failures_path(index.location))
+    return read_failures(index.location)

@@ -74,6 +74,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import IndexFileError, IndexInputError
+from .files import IndexFiles
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +100,18 @@ DESCRIPTIVE_FIELDS = ("root", "model", "model_source", "backend", "settings")
 
 
 def sidecar_path(npy_path: str | os.PathLike) -> Path:
-    """EMB.npy -> EMB.json"""
-    return Path(npy_path).with_suffix(".json")
+    """EMB.npy -> EMB.json (``IndexFiles``)"""
+    return IndexFiles.of(npy_path).sidecar
 
 
 def failures_path(npy_path: str | os.PathLike) -> Path:
-    """EMB.npy -> EMB.failures.jsonl"""
-    return Path(npy_path).with_suffix(".failures.jsonl")
+    """EMB.npy -> EMB.failures.jsonl (``IndexFiles``)"""
+    return IndexFiles.of(npy_path).failures
 
 
 def rows_path(npy_path: str | os.PathLike) -> Path:
-    """EMB.npy -> EMB.rows.parquet"""
-    return Path(npy_path).with_suffix(".rows.parquet")
+    """EMB.npy -> EMB.rows.parquet (``IndexFiles``)"""
+    return IndexFiles.of(npy_path).rows
 
 
 def pyarrow_modules():
@@ -316,6 +317,25 @@ def write_index_files(
     return sidecar
 
 
+def read_failures(npy_path: str | os.PathLike) -> list[dict]:
+    """The records of an index's failures file (``EMB.failures.jsonl``), the one reader of it: [] when
+    there is none; a damaged line (not JSON, not a record with a path) is left out, so its file is
+    simply tried again by the next run."""
+    try:
+        lines = IndexFiles.of(npy_path).failures.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return []
+    records = []
+    for line in lines.splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            records.append(record)
+    return records
+
+
 def failure_line(failure: dict) -> str:
     """One line of the failures file: the record (its ``display_path`` made again from its ``path``),
     ASCII JSON (a name's bytes that are not UTF-8 as ``\\udcXX`` escapes: see the module docstring)."""
@@ -339,7 +359,7 @@ def sidecar_text(sidecar: dict) -> str:
 
 
 @dataclass
-class IndexFiles:
+class OpenedIndex:
     """An opened index: ``embeddings`` (N, C) float32 memory-mapped; ``rows`` an Arrow table of N records
     holding the columns search needs (``path``, and ``start_s``/``end_s`` unless all null: see
     ``read_rows``); ``rows_data`` the rows file's bytes, from which the whole table decodes on demand
@@ -361,12 +381,12 @@ class IndexFiles:
         return self.metadata["content_id"]
 
 
-def open_v2(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> IndexFiles:
+def open_v2(npy: Path, sidecar: Path, metadata: dict, embeddings: np.ndarray, verify) -> OpenedIndex:
     """The version-2 part of ``muse_infer.index.opening.open_index``: row records read, chunk hashes
     checked (``verify`` as there)."""
     rows_data, rows = read_rows(npy, sidecar, metadata)
     check_chunks(embeddings, metadata, npy, sidecar, chunks_to_check(verify, embeddings, metadata))
-    return IndexFiles(npy, sidecar, metadata, embeddings, rows, rows_data=rows_data)
+    return OpenedIndex(npy, sidecar, metadata, embeddings, rows, rows_data=rows_data)
 
 
 def resolve_pair(path: Path) -> tuple[Path, Path]:
@@ -411,11 +431,12 @@ def read_sidecar(sidecar: Path) -> dict:
 def _missing_sidecar_message(sidecar: Path) -> str:
     """Why there is no sidecar, in the words of the likeliest case: a mistyped path, a file that is not
     an index, or an index still being written."""
-    npy = sidecar.with_suffix(".npy")
-    if Path(f"{npy}.parts").is_dir():
+    files = IndexFiles.of(sidecar)
+    npy = files.npy
+    if files.work.is_dir():
         return (
             f"{npy}: not finished: an encode-videos run into it stopped before the end (its work is in "
-            f"{npy}.parts/); run the same encode-videos command again to finish it"
+            f"{files.work}/); run the same encode-videos command again to finish it"
         )
     if not npy.exists():
         return f"{npy}: no such index (check the path; an index is the .npy that encode-videos --out wrote)"

@@ -49,16 +49,13 @@ from ..atomic import atomic_write
 from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError
 from ..filenames import with_display
-from ..index import EmbeddingIndex, failures_path, rows_path, sidecar_path
-from ..index.ann import ann_meta_path, ann_path, owned_ann_file, read_ann_meta
-from ..index.build import is_index
-from ..index.store import read_sidecar
+from ..index import IndexFiles, PreviousIndex, discard_index, is_our_index, read_previous, read_sidecar
 from ..progress import announce as progress_announce
 from ..progress import progress_bar
 from ..runtime.spec import ModelSpec
-from ..video.thumbnails import ThumbnailStore, ThumbnailSummary
+from ..video.thumbnails import ThumbnailSummary
 from ..video.windows import WindowSettings
-from .assemble import check_same_job, finish_index, make_thumbnails, row_stats
+from .assemble import check_same_job, finish_index, make_thumbnails
 from .work import ChunkStore, Entry, Known, find_videos
 
 logger = logging.getLogger(__name__)
@@ -103,7 +100,7 @@ class JobSummary:
         if self.failures:
             kinds = Counter(_reason_kind(f["reason"]) for f in self.failures)
             listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
-            text += f"; skipped {len(self.failures)} ({listed}): see {failures_path(self.out)}"
+            text += f"; skipped {len(self.failures)} ({listed}): see {IndexFiles.of(self.out).failures}"
         if self.dropped:
             whys = Counter(d["why"] for d in self.dropped)
             listed = ", ".join(f"{n} {why}" for why, n in whys.most_common())
@@ -119,8 +116,7 @@ class JobSummary:
         """The machine-readable summary (``encode-videos --json``). Paths are exact (a name that is not
         UTF-8 as the str ``os.walk`` gives, ``\\udcXX`` in JSON), with ``display_path`` (text for people)
         where a name holds bytes that are not UTF-8 or control characters (``muse_infer.filenames``)."""
-        files = [self.out, sidecar_path(self.out), rows_path(self.out), failures_path(self.out)]
-        files += [ann_path(self.out), ann_meta_path(self.out), ThumbnailStore.for_index(self.out).folder]
+        files = IndexFiles.of(self.out).existing()
         return {
             "out": str(self.out),
             "exit_code": self.exit_code,
@@ -144,8 +140,8 @@ def _reason_kind(reason: str) -> str:
 
 
 def parts_dir(out: Path) -> Path:
-    """EMB.npy -> EMB.npy.parts (the work directory of an unfinished run)."""
-    return out.with_name(out.name + ".parts")
+    """EMB.npy -> EMB.npy.parts (the work directory of an unfinished run: ``IndexFiles.work``)."""
+    return IndexFiles.of(out).work
 
 
 def encode_folder(
@@ -201,7 +197,8 @@ class OpenJob:
     spec: the model (identity, settings and source known without loading it); loaded: its encoder,
     once ``video_encoder`` loaded it (or as the caller gave it). entries: every video under ``root``,
     sorted by path; known: results in the work directory (or the finished index), by path; todo: the
-    entries to encode now (sorted; none with a ``problem``).
+    entries to encode now (sorted; none with a ``problem``); previous: the finished index the run
+    grows, read once when the job opened (None: a new index).
     """
 
     root: Path
@@ -216,6 +213,7 @@ class OpenJob:
     summary: JobSummary
     started: float
     announce: bool = True  # say "loading model ..." on stderr when it loads
+    previous: PreviousIndex | None = None
 
     def video_encoder(self) -> VideoEncoder:
         """The model's encoder, loaded on first use (``load_encoder``)."""
@@ -240,6 +238,7 @@ class OpenJob:
             self.spec.backend,
             self.spec.embed_dim,
             fields=({"precision": precision} if precision else {}) | _windows_field(self.job),
+            previous=self.previous,
         )
         self.summary.failures, self.summary.index_note = finished.failures, finished.index_note
         self.summary.dropped = finished.dropped
@@ -248,7 +247,7 @@ class OpenJob:
             self.summary.thumbnails = make_thumbnails(
                 self.out, self.job["root"], finished.row_table, workers, progress
             )
-        _retire(parts_dir(self.out), self.out)
+        _retire(IndexFiles.of(self.out))
         self.summary.seconds = time.monotonic() - self.started
         return self.summary
 
@@ -328,7 +327,8 @@ def open_job(
         raise JobError(
             f"{root}: no files in this folder, nothing to encode (give the folder of your videos){kept}"
         )
-    work = parts_dir(out)
+    files = IndexFiles.of(out)
+    work = files.work
     refuse_foreign_files(out, work)
     made = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     try:
@@ -337,13 +337,15 @@ def open_job(
         raise JobError(
             f"--out {out}: cannot create its folder ({error.strerror}); choose another --out"
         ) from None
-    _remove_trash(out)
+    _remove_trash(files)
     with _undone_if_failed(work, made) as copied, _locked(work):
         if overwrite:
             if preload:  # never discard the earlier index for a model that then fails to load
                 loaded = loaded or load_encoder(spec, announce)
             _discard_previous(work, out)
-        store = _open_store(work, out, job)
+        fresh = not (work / "job.json").is_file()
+        previous = _previous_index(out, job, strict=fresh)  # read once for the whole run
+        store = _open_store(work, job, previous)
         copied |= set(store.chunks())  # the finished index's rows, copied: not this run's own work
         known = store.load()
         summary = JobSummary(out, total=len(entries))
@@ -360,7 +362,9 @@ def open_job(
             summary.reused,
             work,
         )
-        yield OpenJob(root, out, job, spec, loaded, store, entries, known, todo, summary, started, announce)
+        yield OpenJob(
+            root, out, job, spec, loaded, store, entries, known, todo, summary, started, announce, previous
+        )
 
 
 @contextmanager
@@ -438,9 +442,9 @@ def refuse_foreign_files(out: Path, work: Path) -> None:
     """JobError when a file the index would replace (OUT.npy, its sidecar, rows or failures file) exists
     but is not part of a muse-infer index nor of one of our unfinished runs: never replaced, even with
     --overwrite."""
-    if is_index(out) or (work / "job.json").is_file():
+    if is_our_index(out) or (work / "job.json").is_file():
         return
-    for path in (out, sidecar_path(out), rows_path(out), failures_path(out)):
+    for path in IndexFiles.of(out).core:
         if path.exists():
             raise JobError(
                 f"--out {out}: {path} exists and was not written by muse-infer (no index sidecar beside it); "
@@ -487,80 +491,74 @@ class _locked:
                 self.work.rmdir()  # only if empty
 
 
-def _open_store(work: Path, out: Path, job: dict) -> ChunkStore:
-    """The work directory's store, checked against ``job``; a new one starts from the finished index, if any."""
+def _open_store(work: Path, job: dict, previous: PreviousIndex | None) -> ChunkStore:
+    """The work directory's store, checked against ``job``; a new one starts from the finished index
+    ``previous`` (its rows and failures copied in as chunk 0), if any."""
     store = ChunkStore(work)
     job_file = work / "job.json"
     if job_file.is_file():
         try:
-            previous = json.loads(job_file.read_text())
+            unfinished = json.loads(job_file.read_text())
         except (OSError, ValueError):
-            previous = {}
-        check_same_job(previous, job, f"{work} holds an unfinished run")
+            unfinished = {}
+        check_same_job(unfinished, job, f"{work} holds an unfinished run")
         return store
     for chunk in store.chunks():  # written before a job.json that never came: not trustworthy
         chunk.unlink()
-    if sidecar_path(out).exists() or out.exists():
-        _import_index(store, out, job)
+    if previous is not None:
+        _import_index(store, previous, job)
     atomic_write(job_file, lambda handle: handle.write(json.dumps(job, sort_keys=True).encode()))
     return store
 
 
-def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
-    """Copy a finished index (rows and failures) into the work directory as chunk 0."""
+def _previous_index(out: Path, job: dict, strict: bool) -> PreviousIndex | None:
+    """The finished index at ``out`` that this run grows, read once (``index.read_previous``).
+
+    strict (a new run, which starts from it): an index made with another model, settings or folder, or
+    one that cannot be read, is a JobError. Else (a resumed run, which copied its rows when it started)
+    such an index is only not grown in place (None): its rows are already in the work directory.
+    """
+    sidecar = IndexFiles.of(out).sidecar
     try:
-        sidecar = read_sidecar(sidecar_path(out))
-        check_same_job(sidecar, job, f"the index {out} was")  # the likelier problem first
-        index = EmbeddingIndex.load(out, ann=False)
+        if sidecar.exists():  # the likelier problem first: another model, settings or folder
+            check_same_job(read_sidecar(sidecar), job, f"the index {out} was")
+        return read_previous(out)
+    except JobError:
+        if strict:
+            raise
     except IndexFileError as error:
-        raise JobError(
-            f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
-        ) from None
+        if strict:
+            raise JobError(
+                f"an index exists at {out} but cannot be extended: {error}; or add --overwrite"
+            ) from None
+    return None
+
+
+def _import_index(store: ChunkStore, previous: PreviousIndex, job: dict) -> None:
+    """Copy a finished index (rows and failures) into the work directory as chunk 0."""
     failed = [
         [f["path"], f.get("size", -1), f.get("mtime_ns", -1), str(f.get("reason") or "failed before")]
-        for f in _read_failures(out)
-        if isinstance(f, dict) and isinstance(f.get("path"), str)  # a damaged line is tried again
+        for f in previous.failures
     ]
-    stats = row_stats(index)
-    records = {"failed": failed, "precision": sidecar.get("precision")}
+    records = {"failed": failed, "precision": previous.sidecar.get("precision")}
+    embeddings = np.asarray(previous.embeddings)
     if not job.get("windows"):
-        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, **records})
+        store.write_chunk(0, embeddings, {"done": previous.rows, **records})
         return
-    done, spans = _video_spans(index, stats)  # moments: a video's rows are consecutive
-    store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "spans": spans, **records})
-
-
-def _video_spans(index: EmbeddingIndex, stats: list[list]) -> tuple[list[list], list[list]]:
-    """A moments index's rows grouped by video: ([[path, size, mtime_ns], ...], [[[start, end], ...], ...])."""
-    starts, ends = (index.rows.column(c).to_pylist() for c in ("start_s", "end_s"))
-    done, spans = [], []
-    for row_stat, start, end in zip(stats, starts, ends, strict=True):
-        if not done or done[-1][0] != row_stat[0]:
-            done.append(row_stat)
-            spans.append([])
-        spans[-1].append([start, end])
-    if len({row_stat[0] for row_stat in done}) != len(done):
-        raise IndexFileError(f"{index.location}: a video's moment rows are not consecutive")
-    return done, spans
-
-
-def _read_failures(out: Path) -> list[dict]:
     try:
-        lines = failures_path(out).read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError):
-        return []  # without it, earlier failures are simply tried again
+        done, spans = previous.videos()  # moments: a video's rows are consecutive
+    except IndexFileError as error:
+        raise JobError(
+            f"the index {previous.location} cannot be extended: {error}; or add --overwrite"
+        ) from None
+    store.write_chunk(0, embeddings, {"done": done, "spans": spans, **records})
 
 
 def _discard_previous(work: Path, out: Path) -> None:
-    """--overwrite: forget earlier work (the lock in ``work`` stays, it is ours)."""
-    ann_ours = read_ann_meta(out)[0] is not None, owned_ann_file(out)  # ANN files only if ours
-    ours = [out, sidecar_path(out), rows_path(out), failures_path(out)]
-    for path in [*ChunkStore(work).chunks(), work / "job.json", *ours]:
+    """--overwrite: forget earlier work (the lock in ``work`` stays, it is ours) and the finished index."""
+    for path in [*ChunkStore(work).chunks(), work / "job.json"]:
         path.unlink(missing_ok=True)
-    for path, owned in zip((ann_meta_path(out), ann_path(out)), ann_ours, strict=True):
-        if owned:
-            path.unlink()
+    discard_index(out)
 
 
 @dataclass(frozen=True)
@@ -617,13 +615,13 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
         summary.encode_seconds = time.monotonic() - encode_started
 
 
-def _retire(work: Path, out: Path) -> None:
+def _retire(files: IndexFiles) -> None:
     """Remove the work directory: renamed first (atomic), so a kill never leaves half of it behind."""
-    trash = work.with_name(f".{out.name}.trash-{os.getpid()}")
-    os.replace(work, trash)
+    trash = files.trash(os.getpid())
+    os.replace(files.work, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _remove_trash(out: Path) -> None:
-    for trash in out.parent.glob(f".{out.name}.trash-*"):
+def _remove_trash(files: IndexFiles) -> None:
+    for trash in files.trash_folders():
         shutil.rmtree(trash, ignore_errors=True)

@@ -88,11 +88,6 @@ def _seconds_text(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def thumbnails_dir(index_path: str | os.PathLike) -> Path:
-    """EMB.npy (or its EMB.json sidecar) -> the folder EMB.thumbs beside it."""
-    return Path(index_path).with_suffix(".thumbs")
-
-
 def keyframe_times(start_s: float, end_s: float, count: int) -> list[float]:
     """``count`` times (seconds) at the middles of ``count`` equal parts of [start_s, end_s]."""
     if count < 1:
@@ -281,14 +276,10 @@ def thumbnail_jpegs(
 
 
 class ThumbnailStore:
-    """The thumbnails of an index's rows, in one folder (``thumbnails_dir(EMB.npy)``)."""
+    """The thumbnails of an index's rows, in one folder (``index.IndexFiles.thumbs``: EMB.thumbs)."""
 
     def __init__(self, folder: str | os.PathLike, count: int = THUMBNAIL_COUNT):
         self.folder, self.count = Path(folder), count
-
-    @classmethod
-    def for_index(cls, index_path: str | os.PathLike) -> ThumbnailStore:
-        return cls(thumbnails_dir(index_path))
 
     def files(self, source: ThumbnailSource) -> list[Path]:
         """The row's ``count`` thumbnail paths (whether or not they exist yet)."""

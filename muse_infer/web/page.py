@@ -235,12 +235,13 @@ def save_results_page(
         results = index.search_batch(queries, 10, text_encoder=encoder)
         save_results_page("results.html", index, "emb.npy", queries, results)
     """
+    from ..index import IndexFiles
     from ..loading.reference import search_caution
     from ..video.thumbnails import ThumbnailStore
     from .rows import IndexRows, hits_for
 
     rows = IndexRows(index)
-    store = ThumbnailStore.for_index(index_path)
+    store = ThumbnailStore(IndexFiles.of(index_path).thumbs)
     pages = [
         QueryHits(query, hits_for(hits, rows, store, make_thumbnails))
         for query, hits in zip(queries, results, strict=True)

@@ -130,7 +130,7 @@ def open_index_service(
     check_bind(host, token)
     require_web_extra()
     from ..encoders import TextEncoder
-    from ..index import EmbeddingIndex
+    from ..index import EmbeddingIndex, IndexFiles
     from ..video.thumbnails import ThumbnailStore
     from .app import create_app
     from .rows import IndexRows
@@ -148,7 +148,7 @@ def open_index_service(
         encoder,
         root,
         token,
-        thumbnails=ThumbnailStore.for_index(index_path),
+        thumbnails=ThumbnailStore(IndexFiles.of(index_path).thumbs),
         allowed_hosts=allowed_hosts(host),
         index_name=os.path.basename(index_path),
     )
