@@ -10,7 +10,6 @@ On the CPU the same code runs synchronously.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,21 +64,6 @@ class TorchBackend(Backend):
     def asynchronous(self) -> bool:
         """True when ``submit_clips`` returns before the model has run (a CUDA device)."""
         return self.device.startswith("cuda")
-
-    @classmethod
-    def load(
-        cls,
-        model: str | os.PathLike,
-        device: str = "cpu",
-        clip_weights: str | os.PathLike | None = None,
-        precision: str = "auto",
-        compile_backbone: str = "off",
-    ) -> TorchBackend:
-        """Load ``model`` (anything ``muse_infer.load_model`` accepts); see ``from_spec``."""
-        from .spec import ModelSpec
-
-        spec = ModelSpec.resolve(model, clip_weights=clip_weights, device=device, precision=precision)
-        return cls.from_spec(spec.on_device(), compile_backbone)
 
     @classmethod
     def from_spec(cls, spec, compile_backbone: str = "off") -> TorchBackend:
