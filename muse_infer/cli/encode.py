@@ -19,7 +19,7 @@ from .common import (
 
 
 @click.command("encode-videos")
-@click.argument("directory", type=click.Path())
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
     required=True,
@@ -142,7 +142,7 @@ from .common import (
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def encode_videos(
-    directory,
+    videos,
     out,
     model,
     clip_weights,
@@ -166,7 +166,12 @@ def encode_videos(
     as_json,
     quiet,
 ) -> None:
-    """Encode every video under DIRECTORY (recursively) into an embedding index.
+    """Encode the VIDEOS (folders, walked recursively, and video files) into an embedding index.
+
+    Paths in the index are relative to the folders' and files' common folder (or to the folder of
+    the index already at OUT, which every input must then lie in). A later run with other files or
+    folders grows the same index: what it covers is found again (new, changed and deleted videos),
+    rows of videos outside it stay as they are.
 
     Writes OUT (N, C) float32 (one L2-normalised row a video), OUT's sidecar .json (relative paths in
     row order, model identity, settings), .failures.jsonl (each skipped file with its reason) and
@@ -200,6 +205,7 @@ def encode_videos(
     \b
     Example:
       muse-infer encode-videos videos/ --out emb.npy --model ViT-B-32 --batch-size 16
+      muse-infer encode-videos a.mp4 b.webm more_videos/ --out emb.npy
       muse-infer encode-videos videos/ --out emb.npy --model tiny --frames 4 --workers 2
       muse-infer encode-videos videos/ --out emb.npy --device cpu --precision bf16
       muse-infer encode-videos videos/ --out emb.npy --no-thumbnails
@@ -233,7 +239,7 @@ def encode_videos(
         options["windows"] = _window_settings(spec, window, stride, cuts)
     try:
         with sigterm_as_interrupt():
-            summary = run(directory, out, spec, **options)  # loads the model only if there is work
+            summary = run(list(videos), out, spec, **options)  # loads the model only if there is work
     except KeyboardInterrupt:
         click.echo(_interrupted_message(saved_work(out)), err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +49,15 @@ from ..atomic import atomic_write
 from ..encoders import VideoEncoder, VideoResult
 from ..errors import IndexFileError, JobError
 from ..filenames import with_display
-from ..index import IndexFiles, PreviousIndex, discard_index, is_our_index, read_previous, read_sidecar
+from ..index import IndexFiles, PreviousIndex, discard_index, read_previous, read_sidecar
 from ..progress import announce as progress_announce
 from ..progress import progress_bar
 from ..runtime.spec import ModelSpec
 from ..video.thumbnails import ThumbnailSummary
 from ..video.windows import WindowSettings
 from .assemble import check_same_job, finish_index, make_thumbnails
-from .work import ChunkStore, Entry, Known, find_videos
+from .inputs import Scope, check_inputs
+from .work import ChunkStore, Entry, Known
 
 logger = logging.getLogger(__name__)
 JOB_FORMAT, JOB_FORMAT_VERSION = "muse-infer-encode-job", 1
@@ -145,7 +146,7 @@ def parts_dir(out: Path) -> Path:
 
 
 def encode_folder(
-    root: str | os.PathLike,
+    root: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     encoder: VideoEncoder | ModelSpec,
     batch_size: int | None = None,
@@ -160,7 +161,8 @@ def encode_folder(
 ) -> JobSummary:
     """Encode every video under ``root`` into the index ``out`` (EMB.npy), resuming earlier work.
 
-    encoder: the model, as a ``ModelSpec`` (loaded only when there is something to encode: a rerun
+    root: a folder, or several folders and video files (paths in the index relative to their common
+    folder, or to the folder of the index already at ``out``; ``jobs.inputs``). encoder: the model, as a ``ModelSpec`` (loaded only when there is something to encode: a rerun
     with nothing new, or a run refused because another holds the lock, never loads it) or a loaded
     ``VideoEncoder``. batch_size: videos a model call (None: the spec's, else 8 on the CPU, 64 on a GPU).
     chunk_size: results are saved every ``chunk_size`` videos (rounded up to whole batches) or
@@ -297,7 +299,7 @@ def _windows_field(job: dict) -> dict:
 
 @contextmanager
 def open_job(
-    root: str | os.PathLike,
+    root: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     encoder: VideoEncoder | ModelSpec,
     overwrite: bool = False,
@@ -315,21 +317,16 @@ def open_job(
     Raises ``JobError`` for problems the user must fix (bad folder, another run holds the lock, earlier
     work made with another model, settings or folder and no ``overwrite``).
     """
-    root, out = check_locations(root, out)
+    scope, out = check_inputs(root, out, overwrite)
+    root = scope.root
     started = time.monotonic()
     spec, loaded = job_model(encoder)
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
     job |= {"model": spec.identity, "settings": spec.settings}
     job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video
-    entries = find_videos(root)
-    if not entries:
-        kept = f"; the index {out} is left as it is" if out.exists() else ""
-        raise JobError(
-            f"{root}: no files in this folder, nothing to encode (give the folder of your videos){kept}"
-        )
+    entries = scope.find()
     files = IndexFiles.of(out)
     work = files.work
-    refuse_foreign_files(out, work)
     made = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,6 +345,7 @@ def open_job(
         store = _open_store(work, job, previous)
         copied |= set(store.chunks())  # the finished index's rows, copied: not this run's own work
         known = store.load()
+        entries = _with_rows_outside(entries, known, scope)
         summary = JobSummary(out, total=len(entries))
         todo = [e for e in entries if e.problem is None and not _reusable(known.get(e.path), e, retry_failed)]
         redo = {e.path for e in todo}
@@ -397,59 +395,16 @@ def saved_work(out: str | os.PathLike) -> int:
     return len(store.load()) if store.directory.is_dir() else 0
 
 
-def check_locations(root, out) -> tuple[Path, Path]:
-    """(root, out) made absolute, or JobError when root is no folder or out is no writable .npy path."""
-    root, out = Path(root), Path(out)
-    if not root.is_dir():
-        raise JobError(f"{root}: not a folder (give the folder of videos to encode)")
-    if out.suffix != ".npy":
-        raise JobError(f"--out {out}: the index file must end with .npy (e.g. --out embeddings.npy)")
-    if out.is_dir():
-        raise JobError(f"--out {out}: is a folder; give a file name such as {out / 'embeddings.npy'}")
-    existing = next(
-        p for p in out.absolute().parents if p.exists()
-    )  # the folder is made after the model loads
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise JobError(
-            f"--out {out}: cannot create or write its folder ({existing} is not a writable folder)"
-        )
-    if not _holds_a_video(root):
-        raise JobError(_empty_folder_message(root, out))
-    refuse_foreign_files(out.absolute(), parts_dir(out.absolute()))
-    return root.resolve(), out.absolute()
-
-
-def _holds_a_video(root: Path) -> bool:
-    """Whether any file with a video extension lies under ``root`` (stops at the first one)."""
-    from ..video.reader import VIDEO_EXTENSIONS
-
-    return any(
-        os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-        for _, _, names in os.walk(root)
-        for name in names
-    )
-
-
-def _empty_folder_message(root: Path, out: Path) -> str:
-    kept = f"; the index {out} is left as it is" if out.exists() else ""
-    return (
-        f"{root}: no video files in this folder or below it (looked for .mp4, .mkv, .webm, .mov, .avi and "
-        f"other video extensions), nothing to encode{kept}"
-    )
-
-
-def refuse_foreign_files(out: Path, work: Path) -> None:
-    """JobError when a file the index would replace (OUT.npy, its sidecar, rows or failures file) exists
-    but is not part of a muse-infer index nor of one of our unfinished runs: never replaced, even with
-    --overwrite."""
-    if is_our_index(out) or (work / "job.json").is_file():
-        return
-    for path in IndexFiles.of(out).core:
-        if path.exists():
-            raise JobError(
-                f"--out {out}: {path} exists and was not written by muse-infer (no index sidecar beside it); "
-                "it is not replaced, even with --overwrite: choose another --out, or move that file away"
-            )
+def _with_rows_outside(entries: list[Entry], known: dict[str, Known], scope: Scope) -> list[Entry]:
+    """``entries`` and, kept as they are, the earlier results of videos this run does not cover (a run
+    given some files or folders grows the index; it never drops what it was not asked to look at)."""
+    seen = {entry.path for entry in entries}
+    outside = [
+        Entry(path, result.size, result.mtime_ns)
+        for path, result in known.items()
+        if path not in seen and not scope.covers(path)
+    ]
+    return sorted(entries + outside, key=lambda entry: entry.path) if outside else entries
 
 
 def _reusable(known: Known | None, entry: Entry, retry_failed: bool) -> bool:

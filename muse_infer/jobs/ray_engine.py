@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -183,7 +183,7 @@ class RayOptions:
 
 
 def encode_folder_ray(
-    root: str | os.PathLike,
+    root: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     encoder: ModelSpec | VideoEncoder,
     batch_size: int | None = None,

@@ -54,8 +54,9 @@ class Known:
         return (self.size, self.mtime_ns) == (entry.size, entry.mtime_ns)
 
 
-def find_videos(root: Path) -> list[Entry]:
-    """Video files under ``root`` (recursively, by extension), sorted by relative POSIX path.
+def find_videos(root: Path, folder: str = "") -> list[Entry]:
+    """Video files under ``root / folder`` (recursively, by extension), sorted by their POSIX path
+    relative to ``root``.
 
     Symbolic links to files are followed, links to folders are not. A file that cannot be
     examined (broken link, not a regular file) or a folder that cannot be listed becomes an entry
@@ -69,16 +70,17 @@ def find_videos(root: Path) -> list[Entry]:
         relative = Path(error.filename).relative_to(root).as_posix() + "/"
         entries.append(Entry(relative, problem=f"folder not readable ({error.strerror})"))
 
-    for folder, subfolders, names in os.walk(root, onerror=unreadable_folder):
+    for place, subfolders, names in os.walk(root / folder, onerror=unreadable_folder):
         subfolders.sort()
         for name in names:
             if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
-                full = os.path.join(folder, name)
-                entries.append(_entry(full, Path(full).relative_to(root).as_posix()))
+                full = os.path.join(place, name)
+                entries.append(file_entry(full, Path(full).relative_to(root).as_posix()))
     return sorted(entries, key=lambda entry: entry.path)
 
 
-def _entry(full: str, relative: str) -> Entry:
+def file_entry(full: str, relative: str) -> Entry:
+    """The entry of one file: its stats, or the problem that keeps it from being read."""
     try:
         info = os.stat(full)
     except FileNotFoundError:
