@@ -187,8 +187,9 @@ def encode_videos(
     actor per GPU) and gives the same index; --chunk-size is then the shard size (videos a task
     decodes and a saved result holds) and --workers caps the decode tasks running at once.
 
-    Moments (--window, --stride, --cuts): each video becomes a row per time window (a video no longer
-    than the window stays one row; the last window ends with the video), sampled as a whole video is
+    Moments (--window, --stride, --cuts): each video becomes a row per time window (the last ends with
+    the video; windows start at least half a stride apart, so a video shorter than the window plus
+    half a stride stays one row), sampled as a whole video is
     (1 frame a second, at most --frames), each video decoded once for all its windows; search then
     returns time ranges. A window of 12 s (the model's clip: 12 frames at 1 a second) with a 6 s
     stride is the default once any of the three is given. The window settings are part of the
