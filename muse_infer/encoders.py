@@ -34,7 +34,7 @@ from .errors import BackendError, QueryError, VideoDecodeError
 from .progress import progress_bar
 from .runtime import Backend, load_backend
 from .runtime.devices import default_batch_size
-from .video.frames import FrameSettings, clip_inputs
+from .video.frames import SAMPLINGS, FrameSettings, clip_inputs
 from .video.pool import Decoded, DecodePool, decode_inline
 from .video.windows import WindowSettings
 
@@ -149,7 +149,9 @@ class VideoEncoder:
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend. max_frames: frames
     sampled a video (default: the model's, 12). Frames are sampled at the model's frame rate (1 a
     second) and slice mode, as CLIP4Clip does (``muse_infer.video``). precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
+    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
+    sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
+    to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
     """
 
     def __init__(
@@ -160,13 +162,16 @@ class VideoEncoder:
         clip_weights: str | os.PathLike | None = None,
         max_frames: int | None = None,
         precision: str = "auto",
+        sampling: str = "exact",
     ):
+        if sampling not in SAMPLINGS:  # before the model loads
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.backend = _backend_from(model, device, backend, clip_weights, precision)
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
         b = self.backend
         self.frame_settings = FrameSettings(
-            max_frames or b.max_frames, b.framerate, b.slice_mode, b.image_size
+            max_frames or b.max_frames, b.framerate, b.slice_mode, b.image_size, sampling
         )
 
     @property

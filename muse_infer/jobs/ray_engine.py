@@ -86,6 +86,7 @@ class EncoderSpec:
             backend=self.backend,
             clip_weights=self.clip_weights,
             max_frames=self.max_frames,
+            sampling=self.settings.get("sampling", "exact"),
         )
         if not same_model(encoder.identity, self.identity) or encoder.settings != self.settings:
             raise RayEngineError(
@@ -106,7 +107,11 @@ def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: b
     from ..video.pool import DecodePool, decode_inline
 
     frame_settings = FrameSettings(
-        settings["max_frames"], settings["framerate"], settings["slice_mode"], settings["image_size"]
+        settings["max_frames"],
+        settings["framerate"],
+        settings["slice_mode"],
+        settings["image_size"],
+        settings.get("sampling", "exact"),
     )
     paths = [os.path.join(root, path) for path in json.loads(row["paths"])]
     if inline:
