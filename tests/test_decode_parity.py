@@ -172,6 +172,25 @@ def corpus(tmp_path_factory):
     return get
 
 
+def timeline_of(path, planned: bool) -> tuple:
+    opened = reader.open_for_planned(path) if planned else reader._open(path)
+    with opened as container:
+        timeline = reader.open_timeline(path, container, seek=True, planned=planned)
+        return (
+            timeline.origin,
+            timeline.end,
+            timeline.stream.time_base,
+            reader.nominal_frame_ticks(timeline.stream),
+        )
+
+
+@pytest.mark.parametrize("name", [n for n, (_, falls_back) in CORPUS.items() if falls_back is False])
+def test_the_planned_reader_sees_the_reference_timeline(corpus, name):
+    """Time 0, the end, the time base and a frame's nominal length, whichever way the file is opened
+    (mp4 and mov files are opened without FFmpeg's decoding probe for the planned readers)."""
+    assert timeline_of(corpus(name), planned=True) == timeline_of(corpus(name), planned=False)
+
+
 @pytest.mark.parametrize("name", CORPUS)
 def test_exact_sampling_equals_the_reference_reader(corpus, name):
     path, falls_back = corpus(name), CORPUS[name][1]

@@ -40,7 +40,7 @@ def read_keyframes(
 
     stats = stats if stats is not None else DecodeStats()
     rate = reader._check_sampling(settings.max_frames, settings.framerate, settings.slice_mode)
-    with reader._open(path, reader.LIGHT_OPEN) as container:  # no decoding in FFmpeg's probing
+    with reader.open_for_planned(path) as container:
         with reader._ffmpeg_errors(path):
             try:
                 timeline = reader.open_timeline(path, container, True, stats, cursor_kind=KeyframeCursor)

@@ -63,6 +63,10 @@ PROBE_SEEKABLE_FORMATS = SEEKABLE_FORMATS | {"mpegts"}
 # Options for opening a file whose stream probing decodes nothing (FFmpeg decodes the first frames to
 # learn the stream's parameters; measured 6.2 ms of a 640x360 H.264 video's 6.6 ms opening).
 LIGHT_OPEN = {"skip_frame": "all"}
+# Formats whose streams, opened so, tell the reader the same (timestamps, durations, rates: checked in
+# tests/test_decode_parity.py); only the decoder's delay and pixel format are left for decoding to find.
+# Elsewhere (Matroska: start time and duration change) the planned readers open files as the reference.
+LIGHT_OPEN_FORMATS = frozenset({"mov", "mp4"})
 # A video whose decodable frames end this much (plus one frame) before the duration its video
 # stream declares is reported as truncated.
 TRUNCATION_TOLERANCE_S = 0.5
@@ -144,15 +148,29 @@ def read_frames(
 
 
 def read_frames_reference(
-    path: str | os.PathLike, max_frames: int = 12, framerate: float = 1.0, slice_mode: str = "uniform"
+    path: str | os.PathLike,
+    max_frames: int = 12,
+    framerate: float = 1.0,
+    slice_mode: str = "uniform",
+    stats: DecodeStats | None = None,
 ) -> list[np.ndarray]:
     """``read_frames`` by the reference cursor (``cursor.FrameCursor``: every frame on the way decoded,
     decoder threads on): the reader as it was before the planned cursor, kept as its twin."""
     rate = _check_sampling(max_frames, framerate, slice_mode)
     with _open(path) as container:
         with _ffmpeg_errors(path):
-            timeline = open_timeline(path, container, seek=True, planned=False)
+            timeline = open_timeline(path, container, seek=True, stats=stats, planned=False)
             return [timeline.frame_at(path, t) for t in _sample_times(timeline, rate, max_frames, slice_mode)]
+
+
+def open_for_planned(path: str | os.PathLike):
+    """The container for a planned read: opened without FFmpeg's decoding probe where that changes nothing
+    the reader uses (``LIGHT_OPEN_FORMATS``), else as the reference opens it."""
+    container = _open(path, LIGHT_OPEN)
+    if set(container.format.name.split(",")) & LIGHT_OPEN_FORMATS:
+        return container
+    container.close()
+    return _open(path)
 
 
 def read_planned(
@@ -162,7 +180,7 @@ def read_planned(
     the planned cursor; by the reference cursor when the plan does not cover the file."""
     stats = stats if stats is not None else DecodeStats()
     for planned in (True, False):
-        with _open(path) as container:
+        with open_for_planned(path) if planned else _open(path) as container:
             with _ffmpeg_errors(path):
                 try:
                     timeline = open_timeline(path, container, seek=True, stats=stats, planned=planned)
@@ -221,7 +239,7 @@ def read_window_clip(
     kind = FrameCursor
     if settings.sampling == "keyframes":
         from .keyframes import KeyframeCursor as kind
-    with _open(path, LIGHT_OPEN if kind is not FrameCursor else None) as container:
+    with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
         with _ffmpeg_errors(path):
             timeline = open_timeline(path, container, seek=True, cursor_kind=kind)
             end = timeline.exact(end_s)

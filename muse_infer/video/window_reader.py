@@ -34,7 +34,7 @@ from .cursor import FrameCursor
 from .frames import FrameSettings, fit_frame
 from .keyframes import KeyframeCursor
 from .planned import PlannedCursor, Unplanned
-from .reader import LIGHT_OPEN, DecodeStats, _open, open_timeline
+from .reader import DecodeStats, _open, open_for_planned, open_timeline
 from .windows import WindowSettings, exact_sample_times, plan_windows, shot_windows
 
 # Shot boundaries of a video, in seconds: (path, duration) -> cuts. Given by ``--cuts shots``.
@@ -69,7 +69,7 @@ def read_windows(
     first = KeyframeCursor if settings.sampling == "keyframes" else PlannedCursor
     yielded = 0
     for kind in (first, FrameCursor):
-        with _open(path, LIGHT_OPEN if kind is KeyframeCursor else None) as container:
+        with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
             try:
                 for number, clip in enumerate(
                     _walk(path, container, settings, windows, stats, find_cuts, kind)
