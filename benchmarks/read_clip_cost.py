@@ -17,7 +17,9 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("videos", nargs="+")
-    parser.add_argument("--reference", action="store_true", help="read_clip_reference (the old reader's twin)")
+    parser.add_argument(
+        "--reference", action="store_true", help="read_clip_reference (the old reader's twin)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
