@@ -249,3 +249,23 @@ def test_keyframe_sampling_takes_the_nearest_keyframe_and_decodes_nothing_else(c
         np.testing.assert_array_equal(clip, expected, err_msg=f"{name}, {settings}")
         assert stats.fallbacks == 0, stats
         assert stats.frames_decoded <= distinct + 1, stats  # the keyframes taken (and the first frame)
+
+
+def test_a_straight_read_holds_a_keyframe_interval_of_packets(tmp_path, monkeypatch):
+    """MPEG-TS is read straight through (no seeks): the packets read ahead between two samples 25 s
+    apart are dropped at each keyframe, so at most about a keyframe interval is held, not 25 s."""
+    from muse_infer.video.planned import PlannedCursor
+
+    path = make_video(tmp_path / "long.ts", 1500, 5, (32, 32), codec="libx264", options={"g": "10"})
+    held, admit = [0], PlannedCursor._admit
+
+    def counting(self, packet):
+        admit(self, packet)
+        held[0] = max(held[0], len(self._queue))
+
+    monkeypatch.setattr(PlannedCursor, "_admit", counting)
+    stats = DecodeStats()
+    planned, expected = read_frames(path, stats=stats), read_frames_reference(path)
+    assert all(np.array_equal(a, b) for a, b in zip(planned, expected, strict=True))
+    assert stats.seeks == stats.fallbacks == 0 and stats.packets_decoded < 12 * 12
+    assert held[0] <= 3 * 10, held[0]  # packets queued at once; 125 between two samples

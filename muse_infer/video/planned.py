@@ -98,6 +98,7 @@ class PlannedCursor(FrameCursor):
         if wanted is not None and wanted > self.current.pts:
             self._decode_until(wanted, target)
         self._answers.append((target, self.current.pts))
+        self._forget_before(self.current.pts)
         self.finished = self._demux_done and (not self._pts_seen or self._pts_seen[-1] <= target)
         return self.current
 
@@ -113,9 +114,16 @@ class PlannedCursor(FrameCursor):
         self._sent: set[int] = set()  # pts of packets sent since the restart
         self._out: deque = deque()  # frames out of the decoder, ascending pts, not yet answered
         self._max_dts: int | None = None
-        self._demux_done = self._drained = False
+        self._demux_done = self._drained = self._gap = False
         self._last_out: int | None = None
         self._answers = []
+
+    def _forget_before(self, pts: int) -> None:
+        """Forget the times before the last answer (answers only go forward), so a long straight read
+        keeps what its next targets need, not the whole video's timestamps."""
+        self._pts_seen = self._pts_seen[bisect.bisect_left(self._pts_seen, pts) :]
+        self._sent = {sent for sent in self._sent if sent >= pts}
+        del self._answers[:-2]
 
     def _demux_one(self) -> bool:
         """Read one more packet into the queue; False at the end of the stream."""
@@ -155,9 +163,23 @@ class PlannedCursor(FrameCursor):
         self._queue.append(packet)
 
     def _demux_past(self, target: int) -> None:
-        """Demux until no packet still to come can be shown at or before ``target``."""
+        """Demux until no packet still to come can be shown at or before ``target``. A keyframe at or
+        before it drops the queued packets before it as it comes, so a long stretch read ahead (a
+        stream read straight through) holds a keyframe interval of packets at most."""
         while not self._demux_done and (self._max_dts is None or self._max_dts <= target):
-            self._demux_one()
+            if self._demux_one() and self._queue[-1].is_keyframe and self._queue[-1].pts <= target:
+                self._drop_queued_before_last()
+
+    def _drop_queued_before_last(self) -> None:
+        """Drop the packets queued before the last one (a keyframe at or before the target) undecoded, and
+        forget the times shown before it: every target to come shows it or a later frame."""
+        keyframe = self._queue.pop()
+        if any(packet.pts >= keyframe.pts for packet in self._queue):
+            raise Unplanned("a packet before a keyframe is shown after it")
+        self._gap = bool(self._queue) or self._gap  # the decoder must restart there (a flush)
+        self._queue.clear()
+        self._queue.append(keyframe)
+        self._pts_seen = self._pts_seen[bisect.bisect_left(self._pts_seen, keyframe.pts) :]
 
     def _covered(self, target: int) -> bool:
         return self._demux_done or (self._max_dts is not None and self._max_dts > target)
@@ -218,7 +240,7 @@ class PlannedCursor(FrameCursor):
                 break
             if packet.is_keyframe and packet.pts <= target:
                 keyframe = index
-        if keyframe is None or (keyframe == 0 and not self._drained):
+        if keyframe is None or (keyframe == 0 and not self._drained and not self._gap):
             return  # none, or next in line with the decoder able to go on
         dropped = [self._queue.popleft() for _ in range(keyframe)]
         start = self._queue[0].pts
@@ -227,6 +249,7 @@ class PlannedCursor(FrameCursor):
         kept = list(self._queue)
         self.stream.codec_context.flush_buffers()
         self._sent, self._out, self._drained, self._last_out = set(), deque(), False, None
+        self._gap = False
         self._pts_seen = sorted(p.pts for p in kept if not p.is_discard)
         self._answers = []
 
