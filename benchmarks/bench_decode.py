@@ -1,7 +1,8 @@
-"""Decoding cost: the readers compared (``--part readers``), and decode workers with encode throughput
-(``--part workers``).
+"""Decoding cost: the readers compared (``--part readers``), the window walk's two cursors (``--part
+windows``), and decode workers with encode throughput (``--part workers``).
 
     python benchmarks/bench_decode.py --part readers --videos 3 --repeats 5 --json docs/results/decode_readers.json
+    python benchmarks/bench_decode.py --part windows --minutes 10     # moments: reference vs planned walk
     python benchmarks/bench_decode.py --part workers                  # worker start-up, encode throughput
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --part workers --json out/other.json
 
@@ -25,6 +26,11 @@ decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fi
   keyframes     ``read_clip`` with ``sampling="keyframes"``: the keyframe nearest each sample time alone.
 The exact readers' clips are checked equal to "before", bit for bit, on every video.
 
+Windows (``--part windows``): ``bench_moments.py``'s ``--minutes`` video (64x48, 2 fps, a keyframe every
+10 s) walked for its windows (12 s every 6 s, 12 frames at 224 px) by the reference cursor and by the
+planned one, alternately, ``--repeats`` times: process CPU seconds (the reference decodes partly on
+FFmpeg's threads, which a thread's CPU time would not count), frames decoded, and the clips compared.
+
 Workers (``--part workers``, as before): a decode worker process started and timed until it reports
 "ready", ``--starts`` times (wall and CPU seconds, ``RUSAGE_CHILDREN``); then ``--videos`` generated
 videos (``--seconds`` long, 320x240) encoded with ``VideoEncoder(--model).encode(paths, workers=W)`` for
@@ -45,6 +51,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_moments, beside this file
 
 KINDS = {
     "gop2": "30 s 640x360 25 fps H.264, moving gradient over grain, a keyframe every 2 s",
@@ -272,6 +280,47 @@ def print_readers(kind: str, rows: dict) -> None:
         )
 
 
+# --- the window walk ---------------------------------------------------------------------------------
+
+
+def run_windows(args) -> dict:
+    """Process CPU of walking a long video's windows with each cursor, alternately (clips compared)."""
+    from bench_moments import make_long_video
+
+    from muse_infer.video import reader, window_reader
+    from muse_infer.video.cursor import DecodeStats, FrameCursor
+    from muse_infer.video.frames import FrameSettings
+    from muse_infer.video.planned import PlannedCursor
+    from muse_infer.video.windows import WindowSettings
+
+    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-windows-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"long_{args.minutes:g}min.mp4"
+    if not path.exists():
+        make_long_video(path, args.minutes)
+    settings, windows = FrameSettings(), WindowSettings(12.0, 6.0)
+    rows = {"reference": [], "planned": []}
+    decoded, clips = {}, {}
+    for _ in range(args.repeats):
+        for name, kind in (("reference", FrameCursor), ("planned", PlannedCursor)):
+            stats = DecodeStats()
+            with reader._open(path) as container:
+                started = time.process_time()
+                walk = window_reader._walk(path, container, settings, windows, stats, None, kind)
+                clips[name] = [clip.pixels for clip in walk]
+                rows[name].append(time.process_time() - started)
+            decoded[name] = stats.frames_decoded
+        assert all(np.array_equal(a, b) for a, b in zip(clips["reference"], clips["planned"], strict=True))
+    report = {"video_minutes": args.minutes, "windows": len(clips["planned"]), "command": " ".join(sys.argv)}
+    for name, costs in rows.items():
+        report[name] = {"process_cpu_s": statistics.median(costs), "all": [round(c, 3) for c in costs]}
+        report[name]["frames_decoded"] = decoded[name]
+        print(
+            f"{name}: {statistics.median(costs):.3f} CPU s (runs {report[name]['all']}), {decoded[name]} frames"
+        )
+    return report
+
+
 # --- workers and encode throughput (the measurement of 2026-11-30) ---------------------------------------
 
 
@@ -377,7 +426,8 @@ def run_workers(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["readers", "workers"], default="readers")
+    parser.add_argument("--part", choices=["readers", "windows", "workers"], default="readers")
+    parser.add_argument("--minutes", type=float, default=10.0, help="windows: the video's length")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["gop2", "gop10", "pan"])
     parser.add_argument("--work-dir", default=None, help="readers: where the videos are made (and kept)")
     parser.add_argument("--starts", type=int, default=5)
@@ -393,7 +443,8 @@ def main() -> None:
     readers_part = args.part == "readers"
     args.videos = args.videos or (3 if readers_part else 24)
     args.repeats = args.repeats or (5 if readers_part else 3)
-    report = run_readers(args) if readers_part else run_workers(args)
+    run = {"readers": run_readers, "windows": run_windows, "workers": run_workers}[args.part]
+    report = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
