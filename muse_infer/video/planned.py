@@ -270,10 +270,10 @@ class PlannedCursor(FrameCursor):
 
     def _restarts_after(self, target: int) -> bool:
         """Whether decoding restarts from a keyframe (seek or jump) for the next target, or it is the last."""
-        following = self.targets[bisect.bisect_right(self.targets, target) :]
-        if not following:
+        following = bisect.bisect_right(self.targets, target)
+        if following == len(self.targets):
             return True
-        upcoming = following[0]
+        upcoming = self.targets[following]
         if self.seekable and not self._demux_done and self._worth_seeking(upcoming):
             return True
         self._demux_past(upcoming)
