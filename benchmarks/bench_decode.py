@@ -1,33 +1,327 @@
-"""Decode workers and encode throughput: worker start-up cost, and videos a second through the SDK.
+"""Decoding cost: the readers compared (``--part readers``), the window walk's two cursors (``--part
+windows``), and decode workers with encode throughput (``--part workers``).
 
-    python benchmarks/bench_decode.py                       # this checkout
-    PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --json out/other.json
+    python benchmarks/bench_decode.py --part readers --videos 3 --repeats 5 --json docs/results/decode_readers.json
+    python benchmarks/bench_decode.py --part windows --minutes 10     # moments: reference vs planned walk
+    python benchmarks/bench_decode.py --part workers                  # worker start-up, encode throughput
+    PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --part workers --json out/other.json
 
-It imports ``muse_infer`` from wherever Python finds it, so pointing PYTHONPATH at another checkout
-measures that one with the same script (how docs/benchmarks.md compares before and after a change).
+Readers (CPU seconds a video, this process and all its threads, ``time.process_time``; medians over
+``--videos`` videos x ``--repeats`` runs, the readers interleaved in the same run so that a busy machine
+weighs on all alike). Videos, 30 s 640x360 25 fps H.264 (``--kinds``):
+  gop2  a moving gradient over a fixed grain texture, a keyframe every 2 s: the videos of
+        ``bench_ray.py --decode-cost`` (video 0 is the very same; the others differ in their grain);
+  gop10 the same content, a keyframe every 10 s (x264's default 250 frames);
+  pan   a camera pan over a textured landscape, a keyframe every 2 s.
+Each reader reads 12 frames a video at 224 px (``FrameSettings()``): "clip" is the whole of what a
+decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fit them to 224 px),
+"frames" stops before the fitting (the decoding proper). Readers, each adding one idea to the one before:
+  before        ``read_clip_reference``: the reader as it was (every frame on the way decoded, FFmpeg's
+                frame threads on, its stream probing decoding the first frame twice);
+  1 thread      the same cursor with one decoding thread;
+  + light probe the end probe opens the file without decoding (``reader.LIGHT_OPEN``);
+  planned       ``planned.PlannedCursor`` without skipping non-reference frames: packets read ahead,
+                keyframe jumps, no decoding past the wanted frame;
+  exact         ``read_clip``, the default: the planned cursor skipping non-reference frames;
+  keyframes     ``read_clip`` with ``sampling="keyframes"``: the keyframe nearest each sample time alone.
+The exact readers' clips are checked equal to "before", bit for bit, on every video.
 
-1. Worker start-up: a decode worker process is started and timed until it reports "ready" (what a
-   worker imports before taking work), ``--starts`` times one after another. Wall time, and the
-   CPU time the worker process used (user + system, from ``RUSAGE_CHILDREN``), which a busy machine
-   does not inflate the way it inflates wall time.
-2. Encode throughput: ``--videos`` generated videos (``--seconds`` long, 320x240, H.264) encoded with
-   ``VideoEncoder(--model).encode(paths, workers=W)`` for each W in ``--workers``: wall time, videos/s,
-   and CPU seconds a video (this process and its decode workers).
-Medians over ``--repeats`` runs.
+Windows (``--part windows``): ``bench_moments.py``'s ``--minutes`` video (64x48, 2 fps, a keyframe every
+10 s) walked for its windows (12 s every 6 s, 12 frames at 224 px) by the reference cursor and by the
+planned one, alternately, ``--repeats`` times: process CPU seconds (the reference decodes partly on
+FFmpeg's threads, which a thread's CPU time would not count), frames decoded, and the clips compared.
+
+Workers (``--part workers``, as before): a decode worker process started and timed until it reports
+"ready", ``--starts`` times (wall and CPU seconds, ``RUSAGE_CHILDREN``); then ``--videos`` generated
+videos (``--seconds`` long, 320x240) encoded with ``VideoEncoder(--model).encode(paths, workers=W)`` for
+each W in ``--workers``: wall time, videos/s, CPU seconds a video. Medians over ``--repeats`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_moments, beside this file
+
+KINDS = {
+    "gop2": "30 s 640x360 25 fps H.264, moving gradient over grain, a keyframe every 2 s",
+    "gop10": "30 s 640x360 25 fps H.264, moving gradient over grain, a keyframe every 10 s",
+    "pan": "30 s 640x360 25 fps H.264, camera pan over a textured landscape, a keyframe every 2 s",
+}
+
+
+# --- videos -------------------------------------------------------------------------------------------
+
+
+def write_gradient_video(path: Path, seed: int, keyframe_every_s: float) -> None:
+    """``bench_ray.make_clip_like_video``'s video (seed 1 is its grain), with a chosen keyframe interval."""
+    import av
+
+    width, height, fps = 640, 360, 25
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = np.random.default_rng(seed).integers(0, 48, (height, width, 1), dtype=np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(round(keyframe_every_s * fps))})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(30 * fps):
+            shift = 4.0 * index
+            channels = [(x + shift) % 256, (y + shift / 2) % 256, (x + y + shift) % 256]
+            frame = np.stack(channels, axis=-1).astype(np.uint8) // 2 + texture
+            _encode(container, stream, frame)
+        _flush(container, stream)
+
+
+def write_pan_video(path: Path, seed: int) -> None:
+    """A 640x360 view panning across a wide smooth texture with fine grain, a keyframe every 2 s."""
+    import av
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((60, 330, 3)) * 255).astype(np.uint8)
+    land = np.asarray(Image.fromarray(coarse).resize((3300, 600), Image.BICUBIC)).astype(np.int16)
+    land = (land * 0.85 + rng.integers(0, 24, (600, 3300, 1))).clip(0, 255).astype(np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "50"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for index in range(30 * 25):
+            top, left = int(120 + 60 * np.sin(index / 40)), 3 * index
+            _encode(container, stream, np.ascontiguousarray(land[top : top + 360, left : left + 640]))
+        _flush(container, stream)
+
+
+def _encode(container, stream, rgb: np.ndarray) -> None:
+    import av
+
+    for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+        container.mux(packet)
+
+
+def _flush(container, stream) -> None:
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def make_videos(folder: Path, kind: str, count: int) -> list[Path]:
+    paths = []
+    for number in range(count):
+        path = folder / f"{kind}_{number}.mp4"
+        if not path.exists():
+            if kind == "pan":
+                write_pan_video(path, number)
+            else:
+                write_gradient_video(path, 1 + number, 2.0 if kind == "gop2" else 10.0)
+        paths.append(path)
+    return paths
+
+
+# --- readers ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def probe_opening(light: bool):
+    """Force the end probe's way of opening the file (the reference cursor's subclasses would get light)."""
+    from muse_infer.video import reader
+
+    real = reader._probe_end
+
+    def probe(*args, **kwargs):
+        return real(*args, **{**kwargs, "light_open": light})
+
+    reader._probe_end = probe
+    try:
+        yield
+    finally:
+        reader._probe_end = real
+
+
+def cursor_variants() -> dict:
+    """name -> (cursor class, light end probe) for the readers built from parts."""
+    from muse_infer.video.cursor import FrameCursor
+    from muse_infer.video.planned import PlannedCursor
+
+    class OneThread(FrameCursor):
+        def __init__(self, container, stream, *args, **kwargs):
+            super().__init__(container, stream, *args, **kwargs)
+            stream.codec_context.thread_type = "NONE"
+
+    class PlannedKeepingNonref(PlannedCursor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.skip_nonref = False
+
+    return {
+        "1 thread": (OneThread, False),
+        "+ light probe": (OneThread, True),
+        "planned": (PlannedKeepingNonref, True),
+    }
+
+
+def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
+    """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none)."""
+    from fractions import Fraction
+
+    from muse_infer.video import reader
+
+    with probe_opening(light), reader._open(path) as container:
+        timeline = reader.open_timeline(path, container, seek=True, stats=stats, cursor_kind=kind)
+        times = reader._sample_times(timeline, Fraction(1), 12, "uniform")
+        timeline.plan(times)
+        return [timeline.frame_at(path, t) for t in times]
+
+
+def readers() -> dict:
+    """name -> function(path, stats) -> (list of RGB frames, function turning them into the clip)."""
+    from muse_infer.video.frames import FrameSettings, fit_frame
+    from muse_infer.video.keyframes import read_keyframes
+    from muse_infer.video.reader import read_frames, read_frames_reference
+
+    def fit(frames):
+        return np.stack([fit_frame(frame, 224) for frame in frames])
+
+    table = {"before": lambda path, stats: read_frames_reference(path, stats=stats)}
+    for name, (kind, light) in cursor_variants().items():
+        table[name] = lambda path, stats, kind=kind, light=light: read_with(path, kind, light, stats)
+    table["exact"] = lambda path, stats: read_frames(path, stats=stats)
+    keyframes = FrameSettings(sampling="keyframes")
+    table["keyframes"] = lambda path, stats: read_keyframes(path, keyframes, stats)
+    return {name: (read, fit) for name, read in table.items()}
+
+
+def measure_readers(paths: list[Path], repeats: int) -> dict:
+    """CPU seconds a video for each reader ("frames" and "clip"), interleaved; parity checked."""
+    from muse_infer.video.cursor import DecodeStats
+
+    table = readers()
+    costs = {name: {"frames": [], "clip": []} for name in table}
+    decoded = {}
+    for _ in range(repeats):
+        for path in paths:
+            clips = {}
+            for name, (read, fit) in table.items():
+                stats = DecodeStats()
+                started = time.process_time()
+                frames = read(path, stats)
+                middle = time.process_time()
+                clips[name] = fit(frames)
+                ended = time.process_time()
+                costs[name]["frames"].append(middle - started)
+                costs[name]["clip"].append(ended - started)
+                decoded[name] = (stats.frames_decoded, stats.packets_decoded, stats.fallbacks)
+            for name in ("1 thread", "+ light probe", "planned", "exact"):
+                assert np.array_equal(clips[name], clips["before"]), (name, path)
+    rows = {}
+    for name, cost in costs.items():
+        frames, clip = statistics.median(cost["frames"]), statistics.median(cost["clip"])
+        rows[name] = {
+            "frames_cpu_s": frames,
+            "clip_cpu_s": clip,
+            "frames_cpu_s_all": [round(c, 4) for c in cost["frames"]],
+            "clip_cpu_s_all": [round(c, 4) for c in cost["clip"]],
+            "frames_decoded": decoded[name][0],
+            "packets_decoded": decoded[name][1],
+            "fallbacks": decoded[name][2],
+        }
+    for row in rows.values():
+        row["clip_speedup"] = rows["before"]["clip_cpu_s"] / row["clip_cpu_s"]
+        row["frames_speedup"] = rows["before"]["frames_cpu_s"] / row["frames_cpu_s"]
+    return rows
+
+
+def run_readers(args) -> dict:
+    import av
+
+    import muse_infer
+
+    report = {
+        "muse_infer": str(Path(muse_infer.__file__).parent),
+        "python": sys.version.split()[0],
+        "pyav": av.__version__,
+        "machine": f"{platform.machine()}, {_cores()} cores",
+        "command": "python benchmarks/bench_decode.py " + " ".join(sys.argv[1:]),
+        "videos_per_kind": args.videos,
+        "repeats": args.repeats,
+        "kinds": {},
+    }
+    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-decode-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in args.kinds:
+        paths = make_videos(folder, kind, args.videos)
+        rows = measure_readers(paths, args.repeats)
+        report["kinds"][kind] = {"video": KINDS[kind], "readers": rows}
+        print_readers(kind, rows)
+    return report
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def print_readers(kind: str, rows: dict) -> None:
+    print(f"\n{kind}: {KINDS[kind]}")
+    print("| reader | clip CPU s | x before | frames CPU s | x before | frames decoded |")
+    print("|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        print(
+            f"| {name} | {row['clip_cpu_s']:.3f} | {row['clip_speedup']:.2f} | {row['frames_cpu_s']:.3f} | "
+            f"{row['frames_speedup']:.2f} | {row['frames_decoded']} |"
+        )
+
+
+# --- the window walk ---------------------------------------------------------------------------------
+
+
+def run_windows(args) -> dict:
+    """Process CPU of walking a long video's windows with each cursor, alternately (clips compared)."""
+    from bench_moments import make_long_video
+
+    from muse_infer.video import reader, window_reader
+    from muse_infer.video.cursor import DecodeStats, FrameCursor
+    from muse_infer.video.frames import FrameSettings
+    from muse_infer.video.planned import PlannedCursor
+    from muse_infer.video.windows import WindowSettings
+
+    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-windows-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"long_{args.minutes:g}min.mp4"
+    if not path.exists():
+        make_long_video(path, args.minutes)
+    settings, windows = FrameSettings(), WindowSettings(12.0, 6.0)
+    rows = {"reference": [], "planned": []}
+    decoded, clips = {}, {}
+    for _ in range(args.repeats):
+        for name, kind in (("reference", FrameCursor), ("planned", PlannedCursor)):
+            stats = DecodeStats()
+            with reader._open(path) as container:
+                started = time.process_time()
+                walk = window_reader._walk(path, container, settings, windows, stats, None, kind)
+                clips[name] = [clip.pixels for clip in walk]
+                rows[name].append(time.process_time() - started)
+            decoded[name] = stats.frames_decoded
+        assert all(np.array_equal(a, b) for a, b in zip(clips["reference"], clips["planned"], strict=True))
+    report = {"video_minutes": args.minutes, "windows": len(clips["planned"]), "command": " ".join(sys.argv)}
+    for name, costs in rows.items():
+        report[name] = {"process_cpu_s": statistics.median(costs), "all": [round(c, 3) for c in costs]}
+        report[name]["frames_decoded"] = decoded[name]
+        print(
+            f"{name}: {statistics.median(costs):.3f} CPU s (runs {report[name]['all']}), {decoded[name]} frames"
+        )
+    return report
+
+
+# --- workers and encode throughput (the measurement of 2026-11-30) ---------------------------------------
 
 
 def children_cpu() -> float:
@@ -68,7 +362,7 @@ def time_worker_starts(starts: int) -> dict:
     return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus), "starts": starts}
 
 
-def write_videos(folder: Path, count: int, seconds: int) -> list[str]:
+def write_noise_videos(folder: Path, count: int, seconds: int) -> list[str]:
     from muse_infer.data.writer import write_video
 
     rng = np.random.default_rng(0)
@@ -103,19 +397,7 @@ def time_encode(paths: list[str], model: str, workers: int, repeats: int, batch_
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--starts", type=int, default=5)
-    parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--seconds", type=int, default=6)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the model process")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-
+def run_workers(args) -> dict:
     import torch
 
     import muse_infer
@@ -124,7 +406,7 @@ def main() -> None:
     report = {"muse_infer": str(Path(muse_infer.__file__).parent), "python": sys.version.split()[0]}
     report["worker_start"] = time_worker_starts(args.starts)
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as folder:
-        paths = write_videos(Path(folder), args.videos, args.seconds)
+        paths = write_noise_videos(Path(folder), args.videos, args.seconds)
         report["encode"] = [
             time_encode(paths, args.model, w, args.repeats, args.batch_size) for w in args.workers
         ]
@@ -139,6 +421,30 @@ def main() -> None:
         print(
             f"| {row['workers']} | {row['wall_s']:.2f} | {row['videos_per_s']:.2f} | {row['cpu_s_per_video']:.3f} |"
         )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["readers", "windows", "workers"], default="readers")
+    parser.add_argument("--minutes", type=float, default=10.0, help="windows: the video's length")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["gop2", "gop10", "pan"])
+    parser.add_argument("--work-dir", default=None, help="readers: where the videos are made (and kept)")
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--videos", type=int, default=None, help="[default: readers 3 a kind, workers 24]")
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=None, help="[default: readers 5, workers 3]")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the model process")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    readers_part = args.part == "readers"
+    args.videos = args.videos or (3 if readers_part else 24)
+    args.repeats = args.repeats or (5 if readers_part else 3)
+    run = {"readers": run_readers, "windows": run_windows, "workers": run_workers}[args.part]
+    report = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

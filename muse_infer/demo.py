@@ -25,6 +25,7 @@ from .atomic import atomic_write
 from .errors import JobError
 
 DEMO_MODEL = "demo"
+KEYFRAME_EVERY_S = 2.0  # as streaming encodes have; x264's default (250 frames) gives a 6 s clip one
 
 
 @dataclass(frozen=True)
@@ -44,24 +45,36 @@ class QueryResult:
 
 
 def write_demo_videos(folder: str, seed: int = 0, count: int = 6) -> list[tuple[str, str]]:
-    """Render ``count`` distinct synthetic samples into ``folder``; returns [(video path, caption)]."""
+    """Render ``count`` distinct synthetic samples into ``folder``; returns [(video path, caption)].
+
+    H.264 with a keyframe every ``KEYFRAME_EVERY_S`` seconds (or more, at scene cuts), so that keyframe
+    sampling sees the clip's motion (with x264's default, a single keyframe, it would see its first
+    frame only: docs/experiments.md, "Keyframe sampling").
+    """
     from .data.synthetic import FPS, demo_samples, render_sample
     from .data.writer import write_video
 
+    options = {"g": str(round(KEYFRAME_EVERY_S * FPS))}
     written = []
     for number, (spec, caption) in enumerate(demo_samples(seed, count)):
         path = os.path.join(folder, f"demo_{number}.mp4")
-        write_video(path, render_sample(spec), FPS)
+        write_video(path, render_sample(spec), FPS, options=options)
         written.append((path, caption))
     return written
 
 
 def run_demo(
-    model: str = DEMO_MODEL, seed: int = 0, count: int = 6, device: str = "cpu", keep: str | None = None
+    model: str = DEMO_MODEL,
+    seed: int = 0,
+    count: int = 6,
+    device: str = "cpu",
+    keep: str | None = None,
+    sampling: str = "exact",
 ) -> list[QueryResult]:
     """Generate, encode and search the demo videos; one ``QueryResult`` per caption. keep: a folder
     (new or empty) to leave the videos in, with their captions in ``captions.txt``, to try
-    encode-videos and search on; None: a temporary folder."""
+    encode-videos and search on; None: a temporary folder. sampling: the encoder's frame sampling
+    ("exact" or "keyframes", ``VideoEncoder``)."""
     from .encoders import TextEncoder, VideoEncoder
 
     with _demo_folder(keep) as folder:
@@ -69,7 +82,7 @@ def run_demo(
         if keep is not None:
             captions = "".join(f"{os.path.basename(path)}\t{caption}\n" for path, caption in samples)
             atomic_write(os.path.join(folder, "captions.txt"), lambda handle: handle.write(captions.encode()))
-        encoder = VideoEncoder(model, device=device)
+        encoder = VideoEncoder(model, device=device, sampling=sampling)
         videos = encoder.encode([path for path, _ in samples], batch_size=len(samples), workers=0)  # (V, C)
         texts = TextEncoder(encoder.backend).encode([caption for _, caption in samples])  # (Q, C)
     names = [os.path.basename(path) for path, _ in samples]

@@ -70,7 +70,7 @@ def _loaded(model, **choices) -> Backend:
 def encoder_spec(model: str | os.PathLike | ModelSpec, **choices) -> ModelSpec:
     """``model`` as a ``ModelSpec``: a spec as is (then ``choices`` must be left at their defaults:
     a spec holds them), or resolved from a name or file with ``choices`` (device, backend,
-    clip_weights, precision, max_frames)."""
+    clip_weights, precision, max_frames, sampling)."""
     if isinstance(model, ModelSpec):
         given = sorted(k for k, v in choices.items() if v != SPEC_DEFAULTS.get(k))
         if given:
@@ -183,7 +183,9 @@ class VideoEncoder:
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend. max_frames: frames
     sampled a video (default: the model's, 12). Frames are sampled at the model's frame rate (1 a
     second) and slice mode, as CLIP4Clip does (``muse_infer.video``). precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
+    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
+    sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
+    to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
     """
 
     def __init__(
@@ -194,22 +196,24 @@ class VideoEncoder:
         clip_weights: str | os.PathLike | None = None,
         max_frames: int | None = None,
         precision: str = "auto",
+        sampling: str = "exact",
     ):
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
         if isinstance(model, Backend):
             self.backend = _loaded(model, precision=precision)
             spec = self.backend.spec
-            if spec is not None and max_frames is not None:
-                spec = dataclasses.replace(spec, max_frames=max_frames)
+            if spec is not None:
+                spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
-            spec = encoder_spec(model, **choices, max_frames=max_frames).on_device()
+            spec = encoder_spec(model, **choices, max_frames=max_frames, sampling=sampling).on_device()
             self.backend = spec.load()
         self.spec: ModelSpec | None = spec  # None: a hand-built backend
         b = self.backend
         frames = max_frames or (spec.max_frames if spec is not None else None) or b.max_frames
-        self.frame_settings = FrameSettings(frames, b.framerate, b.slice_mode, b.image_size)
+        sampling = spec.sampling if spec is not None else sampling
+        self.frame_settings = FrameSettings(frames, b.framerate, b.slice_mode, b.image_size, sampling)
 
     @property
     def identity(self) -> dict:
@@ -303,7 +307,8 @@ class VideoEncoder:
                 self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
             ).imap(paths)
         ahead = 1 if self.backend.asynchronous else 0
-        yield from self._batched(_observed(decoded, on_decoded), batch_size, ahead)
+        on_item = None if on_decoded is None else (lambda _item: on_decoded())
+        yield from self._batched(_observed(decoded, on_item), batch_size, ahead)
 
     def encode_moment_groups(
         self,
@@ -312,14 +317,15 @@ class VideoEncoder:
         batch_size: int | None = None,
         workers: int | None = None,
         timeout: float = 120.0,
-        on_decoded: Callable[[], None] | None = None,
+        on_moments: Callable[[int], None] | None = None,
     ) -> Iterator[list[VideoResult]]:
         """Each video's moments: ``VideoResult.embedding`` (n, C), a row per window of ``spans``.
 
         Every video is decoded once for all its windows (``video.window_reader``); a model batch holds
         ``batch_size`` windows, of one video or several, and a group ends with the videos completed by
         a batch. ``timeout``: seconds a decode may go without producing a window (``video.pool``).
-        on_decoded: called as each window is read (or a video fails), for progress between batches.
+        on_moments: called with the change in the count of moments (rows to come) for progress between
+        batches: +1 as each window is read, minus the windows already read of a video that then fails.
         """
         batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
@@ -329,7 +335,8 @@ class VideoEncoder:
             pool = DecodePool(self.frame_settings, workers, timeout, batch_size + workers, windows=windows)
             decoded = pool.imap(paths)
         ahead = 1 if self.backend.asynchronous else 0
-        yield from _MomentBatcher(self, batch_size, ahead).run(_observed(decoded, on_decoded))
+        on_item = None if on_moments is None else _MomentCount(on_moments)
+        yield from _MomentBatcher(self, batch_size, ahead).run(_observed(decoded, on_item))
 
     def _check_run(self, batch_size: int | None, workers: int | None, timeout: float) -> tuple[int, int]:
         batch_size = self.default_batch_size if batch_size is None else batch_size
@@ -508,9 +515,9 @@ class _MomentBatcher:
 
 
 class _observed:
-    """``items`` (decoded clips) calling ``on_item()`` as each one arrives; ``close()`` closes them."""
+    """``items`` (decoded clips) calling ``on_item(item)`` as each one arrives; ``close()`` closes them."""
 
-    def __init__(self, items, on_item: Callable[[], None] | None):
+    def __init__(self, items, on_item: Callable[[Decoded], None] | None):
         self.items, self.on_item = iter(items), on_item
 
     def __iter__(self):
@@ -519,8 +526,24 @@ class _observed:
     def __next__(self):
         item = next(self.items)
         if self.on_item is not None:
-            self.on_item()
+            self.on_item(item)
         return item
+
+
+class _MomentCount:
+    """Decoded windows -> changes in the count of moments: +1 a window; when a video fails, minus the
+    windows it had sent (they make no rows); 0 for a video's last item otherwise (progress moves)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.sent = report, {}  # windows sent so far, by video index
+
+    def __call__(self, item: Decoded) -> None:
+        if not item.final:
+            self.sent[item.index] = self.sent.get(item.index, 0) + 1
+            self.report(1)
+            return
+        sent = self.sent.pop(item.index, 0)
+        self.report(-sent if item.error is not None else 0)
 
     def close(self) -> None:
         if hasattr(self.items, "close"):

@@ -21,7 +21,8 @@ needs_weights = pytest.mark.skipif(
 
 
 @needs_weights
-def test_demo_command_hits_every_query_offline_and_fast():
+@pytest.mark.parametrize("sampling", ["exact", "keyframes"])
+def test_demo_command_hits_every_query_offline_and_fast(sampling):
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -31,12 +32,17 @@ def test_demo_command_hits_every_query_offline_and_fast():
     }
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "muse_infer.cli", "demo"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "muse_infer.cli", "demo", "--sampling", sampling],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     seconds = time.perf_counter() - began
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("[HIT ]") == 6 and "[MISS]" not in done.stdout, done.stdout
     assert "6/6 queries ranked their own video first" in done.stdout
+    assert f"{sampling} sampling" in done.stdout
     assert seconds < 60, f"demo took {seconds:.1f} s"
 
 
@@ -66,7 +72,7 @@ def test_a_missed_query_exits_non_zero(monkeypatch):
     from muse_infer import demo
     from muse_infer.cli.evaluate import demo_command
 
-    def fake_run(model, seed, count, device, keep=None):
+    def fake_run(model, seed, count, device, keep=None, sampling="exact"):
         return [
             demo.QueryResult("a red circle", "demo_0.mp4", [("demo_0.mp4", 0.9), ("demo_1.mp4", 0.1)]),
             demo.QueryResult("a blue square", "demo_1.mp4", [("demo_0.mp4", 0.8), ("demo_1.mp4", 0.7)]),

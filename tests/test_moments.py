@@ -50,8 +50,11 @@ SMALL = FrameSettings(max_frames=4, framerate=1.0, slice_mode="uniform", size=32
         (6.0, 6.0, 3.0, [(0, 6)]),  # no longer than the window: one row
         (2.5, 6.0, 3.0, [(0, 2.5)]),
         (0.0, 6.0, 3.0, [(0, 0)]),  # a one-frame video whose duration nobody records
-        (13.0, 6.0, 6.0, [(0, 6), (6, 12), (7, 13)]),
-        (6.5, 6.0, 3.0, [(0, 6), (0.5, 6.5)]),
+        (13.0, 6.0, 6.0, [(0, 6), (6, 13)]),  # (7, 13) would start 1 s after (6, 12): stretched instead
+        (6.5, 6.0, 3.0, [(0, 6.5)]),  # (0.5, 6.5) would start 0.5 s after (0, 6): one row
+        (7.5, 6.0, 3.0, [(0, 6), (1.5, 7.5)]),  # half a stride apart: two rows
+        (4.004, 4.0, 2.0, [(0, 4.004)]),  # issue 19: was (0, 4) and (0.004, 4.004), near-identical rows
+        (16.2, 6.0, 3.0, [(0, 6), (3, 9), (6, 12), (9, 16.2)]),
     ],
 )
 def test_plan_windows(duration, window, stride, expected):
@@ -71,10 +74,15 @@ def test_plan_windows_covers_awkward_durations():
         starts = [start for start, _ in plan]
         assert plan[0][0] == 0 and plan[-1][1] == duration  # from the start to the end exactly
         assert starts == sorted(starts) and len(set(starts)) == len(starts)
-        assert all(math.isclose(end - start, window, abs_tol=2e-6) for start, end in plan)
+        assert all(math.isclose(end - start, window, abs_tol=2e-6) for start, end in plan[:-1])
+        last = plan[-1][1] - plan[-1][0]  # the window aligned to the end, or the one before stretched
+        assert window - 2e-6 <= last <= window + stride / 2 + 2e-6
         gaps = np.diff(starts)
         assert np.all(gaps <= stride + 2e-6), "a part of the video in no window"
+        assert np.all(gaps >= stride / 2 - 2e-6), "two windows start less than half a stride apart"
         assert np.allclose(gaps[:-1], stride, atol=2e-6)
+        if duration < window + stride / 2 - 1e-6:
+            assert plan == [(0.0, duration)]
 
 
 def test_window_settings_defaults_come_from_the_model():
@@ -92,7 +100,13 @@ def test_window_settings_defaults_come_from_the_model():
 def test_shot_windows_split_long_shots_and_merge_short_ones():
     # shots [0, 4), [4, 4.5) (short: joins the shot before), [4.5, 20) (split), cuts outside ignored
     windows = shot_windows(20.0, [4.0, 4.5, -1.0, 25.0], window=6.0, stride=3.0)
-    assert windows == [(0.0, 4.5), (4.5, 10.5), (7.5, 13.5), (10.5, 16.5), (13.5, 19.5), (14.0, 20.0)]
+    assert windows == [
+        (0.0, 4.5),
+        (4.5, 10.5),
+        (7.5, 13.5),
+        (10.5, 16.5),
+        (13.5, 20.0),
+    ]  # (14, 20): too close
     assert shot_windows(10.0, [], 6.0, 3.0) == plan_windows(10.0, 6.0, 3.0)
     assert shot_windows(10.0, [0.5], 6.0, 3.0)[0] == (0.0, 6.0)  # a short first shot joins the next
 
@@ -149,10 +163,10 @@ def test_a_long_video_is_decoded_once_with_memory_bounded_by_the_window(tmp_path
         count = sum(1 for _ in read_windows(path, settings, windows, stats))
         assert count == len(plan_windows(minutes * 60.0, 12.0, 6.0))
         total = packet_count(path)
-        # Every packet decoded once, in one pass: no seek, none twice; only the frames after the last
-        # sample time (less than a second here) are left undecoded.
-        assert stats.seeks == 0 and total - 2 <= stats.packets_decoded <= total
-        assert stats.frames_decoded == stats.packets_decoded
+        # One pass: no seek, no packet sent to the decoder twice; the planned cursor sends only what the
+        # sampled frames need (from the keyframe before each) and marks the others' non-reference frames.
+        assert stats.seeks == stats.fallbacks == 0 and stats.packets_decoded <= total
+        assert stats.frames_decoded <= stats.packets_decoded
         assert stats.probe_packets <= 20 + 2  # the end probe demuxes the last keyframe interval only
         peaks.append(stats.peak_frames_held)
     assert peaks[0] == peaks[1] <= 12 * (math.ceil(12 / 6) + 1)  # frames held: the window's, not the video's
@@ -185,7 +199,7 @@ def test_a_60_minute_video_is_decoded_once(tmp_path):
     count = sum(1 for _ in read_windows(path, FrameSettings(size=32), WindowSettings(12.0, 6.0), stats))
     total = packet_count(path)
     assert count == len(plan_windows(3600.0, 12.0, 6.0))
-    assert stats.seeks == 0 and total - 2 <= stats.packets_decoded <= total
+    assert stats.seeks == stats.fallbacks == 0 and stats.packets_decoded <= total  # one pass, none twice
     assert stats.peak_frames_held <= 12 * 3
 
 
@@ -498,6 +512,67 @@ def test_encode_moments_resumes_from_the_work_chunks(tmp_path):
     assert (summary.reused, summary.encoded_now) == (2, 2)
     assert row_records(out) == row_records(clean)
     np.testing.assert_allclose(np.load(out), np.load(clean), atol=1e-6)
+
+
+def test_a_video_a_hair_longer_than_the_window_is_one_row(tmp_path):
+    """Issue 19: a 4.004 s video (120 frames at 29.97 fps) with --window 4 gave two near-identical rows,
+    0-4.000 and 0.004-4.004; no two windows now start less than half a stride apart."""
+    root, out = tmp_path / "videos", tmp_path / "m.npy"
+    root.mkdir()
+    make_video(root / "ntsc.mp4", 120, 30000 / 1001)
+    summary = json.loads(invoke("encode-videos", root, "--out", out, *TINY, "--window", "4", "--json").stdout)
+    assert summary["moments"] == 1
+    [(_, start, end, _)] = row_records(out)
+    assert start == 0.0 and end == pytest.approx(4.004, abs=1e-5)  # rows keep float32 times
+
+
+def test_one_count_of_moments_in_the_progress_line_the_summary_and_json(tmp_path, capsys):
+    """Issue 19: the progress line said "87 windows read" where the summary said "79 moments": it counted
+    every decoded item, a video's closing item and failed videos' included. Now both count the rows."""
+    from muse_infer import VideoEncoder
+    from muse_infer.jobs.encode import encode_folder
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    for number, frames in enumerate([20, 7, 13]):
+        make_video(root / f"{number}.mp4", frames, 2)
+    (root / "broken.mp4").write_bytes(b"\x00" * 100)
+    encoder = VideoEncoder("tiny", device="cpu", clip_weights="random", max_frames=3)
+    options = dict(batch_size=2, workers=1, progress=True, thumbnails=False, windows=WindowSettings(3.0, 2.0))
+    expected = sum(len(plan_windows(frames / 2, 3.0, 2.0)) for frames in [20, 7, 13])
+    out = tmp_path / "m.npy"
+    first = encode_folder(root, out, encoder, **options)
+    assert first.moments == expected == len(row_records(out))
+    assert f", {expected} moments" in first.line() and first.to_dict()["moments"] == expected
+    progress = capsys.readouterr().err.splitlines()
+    assert progress[-1].startswith("encoding: 4/4 videos") and f", {expected} moments" in progress[-1], (
+        progress
+    )
+
+    make_video(root / "3.mp4", 9, 3)  # grow: the count goes on from the rows kept
+    grown = encode_folder(root, out, encoder, **options)
+    total = expected + len(plan_windows(3.0, 3.0, 2.0))
+    assert grown.moments == total == len(row_records(out)) == grown.to_dict()["moments"]
+    progress = capsys.readouterr().err.splitlines()
+    assert f", {total} moments" in progress[-1] and "already done" in progress[-1], progress
+
+
+def test_moment_count_drops_the_windows_of_a_video_that_fails_midway():
+    from muse_infer.encoders import _MomentCount
+    from muse_infer.video.pool import Decoded
+
+    changes = []
+    count = _MomentCount(changes.append)
+    items = [Decoded(0, "a", span=(0, 3), final=False), Decoded(0, "a", span=(2, 5), final=False)]
+    items += [
+        Decoded(0, "a"),
+        Decoded(1, "b", span=(0, 3), final=False),
+        Decoded(1, "b", span=(2, 5), final=False),
+    ]
+    items += [Decoded(1, "b", error="truncated"), Decoded(2, "c", error="not a video")]
+    for item in items:
+        count(item)
+    assert changes == [1, 1, 0, 1, 1, -2, 0] and sum(changes) == 2
 
 
 def test_encode_moments_killed_hard_then_resumed_equals_a_clean_run(tmp_path):

@@ -184,38 +184,48 @@ def test_non_integer_and_low_frame_rates(tmp_path):
 
 
 def count_decoded(monkeypatch) -> list[int]:
-    """Instrument the decoder; returns a one-element list holding the frames decoded so far."""
-    count, decode = [0], video._decode_packet
+    """Instrument the decoder (every cursor's one call into it); returns a one-element list holding the
+    frames decoded so far."""
+    from muse_infer.video import cursor
+
+    count, decode = [0], cursor.decode_packet
 
     def counting(codec, packet):
         frames = decode(codec, packet)
         count[0] += len(frames)
         return frames
 
-    monkeypatch.setattr(video, "_decode_packet", counting)
+    monkeypatch.setattr(cursor, "decode_packet", counting)
     return count
 
 
+READERS = {"planned": read_frames, "reference": video.read_frames_reference}
+
+
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])
-def test_long_video_is_not_fully_decoded(tmp_path, monkeypatch, ext):
+def test_long_video_is_not_fully_decoded(tmp_path, monkeypatch, ext, reader):
     # Two hours at one frame every 4 s, a keyframe every 8 frames (32 s).
     path = make_video(tmp_path / f"long.{ext}", 1800, 0.25, size=(40, 40), keyframe_interval=8)
     decoded = count_decoded(monkeypatch)
-    frames = read_frames(path)
+    frames = READERS[reader](path)
     assert [read_index(f) for f in frames] == [i // 4 for i in np.linspace(0, 7199, 12, dtype=int)]
-    assert decoded[0] < 12 * 8 + 20, decoded[0]  # at most about a GOP a sample, of 1800
+    assert 12 <= decoded[0] < 12 * 8 + 20, decoded[0]  # at most about a GOP a sample, of 1800
 
 
-def test_short_gaps_decode_straight_through(tmp_path, monkeypatch):
+@pytest.mark.parametrize("reader", READERS)
+def test_short_gaps_decode_straight_through(tmp_path, monkeypatch, reader):
     path = make_video(tmp_path / "short.mp4", 150, 30, keyframe_interval=300)  # one keyframe
     decoded = count_decoded(monkeypatch)
-    assert indices_read(path) == clip4clip_indices(150, 30, 12, "uniform")
-    assert decoded[0] <= 150  # no seek back to the keyframe: each frame decoded once
+    assert [read_index(f) for f in READERS[reader](path)] == clip4clip_indices(150, 30, 12, "uniform")
+    assert 12 <= decoded[0] <= 150  # no seek back to the keyframe: each frame decoded once
 
 
-def test_a_seek_that_lands_past_the_target_steps_back(tmp_path, monkeypatch):
+@pytest.mark.parametrize("reader", READERS)
+def test_a_seek_that_lands_past_the_target_steps_back(tmp_path, monkeypatch, reader):
     path = make_video(tmp_path / "v.mkv", 300, 5, keyframe_interval=10)
-    real_cursor, overshoots = video._FrameCursor, []
+    name = "PlannedCursor" if reader == "planned" else "FrameCursor"
+    real_cursor, overshoots = getattr(video, name), []
 
     class OvershootingSeeks(real_cursor):
         """Seeks 3 s past where asked whenever asked further than before, as inexact demuxers may."""
@@ -226,9 +236,11 @@ def test_a_seek_that_lands_past_the_target_steps_back(tmp_path, monkeypatch):
                 container, int(3 / container.streams.video[0].time_base), overshoots
             )
 
-    monkeypatch.setattr(video, "_FrameCursor", OvershootingSeeks)
-    assert indices_read(path) == clip4clip_indices(300, 5, 12, "uniform")
-    assert len(overshoots) >= 5  # the proxy really made seeks overshoot
+    monkeypatch.setattr(video, name, OvershootingSeeks)
+    stats = video.DecodeStats()
+    frames = read_frames(path, stats=stats) if reader == "planned" else READERS[reader](path)
+    assert [read_index(f) for f in frames] == clip4clip_indices(300, 5, 12, "uniform")
+    assert len(overshoots) >= 5 and stats.fallbacks == 0  # the proxy really made seeks overshoot
 
 
 class _SeekPastOnce:

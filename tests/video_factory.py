@@ -90,6 +90,7 @@ def make_video(
     rotation: int = 0,
     hflip: bool = False,
     timestamps: list[float] | None = None,
+    options: dict[str, str] | None = None,
 ) -> str:
     """Write a video of ``n_frames`` frames, frame i showing index i; returns the path.
 
@@ -99,13 +100,14 @@ def make_video(
     makes a variable-frame-rate video. ``index_colour=False`` paints random noise instead.
     ``keyframe_interval`` sets the encoder's GOP size (x264's default is 250 frames). Odd sizes
     need ``pix_fmt="yuv444p"`` with libx264; vp9 (.webm) and mpeg4 (.avi) take them in yuv420p.
+    ``options``: more encoder options (e.g. ``{"x264-params": "open-gop=1"}``, ``{"bf": "2"}``).
     """
     height, width = size
     if index_colour:
         frames = np.stack([index_image(i, height, width) for i in range(n_frames)])
     else:
         frames = np.random.default_rng(0).integers(0, 256, (n_frames, height, width, 3), dtype=np.uint8)
-    options = {"g": str(keyframe_interval)} if keyframe_interval else None
+    options = ({"g": str(keyframe_interval)} if keyframe_interval else {}) | (options or {}) or None
     codec = codec or DEFAULT_CODECS.get(os.path.splitext(str(path))[1].lower(), "libx264")
     odd = pix_fmt == "yuv420p" and (height % 2 or width % 2)  # write_video pads these to even
     if rotation % 360 == 0 and not hflip and timestamps is None and not odd:

@@ -92,7 +92,14 @@ def eval_command(
     default=None,
     help="Keep the generated videos in this new folder (captions in captions.txt), to try encode-videos on.",
 )
-def demo_command(model, seed, count, device, keep) -> None:
+@click.option(
+    "--sampling",
+    type=click.Choice(["exact", "keyframes"]),
+    default="exact",
+    show_default=True,
+    help="Frame sampling of the encoder (as encode-videos --sampling).",
+)
+def demo_command(model, seed, count, device, keep, sampling) -> None:
     """Offline demo: generate synthetic videos, encode them, search them with their captions.
 
     Exits 1 if any query's own video is not ranked first. Uses the packaged `demo` model, which only
@@ -102,11 +109,12 @@ def demo_command(model, seed, count, device, keep) -> None:
     Example:
       muse-infer demo
       muse-infer demo --videos demo_videos/ --count 7
+      muse-infer demo --sampling keyframes
     """
     from ..demo import format_results, run_demo, timed
 
-    results, seconds = timed(run_demo, model, seed, count, device, keep)
+    results, seconds = timed(run_demo, model, seed, count, device, keep, sampling)
     click.echo(format_results(results))
-    click.echo(f"({seconds:.1f} s, model {model!r})")
+    click.echo(f"({seconds:.1f} s, model {model!r}, {sampling} sampling)")
     if not all(r.hit for r in results):
         sys.exit(EXIT_DEMO_MISSED)

@@ -79,7 +79,9 @@ class JobSummary:
     thumbnails: ThumbnailSummary | None = None
     index_note: str | None = None  # what happened to the approximate index, or a hint
     dropped: list[dict] = field(default_factory=list)  # {"path", "why"}: earlier rows gone or replaced
-    moments: int | None = None  # rows of an index of moments (None: a row a video)
+    # Rows of an index of moments (None: a row a video): those kept from earlier runs, plus those of this
+    # run as it goes (the progress line's "moments"), then the finished index's rows: one count.
+    moments: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -349,9 +351,11 @@ def open_job(
         summary = JobSummary(out, total=len(entries))
         todo = [e for e in entries if e.problem is None and not _reusable(known.get(e.path), e, retry_failed)]
         redo = {e.path for e in todo}
-        summary.reused = sum(
-            e.path in known and e.path not in redo and known[e.path].reason is None for e in entries
-        )
+        reused = [known[e.path] for e in entries if e.path in known and e.path not in redo]
+        reused = [result for result in reused if result.reason is None]
+        summary.reused = len(reused)
+        if windows is not None:
+            summary.moments = sum(len(result.rows()) for result in reused)
         logger.info(
             "%d files under %s: %d to encode now, %d already done; work saved in %s",
             len(entries),
@@ -542,11 +546,12 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
     def on_decoded() -> None:  # the model runs a batch at a time: say that decoding goes on meanwhile
         nonlocal decoded
         decoded += 1
-        bar.status(**{"windows read" if options.windows is not None else "decoded": decoded})
+        bar.status(decoded=decoded)
 
     if options.windows is not None:
+        moments = _MomentTally(summary, bar)
         groups = encoder.encode_moment_groups(
-            paths, options.windows, options.batch_size, options.workers, options.timeout, on_decoded
+            paths, options.windows, options.batch_size, options.workers, options.timeout, moments.read
         )
     else:
         groups = encoder.encode_groups(
@@ -559,6 +564,8 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
             failed += sum(r.error is not None for r in group)
             bar.update(len(group), failed=failed)
             summary.processed_now += len(group)
+            if options.windows is not None:
+                moments.encoded(group)
             if len(pending) >= options.chunk_size or time.monotonic() - flushed > FLUSH_SECONDS:
                 store.write(pending, todo, precision)
                 pending, flushed = [], time.monotonic()
@@ -566,8 +573,31 @@ def _encode_todo(root: Path, todo: list[Entry], encoder, store: ChunkStore, summ
         groups.close()  # stops the decode workers
         if pending:
             store.write(pending, todo, precision)
+        if options.windows is not None:
+            moments.close()
         bar.close()
         summary.encode_seconds = time.monotonic() - encode_started
+
+
+class _MomentTally:
+    """The one count of moments (``JobSummary.moments``) while encoding: the rows kept from earlier runs,
+    +1 as each window is read (minus those of a video that then fails), shown on the progress line;
+    at the end, the rows the model batches actually gave (what the finished index holds)."""
+
+    def __init__(self, summary: JobSummary, bar):
+        self.summary, self.bar = summary, bar
+        self.shown = self.kept = summary.moments or 0
+
+    def read(self, change: int) -> None:
+        self.shown += change
+        self.bar.status(moments=self.shown)
+
+    def encoded(self, group: list[VideoResult]) -> None:
+        self.kept += sum(len(result.embedding) for result in group if result.error is None)
+
+    def close(self) -> None:
+        self.summary.moments = self.kept
+        self.bar.status(moments=self.kept)
 
 
 def _retire(files: IndexFiles) -> None:

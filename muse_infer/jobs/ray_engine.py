@@ -89,7 +89,11 @@ def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: b
     from ..video.pool import DecodePool, decode_inline
 
     frame_settings = FrameSettings(
-        settings["max_frames"], settings["framerate"], settings["slice_mode"], settings["image_size"]
+        settings["max_frames"],
+        settings["framerate"],
+        settings["slice_mode"],
+        settings["image_size"],
+        settings.get("sampling", "exact"),
     )
     paths = [os.path.join(root, path) for path in json.loads(row["paths"])]
     if inline:

@@ -55,7 +55,7 @@ class ModelSpec:
     "onnx", "torchscript" or "pt2", ``device`` "auto" or a device name, ``precision`` "auto", "fp32",
     "bf16" or "fp16", ``max_frames`` frames a video (None: the model's), ``batch_size`` videos a model
     call (None: by device, ``runtime.devices.default_batch_size``), ``sampling`` how frames are
-    chosen ("exact")."""
+    chosen ("exact": the frame shown at each sample time; "keyframes": the nearest keyframe)."""
 
     ref: ModelRef
     clip_weights: ClipWeights | None = None
@@ -181,7 +181,11 @@ class ModelSpec:
 
         facts = self.facts
         return FrameSettings(
-            self.max_frames or facts.max_frames, facts.framerate, facts.slice_mode, facts.image_size
+            self.max_frames or facts.max_frames,
+            facts.framerate,
+            facts.slice_mode,
+            facts.image_size,
+            self.sampling,
         )
 
     @property

@@ -25,17 +25,23 @@ import numpy as np
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SLICE_MODES = ("uniform", "head", "tail")
+# "exact": the frame shown at each sample time (CLIP4Clip's rule); "keyframes": the keyframe nearest
+# each sample time, decoding nothing else (much cheaper; the frames are up to half a keyframe
+# interval away from the sample times).
+SAMPLINGS = ("exact", "keyframes")
 
 
 @dataclass(frozen=True)
 class FrameSettings:
     """How a video becomes a clip: frames sampled (at most ``max_frames``, ``framerate`` a second,
-    ``slice_mode`` choosing which when there are more) and their size ``size`` x ``size``."""
+    ``slice_mode`` choosing which when there are more), their size ``size`` x ``size``, and whether each
+    is the frame shown at its sample time or the nearest keyframe (``sampling``, one of ``SAMPLINGS``)."""
 
     max_frames: int = 12
     framerate: float = 1.0
     slice_mode: str = "uniform"
     size: int = 224
+    sampling: str = "exact"
 
     def __post_init__(self):
         if not isinstance(self.max_frames, int) or self.max_frames < 1:
@@ -46,15 +52,19 @@ class FrameSettings:
             raise ValueError(f"slice_mode must be one of {SLICE_MODES}, got {self.slice_mode!r}")
         if not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     def to_dict(self) -> dict:
-        """The settings as an index records them (``image_size`` for ``size``)."""
-        return {
+        """The settings as an index records them (``image_size`` for ``size``). ``sampling`` only when not
+        "exact": exact frames are what every index made before it holds, so those settings stay equal."""
+        recorded = {
             "max_frames": self.max_frames,
             "framerate": self.framerate,
             "slice_mode": self.slice_mode,
             "image_size": self.size,
         }
+        return recorded | ({"sampling": self.sampling} if self.sampling != "exact" else {})
 
 
 def fit_frame(rgb: np.ndarray, size: int = 224) -> np.ndarray:

@@ -36,14 +36,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 
 from ..errors import VideoDecodeError
+from .cursor import DecodeStats, FrameCursor, decode_packet, nominal_frame_ticks
 from .frames import FrameSettings, fit_frame, normalise, sample_indices
+from .planned import PlannedCursor, Unplanned
+
+# The names these had when they lived here (``video.thumbnails`` and older callers import them).
+_FrameCursor, _decode_packet, _nominal_frame_ticks = FrameCursor, decode_packet, nominal_frame_ticks
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .qt .avi .mkv .webm .mpg .mpeg .m2v .vob .wmv .asf .flv .f4v .3gp .3g2 .ts .mts .m2ts "
@@ -51,7 +55,18 @@ VIDEO_EXTENSIONS = frozenset(
 )  # lowercase, with the dot, as os.path.splitext gives them
 # Demuxers whose timestamps stay exact after a seek (FFmpeg format names). Others (MPEG-PS .mpg/.vob
 # interpolates timestamps after a seek, half a frame off; raw streams) are decoded straight through.
-SEEKABLE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv", "asf", "mpegts"})
+# MPEG-TS seeks land on any packet near the time asked, not on a keyframe before it: a reader seeking
+# there took frames up to a keyframe interval after the sample time (and failed near the end of a
+# file with B-frames), so it is read straight through too; its end is still found by seeking.
+SEEKABLE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv", "asf"})
+PROBE_SEEKABLE_FORMATS = SEEKABLE_FORMATS | {"mpegts"}
+# Options for opening a file whose stream probing decodes nothing (FFmpeg decodes the first frames to
+# learn the stream's parameters; measured 6.2 ms of a 640x360 H.264 video's 6.6 ms opening).
+LIGHT_OPEN = {"skip_frame": "all"}
+# Formats whose streams, opened so, tell the reader the same (timestamps, durations, rates: checked in
+# tests/test_decode_parity.py); only the decoder's delay and pixel format are left for decoding to find.
+# Elsewhere (Matroska: start time and duration change) the planned readers open files as the reference.
+LIGHT_OPEN_FORMATS = frozenset({"mov", "mp4"})
 # A video whose decodable frames end this much (plus one frame) before the duration its video
 # stream declares is reported as truncated.
 TRUNCATION_TOLERANCE_S = 0.5
@@ -68,12 +83,28 @@ def preprocess_frame(rgb: np.ndarray, size: int = 224):
     return torch.from_numpy(normalise(fit_frame(rgb, size)))
 
 
-def read_clip(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
+def read_clip(
+    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None
+) -> np.ndarray:
     """The sampled frames of a video, fitted to the model: (t, size, size, 3) uint8, 1 <= t <= max_frames.
 
-    Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
+    ``settings.sampling``: "exact" (the frame shown at each sample time, ``read_frames``) or "keyframes"
+    (the keyframe nearest each sample time, ``keyframes.read_keyframes``). stats: filled with what the
+    read cost. Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
     """
-    images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode)
+    if settings.sampling == "keyframes":
+        from .keyframes import read_keyframes
+
+        images = read_keyframes(path, settings, stats)
+    else:
+        images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats)
+    return np.stack([fit_frame(image, settings.size) for image in images])
+
+
+def read_clip_reference(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
+    """``read_clip`` in exact sampling as it was before the planned cursor (``read_frames_reference``):
+    the reference twin of the tests and the "before" of ``benchmarks/bench_decode.py``."""
+    images = read_frames_reference(path, settings.max_frames, settings.framerate, settings.slice_mode)
     return np.stack([fit_frame(image, settings.size) for image in images])
 
 
@@ -101,27 +132,95 @@ def load_video(
 
 
 def read_frames(
-    path: str | os.PathLike, max_frames: int = 12, framerate: float = 1.0, slice_mode: str = "uniform"
+    path: str | os.PathLike,
+    max_frames: int = 12,
+    framerate: float = 1.0,
+    slice_mode: str = "uniform",
+    stats: DecodeStats | None = None,
 ) -> list[np.ndarray]:
-    """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays."""
+    """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays.
+
+    Decoded by the planned cursor (``planned.PlannedCursor``); the same frames, bit for bit, as
+    ``read_frames_reference``, which reads the files the plan does not cover (``stats.fallbacks``).
+    """
+    rate = _check_sampling(max_frames, framerate, slice_mode)
+    return read_planned(path, lambda timeline: _sample_times(timeline, rate, max_frames, slice_mode), stats)
+
+
+def read_frames_reference(
+    path: str | os.PathLike,
+    max_frames: int = 12,
+    framerate: float = 1.0,
+    slice_mode: str = "uniform",
+    stats: DecodeStats | None = None,
+) -> list[np.ndarray]:
+    """``read_frames`` by the reference cursor (``cursor.FrameCursor``: every frame on the way decoded,
+    decoder threads on): the reader as it was before the planned cursor, kept as its twin."""
+    rate = _check_sampling(max_frames, framerate, slice_mode)
+    with _open(path) as container:
+        with _ffmpeg_errors(path):
+            timeline = open_timeline(path, container, seek=True, stats=stats, planned=False)
+            return [timeline.frame_at(path, t) for t in _sample_times(timeline, rate, max_frames, slice_mode)]
+
+
+def open_for_planned(path: str | os.PathLike):
+    """The container for a planned read: opened without FFmpeg's decoding probe where that changes nothing
+    the reader uses (``LIGHT_OPEN_FORMATS``), else as the reference opens it."""
+    container = _open(path, LIGHT_OPEN)
+    if set(container.format.name.split(",")) & LIGHT_OPEN_FORMATS:
+        return container
+    container.close()
+    return _open(path)
+
+
+def read_planned(
+    path, times_of: Callable[[_Timeline], list[Fraction]], stats: DecodeStats | None = None
+) -> list[np.ndarray]:
+    """The frames shown at ``times_of(timeline)`` (seconds from time 0, ascending), upright RGB, read by
+    the planned cursor; by the reference cursor when the plan does not cover the file."""
+    stats = stats if stats is not None else DecodeStats()
+    for planned in (True, False):
+        with open_for_planned(path) if planned else _open(path) as container:
+            with _ffmpeg_errors(path):
+                try:
+                    timeline = open_timeline(path, container, seek=True, stats=stats, planned=planned)
+                    times = times_of(timeline)
+                    timeline.plan(times)
+                    return [timeline.frame_at(path, t) for t in times]
+                except Unplanned:
+                    stats.fallbacks += 1
+    raise AssertionError("the reference cursor never raises Unplanned")
+
+
+def _check_sampling(max_frames: int, framerate: float, slice_mode: str) -> Fraction:
+    """The frame rate as an exact fraction; ValueError for bad arguments, before any decoding."""
     if not framerate > 0:
         raise ValueError(f"framerate must be > 0 frames a second, got {framerate}")
-    sample_indices(0, max_frames, slice_mode)  # validates the arguments before any decoding
-    import av
-
-    rate = Fraction(framerate).limit_denominator(1_000_000)
-    with _open(path) as container:
-        try:
-            return _read_sampled(path, container, rate, max_frames, slice_mode)
-        except av.FFmpegError as error:  # a failure none of the steps expected
-            raise VideoDecodeError(path, f"decoding failed ({error})") from None
+    sample_indices(0, max_frames, slice_mode)
+    return Fraction(framerate).limit_denominator(1_000_000)
 
 
-def _read_sampled(path, container, rate: Fraction, max_frames: int, slice_mode: str) -> list[np.ndarray]:
-    """read_frames on an opened container (see the module docstring for the rule)."""
-    timeline = open_timeline(path, container, seek=True)
+def _sample_times(timeline: _Timeline, rate: Fraction, max_frames: int, slice_mode: str) -> list[Fraction]:
+    """The sample times of a whole video (see the module docstring for the rule)."""
     n = max(1, math.ceil(timeline.duration * rate))
-    return [timeline.frame_at(path, k / rate) for k in sample_indices(n, max_frames, slice_mode)]
+    return [k / rate for k in sample_indices(n, max_frames, slice_mode)]
+
+
+class _ffmpeg_errors:
+    """Turns an FFmpeg exception none of the steps expected into ``VideoDecodeError`` naming the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        import av
+
+        if kind is not None and issubclass(kind, av.FFmpegError):
+            raise VideoDecodeError(self.path, f"decoding failed ({error})") from None
+        return False
 
 
 def read_window_clip(
@@ -131,41 +230,28 @@ def read_window_clip(
     samples a whole video, on the range's own timeline (``windows.sample_times``).
 
     Opens the file and seeks to the range: the reference for ``window_reader.read_windows``, which
-    walks a video once for all its windows. ``end_s`` equal to the video's duration (as a float) means
-    its exact end, so the range [0, duration] gives ``read_clip``'s frames.
+    walks a video once for all its windows (exact sampling: the reference cursor; keyframe sampling:
+    the keyframe cursor, seeking). ``end_s`` equal to the video's duration (as a float) means its exact
+    end, so the range [0, duration] gives ``read_clip``'s frames.
     """
-    import av
-
     from .windows import exact_sample_times
 
-    with _open(path) as container:
-        try:
-            timeline = open_timeline(path, container, seek=True)
+    kind = FrameCursor
+    if settings.sampling == "keyframes":
+        from .keyframes import KeyframeCursor as kind
+    with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
+        with _ffmpeg_errors(path):
+            timeline = open_timeline(path, container, seek=True, cursor_kind=kind)
             end = timeline.exact(end_s)
             times = exact_sample_times(timeline.exact(start_s), end, settings)
             images = [timeline.frame_at(path, t) for t in times]
-        except av.FFmpegError as error:
-            raise VideoDecodeError(path, f"decoding failed ({error})") from None
     return np.stack([fit_frame(image, settings.size) for image in images])
-
-
-@dataclass
-class DecodeStats:
-    """What reading a video cost: packets demuxed and decoded, frames decoded, seeks, and the packets
-    the end probe demuxed (near the end, without decoding). Filled by the readers when given one."""
-
-    packets_decoded: int = 0
-    frames_decoded: int = 0
-    seeks: int = 0
-    probe_packets: int = 0
-    frames_converted: int = 0  # frames turned into RGB (the sampled ones)
-    peak_frames_held: int = 0  # the most sampled frames kept at once (windows not yet complete)
 
 
 class _Timeline:
     """An opened video stream with time 0 at its first frame: its duration, and its frame at a time."""
 
-    def __init__(self, container, stream, cursor: _FrameCursor, origin: Fraction, end: Fraction, stats):
+    def __init__(self, container, stream, cursor: FrameCursor, origin: Fraction, end: Fraction, stats):
         self.container, self.stream, self.cursor = container, stream, cursor
         self.origin, self.end, self.stats = origin, end, stats
         self.duration = end - origin
@@ -177,6 +263,11 @@ class _Timeline:
         from .windows import exact_seconds
 
         return self.duration if seconds == float(self.duration) else exact_seconds(seconds)
+
+    def plan(self, times) -> None:
+        """Tell a planned cursor every time (seconds from time 0) it will be asked for."""
+        if isinstance(self.cursor, PlannedCursor):
+            self.cursor.plan([self.target(t) for t in times])
 
     def frame_at(self, path, seconds: Fraction) -> np.ndarray:
         """The frame shown at ``seconds`` (from time 0), upright RGB (H, W, 3) uint8."""
@@ -196,34 +287,45 @@ class _Timeline:
         return math.floor((self.origin + seconds) / self.stream.time_base)
 
 
-def open_timeline(path, container, seek: bool, stats: DecodeStats | None = None) -> _Timeline:
+def open_timeline(
+    path,
+    container,
+    seek: bool,
+    stats: DecodeStats | None = None,
+    planned: bool = True,
+    cursor_kind: type | None = None,
+) -> _Timeline:
     """Set up reading ``container``'s video stream: its first frame decoded, its end probed, truncation checked.
 
-    seek: whether the cursor may seek ahead (``read_clip``); without it, every frame is decoded once,
-    front to back (``window_reader``).
+    seek: whether the cursor may seek ahead (``read_clip``); without it, the video is read front to
+    back (``window_reader``). planned: the planned cursor (``planned.PlannedCursor``; it may raise
+    ``Unplanned``), else the reference (``cursor.FrameCursor``, decoder threads on, as before it).
+    cursor_kind: another cursor class (``keyframes.KeyframeCursor``).
     """
     stream = _video_stream(container, path)
     formats = set(container.format.name.split(","))
     seekable = bool(formats & SEEKABLE_FORMATS)
-    cursor = _FrameCursor(
-        container, stream, seekable=seek and seekable, indexed="mp4" in formats, stats=stats
-    )
+    kind = cursor_kind or (PlannedCursor if planned else FrameCursor)
+    cursor = kind(container, stream, seekable=seek and seekable, indexed="mp4" in formats, stats=stats)
     origin = cursor.first_frame(path).pts * stream.time_base  # time 0, in seconds
-    end = _probe_end(path, stream.index, _declared_end(container, stream) if seekable else None, stats)
+    hint = _declared_end(container, stream) if formats & PROBE_SEEKABLE_FORMATS else None
+    light = kind is not FrameCursor
+    end = _probe_end(path, stream.index, hint, stats, nominal_frame_ticks(stream), light_open=light)
     if end is None or end <= origin:  # one frame whose duration nobody records
         end = origin
     _check_not_truncated(path, container, stream, end)
     return _Timeline(container, stream, cursor, origin, end, stats)
 
 
-def _open(path: str | os.PathLike):
-    """An opened PyAV input container, or VideoDecodeError saying why not."""
+def _open(path: str | os.PathLike, options: dict | None = None):
+    """An opened PyAV input container, or VideoDecodeError saying why not. options: FFmpeg's, for the
+    container and its streams' probing (e.g. ``{"skip_frame": "all"}``: probe without decoding)."""
     import av
 
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # FFmpeg would only say "invalid data"
             raise VideoDecodeError(path, "empty file (0 bytes)")
-        return av.open(os.fspath(path), metadata_errors="ignore")
+        return av.open(os.fspath(path), metadata_errors="ignore", options=options)
     except FileNotFoundError:
         raise VideoDecodeError(path, "file not found") from None
     except PermissionError:
@@ -277,35 +379,46 @@ def _parse_clock(text: str | None) -> Fraction | None:
 
 
 def _probe_end(
-    path, stream_index: int, hint: Fraction | None, stats: DecodeStats | None = None
+    path,
+    stream_index: int,
+    hint: Fraction | None,
+    stats: DecodeStats | None = None,
+    nominal: int | None = None,
+    light_open: bool = False,
 ) -> Fraction | None:
     """End of the video stream (last packet's timestamp + duration, seconds, absolute).
 
     Demuxes packets without decoding them: from the keyframe before ``hint`` (the declared end)
     when given, else (or when that finds nothing) from the start, which for a long video without
-    metadata reads the whole file but decodes none of it.
+    metadata reads the whole file but decodes none of it. nominal: a frame's duration in the stream's
+    time base, for packets that state none (default: from the stream as this opening sees it).
+    light_open: open the file without decoding its first frames (FFmpeg's stream probing decodes some
+    unless told to skip them; the probe decodes nothing anyway): measured 6.2 ms less a 640x360 video.
     """
     import av
 
+    options = LIGHT_OPEN if light_open else None
     for seek_to in ([hint] if hint else []) + [None]:
-        with _open(path) as container:
+        with _open(path, options) as container:
             stream = container.streams[stream_index]
             if seek_to is not None:
                 try:
                     container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
                 except av.FFmpegError:  # an unseekable input: scan it from the start instead
                     continue
-            end = _last_packet_end(container, stream, stats)
+            end = _last_packet_end(container, stream, stats, nominal)
         if end is not None:
             return end
     return None
 
 
-def _last_packet_end(container, stream, stats: DecodeStats | None = None) -> Fraction | None:
+def _last_packet_end(
+    container, stream, stats: DecodeStats | None = None, nominal: int | None = None
+) -> Fraction | None:
     """max(pts + duration) over the stream's remaining packets, in seconds, or None if none."""
     import av
 
-    nominal = _nominal_frame_ticks(stream)
+    nominal = nominal_frame_ticks(stream) if nominal is None else nominal
     end = None
     try:
         for packet in container.demux(stream):
@@ -321,157 +434,25 @@ def _last_packet_end(container, stream, stats: DecodeStats | None = None) -> Fra
     return None if end is None else end * stream.time_base
 
 
-def _nominal_frame_ticks(stream) -> int:
-    """One frame's duration in the stream's time base, from its average rate (0 if unknown)."""
-    rate = stream.average_rate or stream.guessed_rate
-    if not rate:
-        return 0
-    return max(1, round(1 / (rate * stream.time_base)))
-
-
 def _check_not_truncated(path, container, stream, end: Fraction) -> None:
     """Raise when the stream's packets stop well before the duration its metadata declares."""
     declared = _declared_end(container, stream)
-    slack = TRUNCATION_TOLERANCE_S + _nominal_frame_ticks(stream) * stream.time_base
+    slack = TRUNCATION_TOLERANCE_S + nominal_frame_ticks(stream) * stream.time_base
     if declared is not None and end < declared - slack:
         raise VideoDecodeError(
             path, f"truncated: video data ends at {float(end):.2f} s of a declared {float(declared):.2f} s"
         )
 
 
-def _check_reached(path, cursor: _FrameCursor, stream, target: int) -> None:
+def _check_reached(path, cursor: FrameCursor, stream, target: int) -> None:
     """Raise when decoding stopped (end of data) well before a time the packets promised."""
     if not cursor.finished or cursor.current is None:
         return
     last = cursor.current
-    slack = TRUNCATION_TOLERANCE_S / stream.time_base + (last.duration or _nominal_frame_ticks(stream))
+    slack = TRUNCATION_TOLERANCE_S / stream.time_base + (last.duration or nominal_frame_ticks(stream))
     if target > last.pts + slack:
         seconds = float(last.pts * stream.time_base)
         raise VideoDecodeError(path, f"truncated or corrupt: frames stop decoding at {seconds:.2f} s")
-
-
-class _FrameCursor:
-    """Decodes one video stream forward, seeking ahead when the next wanted time is far away.
-
-    ``current`` is the last decoded frame at or before the last target, ``upcoming`` the first
-    frame after it (already decoded, not yet used). ``indexed`` says the demuxer's seek index is
-    complete from the start (mp4/mov); other demuxers build theirs as they read, so there the
-    longest keyframe interval seen so far decides. Packets that fail to decode are skipped, as
-    FFmpeg's command line does; ``failed_packets`` counts them.
-    """
-
-    def __init__(self, container, stream, seekable: bool, indexed: bool, stats: DecodeStats | None = None):
-        self.container, self.stream, self.seekable, self.indexed = container, stream, seekable, indexed
-        self.stats = stats if stats is not None else DecodeStats()
-        self.current = self.upcoming = None
-        self.finished = False
-        self.failed_packets, self.last_error = 0, ""
-        self._frames: Iterator | None = None
-        self._longest_gop = 0  # longest keyframe-to-keyframe distance seen, pts units
-        self._last_keyframe: int | None = None  # since the last seek
-        self._latest_packet = 0
-        self._previous_pts: int | None = None
-
-    def first_frame(self, path):
-        """Decode the stream's first frame (its timestamp is time 0), or raise VideoDecodeError."""
-        self._frames = self._decode()
-        frame = next(self._frames, None)
-        if frame is None:
-            failed = self.failed_packets
-            detail = f" ({failed} packets failed to decode, last: {self.last_error})" if failed else ""
-            raise VideoDecodeError(path, f"no decodable video frames{detail}")
-        self.current = frame
-        return frame
-
-    def frame_at(self, target: int):
-        """The last frame with pts <= ``target`` (stream time-base units); the first frame if none."""
-        if self.seekable and not self.finished and self._worth_seeking(target):
-            self._seek(target)
-        while not self.finished and (self.upcoming is None or self.upcoming.pts <= target):
-            if self.upcoming is not None:
-                self.current = self.upcoming
-            self.upcoming = next(self._frames, None)
-            self.finished = self.upcoming is None
-        return self.current
-
-    def _worth_seeking(self, target: int) -> bool:
-        """Whether the keyframe before ``target`` lies past the frames decoded so far."""
-        position = max(self._latest_packet, (self.upcoming or self.current).pts)
-        if self.indexed:  # mp4/mov: the sample table lists every keyframe from the start
-            entries = self.stream.index_entries
-            i = entries.search_timestamp(target, backward=True)
-            return i >= 0 and entries[i].timestamp > position
-        # No index: assume no keyframe interval is longer than the longest seen so far.
-        since_keyframe = position - self._last_keyframe if self._last_keyframe is not None else 0
-        return target - position > max(self._longest_gop, since_keyframe)
-
-    def _seek(self, target: int) -> None:
-        """Restart decoding at the keyframe before ``target`` (stepping further back if it overshoots).
-
-        Some demuxers seek to a keyframe whose pts is past the target (mp4 indexes keyframes by
-        decode time); then this steps back with a doubling margin, at worst to the current frame.
-        """
-        import av
-
-        fallback, margin = self.current, 0
-        while True:
-            seek_to = max(target - margin, fallback.pts)
-            try:
-                self.container.seek(seek_to, stream=self.stream, backward=True)
-            except av.FFmpegError:
-                if margin == 0:  # nothing has moved yet: give up seeking, decode straight on
-                    self.seekable = False
-                    return
-                raise
-            self.stats.seeks += 1
-            self._frames, self.upcoming, self._last_keyframe = self._decode(), None, None
-            first = next(self._frames, None)
-            if first is not None and first.pts <= target or seek_to == fallback.pts:
-                break
-            margin = 2 * margin + (first.pts - target if first is not None else 0) + 1
-        self.current = first if first is not None else fallback
-        self.finished = first is None
-
-    def _decode(self) -> Iterator:
-        """Decoded frames from the container's current position; skips packets that fail."""
-        import av
-
-        codec = self.stream.codec_context
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.FFmpegError as error:  # unreadable data (a truncated file): stop here
-                self.failed_packets, self.last_error = self.failed_packets + 1, str(error)
-                packet, packets = None, iter(())  # None drains the decoder's buffered frames
-            if packet is not None and packet.pts is not None:
-                self._latest_packet = max(self._latest_packet, packet.pts)
-                if packet.is_keyframe:
-                    if self._last_keyframe is not None and packet.pts > self._last_keyframe:
-                        self._longest_gop = max(self._longest_gop, packet.pts - self._last_keyframe)
-                    self._last_keyframe = packet.pts
-            if packet is not None and packet.size:
-                self.stats.packets_decoded += 1
-            try:
-                frames = _decode_packet(codec, packet)
-            except av.FFmpegError as error:
-                self.failed_packets, self.last_error = self.failed_packets + 1, str(error)
-                continue
-            self.stats.frames_decoded += len(frames)
-            for frame in frames:
-                if frame.pts is None:  # raw streams carry no timestamps: count frames instead
-                    previous = self._previous_pts
-                    step = frame.duration or _nominal_frame_ticks(self.stream)
-                    frame.pts = 0 if previous is None else previous + step
-                self._previous_pts = frame.pts
-                yield frame
-
-
-def _decode_packet(codec, packet) -> list:
-    """Decode one packet (None or the empty packet at the end drains the decoder)."""
-    return codec.decode(packet)
 
 
 def _upright(frame, matrix: np.ndarray | None | str = "read") -> np.ndarray:

@@ -9,6 +9,12 @@ overlapping windows sample it. A window's clip is yielded as soon as its last sa
 window order, and forgotten by the reader: it keeps only the frames of windows not yet complete, at
 most ``max_frames * ceil(window / stride + 1)`` of them, whatever the video's length.
 
+The walk is planned (``planned.PlannedCursor``): every sample time is known before decoding starts,
+so only what the sampled frames need is decoded (from the keyframe before each, skipping non-reference
+frames); with ``sampling="keyframes"`` only the keyframes taken are (``keyframes.KeyframeCursor``).
+A video the plan does not cover is walked again by the reference cursor, every frame decoded, and
+the windows not yet yielded come from that walk (``DecodeStats.fallbacks``).
+
 The frames are those ``reader.read_window_clip`` gives for each window (which opens the file and
 seeks: the reference twin, compared in the tests); errors are ``reader``'s (``VideoDecodeError``).
 Before decoding, the end of the video is found as ``read_clip`` finds it: by demuxing (not decoding)
@@ -24,8 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import VideoDecodeError
+from .cursor import FrameCursor
 from .frames import FrameSettings, fit_frame
-from .reader import DecodeStats, _open, open_timeline
+from .keyframes import KeyframeCursor
+from .planned import PlannedCursor, Unplanned
+from .reader import DecodeStats, _open, open_for_planned, open_timeline
 from .windows import WindowSettings, exact_sample_times, plan_windows, shot_windows
 
 # Shot boundaries of a video, in seconds: (path, duration) -> cuts. Given by ``--cuts shots``.
@@ -56,11 +65,23 @@ def read_windows(
     """
     import av
 
-    with _open(path) as container:
-        try:
-            yield from _walk(path, container, settings, windows, stats, find_cuts)
-        except av.FFmpegError as error:
-            raise VideoDecodeError(path, f"decoding failed ({error})") from None
+    stats = stats if stats is not None else DecodeStats()
+    first = KeyframeCursor if settings.sampling == "keyframes" else PlannedCursor
+    yielded = 0
+    for kind in (first, FrameCursor):
+        with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
+            try:
+                for number, clip in enumerate(
+                    _walk(path, container, settings, windows, stats, find_cuts, kind)
+                ):
+                    if number == yielded:  # after a fallback, the windows already given are skipped
+                        yielded += 1
+                        yield clip
+                return
+            except Unplanned:
+                stats.fallbacks += 1
+            except av.FFmpegError as error:
+                raise VideoDecodeError(path, f"decoding failed ({error})") from None
 
 
 def plan_for(
@@ -74,11 +95,12 @@ def plan_for(
     return plan_windows(duration, windows.window, windows.stride)
 
 
-def _walk(path, container, settings, windows, stats, find_cuts) -> Iterator[WindowClip]:
-    stats = stats if stats is not None else DecodeStats()
-    timeline = open_timeline(path, container, seek=False, stats=stats)
+def _walk(path, container, settings, windows, stats, find_cuts, kind) -> Iterator[WindowClip]:
+    timeline = open_timeline(path, container, seek=False, stats=stats, cursor_kind=kind)
     plan = plan_for(path, float(timeline.duration), windows, find_cuts)
     wanted = _sample_plan(timeline, plan, settings)  # (target pts, window, slot), ascending
+    if isinstance(timeline.cursor, PlannedCursor):
+        timeline.cursor.plan(target for target, _, _ in wanted)
     slots = [[None] * count for count in _slot_counts(wanted, len(plan))]
     filled = [0] * len(plan)
     next_out, held = 0, 0

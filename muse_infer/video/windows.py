@@ -4,9 +4,13 @@ Planning (``plan_windows``, a pure function): a video of ``duration`` seconds (t
 time 0 is the first frame, the end is the last frame's end) becomes the windows
 ``[k * stride, k * stride + window]`` for k = 0, 1, ... while the window ends before the video does,
 then one last window aligned to the end, ``[duration - window, duration]`` (unless the previous one
-already ends there). A video no longer than ``window`` is one window ``[0, duration]``. So every
-moment of the video lies in some window, every window is ``window`` seconds long (but a short
-video's), and consecutive windows overlap by ``window - stride`` (the last pair possibly more).
+already ends there). No two windows start less than half a stride apart: when the window aligned to
+the end would start closer than that to the one before, that one is stretched to the end instead
+(a 4.004 s video with a 4 s window is one window ``[0, 4.004]``, not two near-identical rows). So a
+video shorter than ``window + stride / 2`` is one window ``[0, duration]``, every moment of the
+video lies in some window, every window is ``window`` seconds long but the last (shorter for a short
+video, at most ``stride / 2`` longer when stretched), and consecutive windows overlap by
+``window - stride`` (the last pair possibly more).
 
 Sampling inside a window (``sample_times``): the model's rule for a whole video on the window's own
 timeline: ``n = ceil(length * framerate)`` sample times ``start + k / framerate`` (at least one), of
@@ -96,6 +100,8 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
 
     >>> plan_windows(20.0, 6.0, 3.0)
     [(0.0, 6.0), (3.0, 9.0), (6.0, 12.0), (9.0, 15.0), (12.0, 18.0), (14.0, 20.0)]
+    >>> plan_windows(4.004, 4.0, 2.0)  # the window aligned to the end would start 4 ms after the first
+    [(0.0, 4.004)]
     """
     if not duration >= 0 or not window > 0 or not stride > 0:
         raise ValueError(f"need duration >= 0, window > 0, stride > 0; got {duration}, {window}, {stride}")
@@ -106,7 +112,11 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
     while k * stride + window < duration - _EPSILON:
         windows.append((k * stride, k * stride + window))
         k += 1
-    windows.append((duration - window, duration))
+    last_start = duration - window
+    if last_start - windows[-1][0] < stride / 2 - _EPSILON:  # too close to the one before: stretch that
+        windows[-1] = (windows[-1][0], duration)
+    else:
+        windows.append((last_start, duration))
     # Rounded to microseconds (no 12.600000000000001), but the last end: the video's end exactly.
     return [(_tidy(start), _tidy(end) if end != duration else float(end)) for start, end in windows]
 
