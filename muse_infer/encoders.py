@@ -49,6 +49,7 @@ SPEC_DEFAULTS = {
     "clip_weights": None,
     "precision": "auto",
     "max_frames": None,
+    "sampling": "exact",
 }
 
 

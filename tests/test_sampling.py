@@ -46,6 +46,13 @@ def videos(tmp_path_factory) -> Path:
     return root
 
 
+def test_the_cli_offers_the_samplings_the_reader_knows():
+    from muse_infer.runtime.choices import SAMPLING_CHOICES
+    from muse_infer.video.frames import SAMPLINGS
+
+    assert SAMPLING_CHOICES == SAMPLINGS
+
+
 def test_frame_settings_record_keyframe_sampling_only():
     assert "sampling" not in FrameSettings().to_dict()  # the indexes made before it stay comparable
     assert FrameSettings(sampling="keyframes").to_dict()["sampling"] == "keyframes"
@@ -96,7 +103,7 @@ def test_sdk_sampling_and_the_decode_workers(videos):
     expected = read_clip(paths[0], encoder.frame_settings)
     np.testing.assert_array_equal(items[0].pixels, expected)
     assert [read_index(frame) for frame in items[1].pixels] == [0, 10, 30, 50]
-    with pytest.raises(ValueError, match="sampling must be one of"):
+    with pytest.raises(ValueError, match="sampling .fast. is not one of"):
         VideoEncoder("tiny", device="cpu", clip_weights="random", sampling="fast")
 
 

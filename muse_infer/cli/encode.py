@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..runtime.choices import SAMPLING_CHOICES
 from .common import (
     BACKEND_CHOICE,
     EXIT_INTERRUPTED,
@@ -67,7 +68,7 @@ from .common import (
 )
 @click.option(
     "--sampling",
-    type=click.Choice(["exact", "keyframes"]),
+    type=click.Choice(SAMPLING_CHOICES),
     default="exact",
     show_default=True,
     help="exact: the frame shown at each sample time; keyframes: the keyframe nearest it, decoding "
