@@ -53,10 +53,10 @@ SPEC_DEFAULTS = {
 }
 
 
-def _loaded(model, **choices) -> Backend:
+def _loaded(model, text_only: bool = False, **choices) -> Backend:
     """The backend an encoder runs: ``model`` itself when it is a loaded ``Backend`` (shared by a
     VideoEncoder and a TextEncoder), else the one its ``ModelSpec`` loads (a spec given as is, or
-    resolved from a name or file and ``choices``)."""
+    resolved from a name or file and ``choices``; ``text_only``: the text tower alone where it can)."""
     if isinstance(model, Backend):
         precision = choices.get("precision")
         if precision not in (None, "auto", model.precision):
@@ -65,7 +65,7 @@ def _loaded(model, **choices) -> Backend:
                 "backend (load_backend(..., precision=...)) or leave precision='auto'"
             )
         return model
-    return encoder_spec(model, **choices).load()
+    return encoder_spec(model, **choices).load(text_only=text_only)
 
 
 def encoder_spec(model: str | os.PathLike | ModelSpec, **choices) -> ModelSpec:
@@ -119,8 +119,8 @@ class TextEncoder:
         precision: str = "auto",
     ):
         self.backend = _loaded(
-            model, device=device, backend=backend, clip_weights=clip_weights, precision=precision
-        )
+            model, True, device=device, backend=backend, clip_weights=clip_weights, precision=precision
+        )  # the text tower alone when it is loaded here: a search starts in a second, not several
 
     @property
     def spec(self) -> ModelSpec | None:

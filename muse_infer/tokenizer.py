@@ -9,10 +9,11 @@ import torch
 
 @functools.lru_cache(maxsize=1)
 def _bpe():
-    # open_clip ships the BPE vocabulary; loading it takes a moment, so do it once and only when needed.
-    from open_clip.tokenizer import SimpleTokenizer
+    # open_clip ships the BPE vocabulary; reading it takes a moment, so do it once and only when needed
+    # (``clip_bpe`` reads it without importing open_clip, whose import costs seconds).
+    from .clip_bpe import ClipBpe
 
-    return SimpleTokenizer()
+    return ClipBpe()
 
 
 def tokenize(texts: list[str] | str, max_words: int = 32) -> torch.Tensor:

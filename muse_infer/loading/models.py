@@ -60,7 +60,7 @@ def build_model(
 ):
     """A freshly initialised (``seed``) MuseModel, with pretrained CLIP weights loaded when named
     (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones)."""
-    from ..model import MuseModel
+    from ..model import MuseModel, text_tower
 
     weights = effective_clip_weights(config, clip_weights)  # parsed before the slow build
     with torch.random.fork_rng(devices=[]):
@@ -68,6 +68,12 @@ def build_model(
         model = MuseModel(config)
     if weights is not None and not weights.is_random:
         load_clip_weights(model.backbone.clip, resolve_clip_weights(config, weights))
+    elif text_tower.supports(config.clip):
+        # Random text weights drawn by name, as the text tower alone draws them (``loading.text``): a
+        # search loads only that tower and must compute the same text embeddings.
+        random = text_tower.random_text_weights(config.clip, seed)
+        unexpected = model.backbone.clip.load_state_dict(random, strict=False).unexpected_keys
+        assert not unexpected, f"text weights not in the CLIP model: {unexpected[:3]}"
     return model
 
 

@@ -66,15 +66,20 @@ class TorchBackend(Backend):
         return self.device.startswith("cuda")
 
     @classmethod
-    def from_spec(cls, spec, compile_backbone: str = "off") -> TorchBackend:
+    def from_spec(cls, spec, compile_backbone: str = "off", text_only: bool = False) -> TorchBackend:
         """The model of ``spec`` (a ``ModelSpec`` resolved ``on_device``) with its weights loaded by
-        ``muse_infer.load_model``; errors name the model and what to do."""
+        ``muse_infer.load_model``; errors name the model and what to do. text_only: the text tower alone
+        where it can be loaded alone (``loading.text``: no video tower, no open_clip import, only the
+        text tensors read), else the whole model; its text embeddings are the same either way."""
         from ..loading.models import load_model
+        from ..loading.text import load_text_model
 
         if compile_backbone not in COMPILE_MODES:
             raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
-            muse = load_model(spec.ref, device=spec.device, clip_weights=spec.clip_weights)
+            muse = load_text_model(spec.ref, spec.clip_weights, spec.device) if text_only else None
+            if muse is None:
+                muse = load_model(spec.ref, device=spec.device, clip_weights=spec.clip_weights)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
         backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
