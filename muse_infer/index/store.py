@@ -317,6 +317,26 @@ def write_index_files(
     return sidecar
 
 
+def rewrite_records(out: Path, rows, changes: dict) -> dict:
+    """Replace the row records of the index ``out`` by ``rows`` (an Arrow table of its row count, its
+    columns) and set the sidecar's descriptive ``changes`` (e.g. {"root": ...}); the rows themselves
+    and the failures are left as they are. The rows file is renamed first, the sidecar last (as
+    ``write_index_files`` does). Returns the sidecar written."""
+    _, pq = pyarrow_modules()
+    sidecar = read_sidecar(sidecar_path(out))
+    if rows.num_rows != sidecar["count"]:
+        raise IndexInputError(f"{out}: {rows.num_rows} row records for {sidecar['count']} rows")
+    with ExitStack() as stack:
+        tmp_sidecar, tmp_rows = [
+            stack.enter_context(atomic_path(t)) for t in (sidecar_path(out), rows_path(out))
+        ]
+        with open(tmp_rows, "wb") as handle:
+            pq.write_table(rows, handle, compression="zstd", row_group_size=1 << 20)
+        sidecar = {**sidecar, **changes, "rows_sha256": file_sha256(tmp_rows)}
+        tmp_sidecar.write_text(sidecar_text(sidecar))
+    return sidecar
+
+
 def read_failures(npy_path: str | os.PathLike) -> list[dict]:
     """The records of an index's failures file (``EMB.failures.jsonl``), the one reader of it: [] when
     there is none; a damaged line (not JSON, not a record with a path) is left out, so its file is
