@@ -247,13 +247,13 @@ def test_moments_of_odd_names(tmp_path):
     root = tmp_path / "videos"
     root.mkdir()
     names = [os.fsdecode(b"caf\xe9.mp4"), "caf\u00e9.mp4", "cafe\u0301.mp4"]
-    make_videos(root, names, start=10)  # 38-44 frames at 10 fps: 3-4 windows of 2 s each
+    make_videos(root, names, start=10)  # 38-44 frames at 10 fps: 3 windows of 2 s each
     out = tmp_path / "moments.npy"
     window = ["--window", "2", "--stride", "1", "--no-thumbnails"]  # thumbnails: tested above
     invoke("encode-videos", root, "--out", out, *OPTIONS, *window)
     before = index_files(out)
     rows = exact_rows(out)
-    assert sorted(set(rows)) == sorted(names) and len(rows) > 3 * len(names)
+    assert sorted(set(rows)) == sorted(names) and len(rows) >= 3 * len(names)
     assert [path for path in dict.fromkeys(rows)] == sorted(names)  # a video's windows are consecutive
     hits = json.loads(cli("search", "a cat", "--index", out, "--per-video", "2", "--json").stdout)
     assert {hit["path"] for hit in hits} == set(names)
