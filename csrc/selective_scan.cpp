@@ -270,6 +270,17 @@ at::Tensor selective_scan_bidirectional_cpu(
 }
 
 }  // namespace
+
+ConvRowsFn pick_conv_kernel() {
+  const Kernel kernel = pick_kernel();
+#if defined(MUSE_SCAN_MULTIVERSION)
+  if (kernel.fn == avx512::scan_block) return avx512::conv_rows;
+  if (kernel.fn == avx2::scan_block) return avx2::conv_rows;
+#endif
+  (void)kernel;
+  return baseline::conv_rows;
+}
+
 }  // namespace muse
 
 // The schemas; muse_infer/ops/op.py holds the same text for builds without this library (a test keeps

@@ -1,7 +1,9 @@
 """The MUSE head's fast paths against their reference twins (docs/benchmarks.md, "The MUSE head").
 
-- the blocks' depthwise conv on time-major rows (``depthwise_conv_time_major``) against ``nn.Conv1d``
-  on (B, Di, L), both directions, awkward sizes, several dtypes and input layouts, gradients included;
+- the blocks' depthwise conv on time-major rows, both its forms (the C++ op
+  ``muse::depthwise_conv_time_major`` and the torch-ops reference), against ``nn.Conv1d`` on
+  (B, Di, L): both directions, SiLU or not, awkward sizes, several dtypes, input layouts and
+  instruction-set builds; gradients (through the reference); opcheck; when the op is taken;
 - the scan op on exactly the strided views BiMamba hands it (no layout copy) against contiguous copies
   and the reference, several dtypes, and ``torch.library.opcheck`` on those views;
 - the pyramid on (N, H, W, C) tokens (``forward_tokens``) against the branches run as written on
@@ -17,10 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from muse_infer.model.bimamba import BiMamba, ResMambaBlock, ScanDirection, depthwise_conv_time_major
+from muse_infer.model.bimamba import BiMamba, ResMambaBlock, ScanDirection
 from muse_infer.model.precision import cast_for_inference
 from muse_infer.model.pyramid import MultiScaleGenerator
 from muse_infer.ops import ScanInputs, selective_scan_bidirectional_ref
+from muse_infer.ops import op as ops_op
+from muse_infer.ops.conv import conv_op_applies, depthwise_conv_time_major, depthwise_conv_time_major_ref
 from muse_infer.ops.op import op_available, selective_scan_bidirectional
 
 needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
@@ -81,6 +85,117 @@ def test_time_major_conv_matches_the_module(dtype, layout, batch, length, channe
     within_twice_the_reference_error(ours, reference, truth, dtype)
 
 
+CONV_SIZES = [(1, 1, 5, 4), (2, 3, 17, 4), (3, 131, 33, 4), (1, 9, 6, 1), (2, 7, 6, 3), (1, 300, 64, 4)]
+
+
+def conv_case(batch, length, channels, taps, dtype, layout, seed=0):
+    x = time_major(randn(batch, length, channels, seed=seed, dtype=dtype), layout)
+    return x, randn(channels, taps, seed=seed + 1, dtype=dtype), randn(channels, seed=seed + 2, dtype=dtype)
+
+
+def module_conv(x, weight, bias, reverse, silu):
+    """nn.Conv1d's answer in float64 on (B, Di, L): the truth both forms are held to."""
+    channels, taps = weight.shape
+    w = weight.double().flip(-1) if reverse else weight.double()
+    y = F.conv1d(x.double().transpose(1, 2), w.unsqueeze(1), bias.double(), padding=taps - 1, groups=channels)
+    y = (y[..., taps - 1 :] if reverse else y[..., : x.shape[1]]).transpose(1, 2)
+    return F.silu(y) if silu else y
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["contiguous", "half_of_wider_rows", "channel_major"])
+@pytest.mark.parametrize(("batch", "length", "channels", "taps"), CONV_SIZES)
+@pytest.mark.parametrize(("reverse", "silu"), [(False, False), (True, True), (False, True)])
+def test_conv_op_matches_the_reference_and_the_module(
+    dtype, layout, batch, length, channels, taps, reverse, silu
+):
+    x, weight, bias = conv_case(batch, length, channels, taps, dtype, layout)
+    with torch.no_grad():
+        ours = torch.ops.muse.depthwise_conv_time_major(x, weight, bias, reverse, silu)
+        reference = depthwise_conv_time_major_ref(x, weight, bias, reverse, silu)
+    assert ours.dtype == dtype and ours.shape == x.shape and ours.is_contiguous()
+    within_twice_the_reference_error(ours, reference, module_conv(x, weight, bias, reverse, silu), dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+def test_conv_op_every_instruction_set_build(isa, monkeypatch):
+    monkeypatch.setenv("MUSE_SCAN_CPU_ISA", isa)
+    if ops_op.cpu_kernel_isa() != isa:
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    for dtype, layout, size in [
+        (torch.float32, "half_of_wider_rows", (2, 37, 41, 4)),
+        (torch.bfloat16, "contiguous", (1, 29, 35, 4)),
+        (torch.float32, "channel_major", (1, 11, 9, 3)),
+    ]:
+        x, weight, bias = conv_case(*size, dtype, layout, seed=30)
+        for reverse in (False, True):
+            with torch.no_grad():
+                ours = torch.ops.muse.depthwise_conv_time_major(x, weight, bias, reverse, True)
+                reference = depthwise_conv_time_major_ref(x, weight, bias, reverse, True)
+            within_twice_the_reference_error(
+                ours, reference, module_conv(x, weight, bias, reverse, True), dtype
+            )
+
+
+@needs_kernel
+def test_conv_op_extremes_and_no_bias():
+    """Large inputs (SiLU's exp saturates both ways), NaN propagation in bf16, no bias."""
+    x, weight, _ = conv_case(1, 40, 20, 4, torch.float32, "contiguous", seed=31)
+    x = x * 300
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            ours = torch.ops.muse.depthwise_conv_time_major(x.to(dtype), weight.to(dtype), None, False, True)
+            reference = depthwise_conv_time_major_ref(x.to(dtype), weight.to(dtype), None, False, True)
+            assert torch.isfinite(ours).all()
+            torch.testing.assert_close(
+                ours.float(), reference.float(), rtol=2e-2 if dtype != torch.float32 else 1e-5, atol=1e-3
+            )
+        x[0, 5, 3] = float("nan")
+        y = torch.ops.muse.depthwise_conv_time_major(x.bfloat16(), weight.bfloat16(), None, False, False)
+    assert y[0, 5:9, 3].isnan().all() and not y[0, :5].isnan().any() and not y[0, 9:].isnan().any()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv_opcheck(dtype):
+    x, weight, bias = conv_case(2, 23, 19, 4, dtype, "half_of_wider_rows", seed=32)
+    for reverse, silu in ((False, True), (True, False)):
+        torch.library.opcheck(
+            torch.ops.muse.depthwise_conv_time_major.default,
+            (x, weight, bias, reverse, silu),
+            test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+        )
+
+
+def test_conv_schema_is_the_cpp_one():
+    assert str(torch.ops.muse.depthwise_conv_time_major.default._schema) == (
+        f"muse::depthwise_conv_time_major{ops_op.CONV_SCHEMA}"
+    )
+
+
+@needs_kernel
+def test_conv_op_is_taken_only_where_it_applies():
+    """The entry takes the op for eager CPU inference, the reference with gradients or under a tracer;
+    the op itself refuses gradients with a message that says what to call."""
+    x, weight, bias = conv_case(1, 19, 8, 4, torch.float32, "contiguous", seed=33)
+    with torch.no_grad():
+        assert conv_op_applies(x, weight, bias)
+        seen = []
+        torch.jit.trace(
+            lambda t: t + len(seen.append(conv_op_applies(t, weight, bias)) or ()), (x,), check_trace=False
+        )
+        assert seen == [False]
+    leaf = weight.clone().requires_grad_()
+    assert not conv_op_applies(x, leaf, bias)
+    depthwise_conv_time_major(x, leaf, bias, False, True).sum().backward()  # the reference: differentiable
+    assert leaf.grad is not None
+    with pytest.raises(RuntimeError, match="depthwise_conv_time_major_ref"):
+        torch.ops.muse.depthwise_conv_time_major(x, leaf, bias, False, True)
+    assert not conv_op_applies(x.double(), weight.double(), bias.double())
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_time_major_conv_gradients_match_the_module(reverse):
     """Training runs the same conv: its gradients (input, weight, bias) are the module's."""
@@ -91,7 +206,7 @@ def test_time_major_conv_gradients_match_the_module(reverse):
     for fast in (True, False):
         leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
         if fast:
-            y = depthwise_conv_time_major(*leaves, reverse)
+            y = depthwise_conv_time_major(*leaves, reverse)  # with gradients: the reference
         else:
             w = leaves[1].flip(-1) if reverse else leaves[1]
             y = F.conv1d(leaves[0].transpose(1, 2), w.unsqueeze(1), leaves[2], padding=3, groups=7)

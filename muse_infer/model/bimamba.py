@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import ScanInputs, default_scan, scan_bidirectional
-from ..ops.dispatch import check_scan_choice
+from ..ops.conv import depthwise_conv_time_major
+from ..ops.dispatch import check_scan_choice, graph_being_recorded
 
 # Mamba's initialisation of the step size: dt log-uniform in [DT_MIN, DT_MAX], floored.
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -53,7 +54,7 @@ class ScanDirection(nn.Module):
         flipped; x_proj and dt_proj act per step, so nothing else changes, and the scan reads the
         inputs from the last step to the first (``ops.scan_bidirectional``).
         """
-        u = F.silu(self.conv_time_major(x, reverse))  # (B, L, Di)
+        u = self.conv_time_major(x, reverse, silu=True)  # (B, L, Di)
         x_dbl = self.x_proj(u)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)  # (B, L, Di); the bias goes in the scan
@@ -68,15 +69,20 @@ class ScanDirection(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
         )
 
-    def conv_time_major(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
-        """``self.conv1d`` over time on time-major x: (B, L, Di) any row stride -> (B, L, Di).
+    def conv_time_major(self, x: torch.Tensor, reverse: bool, silu: bool = False) -> torch.Tensor:
+        """``self.conv1d`` over time on time-major x: (B, L, Di) any row stride -> (B, L, Di), then
+        SiLU when ``silu``.
 
         Causal (y[t] sees x[t-K+1 .. t]), or anti-causal with the kernel flipped when ``reverse``
-        (y[t] sees x[t .. t+K-1]): ``depthwise_conv_time_major``. Equal to ``conv_reference`` (the
-        module on (B, Di, L)) up to float rounding; tests/test_head_fast_paths.py checks it.
+        (y[t] sees x[t .. t+K-1]): ``ops.conv.depthwise_conv_time_major`` (the C++ op in eager
+        inference on CPU, else torch ops). Equal to ``conv_reference`` (the module on (B, Di, L)) up to
+        float rounding; tests/test_head_fast_paths.py checks it.
+
+        Why not the module: it wants (B, Di, L), one transposing copy of x a direction, and its
+        depthwise kernel ran 5x slower than even the torch-ops form on one CPU thread (docs/benchmarks.md).
         """
         conv = self.conv1d
-        return depthwise_conv_time_major(x, conv.weight[:, 0, :], conv.bias, reverse)
+        return depthwise_conv_time_major(x, conv.weight[:, 0, :], conv.bias, reverse, silu)
 
     def conv_reference(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
         """The depthwise conv as the module computes it, (B, Di, L) -> (B, Di, L): the reference.
@@ -91,35 +97,6 @@ class ScanDirection(nn.Module):
         conv = self.conv1d
         weight = conv.weight.flip(-1)
         return F.conv1d(x, weight, conv.bias, padding=conv.padding, groups=conv.groups)[..., -length:]
-
-
-def depthwise_conv_time_major(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reverse: bool
-) -> torch.Tensor:
-    """Depthwise conv over time of time-major x: (B, L, Di) any strides -> (B, L, Di), contiguous
-    unless x is a dense tensor in another order (its order is kept).
-
-    weight (Di, K), bias (Di,) or None. Causal: y[t] = bias + sum_k weight[:, k] x[t - (K-1) + k];
-    ``reverse``: anti-causal with the kernel flipped, y[t] = bias + sum_j weight[:, K-1-j] x[t + j]
-    (steps outside [0, L) count as zero). Both start from the tap weight[:, K-1] on x itself, then add
-    each other tap on a shifted slice: K multiply-adds over (B, L, Di) rows, vectorised over channels,
-    with no padded copy and no transposition.
-
-    Why not ``nn.Conv1d``: it wants (B, Di, L), one layout copy of x a direction, and its depthwise
-    kernel ran 5x slower than these multiply-adds on one CPU thread (docs/benchmarks.md). Accumulated
-    in float32 for half-precision x (as the conv kernels do), returned in x's dtype.
-    """
-    length, taps = x.shape[1], weight.shape[-1]
-    acc_dtype = torch.promote_types(x.dtype, torch.float32)
-    xa, weight = x.to(acc_dtype), weight.to(acc_dtype)  # no copy for float32 x
-    last = weight[:, taps - 1]
-    y = xa * last if bias is None else torch.addcmul(bias.to(acc_dtype), xa, last)
-    for shift in range(1, min(taps, length)):
-        if reverse:  # y[t] += weight[K-1-shift] x[t + shift]
-            y[:, : length - shift].addcmul_(xa[:, shift:], weight[:, taps - 1 - shift])
-        else:  # y[t] += weight[K-1-shift] x[t - shift]
-            y[:, shift:].addcmul_(xa[:, : length - shift], weight[:, taps - 1 - shift])
-    return y.to(x.dtype)
 
 
 class BiMamba(nn.Module):
@@ -168,12 +145,6 @@ class BiMamba(nn.Module):
         forward = self.forward_scan.scan_inputs(x, z)
         backward = self.backward_scan.scan_inputs(x, z, reverse=True)
         return scan_bidirectional(forward, backward, delta_softplus=True, impl=self.scan_impl)
-
-
-def graph_being_recorded() -> bool:
-    """True under torch.jit.trace / script, torch.compile and torch.export (ONNX's exporter included):
-    the model then takes its plain path, without the eager-only shortcuts (kept products, loops)."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def set_scan(module: nn.Module, choice: str) -> None:

@@ -13,11 +13,11 @@ from torch import nn
 
 from ..config import MuseConfig
 from ..ops import default_scan
-from ..ops.dispatch import check_scan_choice
+from ..ops.dispatch import check_scan_choice, graph_being_recorded
 from ..tokenizer import tokenize
 from .aggregation import aggregate, class_token_slice
 from .backbone import ClipBackbone, build_open_clip
-from .bimamba import ResMambaBlock, graph_being_recorded, set_scan
+from .bimamba import ResMambaBlock, set_scan
 from .pyramid import MultiScaleGenerator, scaled_grid
 
 
