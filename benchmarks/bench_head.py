@@ -161,9 +161,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_at_start = round(os.getloadavg()[0], 2)
     rows = []
     for precision in args.precisions:
         for batch in args.batch:
@@ -176,8 +188,8 @@ def main(argv=None) -> dict:
             "threads": torch.get_num_threads(),
             "clock": "thread CPU time",
             "repeats": args.repeats,
-            "machine": platform.processor() or platform.machine(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
+            "cpu": cpu_name(),
+            "load_average_1min_start_end": [load_at_start, round(os.getloadavg()[0], 2)],
             "command": "python benchmarks/bench_head.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
         "rows": rows,

@@ -12,16 +12,6 @@ namespace muse {
 namespace MUSE_ISA_NAMESPACE {
 namespace {
 
-typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
-typedef uint16_t vh __attribute__((vector_size(W * sizeof(uint16_t))));
-
-// W bfloat16 values to floats: a bfloat16 is the upper half of a float's bits.
-inline vf load_bf16(const uint16_t* p) {
-  vh h;
-  __builtin_memcpy(&h, p, sizeof h);
-  return (vf)(__builtin_convertvector(h, vu) << 16);
-}
-
 // Floats to bfloat16, rounded to nearest even (as torch rounds); a NaN stays a (quiet) NaN.
 inline void store_bf16(uint16_t* p, vf v) {
   const vu bits = (vu)v;
@@ -29,13 +19,6 @@ inline void store_bf16(uint16_t* p, vf v) {
   const vu nan = (bits >> 16) | 0x40u;
   const vh h = __builtin_convertvector((bits & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded, vh);
   __builtin_memcpy(p, &h, sizeof h);
-}
-
-inline float bf16_to_float(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 // Channels [d0, d0 + count) of x at (b, t); lanes past count are zero.

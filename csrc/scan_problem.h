@@ -16,15 +16,18 @@
 
 namespace muse {
 
+// An input with a time axis, (batch, Di, L): fp32, or bf16 read as is (a bfloat16 is the upper half of
+// a float), any strides (in elements). Fast when the time or the channel stride is 1.
+struct TimeInput {
+  const void* data = nullptr;
+  int64_t stride[3] = {0, 0, 0};
+  bool bf16 = false;
+};
+
 struct ScanProblem {
   int64_t batch = 0, channels = 0, length = 0, dstate = 0, groups = 1;
-  // u, delta, z: (batch, Di, L) fp32, any strides (in elements). Fast when time or channel stride is 1.
-  const float* u = nullptr;
-  const float* delta = nullptr;
-  const float* z = nullptr;  // optional
-  int64_t u_stride[3] = {0, 0, 0};
-  int64_t delta_stride[3] = {0, 0, 0};
-  int64_t z_stride[3] = {0, 0, 0};
+  TimeInput u, delta;
+  TimeInput z;  // optional: data null when absent
   const float* A = nullptr;           // (Di, N) contiguous
   const float* Bt = nullptr;          // (batch, groups, L, N) contiguous: B with time before state
   const float* Ct = nullptr;          // (batch, groups, L, N) contiguous

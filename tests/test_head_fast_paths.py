@@ -261,6 +261,32 @@ def test_scan_op_reads_bimambas_views_without_copies(dtype, batch, length, width
 
 
 @needs_kernel
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize(("batch", "length", "width"), [(1, 5, 17), (2, 70, 40)])
+def test_scan_op_reads_bf16_as_is(isa, batch, length, width, monkeypatch):
+    """bf16 u, delta and z are read by the kernel itself (no fp32 copies): exactly the numbers of the
+    same values given as fp32, in the model's strided views and in contiguous ones, every build."""
+    monkeypatch.setenv("MUSE_SCAN_CPU_ISA", isa)
+    if ops_op.cpu_kernel_isa() != isa:
+        pytest.skip(f"this CPU cannot run the {isa} build")
+    forward, backward = bimamba_views(torch.bfloat16, batch, length, width)
+    as_fp32 = [
+        d.cast(torch.float32)._replace(A=d.A, D=d.D, delta_bias=d.delta_bias) for d in (forward, backward)
+    ]
+    with torch.no_grad():
+        for views in (
+            (forward, backward),
+            [ScanInputs(*(t.contiguous() for t in d)) for d in (forward, backward)],
+        ):
+            torch.testing.assert_close(
+                selective_scan_bidirectional(*views, delta_softplus=True).float(),
+                selective_scan_bidirectional(*as_fp32, delta_softplus=True).bfloat16().float(),
+                rtol=0,
+                atol=0,
+            )
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_opcheck_on_bimambas_views(dtype):
     forward, backward = bimamba_views(dtype, batch=2, length=37, width=24)
