@@ -262,7 +262,9 @@ def test_backward_conv_in_natural_order_is_the_causal_conv_of_the_reversed_seque
         direction.conv1d.bias.copy_(torch.randn(direction.conv1d.bias.shape, generator=g))
         x = torch.randn(2, 6, length, dtype=torch.float64, generator=g)
         expected = direction.conv_reference(x.flip(-1), reverse=False).flip(-1)
-        torch.testing.assert_close(direction.conv_reference(x, reverse=True), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            direction.conv_reference(x, reverse=True), expected, rtol=1e-12, atol=1e-12
+        )
         for reverse in (False, True):
             torch.testing.assert_close(
                 direction.conv_time_major(x.transpose(1, 2), reverse).transpose(1, 2),
