@@ -79,31 +79,34 @@ def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def head_parts(model, frames: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median thread CPU seconds of the pyramid and of the blocks alone, on MUSE's own inputs.
+    """Median thread CPU seconds of the pyramid and of the blocks alone, on MUSE's own inputs, run as
+    ``encode_video`` runs them: one call per group of videos where the model splits the batch
+    (``videos_per_head_call``, since 2026-12-07: one video a call on the CPU), else the whole batch.
 
-    The pyramid runs as the model runs it: ``forward_tokens`` on (N, G, G, C) tokens where it exists
-    (since 2026-12-07), else ``forward`` on (N, C, G, G) maps, so that the script times older checkouts.
+    The pyramid runs ``forward_tokens`` on (N, G, G, C) tokens where it exists (since 2026-12-07),
+    else ``forward`` on (N, C, G, G) maps, so that the script also times older checkouts.
     """
-    captured = {}
-    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: captured.setdefault("sequence", args[0]))
+    sequences = []
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: sequences.append(args[0]))
     try:
         with torch.inference_mode():
             frames = frames.to(model.compute_dtype)
             model.frame_features(frames)
-            tokens = model.backbone.image_tokens(frames.flatten(0, 1))  # (N, 1 + G*G, C)
+            tokens = model.backbone.image_tokens(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
     finally:
         hook.remove()
-    grid_side = model.backbone.grid_size
-    grid = tokens[:, 1:].reshape(tokens.shape[0], grid_side, grid_side, -1)
-    if hasattr(model.pyramid, "forward_tokens"):
-        pyramid = lambda: model.pyramid.forward_tokens(grid)  # noqa: E731
-    else:
-        pyramid = lambda: model.pyramid(grid.permute(0, 3, 1, 2))  # noqa: E731
+    side = model.backbone.grid_size
+    grids = [t[:, :, 1:].reshape(-1, side, side, t.shape[-1]) for t in tokens.split(len(sequences[0]))]
+    tokens_layout = hasattr(model.pyramid, "forward_tokens")
+
+    def pyramid():
+        for grid in grids:
+            model.pyramid.forward_tokens(grid) if tokens_layout else model.pyramid(grid.permute(0, 3, 1, 2))
 
     def blocks():
-        sequence = captured["sequence"]
-        for block in model.blocks:
-            sequence = block(sequence)
+        for sequence in sequences:
+            for block in model.blocks:
+                sequence = block(sequence)
 
     with torch.inference_mode():
         times = interleaved({"pyramid": pyramid, "blocks": blocks}, repeats)
