@@ -1,8 +1,9 @@
 // muse::selective_scan: the op's schema (defined once, here) and its CPU kernel.
 //
 // The math is muse_infer/ops/reference.py's selective_scan_ref; the vectorised loop is in
-// scan_kernel_impl.h. This file checks arguments, converts them to the kernel's fp32 layout, picks the
-// widest kernel the CPU runs, and shares the work, (batch, block of channels) items, among threads.
+// scan_kernel_impl.h. This file checks arguments, hands the kernel u, delta and z as they are (fp32 or
+// bf16, any strides; fp16 converted to fp32) and B, C time-major in fp32, picks the widest kernel the
+// CPU runs, and shares the work, (batch, block of channels) items, among threads.
 // Python side (fake kernel, CUDA kernel, autograd refusal): muse_infer/ops/op.py.
 #include <Python.h>
 
