@@ -91,7 +91,8 @@ class VideoResult:
     """One input video: its embedding (C,) float32, or why it failed (``error``).
 
     Encoded as moments (``encode_moment_groups``): ``embedding`` is (n, C), a row per window, and
-    ``spans`` the n windows' (start_s, end_s).
+    ``spans`` the n windows' (start_s, end_s). ``facts``: the video's duration, size, frame rate and
+    codec as the decoder saw them (``video.facts.VideoFacts.to_dict``; None when not known).
     """
 
     index: int
@@ -99,6 +100,7 @@ class VideoResult:
     embedding: np.ndarray | None = None
     error: str | None = None
     spans: list[tuple[float, float]] | None = None
+    facts: dict | None = None
 
 
 class TextEncoder:
@@ -417,7 +419,8 @@ class _Batch:
                     VideoResult(item.index, item.path, error="the model gave a non-finite embedding")
                 )
             elif item.error is None:
-                results.append(VideoResult(item.index, item.path, embedding=row.astype(np.float32)))
+                embedding = row.astype(np.float32)
+                results.append(VideoResult(item.index, item.path, embedding=embedding, facts=item.facts))
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
@@ -433,6 +436,7 @@ class _MomentVideo:
     rows: list = field(default_factory=list)  # its embedding (C,) once computed, else None
     final: bool = False
     error: str | None = None
+    facts: dict | None = None
 
     def complete(self) -> bool:
         return self.final and (self.error is not None or all(row is not None for row in self.rows))
@@ -443,7 +447,8 @@ class _MomentVideo:
         embedding = np.stack(self.rows).astype(np.float32)
         if not np.all(np.isfinite(embedding)):
             return VideoResult(self.index, self.path, error="the model gave a non-finite embedding")
-        return VideoResult(self.index, self.path, embedding=embedding, spans=list(self.spans))
+        spans = list(self.spans)
+        return VideoResult(self.index, self.path, embedding=embedding, spans=spans, facts=self.facts)
 
 
 class _MomentBatcher:
@@ -477,7 +482,7 @@ class _MomentBatcher:
             self.videos.append(_MomentVideo(item.index, item.path))
         video = self.videos[-1]
         if item.final:
-            video.final, video.error = True, item.error
+            video.final, video.error, video.facts = True, item.error, item.facts
             if item.error is not None:  # its windows already queued are not worth computing
                 self.queue = [entry for entry in self.queue if entry[0] is not video]
             return False

@@ -19,6 +19,16 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
                                      null otherwise: then they are the exact path and ``path`` only
                                      shows it; a reader takes ``os.fsdecode(path_bytes)`` (the str
                                      ``os.walk`` gives, ``muse_infer.filenames``) where it is set
+      duration_s float64 nullable   the video's duration in seconds (of the whole video, also on
+                                     its moment rows), as the decoder measured it when encoding
+      width     int32    nullable   the picture as shown (display rotation applied), pixels
+      height    int32    nullable
+      fps       float64  nullable   the stream's average frame rate
+      codec     string   nullable   FFmpeg's decoder name ("h264", "vp9", ...)
+
+  The last five (``muse_infer.video.facts``) are null where unknown: rows written by ``write_index``
+  without them, and indexes written before they existed, which lack the columns (and open as before:
+  search filters that need them say so).
 
   So a file name of any bytes is stored losslessly, and every ``path`` is valid UTF-8 for readers that
   know nothing of ``path_bytes`` (indexes written before it, without the column, still open: every
@@ -94,7 +104,8 @@ V2_REQUIRED = (
     "rows_file",
     "rows_sha256",
 )
-ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s", "path_bytes")
+FACT_COLUMNS = ("duration_s", "width", "height", "fps", "codec")  # muse_infer.video.facts
+ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s", "path_bytes", *FACT_COLUMNS)
 DESCRIPTIVE_FIELDS = ("root", "model", "model_source", "backend", "settings")
 
 
@@ -137,6 +148,11 @@ def row_schema():
             pa.field("start_s", pa.float64()),
             pa.field("end_s", pa.float64()),
             pa.field("path_bytes", pa.binary()),
+            pa.field("duration_s", pa.float64()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("fps", pa.float64()),
+            pa.field("codec", pa.string()),
         ]
     )
 

@@ -17,7 +17,7 @@ from ..filenames import name_bytes
 from ..index import EmbeddingIndex, refresh_ann, sidecar_path
 from ..index.ann import plan_ann
 from ..index.build import row_table
-from ..index.store import row_paths, write_index_files
+from ..index.store import FACT_COLUMNS, row_paths, write_index_files
 from ..loading.identity import identity_difference
 from ..video.thumbnails import ThumbnailStore, ThumbnailSummary, sync_thumbnails, thumbnail_sources
 from .work import Entry, Known
@@ -144,8 +144,10 @@ def _written_problem(out: Path, count: int, rows, failures: list[dict]) -> str |
 
 
 def _row_records(order: list[str], results: dict[str, Known], count: int):
-    """The rows table of the videos ``order``: a row a video, or a row a window (start_s, end_s) of moments."""
+    """The rows table of the videos ``order``: a row a video, or a row a window (start_s, end_s) of
+    moments; each row with its video's facts (duration, size, rate, codec; null where not recorded)."""
     paths, sizes, mtimes, starts, ends = [], [], [], [], []
+    facts: dict[str, list] = {name: [] for name in FACT_COLUMNS}
     for path in order:
         result = results[path]
         spans = result.spans if result.spans is not None else [(None, None)]
@@ -154,6 +156,8 @@ def _row_records(order: list[str], results: dict[str, Known], count: int):
         mtimes += [result.mtime_ns] * len(spans)
         starts += [start for start, _ in spans]
         ends += [end for _, end in spans]
+        for name, values in facts.items():
+            values += [(result.facts or {}).get(name)] * len(spans)
     moments = any(start is not None for start in starts)
     return row_table(
         paths,
@@ -162,7 +166,22 @@ def _row_records(order: list[str], results: dict[str, Known], count: int):
         mtimes_ns=mtimes,
         start_s=starts if moments else None,
         end_s=ends if moments else None,
+        facts=facts,
     )
+
+
+def row_facts(index: EmbeddingIndex) -> list[dict | None]:
+    """Each row's facts dict (``video.facts``; None when its index recorded none), for a job that
+    continues an index: its rows keep their facts."""
+    present = [name for name in FACT_COLUMNS if name in index.rows.column_names]
+    if not present:
+        return [None] * len(index)
+    columns = {name: index.rows.column(name).to_pylist() for name in present}
+    out = []
+    for row in range(len(index)):
+        values = {name: columns[name][row] for name in present}
+        out.append(values if any(v is not None for v in values.values()) else None)
+    return out
 
 
 def _dropped_rows(previous: _Previous | None, results: dict[str, Known], found: set[str]) -> list[dict]:

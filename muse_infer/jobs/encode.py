@@ -58,7 +58,7 @@ from ..progress import progress_bar
 from ..runtime.spec import ModelSpec
 from ..video.thumbnails import ThumbnailStore, ThumbnailSummary
 from ..video.windows import WindowSettings
-from .assemble import check_same_job, finish_index, make_thumbnails, row_stats
+from .assemble import check_same_job, finish_index, make_thumbnails, row_facts, row_stats
 from .work import ChunkStore, Entry, Known, find_videos
 
 logger = logging.getLogger(__name__)
@@ -521,12 +521,14 @@ def _import_index(store: ChunkStore, out: Path, job: dict) -> None:
         for f in _read_failures(out)
         if isinstance(f, dict) and isinstance(f.get("path"), str)  # a damaged line is tried again
     ]
-    stats = row_stats(index)
+    stats, facts = row_stats(index), row_facts(index)
     records = {"failed": failed, "precision": sidecar.get("precision")}
     if not job.get("windows"):
-        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, **records})
+        store.write_chunk(0, np.asarray(index.embeddings), {"done": stats, "facts": facts, **records})
         return
     done, spans = _video_spans(index, stats)  # moments: a video's rows are consecutive
+    firsts = np.cumsum([0] + [len(s) for s in spans[:-1]]).tolist() if spans else []
+    records["facts"] = [facts[row] for row in firsts]
     store.write_chunk(0, np.asarray(index.embeddings), {"done": done, "spans": spans, **records})
 
 

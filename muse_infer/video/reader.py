@@ -68,12 +68,13 @@ def preprocess_frame(rgb: np.ndarray, size: int = 224):
     return torch.from_numpy(normalise(fit_frame(rgb, size)))
 
 
-def read_clip(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
+def read_clip(path: str | os.PathLike, settings: FrameSettings, facts=None) -> np.ndarray:
     """The sampled frames of a video, fitted to the model: (t, size, size, 3) uint8, 1 <= t <= max_frames.
 
+    facts: a ``video.facts.VideoFacts`` to fill (duration, size, rate, codec), or None.
     Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
     """
-    images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode)
+    images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, facts)
     return np.stack([fit_frame(image, settings.size) for image in images])
 
 
@@ -101,9 +102,15 @@ def load_video(
 
 
 def read_frames(
-    path: str | os.PathLike, max_frames: int = 12, framerate: float = 1.0, slice_mode: str = "uniform"
+    path: str | os.PathLike,
+    max_frames: int = 12,
+    framerate: float = 1.0,
+    slice_mode: str = "uniform",
+    facts=None,
 ) -> list[np.ndarray]:
-    """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays."""
+    """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays.
+
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None."""
     if not framerate > 0:
         raise ValueError(f"framerate must be > 0 frames a second, got {framerate}")
     sample_indices(0, max_frames, slice_mode)  # validates the arguments before any decoding
@@ -112,14 +119,18 @@ def read_frames(
     rate = Fraction(framerate).limit_denominator(1_000_000)
     with _open(path) as container:
         try:
-            return _read_sampled(path, container, rate, max_frames, slice_mode)
+            return _read_sampled(path, container, rate, max_frames, slice_mode, facts)
         except av.FFmpegError as error:  # a failure none of the steps expected
             raise VideoDecodeError(path, f"decoding failed ({error})") from None
 
 
-def _read_sampled(path, container, rate: Fraction, max_frames: int, slice_mode: str) -> list[np.ndarray]:
+def _read_sampled(
+    path, container, rate: Fraction, max_frames: int, slice_mode: str, facts=None
+) -> list[np.ndarray]:
     """read_frames on an opened container (see the module docstring for the rule)."""
     timeline = open_timeline(path, container, seek=True)
+    if facts is not None:
+        facts.fill(timeline)
     n = max(1, math.ceil(timeline.duration * rate))
     return [timeline.frame_at(path, k / rate) for k in sample_indices(n, max_frames, slice_mode)]
 

@@ -47,18 +47,19 @@ def read_windows(
     windows: WindowSettings,
     stats: DecodeStats | None = None,
     find_cuts: CutFinder | None = None,
+    facts=None,
 ) -> Iterator[WindowClip]:
     """The clips of every window of a video, in time order (see the module docstring).
 
     windows: the window length and stride (``cuts`` "shots" needs ``find_cuts``). stats: filled with
-    what the pass cost. Raises ``VideoDecodeError`` naming the file when it cannot be read as a video
+    what the pass cost. facts: a ``video.facts.VideoFacts`` filled before the first window. Raises ``VideoDecodeError`` naming the file when it cannot be read as a video
     (possibly after some windows were yielded: a video whose data breaks off midway).
     """
     import av
 
     with _open(path) as container:
         try:
-            yield from _walk(path, container, settings, windows, stats, find_cuts)
+            yield from _walk(path, container, settings, windows, stats, find_cuts, facts)
         except av.FFmpegError as error:
             raise VideoDecodeError(path, f"decoding failed ({error})") from None
 
@@ -74,9 +75,11 @@ def plan_for(
     return plan_windows(duration, windows.window, windows.stride)
 
 
-def _walk(path, container, settings, windows, stats, find_cuts) -> Iterator[WindowClip]:
+def _walk(path, container, settings, windows, stats, find_cuts, facts=None) -> Iterator[WindowClip]:
     stats = stats if stats is not None else DecodeStats()
     timeline = open_timeline(path, container, seek=False, stats=stats)
+    if facts is not None:
+        facts.fill(timeline)
     plan = plan_for(path, float(timeline.duration), windows, find_cuts)
     wanted = _sample_plan(timeline, plan, settings)  # (target pts, window, slot), ascending
     slots = [[None] * count for count in _slot_counts(wanted, len(plan))]
