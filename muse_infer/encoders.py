@@ -221,6 +221,50 @@ class VideoEncoder:
     def embed_dim(self) -> int:
         return self.backend.embed_dim
 
+    @classmethod
+    def for_index(
+        cls,
+        index,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "auto",
+        model: str | os.PathLike | None = None,
+        clip_weights: str | os.PathLike | None = None,
+    ) -> VideoEncoder:
+        """The video encoder of the model an ``EmbeddingIndex`` was built with, sampling frames as the
+        index's rows were (its recorded ``max_frames``), to encode query examples (``search --like``).
+
+        model, clip_weights: as ``TextEncoder.for_index`` (checked against the index before loading).
+        """
+        frames = (index.settings or {}).get("max_frames")
+        spec = ModelSpec.for_index(
+            index.model_source,
+            model,
+            clip_weights,
+            device=device,
+            backend=backend,
+            precision=precision,
+            max_frames=frames if isinstance(frames, int) and frames > 0 else None,
+        )
+        index.check_model(spec.identity, given=spec.name if model is not None else None)
+        return cls(spec)
+
+    def encode_example(self, path: str | os.PathLike) -> np.ndarray:
+        """A query example (``search --like``) -> its embedding (C,) float32, L2-normalised: a video as
+        ``encode`` encodes it (the same vector), an image as a one-frame clip (``video.examples``).
+        Decoded in this process; raises ``VideoDecodeError`` naming the file."""
+        from .video.examples import read_example
+
+        clip = read_example(path, self.frame_settings)
+        return self.encode_clip(clip)
+
+    def encode_clip(self, clip: np.ndarray) -> np.ndarray:
+        """One uint8 clip (t, S, S, 3) (1 <= t <= max_frames) -> its embedding (C,) float32."""
+        embedding = np.asarray(self.submit([clip]).result(), dtype=np.float32)[0]
+        if not np.all(np.isfinite(embedding)):
+            raise BackendError("the model gave a non-finite embedding for the example")
+        return embedding
+
     @property
     def settings(self) -> dict:
         """Frame sampling settings that, with the model identity, determine every embedding."""

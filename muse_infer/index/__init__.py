@@ -9,7 +9,10 @@ Modules, by concern: ``store`` (the file format, version 2: see its docstring; `
 ``opening``: either),
 ``search`` (exact search: the oracle), ``ann`` (the approximate index: kinds, the auto rules, tuning,
 its files), ``embedding_index`` (``EmbeddingIndex``, ``SearchResult``), ``build`` (``write_index``,
-``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``).
+``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``),
+``queries`` (what a query can be: text, an example file, a ``RowQuery``, a vector), ``filters`` and
+``filtered`` (``SearchFilter``: the rows a search may return, and searching only those),
+``duplicates`` (groups of videos that are the same content, and ``dedup`` for search results).
 pyarrow and faiss are imported when an index is opened or built, not with this package.
 """
 
@@ -28,7 +31,9 @@ from .ann import (
 )
 from .build import build_ann, refresh_ann, upgrade_index, write_index
 from .embedding_index import EmbeddingIndex, SearchResult
+from .filters import SearchFilter
 from .opening import open_index
+from .queries import RowQuery
 from .search import exact_search
 from .shards import ShardedIndex, merge_indexes
 from .store import INDEX_FORMAT, INDEX_FORMAT_VERSION, failures_path, rows_path, sidecar_path
@@ -36,6 +41,8 @@ from .store import INDEX_FORMAT, INDEX_FORMAT_VERSION, failures_path, rows_path,
 __all__ = [
     "EmbeddingIndex",
     "SearchResult",
+    "SearchFilter",
+    "RowQuery",
     "ShardedIndex",
     "write_index",
     "build_ann",

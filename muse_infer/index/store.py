@@ -597,3 +597,12 @@ def check_chunks(embeddings: np.ndarray, metadata: dict, npy: Path, sidecar: Pat
                 f"{npy}: does not match its sidecar {sidecar.name} at rows {first}-{last} (different SHA-256: "
                 f"from another run, or damaged); {FIX}"
             )
+
+
+def read_column(data: bytes, name: str):
+    """One column (Arrow) of a rows file's bytes, or None when the file has no such column."""
+    pa, pq = pyarrow_modules()
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    if name not in parquet.schema_arrow.names:
+        return None
+    return parquet.read(columns=[name]).column(name)
