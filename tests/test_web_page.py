@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chromium import keep_screenshot  # noqa: E402
 from web_corpus import HOSTILE_NAME, ODD_NAME  # noqa: E402
 
+from muse_infer.index import EmbeddingIndex, RowQuery  # noqa: E402
 from muse_infer.web.page import (  # noqa: E402
     PAGE_SCRIPT,
     clock,
@@ -28,7 +29,6 @@ from muse_infer.web.page import (  # noqa: E402
     time_range,
     write_results_page,
 )
-from muse_infer.index import EmbeddingIndex, RowQuery  # noqa: E402
 from muse_infer.web.rows import Hit, QueryHits  # noqa: E402
 
 HOSTILE_QUERY = '</script><script>alert("query")</script>'
