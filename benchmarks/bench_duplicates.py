@@ -136,30 +136,17 @@ def write_synthetic(npy: Path, rows: int, windows: int, dim: int) -> dict:
     from muse_infer.index import build_ann, write_index
 
     base, videos, copies, sources, intro_a, intro_b = planted_rows(rows, windows, dim)
+    embeddings = base[:]  # (N, C) in memory: 2 GiB at 1M x 512
     rng = np.random.default_rng(5)
-    replaced: dict[int, np.ndarray] = {}
     groups: dict[int, list[int]] = {}
     for copy, source in zip(copies.tolist(), sources.tolist(), strict=True):  # copy := source + noise
-        block = base[source * windows : (source + 1) * windows]
+        block = embeddings[source * windows : (source + 1) * windows]
         noise = rng.standard_normal(block.shape).astype(np.float32) / np.sqrt(dim)
-        replaced[copy] = block + 0.15 * noise
+        embeddings[copy * windows : (copy + 1) * windows] = block + 0.15 * noise
         groups.setdefault(source, [source]).append(copy)
     for a, b in zip(intro_a.tolist(), intro_b.tolist(), strict=True):  # b's first window := a's
-        block = np.array(base[b * windows : (b + 1) * windows])
-        first = base[a * windows : a * windows + 1]
-        block[0] = first[0] + 0.05 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
-        replaced[b] = block
-
-    def blocks():
-        step = 4096
-        for start in range(0, videos, step):
-            chunk = np.array(base[start * windows : min(videos, start + step) * windows])
-            for video in range(start, min(videos, start + step)):
-                if video in replaced:
-                    chunk[(video - start) * windows : (video - start + 1) * windows] = replaced[video]
-            yield chunk
-
-    embeddings = np.concatenate(list(blocks()))
+        noise = rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+        embeddings[b * windows] = embeddings[a * windows] + 0.05 * noise
     paths = [f"v{video:07d}.mp4" for video in range(videos) for _ in range(windows)]
     starts = [float(2 * w) for _ in range(videos) for w in range(windows)]
     started = time.perf_counter()

@@ -17,7 +17,15 @@ import pytest
 
 from muse_infer.data.vectors import clustered_rows, shifted_queries
 from muse_infer.errors import IndexInputError
-from muse_infer.index import EmbeddingIndex, SearchFilter, ShardedIndex, build_ann, filtered, write_index
+from muse_infer.index import (
+    EmbeddingIndex,
+    RowQuery,
+    SearchFilter,
+    ShardedIndex,
+    build_ann,
+    filtered,
+    write_index,
+)
 from muse_infer.index.filters import RowSelection, folder_prefix, numpy_values, parse_time, under_mask
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -258,6 +266,13 @@ def test_filters_on_shards_and_moments_match_one_index(tmp_path):
                 (h.path, h.score, h.start_s, h.end_s) for h in want
             ]
             assert all(h.path.startswith(filters.get("under", "")) for h in got)
+    for row in (0, 29, 30, 59):  # a row of either shard, counted end to end
+        got, want = (
+            two.search(RowQuery(row), top_k=4, per_video=0),
+            one.search(RowQuery(row), top_k=4, per_video=0),
+        )
+        assert [(h.path, h.row, h.score) for h in got] == [(h.path, h.row, h.score) for h in want]
+        assert got[0].row == row and got[0].score == pytest.approx(1.0, abs=1e-6)
 
 
 def test_numpy_values_reads_arrow_buffers_like_to_pylist():

@@ -25,7 +25,6 @@ packed bitmap for faiss's ``IDSelectorBitmap``; built once per filter and kept b
 
 from __future__ import annotations
 
-import math
 import os
 import posixpath
 import re
@@ -67,8 +66,8 @@ class SearchFilter:
         for name, value in (("min_duration", min_duration), ("max_duration", max_duration)):
             if value is not None and not (isinstance(value, (int, float)) and value >= 0):
                 raise IndexInputError(f"{name} {value!r}: give a number of seconds >= 0")
-        if min_score is not None and not (isinstance(min_score, (int, float)) and math.isfinite(min_score)):
-            raise IndexInputError(f"min_score {min_score!r}: give a cosine, e.g. 0.25")
+        if min_score is not None and not (isinstance(min_score, (int, float)) and -1 <= min_score <= 1):
+            raise IndexInputError(f"min_score {min_score!r}: give a cosine from -1 to 1, e.g. 0.25")
         return cls(
             tuple(os.fspath(folder) for folder in folders),
             None if min_duration is None else float(min_duration),

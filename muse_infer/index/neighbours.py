@@ -21,7 +21,7 @@ from .search import select_top
 
 logger = logging.getLogger(__name__)
 BLOCK_ROWS = 8192
-APPROXIMATE_MARGIN = 0.1  # 4-bit PQ / SQ8 scores stray from the exact cosine by up to a few hundredths
+APPROXIMATE_MARGIN = 0.25  # approximate scores (4-bit PQ, SQ8) stray from the exact cosine; exact ones decide
 TEMPORARY_NPROBE = 16
 
 
