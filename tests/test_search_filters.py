@@ -233,6 +233,12 @@ def test_indexes_without_durations_say_which_filters_they_cannot_serve(tmp_path)
     with pytest.raises(IndexInputError, match="--modified-after/--modified-before: .*no file modification"):
         EmbeddingIndex.load(plain).search(rows[0], modified_after="2020-01-01")
     assert len(EmbeddingIndex.load(tmp_path / "old.npy").search(rows[0], modified_after="2000-01-01")) == 10
+    from click.testing import CliRunner
+
+    from muse_infer.cli import main
+
+    info = CliRunner().invoke(main, ["index", "info", str(plain)]).output
+    assert "filters: --under, --min-score; not --min-duration/--max-duration, --modified-after/" in info
 
 
 def test_filters_on_shards_and_moments_match_one_index(tmp_path):

@@ -99,12 +99,9 @@ def duplicates(index_path, threshold, compare, candidate_cosine, workers, as_jso
 def _print_groups(found) -> None:
     from ..filenames import display_name
 
-    kinds = {}
-    for pair in found.pairs:
-        kinds[pair.compared] = kinds.get(pair.compared, 0) + 1
-    compared = ", ".join(f"{n} by {kind}" for kind, n in sorted(kinds.items())) or "none"
+    compared = ", ".join(f"{n} by {kind}" for kind, n in sorted(found.counts().items())) or "none"
     click.echo(
-        f"{len(found.groups)} groups of duplicates among {len(found.videos)} videos ({len(found.pairs)} "
+        f"{len(found.groups)} groups of duplicates among {len(found.videos)} videos ({len(found.first)} "
         f"candidate pairs compared: {compared}; threshold {found.threshold:g}) in {found.seconds:.1f} s"
     )
     for number, members in enumerate(found.groups, start=1):
@@ -119,8 +116,8 @@ def _print_groups(found) -> None:
 def _best_scores(found, members) -> dict:
     """{video: (its best duplicate score in the group, how it was compared)}."""
     inside, best = set(members), {}
-    for pair in found.pairs:
-        if pair.duplicate and pair.first in inside:
+    for pair in found.duplicate_pairs():
+        if pair.first in inside:
             for video in (pair.first, pair.second):
                 if pair.score > best.get(video, (-1.0, ""))[0]:
                     best[video] = (pair.score, pair.compared)

@@ -72,15 +72,39 @@ class Pair:
 
 @dataclass
 class Duplicates:
-    """What ``find_duplicates`` found: ``groups`` (lists of video numbers, largest first), every
-    candidate ``pairs``, the ``videos``, the settings and the time it took."""
+    """What ``find_duplicates`` found: ``groups`` (lists of video numbers, largest first), the
+    ``videos``, and every candidate pair as arrays (P,): videos ``first`` < ``second``, their best row
+    ``cosine``, the comparison's ``score`` and kind (``compared``), and whether it is a ``duplicate``."""
 
     videos: list[Video]
-    pairs: list[Pair]
+    first: np.ndarray
+    second: np.ndarray
+    cosine: np.ndarray
+    score: np.ndarray
+    compared: np.ndarray
+    duplicate: np.ndarray
     groups: list[list[int]]
     threshold: float
     seconds: float = 0.0
     unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """Every candidate pair as a ``Pair`` (made on demand: a large index has millions)."""
+        return [self._pair(i) for i in range(len(self.first))]
+
+    def duplicate_pairs(self) -> list[Pair]:
+        return [self._pair(i) for i in np.flatnonzero(self.duplicate).tolist()]
+
+    def counts(self) -> dict[str, int]:
+        """{how compared: candidate pairs}."""
+        kinds, numbers = np.unique(self.compared, return_counts=True)
+        return {str(k): int(n) for k, n in zip(kinds, numbers, strict=True)}
+
+    def _pair(self, i: int) -> Pair:
+        values = (self.first[i], self.second[i], self.cosine[i], self.score[i])
+        first, second, cosine, score = int(values[0]), int(values[1]), float(values[2]), float(values[3])
+        return Pair(first, second, cosine, score, str(self.compared[i]), bool(self.duplicate[i]))
 
     def to_dict(self, index) -> dict:
         """The JSON report (``muse-infer duplicates --json``): paths exact (\\udcXX where a name is not
@@ -93,7 +117,7 @@ class Duplicates:
             record["rows"] = item.rows.tolist()
             return with_display(with_display(record), "absolute_path", "display_absolute_path")
 
-        duplicates = [p for p in self.pairs if p.duplicate]
+        duplicates = self.duplicate_pairs()
         grouped = []
         for number, members in enumerate(self.groups, start=1):
             inside = set(members)
@@ -105,16 +129,13 @@ class Duplicates:
                     "pairs": [_pair_record(self.videos, p) for p in pairs],
                 }
             )
-        counts: dict[str, int] = {}
-        for pair in self.pairs:
-            counts[pair.compared] = counts.get(pair.compared, 0) + 1
         return {
             "index": str(index.location),
             "threshold": self.threshold,
             "videos": len(self.videos),
             "rows": len(index),
-            "candidate_pairs": len(self.pairs),
-            "compared": counts,
+            "candidate_pairs": len(self.first),
+            "compared": self.counts(),
             "duplicate_pairs": len(duplicates),
             "groups": grouped,
             "unreadable": self.unreadable,
@@ -240,21 +261,75 @@ def find_duplicates(
     widest = max((len(v.rows) for v in videos), default=1)
     k = neighbours + min(64, widest - 1)  # a moment's nearest rows are often its own video's
     with progress_bar(len(index), "neighbours", enabled=progress) as bar:
-        first, second, cosines = close_pairs(index, k, candidate_cosine, bar.update)
-    firsts, seconds, best = video_pairs(owner[first], owner[second], cosines)
-    involved = np.unique(np.concatenate([firsts, seconds])).tolist()
-    with progress_bar(len(involved), "reading frames", enabled=progress and compare != "moments") as bar:
-        judge.prepare([videos[v] for v in involved], workers, bar.update)
-    pairs = [
-        judge.judge(videos[a], videos[b], cosine)
-        for a, b, cosine in zip(firsts.tolist(), seconds.tolist(), best.tolist(), strict=True)
-    ]
-    groups = connected_groups(len(videos), [(p.first, p.second) for p in pairs if p.duplicate])
-    groups.sort(key=lambda g: (-len(g), videos[g[0]].path))
-    unreadable = sorted(
-        v.path for v in (videos[i] for i in involved) if judge.signatures.get(v.path, 0) is None
+        rows = close_pairs(index, k, candidate_cosine, bar.update)
+    first, second, best = video_pairs(owner[rows[0]], owner[rows[1]], rows[2])
+    score = np.zeros(len(first), np.float32)
+    compared = np.full(len(first), "embeddings", dtype=object)
+    framed, unreadable = np.zeros(len(first), bool), []
+    if compare in ("auto", "frames") and len(first):
+        with progress_bar(len(first), "comparing frames", enabled=progress) as bar:
+            framed, unreadable = _compare_frames(judge, videos, first, second, best, score, workers, bar)
+        compared[framed] = "frames"
+    rest = ~framed
+    if compare in ("auto", "moments") and judge.moments:
+        row_count = np.array([len(v.rows) for v in videos])
+        score[rest] = moment_coverage(owner, rows, first[rest], second[rest], row_count)
+        compared[rest] = "moments"
+    elif rest.any():
+        score[rest] = _whole_cosines(judge, videos, first[rest], second[rest], best[rest])
+    duplicate = np.where(compared == "embeddings", score >= EMBEDDING_MATCH, score >= threshold)
+    edges = list(zip(first[duplicate].tolist(), second[duplicate].tolist(), strict=True))
+    groups = sorted(connected_groups(len(videos), edges), key=lambda g: (-len(g), videos[g[0]].path))
+    seconds = time.monotonic() - started
+    return Duplicates(
+        videos, first, second, best, score, compared, duplicate, groups, threshold, seconds, unreadable
     )
-    return Duplicates(videos, pairs, groups, threshold, time.monotonic() - started, unreadable)
+
+
+def _compare_frames(judge, videos, first, second, best, score, workers: int, bar) -> tuple[np.ndarray, list]:
+    """Fill ``score`` for the pairs whose videos both have frames (read here, in threads); returns
+    (which pairs were compared by frames (P,) bool, the paths that could not be read)."""
+    involved = np.unique(np.concatenate([first, second])).tolist()
+    judge.prepare([videos[v] for v in involved], workers)
+    readable = np.zeros(len(videos), bool)
+    readable[involved] = [judge.signatures.get(videos[v].path) is not None for v in involved]
+    framed = readable[first] & readable[second]
+    for i in np.flatnonzero(framed).tolist():
+        score[i] = judge.judge(videos[first[i]], videos[second[i]], float(best[i])).score
+        bar.update(1)
+    return framed, sorted(videos[v].path for v in involved if not readable[v])
+
+
+def moment_coverage(owner: np.ndarray, rows, first: np.ndarray, second: np.ndarray, row_count) -> np.ndarray:
+    """For candidate video pairs (P,): the smaller share of either video's moment rows that has a
+    close row (cosine >= ``MOMENT_MATCH``) in the other, found among the row pairs ``rows`` (first rows,
+    second rows, exact cosines: ``neighbours.close_pairs``, each row's nearest rows)."""
+    matched = rows[2] >= MOMENT_MATCH
+    a, b = rows[0][matched], rows[1][matched]
+    videos = len(row_count)
+    # (row, the other video) for each direction, once each: a row counts once however many matches
+    keys = np.unique(np.concatenate([a * videos + owner[b], b * videos + owner[a]]))
+    row_of, other = keys // videos, keys % videos
+    pair_keys, counts = np.unique(owner[row_of] * videos + other, return_counts=True)
+
+    def share(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        wanted = x * videos + y
+        where = np.clip(np.searchsorted(pair_keys, wanted), 0, max(len(pair_keys) - 1, 0))
+        found = (pair_keys[where] == wanted) if len(pair_keys) else np.zeros(len(wanted), bool)
+        return np.where(found, counts[where] if len(counts) else 0, 0) / row_count[x]
+
+    return np.minimum(share(first, second), share(second, first)).astype(np.float32)
+
+
+def _whole_cosines(judge: PairJudge, videos: list[Video], first, second, best) -> np.ndarray:
+    """Whole-video cosines of pairs: the best row cosine for videos of one row, else of the mean rows."""
+    one = np.array(
+        [len(videos[a].rows) == 1 and len(videos[b].rows) == 1 for a, b in zip(first, second, strict=True)]
+    )
+    out = np.asarray(best, np.float32).copy()
+    for i in np.flatnonzero(~one).tolist():
+        out[i] = float(judge._mean(videos[first[i]].rows) @ judge._mean(videos[second[i]].rows))
+    return out
 
 
 def video_pairs(first: np.ndarray, second: np.ndarray, cosines: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -514,6 +514,7 @@ class EmbeddingIndex:
 
     def describe(self) -> dict:
         """What ``muse-infer index info`` prints: rows, model, settings, files and sizes, ANN index."""
+        from .filters import supported_filters
         from .store import failures_path, rows_path, sidecar_path
 
         npy = self.location
@@ -537,6 +538,7 @@ class EmbeddingIndex:
             "search": self.search_method,
             "ann": self.ann_meta,
             "ann_problem": self.ann_problem,
+            "filters": supported_filters(self),
         }
 
 

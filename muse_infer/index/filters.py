@@ -203,6 +203,22 @@ class RowSelection:
         return cls(mask)
 
 
+def supported_filters(index) -> dict[str, bool]:
+    """Which filter options ``index`` can serve: {"--under": True, "--min-duration/--max-duration":
+    whether it records durations, "--modified-after/--modified-before": whether it records mtimes,
+    "--min-score": True} (``index info`` shows it)."""
+    recorded = {}
+    for column in ("duration_s", "mtime_ns"):
+        values = index.row_column(column)
+        recorded[column] = values is not None and values.null_count < len(values)
+    return {
+        "--under": True,
+        "--min-duration/--max-duration": recorded["duration_s"],
+        "--modified-after/--modified-before": recorded["mtime_ns"],
+        "--min-score": True,
+    }
+
+
 def _values(index, column: str, option: str, dtype, fill) -> np.ndarray:
     """One numeric row-record column of ``index`` as (N,) ``dtype``, nulls as ``fill``; IndexInputError
     when the index records none of it (written before the column existed, or without the values)."""

@@ -47,10 +47,11 @@ def close_pairs(
         seconds.append(np.maximum(first, second))
         if progress is not None:
             progress(len(block))
-    pairs = np.unique(np.stack([np.concatenate(firsts), np.concatenate(seconds)]), axis=1)
-    cosines = exact_cosines(index, pairs[0], pairs[1])
+    keys = np.unique(np.concatenate(firsts) * count + np.concatenate(seconds))  # each pair once, in order
+    first, second = keys // count, keys % count
+    cosines = exact_cosines(index, first, second)
     keep = cosines >= min_cosine
-    return pairs[0][keep], pairs[1][keep], cosines[keep]
+    return first[keep], second[keep], cosines[keep]
 
 
 def exact_cosines(index, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -19,16 +19,10 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
                                      null otherwise: then they are the exact path and ``path`` only
                                      shows it; a reader takes ``os.fsdecode(path_bytes)`` (the str
                                      ``os.walk`` gives, ``muse_infer.filenames``) where it is set
-      duration_s float64 nullable   the video's duration in seconds (of the whole video, also on
-                                     its moment rows), as the decoder measured it when encoding
-      width     int32    nullable   the picture as shown (display rotation applied), pixels
-      height    int32    nullable
-      fps       float64  nullable   the stream's average frame rate
-      codec     string   nullable   FFmpeg's decoder name ("h264", "vp9", ...)
-
-  The last five (``muse_infer.video.facts``) are null where unknown: rows written by ``write_index``
-  without them, and indexes written before they existed, which lack the columns (and open as before:
-  search filters that need them say so).
+      duration_s float64, width int32, height int32, fps float64, codec string   nullable
+                the video's facts, noted by the decoder when encoding (``muse_infer.video.facts``; a
+                moment row has its video's); null where unknown; indexes written before them lack
+                the columns and open as before (the search filters that need them say so)
 
   So a file name of any bytes is stored losslessly, and every ``path`` is valid UTF-8 for readers that
   know nothing of ``path_bytes`` (indexes written before it, without the column, still open: every
