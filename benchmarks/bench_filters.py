@@ -11,13 +11,16 @@ For each filter: the rows it keeps and the time to compute them (once a filter: 
 selection); for each approximate mode (``selector``: faiss IDSelectorBitmap with the search effort
 raised by 1/fraction; ``overfetch``: unfiltered candidates / fraction, then the allowed ones kept),
 recall@10 against ``exact_selected`` (the exact filtered search of the same rows) and the thread CPU
-time of one search (p50/p99, one thread), as a ratio to the unfiltered approximate search's p50 in the
-same run. ``--like-row``: the CPU time of ``index.search(RowQuery(n))`` (no model) in-process, and the
-wall time of ``muse-infer search --like-row N --json`` from a new process (median of 3) against a text
-search's (which loads the model) when the index records one.
+time of one search (p50/p99, one thread), as a ratio to the unfiltered approximate search's p50 measured
+just before (the same queries, the same minutes of a shared machine). ``--like-row``: the CPU time of
+``index.search(RowQuery(n))`` (no model) in-process, and the wall time of ``muse-infer search
+--like-row N --json`` from a new process (median of 3). ``--powers``: the selector's recall and latency
+at several search-effort powers (``filtered.IVF_POWER``).
 
     python benchmarks/bench_filters.py --rows 1000000 --dir /tmp/bench_filters \\
-        --json docs/results/filters_bench_2026-12-10.json
+        --json docs/results/filters_bench_2026-12-07.json
+    python benchmarks/bench_filters.py --rows 1000000 --dir /tmp/bench_filters --queries 150 \\
+        --powers 0.5,0.75,1 --json docs/results/filters_powers_2026-12-07.json
 """
 
 from __future__ import annotations
@@ -116,8 +119,9 @@ def measure_filters(index, queries: np.ndarray) -> dict:
         index.search_rows(query[None], 10)
     _, plain = timed_search(lambda q: index.search_rows(q[None], 10)[0], queries)
     out = {"unfiltered": summary(plain), "filters": {}}
-    base = out["unfiltered"]["p50_ms"]
     for name, filters in filters_to_measure(index).items():
+        _, plain = timed_search(lambda q: index.search_rows(q[None], 10)[0], queries)  # the same minutes
+        base = summary(plain)["p50_ms"]
         started = time.perf_counter()
         selection = index.selection(filters)
         built = time.perf_counter() - started
@@ -126,6 +130,7 @@ def measure_filters(index, queries: np.ndarray) -> dict:
             for q in queries
         ]
         entry = {"filter": filters.describe(), "kept_rows": selection.count, "selection_s": built}
+        entry["unfiltered_p50_ms"] = base
         for mode in filtered.MODES:
 
             def search(query, mode=mode, selection=selection):
@@ -140,6 +145,35 @@ def measure_filters(index, queries: np.ndarray) -> dict:
             entry[mode]["x_unfiltered_p50"] = entry[mode]["p50_ms"] / base
         out["filters"][name] = entry
         print(json.dumps({name: entry}), flush=True)
+    return out
+
+
+def sweep_powers(index, queries: np.ndarray, powers: list[float]) -> dict:
+    """Recall and p50 of the selector mode at each search-effort power (``filtered.IVF_POWER`` /
+    ``HNSW_POWER``): the measurement behind the power chosen."""
+    from muse_infer.index import filtered
+
+    faiss_index, saved = index._faiss_index(), (filtered.IVF_POWER, filtered.HNSW_POWER)
+    out = {}
+    try:
+        for name, filters in filters_to_measure(index).items():
+            selection = index.selection(filters)
+            if selection.count <= filtered.EXACT_ROWS:
+                continue
+            truth = [filtered.exact_selected(index.embeddings, q[None], 10, selection)[0] for q in queries]
+            for power in powers:
+                filtered.IVF_POWER = filtered.HNSW_POWER = power
+
+                def search(query, selection=selection):
+                    return filtered.approximate_selected(
+                        faiss_index, index.ann_meta, index._scattered, query, 10, selection
+                    )
+
+                found, times = timed_search(search, queries)
+                out[f"{name} power {power}"] = {"recall@10": recall(found, truth), **summary(times)}
+                print(json.dumps({f"{name} power {power}": out[f"{name} power {power}"]}), flush=True)
+    finally:
+        filtered.IVF_POWER, filtered.HNSW_POWER = saved
     return out
 
 
@@ -165,6 +199,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads for the ANN build")
     parser.add_argument("--json", default=None)
     parser.add_argument("--skip-like-row", action="store_true")
+    parser.add_argument("--powers", default=None, help="e.g. 0.5,0.75,1: sweep the search-effort power only")
     args = parser.parse_args()
     import faiss
 
@@ -178,6 +213,11 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     index = EmbeddingIndex.load(npy)
     queries = shifted_queries(index.embeddings, args.queries, offset=1.2, noise=0.8, seed=1)
+    if args.powers:
+        sweep = sweep_powers(index, queries, [float(p) for p in args.powers.split(",")])
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": args.rows, "powers": sweep}, indent=1) + "\n")
+        return
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.platform(),

@@ -8,7 +8,10 @@ How (``find_duplicates``):
 1. Candidates: every row's ``NEIGHBOURS`` nearest rows through the ANN index (``neighbours.close_pairs``:
    a million rows in minutes), kept when their exact cosine is >= ``CANDIDATE_COSINE``; rows of two
    different videos make the two videos a candidate pair. The bar is low on purpose: a trimmed copy's
-   whole-video embedding can move far (cosine 0.56 on the generated corpus), and step 2 decides.
+   whole-video embedding can move far, and step 2 decides. A collection of at most
+   ``FRAME_SCAN_VIDEOS`` videos whose files can be read also has every video's frames read first, and
+   videos sharing a frame are candidates too (``frame_candidates``): a trimmed copy of a video of two
+   scenes ended at cosine 0.28 from its original on the generated corpus, beyond any embedding bar.
 2. Comparison of each candidate pair, by what the videos show over their length, not by one vector
    (a single frame or one embedding would group every pair of videos sharing an intro):
    - "frames" (``compare="auto"`` when the files can be read): ``video.signatures`` of 16 frames of
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import IndexInputError, MuseError
+from . import ann as ann_files
 
 logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
@@ -47,6 +51,8 @@ MOMENT_MATCH = 0.9
 EMBEDDING_MATCH = 0.97
 COMPARE = ("auto", "frames", "moments", "embeddings")
 DEDUP_FETCH = 4  # search --dedup first fetches this many times top_k results
+FRAME_SCAN_VIDEOS = 5000  # up to this many videos, every one's frames are read for candidates too
+FRAME_NEIGHBOURS = 16
 
 
 @dataclass
@@ -263,6 +269,10 @@ def find_duplicates(
     with progress_bar(len(index), "neighbours", enabled=progress) as bar:
         rows = close_pairs(index, k, candidate_cosine, bar.update)
     first, second, best = video_pairs(owner[rows[0]], owner[rows[1]], rows[2])
+    if compare in ("auto", "frames") and len(videos) <= FRAME_SCAN_VIDEOS:
+        with progress_bar(len(videos), "reading frames", enabled=progress) as bar:
+            judge.prepare(videos, workers, bar.update)
+        first, second, best = _with_frame_candidates(index, judge, videos, first, second, best)
     score = np.zeros(len(first), np.float32)
     compared = np.full(len(first), "embeddings", dtype=object)
     framed, unreadable = np.zeros(len(first), bool), []
@@ -298,6 +308,58 @@ def _compare_frames(judge, videos, first, second, best, score, workers: int, bar
         score[i] = judge.judge(videos[first[i]], videos[second[i]], float(best[i])).score
         bar.update(1)
     return framed, sorted(videos[v].path for v in involved if not readable[v])
+
+
+def frame_candidates(
+    judge: PairJudge, videos: list[Video], k: int = FRAME_NEIGHBOURS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Video pairs (a < b) that share a frame: one of a's frame signatures (patterned, not flat) has one
+    of b's among its ``k`` nearest at similarity >= ``FRAME_MATCH`` (exact inner products, faiss)."""
+    faiss = ann_files.faiss_module()
+    vectors, owners = [], []
+    for video in videos:
+        found = judge.signatures.get(video.path)
+        if found is not None and len(found):
+            patterned = found.vectors[~found.flat]
+            vectors.append(patterned)
+            owners.append(np.full(len(patterned), video.number, np.int64))
+    if not vectors or sum(map(len, vectors)) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    matrix, owner = np.ascontiguousarray(np.concatenate(vectors), np.float32), np.concatenate(owners)
+    flat = faiss.IndexFlatIP(matrix.shape[1])
+    flat.add(matrix)
+    scores, ids = flat.search(matrix, min(k, len(matrix)))
+    keep = (ids >= 0) & (scores >= FRAME_MATCH)
+    a = np.broadcast_to(owner[:, None], ids.shape)[keep]
+    b = owner[ids[keep]]
+    pairs = np.unique(np.minimum(a, b)[a != b] * len(videos) + np.maximum(a, b)[a != b])
+    return pairs // len(videos), pairs % len(videos)
+
+
+def _with_frame_candidates(index, judge, videos, first, second, best):
+    """The candidate pairs and those sharing a frame (``frame_candidates``): a trimmed copy's whole-video
+    embedding can move far from its original's (cosine 0.28 on the generated corpus), its frames do not.
+    Pairs found only by their frames get the best cosine of their rows."""
+    from .neighbours import exact_cosines
+
+    extra_first, extra_second = frame_candidates(judge, videos)
+    known = set(zip(first.tolist(), second.tolist(), strict=True))
+    new = [
+        (a, b)
+        for a, b in zip(extra_first.tolist(), extra_second.tolist(), strict=True)
+        if (a, b) not in known
+    ]
+    if not new:
+        return first, second, best
+    cosines = []
+    for a, b in new:
+        rows_a, rows_b = videos[a].rows, videos[b].rows
+        pairs = exact_cosines(index, np.repeat(rows_a, len(rows_b)), np.tile(rows_b, len(rows_a)))
+        cosines.append(float(pairs.max()))
+    added = np.array(new, np.int64).reshape(-1, 2)
+    order = np.lexsort((np.r_[second, added[:, 1]], np.r_[first, added[:, 0]]))
+    merged = (np.r_[first, added[:, 0]], np.r_[second, added[:, 1]], np.r_[best, np.float32(cosines)])
+    return tuple(values[order] for values in merged)
 
 
 def moment_coverage(owner: np.ndarray, rows, first: np.ndarray, second: np.ndarray, row_count) -> np.ndarray:

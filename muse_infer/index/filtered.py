@@ -10,9 +10,8 @@ Approximate (an ANN index beside the index):
 - a selection of at most ``EXACT_ROWS`` rows is searched exactly (reading a few thousand rows costs
   less than the ANN search itself, and is exact);
 - a larger one is searched through faiss with the selection as an ``IDSelectorBitmap``, the search
-  effort raised by 1 / (allowed fraction) (IVF: lists probed; HNSW: efSearch), since the k-th best
-  allowed row lies about k / fraction deep in the unfiltered ranking; candidates are re-ranked
-  exactly. ``mode="overfetch"`` instead asks faiss, unfiltered, for candidates / fraction rows and
+  effort raised by fraction^-0.5 (IVF: lists probed; HNSW: efSearch; ``effort``), since the k-th best
+  allowed row lies deeper in the unfiltered ranking; candidates are re-ranked exactly. ``mode="overfetch"`` instead asks faiss, unfiltered, for candidates / fraction rows and
   keeps the allowed ones (the alternative measured in docs/benchmarks.md, "Filtered search").
 Either way, when fewer than the wanted rows come back the search falls back to the exact one.
 """
@@ -107,7 +106,8 @@ def approximate_selected(
 def effort(kind: str, search: dict, fraction: float, candidates: int) -> dict:
     """The search settings raised for a selection holding ``fraction`` of the rows: IVF probes
     fraction^-IVF_POWER times the lists, HNSW explores fraction^-HNSW_POWER times the nodes (HNSW's
-    graph still leads through the rows the filter leaves out)."""
+    graph still leads through the rows the filter leaves out). Power 0.5, measured against 0.75 and 1
+    (docs/benchmarks.md, "Filtered search"): the same recall at 5 %, within the latency goal."""
     fraction = max(fraction, 1e-9)
     if kind == "hnsw":
         ef = max(int(search["ef_search"]), candidates)
