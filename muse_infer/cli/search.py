@@ -174,7 +174,7 @@ def search(
     except VideoDecodeError as error:  # an example file (--like) that turned out unreadable
         raise UserError(f"--like {error.path}: {error.reason}") from None
     except MuseError as error:
-        raise UserError(f"{error}{_moved_hint(index, model, clip_weights)}") from None
+        raise UserError(f"{error}{_moved_hint(_recorded_source(index), model, clip_weights)}") from None
     caution = search_caution(getattr(index, "identity", None))
     if caution:
         click.echo(f"caution: {caution}", err=True)
@@ -315,11 +315,14 @@ def _clock(seconds: float) -> str:
     return (f"{hours}:{minutes:02d}" if hours else f"{minutes:02d}") + f":{rest:04.1f}"
 
 
-def _moved_hint(index, model: str | None, clip_weights: str | None) -> str:
+def _recorded_source(index) -> dict:
+    """The index's recorded ``model_source`` (the first shard's), {} when it records none."""
+    first = index.shards[0] if hasattr(index, "shards") else index
+    return first.metadata.get("model_source") or {}
+
+
+def _moved_hint(source: dict, model: str | None, clip_weights: str | None) -> str:
     """What to pass when a file the index's model was loaded from is no longer where it was."""
-    source = index.metadata.get("model_source") if hasattr(index, "metadata") else None
-    source = source or (index.shards[0].metadata.get("model_source") if hasattr(index, "shards") else None)
-    source = source or {}
     if model is None and _is_missing_file(source.get("model")):
         return f"; the index's model file {source['model']} is gone: pass --model with its new location"
     if clip_weights is None and _is_missing_file(source.get("clip_weights")):
