@@ -115,7 +115,8 @@ def test_limits_hold_at_their_edges(client):
 
 def test_errors_are_json_and_nothing_else_is_routed(client):
     assert_json_error(client.get("/nowhere"), 404)
-    assert_json_error(client.post("/api/search?q=a"), 405)
+    assert_json_error(client.put("/api/search?q=a"), 405)
+    assert_json_error(client.post("/api/search?q=a"), 400)  # a search by upload, without a file
     assert_json_error(client.get("/static/app.py"), 404)
 
 

@@ -30,11 +30,12 @@ from .planned import Unplanned
 
 
 def read_keyframes(
-    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None
+    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None, facts=None
 ) -> list[np.ndarray]:
     """The keyframes nearest the sample times of a whole video, upright RGB (H, W, 3) uint8 arrays.
 
-    Raises ``VideoDecodeError`` naming the file when it cannot be read as a video.
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. Raises
+    ``VideoDecodeError`` naming the file when it cannot be read as a video.
     """
     from . import reader
 
@@ -44,11 +45,15 @@ def read_keyframes(
         with reader._ffmpeg_errors(path):
             try:
                 timeline = reader.open_timeline(path, container, True, stats, cursor_kind=KeyframeCursor)
+                if facts is not None:
+                    facts.fill(timeline)
                 times = reader._sample_times(timeline, rate, settings.max_frames, settings.slice_mode)
                 return [timeline.frame_at(path, t) for t in times]
             except Unplanned:
                 stats.fallbacks += 1
-    return reader.read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats)
+    return reader.read_frames(
+        path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts
+    )
 
 
 class KeyframeCursor(FrameCursor):

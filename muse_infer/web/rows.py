@@ -23,7 +23,8 @@ class Hit:
     path: relative POSIX path under the index's root, exact (shown as ``filenames.display_name`` of
     it: a name's bytes that are not UTF-8 as ``\\xNN``); video: the file on disk
     (absolute), None when unknown; start_s/end_s: the moment's range in seconds, None for a whole
-    video; thumbnails: keyframe image files (absolute), empty when there are none.
+    video; thumbnails: keyframe image files (absolute), empty when there are none; similar: the
+    results most like it (a search by its row), for the page's "more like this".
     """
 
     rank: int
@@ -34,6 +35,7 @@ class Hit:
     start_s: float | None = None
     end_s: float | None = None
     thumbnails: tuple[Path, ...] = ()
+    similar: tuple[Hit, ...] | None = None  # the results most like this one ("more like this"); None: no list
 
 
 @dataclass(frozen=True)
