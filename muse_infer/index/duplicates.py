@@ -435,7 +435,7 @@ def connected_groups(count: int, edges: list[tuple[int, int]]) -> list[list[int]
 def deduplicated_search(index, vector, top_k: int, per_video, exact: bool, selection, dedup) -> list:
     """``top_k`` results for a unit query (C,) with at most one video of each group of duplicates (the
     best ranked), as ``EmbeddingIndex.search_batch(..., dedup=...)`` returns them."""
-    from .embedding_index import SearchResult
+    from .results import SearchResult
 
     threshold = DEFAULT_THRESHOLD if dedup is True else float(dedup)
     judge = _judge_of(index, threshold)
