@@ -208,6 +208,8 @@ class VideoEncoder:
             spec = self.backend.spec
             if spec is not None:
                 spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
+            if self.backend.text_only:  # a text encoder's: its model is loaded whole now, once
+                self.backend = spec.load()
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
             spec = encoder_spec(model, **choices, max_frames=max_frames, sampling=sampling).on_device()

@@ -37,7 +37,7 @@ def test_readers_note_the_facts_of_the_video_they_open(tmp_path, name, frames, f
 
     path = make_video(tmp_path / name, frames, fps, size=size, **options)
     facts = VideoFacts()
-    read_clip(path, FrameSettings(max_frames=4, size=16), facts)
+    read_clip(path, FrameSettings(max_frames=4, size=16), facts=facts)
     duration, width, height, rate, codec = expected
     assert facts.duration_s == pytest.approx(duration, abs=1e-6)
     assert (facts.width, facts.height, facts.codec) == (width, height, codec)

@@ -13,6 +13,7 @@ Search is cosine similarity, best first, ties broken by row number. With an ANN 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -147,6 +148,19 @@ class EmbeddingIndex:
         """ "hnsw" or "ivf-pq" when searches use the ANN index, else "exact"."""
         usable = self.ann_meta is not None and self.ann_problem is None
         return self.ann_meta["kind"] if usable and self.ann_meta["kind"] != "flat" else "exact"
+
+    @functools.cached_property
+    def thumbnail_sources(self) -> list:
+        """What each row's keyframes show (``video.thumbnails.ThumbnailSource``: exact path, size and
+        mtime when indexed, a moment's range), in row order: what pages and the service name them by."""
+        from ..video.thumbnails import thumbnail_sources
+        from .store import row_paths
+
+        columns = [
+            self.rows.column(c).to_pylist() if c in self.rows.column_names else None
+            for c in ("size", "mtime_ns", "start_s", "end_s")
+        ]
+        return thumbnail_sources(row_paths(self.rows), *columns)
 
     def absolute_path(self, row: int) -> str | None:
         """The file of ``row``: root / path (None when the index has no root and the path is relative)."""

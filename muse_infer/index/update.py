@@ -89,6 +89,7 @@ def read_previous(path) -> PreviousIndex | None:
         index.embeddings,
         spans,
         read_failures(files.npy),
+        index.rows,
     )
 
 

@@ -83,7 +83,7 @@ class TorchBackend(Backend):
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
         backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
-        backend.spec = spec
+        backend.spec, backend.text_only = spec, not hasattr(muse, "backbone")
         return backend
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:

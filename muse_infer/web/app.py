@@ -159,7 +159,7 @@ class SearchService:
             from ..runtime import Backend
 
             backend = getattr(self.text_encoder, "backend", None)
-            if not isinstance(backend, Backend):
+            if not isinstance(backend, Backend) or (backend.text_only and backend.spec is None):
                 raise UploadError(400, "this service cannot encode uploaded files (no video model)")
             frames = (getattr(self.index, "settings", None) or {}).get("max_frames")
             self.video_encoder = VideoEncoder(backend, max_frames=frames if isinstance(frames, int) else None)
