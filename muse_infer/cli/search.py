@@ -155,6 +155,9 @@ def search(
     if dedup and len(index_paths) > 1:
         raise UserError("--dedup: pass one --index (merge shards first: muse-infer index merge)")
     filters = filters_of(under, min_duration, max_duration, modified_after, modified_before, min_score)
+    options = dict(
+        model=model, clip_weights=clip_weights, device=device, backend=backend, precision=precision
+    )
     if len(index_paths) == 1:
         index = EmbeddingIndex.load(index_paths[0])
     else:
@@ -163,9 +166,6 @@ def search(
     method = "exact" if exact else index.search_method
     logging.getLogger(__name__).info("searching %d rows: %s", len(index), _method_text(index, method))
     asked = [*queries, *(Path(f) for f in like_files), *(RowQuery(r) for r in like_rows)]
-    options = dict(
-        model=model, clip_weights=clip_weights, device=device, backend=backend, precision=precision
-    )
     try:
         encoders = _encoders(index, bool(queries), bool(like_files), options)
         hits = index.search_batch(
@@ -199,7 +199,6 @@ def _check_queries(queries, like_files, like_rows) -> None:
     """Something to search for, no blank text, and every --like file readable as a file (before the
     index and model load, which take a while)."""
     from ..errors import VideoDecodeError
-    from ..video.examples import kind_of
 
     if not (queries or like_files or like_rows):
         raise UserError(
@@ -212,6 +211,8 @@ def _check_queries(queries, like_files, like_rows) -> None:
             f'query {", ".join(blank)} is empty: give the words to search for, e.g. "a dog on a beach"'
         )
     for path in like_files:
+        from ..video.examples import kind_of  # only for examples: a text search does without it
+
         try:
             kind_of(path)
         except VideoDecodeError as error:

@@ -170,12 +170,12 @@ def path_arrays(paths) -> tuple:
 def exact_paths(bytes_column) -> dict[int, str]:
     """{row: exact path} of the rows whose ``path_bytes`` is set (the others' exact path is ``path``);
     {} for an index without the column (None) or with every value null (the usual case: read nothing)."""
-    import pyarrow.compute as pc
+    if bytes_column is None or bytes_column.null_count == len(bytes_column):
+        return {}
+    import pyarrow.compute as pc  # only here: its import costs a search a tenth of a second
 
     from ..filenames import from_bytes
 
-    if bytes_column is None or bytes_column.null_count == len(bytes_column):
-        return {}
     rows = pc.indices_nonzero(pc.is_valid(bytes_column))  # not to_numpy: that imports pandas (~1 s)
     values = bytes_column.take(rows).to_pylist()
     return {row: from_bytes(value) for row, value in zip(rows.to_pylist(), values, strict=True)}
