@@ -14,9 +14,9 @@ Exported backends get float32 frames normalised here (``video.frames.clip_inputs
 Each ``encode`` call starts its workers afresh, so pass many paths a call; ``workers=0`` decodes in
 the calling process (no per-file timeout then).
 
-``precision`` ("auto": bf16 on a GPU, fp32 on the CPU; or "fp32", "bf16", "fp16") is what the model
-computes in; embeddings are float32 either way, and bf16 ones lie within cosine 0.999 of fp32 ones
-(``muse_infer.runtime.precision``).
+``precision`` ("auto": bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere; or "fp32",
+"bf16", "fp16") is what the model computes in; embeddings are float32 either way, and bf16 ones lie
+within cosine 0.999 of fp32 ones (``muse_infer.runtime.precision``).
 A video's embedding does not depend on the other videos of its batch beyond float rounding
 (measured: identical on the tiny model, <= 1e-7 apart for ViT-B-32 on CPU between batch sizes 1 and 5).
 """
@@ -109,7 +109,7 @@ class TextEncoder:
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend (e.g.
     ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" / "pt2" for an export directory.
-    precision: "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
+    precision: "auto" (bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16" or "fp16".
     """
 
     def __init__(
@@ -186,7 +186,7 @@ class VideoEncoder:
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend. max_frames: frames
     sampled a video (default: the model's, 12). Frames are sampled at the model's frame rate (1 a
     second) and slice mode, as CLIP4Clip does (``muse_infer.video``). precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
+    GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
     sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
     to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
     """

@@ -50,7 +50,7 @@ def evaluate(
     dataset split (``DataSpec``) or prepared ``RetrievalSet``. Returns ``similarity_report``'s dict.
 
     batch_size: videos a model call (None: 8 on the CPU, 64 on a GPU); precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16"."""
+    GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16" or "fp16"."""
     from .encoders import TextEncoder, VideoEncoder
 
     retrieval = group_by_video(read_pairs(data)) if isinstance(data, DataSpec) else data
