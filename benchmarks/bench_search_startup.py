@@ -48,9 +48,11 @@ def build(folder: Path, rows: int, ann: bool) -> Path:
     return out
 
 
-def wall(command: list[str], env: dict | None = None) -> float:
+def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
+    """Wall seconds of ``command`` run in ``cwd``: not the checkout, whose folder ``python -m`` would put
+    ahead of PYTHONPATH (so --before would time this checkout twice)."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=cwd)
     return time.perf_counter() - started
 
 
@@ -66,22 +68,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--before", type=Path, default=None, help="a checkout of an older commit")
     args = parser.parse_args()
-    index = build(args.dir, args.rows, not args.no_ann)
+    index = build(args.dir, args.rows, not args.no_ann).resolve()
+    cwd = index.parent
     torch_only = [sys.executable, "-c", "import torch"]
     search = [sys.executable, "-m", "muse_infer", "search", args.query, "--index", str(index)]
     before_env = None
     if args.before:
         before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
-    wall(search)  # caches the files, as the issue's goal assumes
+    wall(search, cwd)  # caches the files, as the issue's goal assumes
     times = {"import torch": [], "search": []}
     if before_env:
-        wall(search, before_env)
+        wall(search, cwd, before_env)
         times["search (before)"] = []
     for _ in range(args.repeats):
-        times["import torch"].append(wall(torch_only))
-        times["search"].append(wall(search))
+        times["import torch"].append(wall(torch_only, cwd))
+        times["search"].append(wall(search, cwd))
         if before_env:
-            times["search (before)"].append(wall(search, before_env))
+            times["search (before)"].append(wall(search, cwd, before_env))
     medians = {name: statistics.median(values) for name, values in times.items()}
     extra = medians["search"] - medians["import torch"]
     print(f"{args.rows} rows ({'with' if not args.no_ann else 'without'} ANN), medians of {args.repeats}:")
