@@ -40,7 +40,7 @@ def export_video_onnx(model: nn.Module, path: str | Path) -> Path:
 
 def export_text_onnx(model: nn.Module, path: str | Path) -> Path:
     """Text encoder -> ONNX: input ids (batch, max_words) int64; output embeddings (batch, C)."""
-    (ids,) = example_text_inputs(model.config, EXPORT_BATCH)
+    (ids,) = example_text_inputs(model.config, EXPORT_BATCH, vocab_size=model.backbone.text_vocab_size)
     with torch.no_grad():
         return _export(TextEncoderModule(model), (ids,), ["ids"], Path(path))
 

@@ -50,6 +50,7 @@ SPEC_DEFAULTS = {
     "precision": "auto",
     "max_frames": None,
     "sampling": "exact",
+    "tokenizer": None,
 }
 
 
@@ -107,7 +108,9 @@ class TextEncoder:
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend (e.g.
     ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" / "pt2" for an export directory.
-    precision: "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
+    precision: "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". tokenizer: the
+    folder of the text tower's Hugging Face tokenizer files, for models whose tokenizer open_clip does
+    not bundle (SigLIP's, xlm-roberta's); None: the Hugging Face cache (``muse_infer.tokenizer``).
     """
 
     def __init__(
@@ -117,9 +120,15 @@ class TextEncoder:
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
         precision: str = "auto",
+        tokenizer: str | os.PathLike | None = None,
     ):
         self.backend = _loaded(
-            model, device=device, backend=backend, clip_weights=clip_weights, precision=precision
+            model,
+            device=device,
+            backend=backend,
+            clip_weights=clip_weights,
+            precision=precision,
+            tokenizer=tokenizer,
         )
 
     @property
@@ -144,6 +153,7 @@ class TextEncoder:
         precision: str = "auto",
         model: str | os.PathLike | None = None,
         clip_weights: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | None = None,
     ) -> TextEncoder:
         """The text encoder of the model an ``EmbeddingIndex`` was built with (read from its sidecar).
 
@@ -153,15 +163,19 @@ class TextEncoder:
         precision searches any index: precision is not part of the model identity.
         """
         spec = ModelSpec.for_index(
-            index.model_source, model, clip_weights, device=device, backend=backend, precision=precision
+            index.model_source,
+            model,
+            clip_weights,
+            device=device,
+            backend=backend,
+            precision=precision,
+            tokenizer=tokenizer,
         )
         index.check_model(spec.identity, given=spec.name if model is not None else None)
         return cls(spec)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
         """texts (a string or N strings) -> (N, C) float32 L2-normalised embeddings."""
-        from .tokenizer import tokenize
-
         texts = [texts] if isinstance(texts, str) else list(texts)
         for number, text in enumerate(texts, 1):
             if not isinstance(text, str) or not text.strip():
@@ -170,7 +184,7 @@ class TextEncoder:
                 )
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        ids = tokenize(texts, self.backend.max_words).numpy()  # (N, max_words)
+        ids = self.backend.tokenize(texts)  # (N, max_words), the model's tokenizer
         parts = [
             self.backend.encode_text_tokens(ids[start : start + batch_size])
             for start in range(0, len(ids), batch_size)
@@ -187,6 +201,8 @@ class VideoEncoder:
     GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
     sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
     to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
+    tokenizer: the folder of the text tower's Hugging Face tokenizer files (``TextEncoder``), recorded
+    in the spec's source so that an index made with it is searched with it.
     """
 
     def __init__(
@@ -198,6 +214,7 @@ class VideoEncoder:
         max_frames: int | None = None,
         precision: str = "auto",
         sampling: str = "exact",
+        tokenizer: str | os.PathLike | None = None,
     ):
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
@@ -208,13 +225,16 @@ class VideoEncoder:
                 spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
-            spec = encoder_spec(model, **choices, max_frames=max_frames, sampling=sampling).on_device()
+            choices |= dict(max_frames=max_frames, sampling=sampling, tokenizer=tokenizer)
+            spec = encoder_spec(model, **choices).on_device()
             self.backend = spec.load()
         self.spec: ModelSpec | None = spec  # None: a hand-built backend
         b = self.backend
         frames = max_frames or (spec.max_frames if spec is not None else None) or b.max_frames
         sampling = spec.sampling if spec is not None else sampling
-        self.frame_settings = FrameSettings(frames, b.framerate, b.slice_mode, b.image_size, sampling)
+        self.frame_settings = FrameSettings(
+            frames, b.framerate, b.slice_mode, b.image_size, sampling, **b.preprocess
+        )
 
     @property
     def identity(self) -> dict:

@@ -98,7 +98,8 @@ def _counted(reason: str | None, bar) -> str | None:
     return reason
 
 
-def normalise(entries: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cached entries -> frames (B, max_frames, 3, S, S) float32 CLIP-normalised, zero-padded, and
-    mask (B, max_frames) int64: ``muse_infer.video.clip_inputs``, as ``load_video`` returns them."""
-    return clip_inputs(entries, max_frames)
+def normalise(entries: Sequence[np.ndarray], sampling: FrameSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Cached entries -> frames (B, max_frames, 3, S, S) float32 normalised with the model's mean and
+    std (``sampling``), zero-padded, and mask (B, max_frames) int64: ``muse_infer.video.clip_inputs``,
+    the frames encoding gives the model."""
+    return clip_inputs(entries, sampling.max_frames, sampling.mean, sampling.std)

@@ -64,6 +64,7 @@ def search(
     html_path,
     model,
     clip_weights,
+    tokenizer,
     device,
     backend,
     precision,
@@ -117,7 +118,13 @@ def search(
     source = index.model_source
     try:
         encoder = TextEncoder.for_index(
-            index, device=device, backend=backend, precision=precision, model=model, clip_weights=clip_weights
+            index,
+            device=device,
+            backend=backend,
+            precision=precision,
+            model=model,
+            clip_weights=clip_weights,
+            tokenizer=tokenizer,
         )
         hits = index.search_batch(
             list(queries), top_k, text_encoder=encoder, exact=exact, per_video=per_video
