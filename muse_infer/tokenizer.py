@@ -187,7 +187,7 @@ def fetch_hint(repo: str, what: str = "tokenizer") -> str:
     names = TOKENIZER_FILES + ((HF_TEXT_CONFIG,) if what != "tokenizer" else ())
     return (
         f"Fetch {', '.join(names)} from https://huggingface.co/{repo} (on a connected machine: "
-        f"`huggingface-cli download {repo} {' '.join(names)} --local-dir DIR`) and pass --tokenizer DIR "
+        f"`hf download {repo} {' '.join(names)} --local-dir DIR`) and pass --tokenizer DIR "
         f"(tokenizer='DIR' in Python)"
     )
 

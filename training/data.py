@@ -51,7 +51,8 @@ class PairData:
     def videos_batch(self, videos: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (B, T, 3, S, S), mask (B, T) of the given videos (each must be in the cache)."""
         entries = [np.load(self.entries[v], mmap_mode="r") for v in videos]
-        frames, mask = normalise(entries, self.sampling)
+        sampling = self.sampling
+        frames, mask = normalise(entries, sampling.max_frames, sampling.mean, sampling.std)
         return torch.from_numpy(frames), torch.from_numpy(mask)
 
     def batch(self, indices: Sequence[int]) -> Batch:

@@ -94,7 +94,8 @@ class ModelSpec:
         ref = model if isinstance(model, ModelRef) else resolve_model(model)
         weights = parse_clip_weights(clip_weights)
         if ref.kind == "export" and backend == "torch":
-            ref, weights = _exported_from(ref, weights)
+            ref, weights, exported_tokenizer = _exported_from(ref, weights)
+            tokenizer = tokenizer if tokenizer is not None else exported_tokenizer
         elif ref.kind != "export" and backend != "torch":
             raise BackendError(
                 f"backend {backend!r} runs an export directory, and {ref.name!r} is not one: first run "
@@ -276,15 +277,19 @@ def _tokenizer_folder(tokenizer: str | os.PathLike | None) -> str | None:
     return str(folder.resolve())
 
 
-def _exported_from(ref: ModelRef, weights: ClipWeights | None) -> tuple[ModelRef, ClipWeights | None]:
-    """The model an export directory was made from (its manifest's ``model_source``), for torch."""
-    from .manifest import export_model_source
+def _exported_from(
+    ref: ModelRef, weights: ClipWeights | None
+) -> tuple[ModelRef, ClipWeights | None, str | None]:
+    """The model an export directory was made from (its manifest's ``model_source``), for torch, with
+    its tokenizer folder (the export's copy, else the recorded one; None for CLIP's BPE)."""
+    from .manifest import TOKENIZER_FOLDER, export_model_source
 
     source = export_model_source(ref.path)
     model = resolve_model(source["model"])
     if weights is None and model.kind in ("named", "config"):
         weights = parse_clip_weights(source.get("clip_weights"))
-    return model, weights
+    copy = ref.path / TOKENIZER_FOLDER
+    return model, weights, str(copy) if copy.is_dir() else source.get("tokenizer")
 
 
 def _export_facts(ref: ModelRef) -> ModelFacts:
