@@ -254,6 +254,53 @@ def test_the_muse_head_takes_other_grids_and_widths(large, tmp_path):
         assert (closed - opened).abs().max() > 1e-3 and torch.isfinite(opened).all()
 
 
+# --- frames as open_clip preprocesses them ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_frames_equal_open_clips_transform(resize_mode, interpolation):
+    """fit_frame + normalise against open_clip's own inference transform (PIL in, tensor out), on frames
+    of awkward sizes, with SigLIP's statistics and CLIP's."""
+    import numpy as np
+    from open_clip.transform import image_transform
+    from PIL import Image
+
+    from muse_infer.video.frames import CLIP_MEAN, CLIP_STD, fit_frame, normalise
+
+    rng = np.random.default_rng(6)
+    for (height, width), size, (mean, std) in (
+        ((37, 61), 32, ((0.5,) * 3, (0.5,) * 3)),
+        ((300, 199), 224, (CLIP_MEAN, CLIP_STD)),
+        ((64, 64), 64, (CLIP_MEAN, CLIP_STD)),
+    ):
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        transform = image_transform(
+            size, False, mean, std, resize_mode=resize_mode, interpolation=interpolation
+        )
+        expected = transform(Image.fromarray(rgb)).numpy()
+        ours = normalise(fit_frame(rgb, size, resize_mode, interpolation), mean, std)
+        assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1e-6
+
+
+def test_uint8_clips_normalised_on_the_device_equal_the_float_path(siglip):
+    """TorchBackend.submit_clips (uint8, normalised where the model runs, with SigLIP's mean and std)
+    against encode_video of clip_inputs' float frames: the same embeddings, bit for bit."""
+    import numpy as np
+
+    from muse_infer.runtime.torch_backend import TorchBackend
+    from muse_infer.video.frames import clip_inputs
+
+    backend = TorchBackend(siglip.models["meanp"], {}, {}, "cpu", "fp32")
+    assert backend.preprocess["mean"] == [0.5] * 3
+    rng = np.random.default_rng(7)
+    clips = [rng.integers(0, 256, (n, 256, 256, 3), dtype=np.uint8) for n in (2, 1)]
+    mean, std = backend.preprocess["mean"], backend.preprocess["std"]
+    fast = backend.submit_clips(clips, 2).result()
+    reference = backend.encode_video(*clip_inputs(clips, 2, mean, std))
+    assert np.array_equal(fast, reference)
+
+
 # --- tokenizers open_clip does not bundle ----------------------------------------------------------
 
 
@@ -454,7 +501,9 @@ def test_onnx_export_of_a_siglip_muse_model_verifies_and_tokenizes_on_its_own(si
 
 
 @pytest.mark.slow
-def test_torchscript_torch_export_and_external_onnx_data_of_a_siglip_muse_model_verify(siglip, tmp_path, monkeypatch):
+def test_torchscript_torch_export_and_external_onnx_data_of_a_siglip_muse_model_verify(
+    siglip, tmp_path, monkeypatch
+):
     """~6 min on 2 busy cores: TorchScript (op and portable) and torch.export files of the same model,
     and ONNX with its weights in a .data file beside it (as encoders over 1.5 GB are written: ViT-H)."""
     import export.onnx_export
