@@ -6,4 +6,5 @@
 #define MUSE_VEC_WIDTH 8
 #define MUSE_ISA_NAMESPACE avx2
 #include "scan_kernel_impl.h"
+#include "conv_kernel_impl.h"
 #endif

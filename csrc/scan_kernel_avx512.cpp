@@ -12,4 +12,5 @@
 #define MUSE_SCAN_AVX512_EXP2 1
 #define MUSE_ISA_NAMESPACE avx512
 #include "scan_kernel_impl.h"
+#include "conv_kernel_impl.h"
 #endif

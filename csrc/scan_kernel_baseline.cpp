@@ -4,3 +4,4 @@
 #define MUSE_VEC_WIDTH 4
 #define MUSE_ISA_NAMESPACE baseline
 #include "scan_kernel_impl.h"
+#include "conv_kernel_impl.h"

@@ -36,6 +36,29 @@ inline vf load(const float* p) {
   return v;
 }
 inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
+typedef uint16_t vh __attribute__((vector_size(W * sizeof(uint16_t))));
+
+// W bfloat16 values to floats, exactly: a bfloat16 is the upper half of a float's bits.
+inline vf load_bf16(const uint16_t* p) {
+  vh h;
+  __builtin_memcpy(&h, p, sizeof h);
+  return (vf)(__builtin_convertvector(h, vu) << 16);
+}
+
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Loads W consecutive elements (float or bfloat16) as floats.
+inline vf load_as_float(const float* p) { return load(p); }
+inline vf load_as_float(const uint16_t* p) { return load_bf16(p); }
+inline float as_float(float x) { return x; }
+inline float as_float(uint16_t x) { return bf16_to_float(x); }
+
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 
@@ -167,32 +190,45 @@ inline void transpose_round(vf* rows) {
 }
 
 // dst[t * W + c] = src[c * stride_d + t] (time stride 1) for t < steps; lanes c >= count are zero.
-inline void load_rows_transposed(const float* src, int64_t stride_d, int64_t count, int steps, float* dst) {
+// T: float or uint16_t (bfloat16), read as floats.
+template <typename T>
+inline void load_rows_transposed(const T* src, int64_t stride_d, int64_t count, int steps, float* dst) {
   int t0 = 0;
   for (; t0 + W <= steps; t0 += W) {
     vf rows[W];
-    for (int c = 0; c < W; ++c) rows[c] = c < count ? load(src + c * stride_d + t0) : vf{};
+    for (int c = 0; c < W; ++c) rows[c] = c < count ? load_as_float(src + c * stride_d + t0) : vf{};
     transpose_round<W / 2>(rows);
     for (int t = 0; t < W; ++t) store(dst + (t0 + t) * W, rows[t]);
   }
   for (int c = 0; c < W; ++c) {
-    for (int t = t0; t < steps; ++t) dst[t * W + c] = c < count ? src[c * stride_d + t] : 0.0f;
+    for (int t = t0; t < steps; ++t) dst[t * W + c] = c < count ? as_float(src[c * stride_d + t]) : 0.0f;
   }
 }
 
 // dst[t * W + c] = src[c * stride_d + t * stride_t] for t < steps; lanes c >= count are zero. Inputs
 // laid out (batch, L, Di), as a model's (B, L, C) activations transposed, have stride_d == 1 and need
 // no transposing; time-contiguous rows go through W x W in-register transposes.
-inline void load_tile(const float* src, int64_t stride_d, int64_t stride_t, int64_t count, int steps,
-                      float* dst) {
+template <typename T>
+inline void load_tile(const T* src, int64_t stride_d, int64_t stride_t, int64_t count, int steps, float* dst) {
   if (stride_t == 1) {
     load_rows_transposed(src, stride_d, count, steps, dst);
   } else if (stride_d == 1 && count == W) {
-    for (int t = 0; t < steps; ++t) store(dst + t * W, load(src + t * stride_t));
+    for (int t = 0; t < steps; ++t) store(dst + t * W, load_as_float(src + t * stride_t));
   } else {
     for (int t = 0; t < steps; ++t) {
-      for (int c = 0; c < W; ++c) dst[t * W + c] = c < count ? src[c * stride_d + t * stride_t] : 0.0f;
+      for (int c = 0; c < W; ++c) dst[t * W + c] = c < count ? as_float(src[c * stride_d + t * stride_t]) : 0.0f;
     }
+  }
+}
+
+// The tile of `in` from (b, d0, t0): load_tile in the input's own element type.
+inline void load_input_tile(const TimeInput& in, int64_t b, int64_t d0, int64_t t0, int64_t count, int steps,
+                            float* dst) {
+  const int64_t offset = b * in.stride[0] + d0 * in.stride[1] + t0 * in.stride[2];
+  if (in.bf16) {
+    load_tile(static_cast<const uint16_t*>(in.data) + offset, in.stride[1], in.stride[2], count, steps, dst);
+  } else {
+    load_tile(static_cast<const float*>(in.data) + offset, in.stride[1], in.stride[2], count, steps, dst);
   }
 }
 
@@ -208,10 +244,6 @@ inline void store_tile(const float* src, int64_t stride, int64_t count, int step
   for (int c = 0; c < count; ++c) {
     for (int t = t0; t < steps; ++t) dst[c * stride + t] = src[t * W + c];
   }
-}
-
-inline const float* at(const float* base, const int64_t* stride, int64_t b, int64_t d, int64_t t) {
-  return base + b * stride[0] + d * stride[1] + t * stride[2];
 }
 
 // Reverses the order of the first `steps` rows of a (kTile, W) tile: time order <-> scan order.
@@ -234,9 +266,8 @@ struct Tiles {
 // [d0, d0 + count), rows in scan order.
 inline void load_inputs(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps,
                         vf delta_bias, Tiles& tiles) {
-  load_tile(at(p.u, p.u_stride, b, d0, t0), p.u_stride[1], p.u_stride[2], count, steps, tiles.u);
-  load_tile(at(p.delta, p.delta_stride, b, d0, t0), p.delta_stride[1], p.delta_stride[2], count, steps,
-            tiles.delta);
+  load_input_tile(p.u, b, d0, t0, count, steps, tiles.u);
+  load_input_tile(p.delta, b, d0, t0, count, steps, tiles.delta);
   if (p.reverse) {
     reverse_rows(tiles.u, steps);
     reverse_rows(tiles.delta, steps);
@@ -255,30 +286,36 @@ inline void load_inputs(const ScanProblem& p, int64_t b, int64_t d0, int64_t cou
 // MUSE shape with the model's layout, the kernel took 1.8x as long (17 ms vs 9.6 ms on one core).
 struct Prefetcher {
   struct Stream {
-    const float* first;  // element (b, d0, t0) of the next tile
-    int64_t stride_d, stride_t;
+    const char* first;   // element (b, d0, t0) of the next tile
+    int64_t row_stride;  // bytes from one row to the next
     int lines_per_row, rows;  // rows: channels (time stride 1) or time steps (channel stride 1)
   };
   Stream streams[4];
   int n_streams = 0;
   int per_step = 0;  // lines per stream per time step of the current tile
 
-  void add(const float* base, const int64_t* stride, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps) {
+  // `element` bytes an element (4 for fp32, 2 for bf16); strides in elements.
+  void add(const void* base, int element, const int64_t* stride, int64_t b, int64_t d0, int64_t count, int64_t t0,
+           int steps) {
     if (base == nullptr || steps == 0) return;
     Stream& s = streams[n_streams];
-    s.first = at(base, stride, b, d0, t0);
-    s.stride_d = stride[1];
-    s.stride_t = stride[2];
+    s.first = static_cast<const char*>(base) + element * (b * stride[0] + d0 * stride[1] + t0 * stride[2]);
     if (stride[2] == 1) {
-      s.lines_per_row = steps / 16 + 2;  // +1 for an unaligned start, +1 for the rounding down
+      s.row_stride = element * stride[1];
+      s.lines_per_row = steps * element / 64 + 2;  // +1 for an unaligned start, +1 for the rounding down
       s.rows = static_cast<int>(count);
     } else if (stride[1] == 1) {
-      s.lines_per_row = static_cast<int>(count) / 16 + 2;
+      s.row_stride = element * stride[2];
+      s.lines_per_row = static_cast<int>(count) * element / 64 + 2;
       s.rows = steps;
     } else {
       return;  // scattered: nothing worth prefetching
     }
     ++n_streams;
+  }
+
+  void add(const TimeInput& in, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps) {
+    add(in.data, in.bf16 ? 2 : 4, in.stride, b, d0, count, t0, steps);
   }
 
   // Lines [t * per_step, (t + 1) * per_step) of each stream. Always inlined: GCC deems a function that
@@ -287,8 +324,8 @@ struct Prefetcher {
     for (int i = 0; i < n_streams; ++i) {
       const Stream& s = streams[i];
       for (int line = t * per_step; line < (t + 1) * per_step && line < s.rows * s.lines_per_row; ++line) {
-        const int row = line / s.lines_per_row, offset = 16 * (line % s.lines_per_row);
-        __builtin_prefetch(s.stride_t == 1 ? s.first + row * s.stride_d + offset : s.first + row * s.stride_t + offset);
+        const int row = line / s.lines_per_row, offset = 64 * (line % s.lines_per_row);
+        __builtin_prefetch(s.first + row * s.row_stride + offset);
       }
     }
   }
@@ -299,11 +336,11 @@ struct Prefetcher {
 inline Prefetcher prefetch_tile(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0,
                                 int next_steps, int steps) {
   Prefetcher pf;
-  pf.add(p.u, p.u_stride, b, d0, count, t0, next_steps);
-  pf.add(p.delta, p.delta_stride, b, d0, count, t0, next_steps);
-  pf.add(p.z, p.z_stride, b, d0, count, t0, next_steps);
+  pf.add(p.u, b, d0, count, t0, next_steps);
+  pf.add(p.delta, b, d0, count, t0, next_steps);
+  pf.add(p.z, b, d0, count, t0, next_steps);
   const int64_t y_stride[3] = {p.channels * p.length, p.length, 1};
-  pf.add(p.y, y_stride, b, d0, count, t0, next_steps);
+  pf.add(p.y, 4, y_stride, b, d0, count, t0, next_steps);
   int most = 0;
   for (int i = 0; i < pf.n_streams; ++i) {
     const int lines = pf.streams[i].rows * pf.streams[i].lines_per_row;
@@ -344,9 +381,9 @@ inline void scan_tile(const float* Bt, const float* Ct, int64_t bc_step, int n_s
 // to what is there when accumulating). The tile starts at time t0.
 inline void finish_tile(const ScanProblem& p, int64_t b, int64_t d0, int64_t count, int64_t t0, int steps,
                         vf D, Tiles& tiles) {
-  const bool gated = p.z != nullptr;
+  const bool gated = p.z.data != nullptr;
   if (gated) {
-    load_tile(at(p.z, p.z_stride, b, d0, t0), p.z_stride[1], p.z_stride[2], count, steps, tiles.z);
+    load_input_tile(p.z, b, d0, t0, count, steps, tiles.z);
     if (p.reverse) reverse_rows(tiles.z, steps);
   }
   for (int t = 0; t < steps; ++t) {

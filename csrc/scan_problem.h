@@ -16,15 +16,18 @@
 
 namespace muse {
 
+// An input with a time axis, (batch, Di, L): fp32, or bf16 read as is (a bfloat16 is the upper half of
+// a float), any strides (in elements). Fast when the time or the channel stride is 1.
+struct TimeInput {
+  const void* data = nullptr;
+  int64_t stride[3] = {0, 0, 0};
+  bool bf16 = false;
+};
+
 struct ScanProblem {
   int64_t batch = 0, channels = 0, length = 0, dstate = 0, groups = 1;
-  // u, delta, z: (batch, Di, L) fp32, any strides (in elements). Fast when time or channel stride is 1.
-  const float* u = nullptr;
-  const float* delta = nullptr;
-  const float* z = nullptr;  // optional
-  int64_t u_stride[3] = {0, 0, 0};
-  int64_t delta_stride[3] = {0, 0, 0};
-  int64_t z_stride[3] = {0, 0, 0};
+  TimeInput u, delta;
+  TimeInput z;  // optional: data null when absent
   const float* A = nullptr;           // (Di, N) contiguous
   const float* Bt = nullptr;          // (batch, groups, L, N) contiguous: B with time before state
   const float* Ct = nullptr;          // (batch, groups, L, N) contiguous
@@ -43,19 +46,44 @@ struct ScanProblem {
 // inside one group of B/C.
 using ScanBlockFn = void (*)(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
 
+// The depthwise conv over time of BiMamba's time-major activations (muse::depthwise_conv_time_major):
+// y[b, t, d] = bias[d] + sum_k weight[k, d] x[b, t + offset(k), d], offset(k) = k - (K-1) (causal) or
+// (K-1) - k (reverse: anti-causal, the kernel flipped); steps outside [0, L) count as zero; then
+// y = y * sigmoid(y) when silu. Computed in fp32.
+struct ConvProblem {
+  int64_t batch = 0, length = 0, channels = 0, taps = 0;
+  const void* x = nullptr;  // (batch, L, Di), fp32 or bf16 (x_bf16), any strides (fast when channel stride is 1)
+  int64_t x_stride[3] = {0, 0, 0};
+  bool x_bf16 = false;
+  const float* weight = nullptr;  // (K, Di) contiguous: tap-major, so a block of channels is one vector
+  const float* bias = nullptr;    // (Di,) optional
+  bool reverse = false, silu = false;
+  void* y = nullptr;  // (batch, L, Di) contiguous, fp32 or bf16 (y_bf16, rounded to nearest even)
+  bool y_bf16 = false;
+};
+
+// Computes time steps [t0, t1) of batch item b, every channel.
+using ConvRowsFn = void (*)(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
+
+// The widest build of conv_rows this CPU runs (MUSE_SCAN_CPU_ISA caps it, as for the scan).
+ConvRowsFn pick_conv_kernel();
+
 namespace baseline {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
 }  // namespace baseline
 
 #if defined(MUSE_SCAN_MULTIVERSION)
 namespace avx2 {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
 }  // namespace avx2
 namespace avx512 {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
+void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
 }  // namespace avx512
 #endif
 

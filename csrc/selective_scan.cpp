@@ -1,8 +1,9 @@
 // muse::selective_scan: the op's schema (defined once, here) and its CPU kernel.
 //
 // The math is muse_infer/ops/reference.py's selective_scan_ref; the vectorised loop is in
-// scan_kernel_impl.h. This file checks arguments, converts them to the kernel's fp32 layout, picks the
-// widest kernel the CPU runs, and shares the work, (batch, block of channels) items, among threads.
+// scan_kernel_impl.h. This file checks arguments, hands the kernel u, delta and z as they are (fp32 or
+// bf16, any strides; fp16 converted to fp32) and B, C time-major in fp32, picks the widest kernel the
+// CPU runs, and shares the work, (batch, block of channels) items, among threads.
 // Python side (fake kernel, CUDA kernel, autograd refusal): muse_infer/ops/op.py.
 #include <Python.h>
 
@@ -107,11 +108,18 @@ int64_t check_arguments(const at::Tensor& u, const at::Tensor& delta, const at::
   return groups;
 }
 
-// fp32 in the input's own layout: the kernel reads any strides (fast for time or channel stride 1).
-at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat); }
+// What the kernel reads of u, delta or z: fp32 and bf16 as they are (any strides; fast for time or
+// channel stride 1), fp16 converted to fp32 in its own layout. Why not convert bf16 too: a BiMamba
+// block would make six fp32 copies (6 MB each at the MUSE shape), whose fresh pages cost more than
+// the scan (52 ms against 24 ms a block, one thread, measured).
+at::Tensor as_readable(const at::Tensor& t) { return t.scalar_type() == at::kHalf ? t.to(at::kFloat) : t; }
 
-void set_strides(int64_t* dst, const at::Tensor& t) {
-  for (int i = 0; i < 3; ++i) dst[i] = t.stride(i);
+TimeInput time_input(const at::Tensor& t) {
+  TimeInput in;
+  in.data = t.const_data_ptr();
+  for (int i = 0; i < 3; ++i) in.stride[i] = t.stride(i);
+  in.bf16 = t.scalar_type() == at::kBFloat16;
+  return in;
 }
 
 // B or C as (batch, groups, L, N) fp32: the kernel reads all N states of one time step together.
@@ -172,7 +180,7 @@ Prepared prepare(const at::Tensor& u_in, const at::Tensor& delta_in, const at::T
                  const std::optional<at::Tensor>& delta_bias_in, bool delta_softplus) {
   const int64_t groups = check_arguments(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, delta_bias_in);
   Prepared in;
-  in.u = as_float(u_in), in.delta = as_float(delta_in), in.z = z_in ? as_float(*z_in) : at::Tensor();
+  in.u = as_readable(u_in), in.delta = as_readable(delta_in), in.z = z_in ? as_readable(*z_in) : at::Tensor();
   in.A = A_in.to(at::kFloat).contiguous();
   in.Bt = as_time_major(B_in), in.Ct = as_time_major(C_in);
   in.D = as_vector(D_in), in.delta_bias = as_vector(delta_bias_in);
@@ -180,13 +188,8 @@ Prepared prepare(const at::Tensor& u_in, const at::Tensor& delta_in, const at::T
   ScanProblem& p = in.p;
   p.batch = in.u.size(0), p.channels = in.u.size(1), p.length = in.u.size(2), p.dstate = in.A.size(1);
   p.groups = groups;
-  p.u = in.u.const_data_ptr<float>(), p.delta = in.delta.const_data_ptr<float>();
-  set_strides(p.u_stride, in.u);
-  set_strides(p.delta_stride, in.delta);
-  if (in.z.defined()) {
-    p.z = in.z.const_data_ptr<float>();
-    set_strides(p.z_stride, in.z);
-  }
+  p.u = time_input(in.u), p.delta = time_input(in.delta);
+  if (in.z.defined()) p.z = time_input(in.z);
   p.A = in.A.const_data_ptr<float>(), p.Bt = in.Bt.const_data_ptr<float>(), p.Ct = in.Ct.const_data_ptr<float>();
   p.D = data_or_null(in.D), p.delta_bias = data_or_null(in.delta_bias), p.delta_softplus = delta_softplus;
   return in;
@@ -207,8 +210,8 @@ std::tuple<at::Tensor, at::Tensor> scan_cpu(const at::Tensor& u, const at::Tenso
                                             bool want_state) {
   Prepared in = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   const ScanProblem& p = in.p;
-  at::Tensor y = at::empty({p.batch, p.channels, p.length}, in.u.options());
-  at::Tensor state = want_state ? at::zeros({p.batch, p.channels, p.dstate}, in.u.options()) : at::Tensor();
+  at::Tensor y = at::empty({p.batch, p.channels, p.length}, in.u.options().dtype(at::kFloat));
+  at::Tensor state = want_state ? at::zeros({p.batch, p.channels, p.dstate}, in.u.options().dtype(at::kFloat)) : at::Tensor();
   run(in.p, y, state);
   return {y.to(u.scalar_type()), want_state ? state.to(u.scalar_type()) : state};
 }
@@ -246,7 +249,7 @@ at::Tensor selective_scan_bidirectional_cpu(
   Prepared backward = prepare(u_b, delta_b, A_b, B_b, C_b, D_b, z_b, delta_bias_b, delta_softplus);
   backward.p.reverse = backward.p.accumulate = true;
   const ScanProblem& p = forward.p;
-  at::Tensor y = at::empty({p.batch, p.channels, p.length}, forward.u.options());
+  at::Tensor y = at::empty({p.batch, p.channels, p.length}, forward.u.options().dtype(at::kFloat));
   forward.p.y = backward.p.y = y.mutable_data_ptr<float>();
   if (p.batch * p.channels * p.length > 0) {
     // One work list for both directions, an item a block: its forward scan, then its backward one,
@@ -270,6 +273,17 @@ at::Tensor selective_scan_bidirectional_cpu(
 }
 
 }  // namespace
+
+ConvRowsFn pick_conv_kernel() {
+  const Kernel kernel = pick_kernel();
+#if defined(MUSE_SCAN_MULTIVERSION)
+  if (kernel.fn == avx512::scan_block) return avx512::conv_rows;
+  if (kernel.fn == avx2::scan_block) return avx2::conv_rows;
+#endif
+  (void)kernel;
+  return baseline::conv_rows;
+}
+
 }  // namespace muse
 
 // The schemas; muse_infer/ops/op.py holds the same text for builds without this library (a test keeps

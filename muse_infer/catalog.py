@@ -16,7 +16,8 @@ The names shipped in ``configs/`` come first: ``ViT-B-32`` and ``ViT-B-16`` stay
 models (their identity, hence existing indexes, unchanged); open_clip's own ``ViT-B-32`` (GELU) is
 ``ViT-B-32-quickgelu``'s twin and is reached through the shipped name's weights only.
 
-A leaf module: json, the standard library and ``config``'s constants (``config.load_config`` calls it).
+A leaf module: json and the standard library (``config`` imports it: ``load_config`` calls it, and
+CLIP's frame statistics are defined here, as open_clip's default for a tag without its own).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import json
 import sys
 from pathlib import Path
 
-from .config import CLIP_MEAN, CLIP_STD
 from .errors import ConfigError
 
 TABLE = Path(__file__).parent / "configs" / "open_clip" / "pretrained.json"
 MEAN_POOLING_SUFFIX = "-meanP"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's (and CLIP4Clip's) frame statistics
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MUSE_DEFAULTS = {"scales": [0.5, 1.0, 2.0], "num_blocks": 4}  # the paper's head, as the shipped ViT-B-32
 MEANP_DEFAULTS = {"scales": [], "num_blocks": 0}
 

@@ -1,6 +1,6 @@
 """Model configuration as data: named architectures are JSON files in muse_infer/configs/, and any
 open_clip model name resolves to one made from open_clip's own JSON config
-(``muse_infer.loading.catalog``)."""
+(``muse_infer.catalog``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import catalog
+from .catalog import CLIP_MEAN, CLIP_STD
 from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -114,8 +116,6 @@ class MuseConfig:
 
 
 OMITTED_WHEN_NONE = ("preprocess", "tokenizer")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's (and CLIP4Clip's) frame statistics
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_PREPROCESS = {
     "mean": CLIP_MEAN,
     "std": CLIP_STD,
@@ -207,8 +207,6 @@ def load_config(name_or_path: str | os.PathLike) -> MuseConfig:
     """A named architecture ("ViT-B-32", "tiny", ...), any open_clip model name ("ViT-L-14",
     "ViT-B-16-SigLIP-meanP", ...: ``muse_infer.catalog``), or a path to a JSON config file. The shipped
     configs come first: "ViT-B-32" and "ViT-B-16" are OpenAI's QuickGELU models."""
-    from . import catalog
-
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = CONFIG_DIR / f"{name_or_path}.json"

@@ -54,10 +54,10 @@ SPEC_DEFAULTS = {
 }
 
 
-def _loaded(model, **choices) -> Backend:
+def _loaded(model, text_only: bool = False, **choices) -> Backend:
     """The backend an encoder runs: ``model`` itself when it is a loaded ``Backend`` (shared by a
     VideoEncoder and a TextEncoder), else the one its ``ModelSpec`` loads (a spec given as is, or
-    resolved from a name or file and ``choices``)."""
+    resolved from a name or file and ``choices``; ``text_only``: the text tower alone where it can)."""
     if isinstance(model, Backend):
         precision = choices.get("precision")
         if precision not in (None, "auto", model.precision):
@@ -66,7 +66,7 @@ def _loaded(model, **choices) -> Backend:
                 "backend (load_backend(..., precision=...)) or leave precision='auto'"
             )
         return model
-    return encoder_spec(model, **choices).load()
+    return encoder_spec(model, **choices).load(text_only=text_only)
 
 
 def encoder_spec(model: str | os.PathLike | ModelSpec, **choices) -> ModelSpec:
@@ -93,7 +93,8 @@ class VideoResult:
     """One input video: its embedding (C,) float32, or why it failed (``error``).
 
     Encoded as moments (``encode_moment_groups``): ``embedding`` is (n, C), a row per window, and
-    ``spans`` the n windows' (start_s, end_s).
+    ``spans`` the n windows' (start_s, end_s). ``facts``: the video's duration, size, frame rate and
+    codec as the decoder saw them (``video.facts.VideoFacts.to_dict``; None when not known).
     """
 
     index: int
@@ -101,6 +102,7 @@ class VideoResult:
     embedding: np.ndarray | None = None
     error: str | None = None
     spans: list[tuple[float, float]] | None = None
+    facts: dict | None = None
 
 
 class TextEncoder:
@@ -124,12 +126,13 @@ class TextEncoder:
     ):
         self.backend = _loaded(
             model,
+            True,
             device=device,
             backend=backend,
             clip_weights=clip_weights,
             precision=precision,
             tokenizer=tokenizer,
-        )
+        )  # the text tower alone when it is loaded here: a search starts in a second, not several
 
     @property
     def spec(self) -> ModelSpec | None:
@@ -223,6 +226,8 @@ class VideoEncoder:
             spec = self.backend.spec
             if spec is not None:
                 spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
+            if self.backend.text_only:  # a text encoder's: its model is loaded whole now, once
+                self.backend = spec.load()
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
             choices |= dict(max_frames=max_frames, sampling=sampling, tokenizer=tokenizer)
@@ -243,6 +248,53 @@ class VideoEncoder:
     @property
     def embed_dim(self) -> int:
         return self.backend.embed_dim
+
+    @classmethod
+    def for_index(
+        cls,
+        index,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "auto",
+        model: str | os.PathLike | None = None,
+        clip_weights: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | None = None,
+    ) -> VideoEncoder:
+        """The video encoder of the model an ``EmbeddingIndex`` was built with, sampling frames as the
+        index's rows were (its recorded ``max_frames``), to encode query examples (``search --like``).
+
+        model, clip_weights, tokenizer: as ``TextEncoder.for_index`` (checked against the index before
+        loading).
+        """
+        frames = (index.settings or {}).get("max_frames")
+        spec = ModelSpec.for_index(
+            index.model_source,
+            model,
+            clip_weights,
+            device=device,
+            backend=backend,
+            precision=precision,
+            max_frames=frames if isinstance(frames, int) and frames > 0 else None,
+            tokenizer=tokenizer,
+        )
+        index.check_model(spec.identity, given=spec.name if model is not None else None)
+        return cls(spec)
+
+    def encode_example(self, path: str | os.PathLike) -> np.ndarray:
+        """A query example (``search --like``) -> its embedding (C,) float32, L2-normalised: a video as
+        ``encode`` encodes it (the same vector), an image as a one-frame clip (``video.examples``).
+        Decoded in this process; raises ``VideoDecodeError`` naming the file."""
+        from .video.examples import read_example
+
+        clip = read_example(path, self.frame_settings)
+        return self.encode_clip(clip)
+
+    def encode_clip(self, clip: np.ndarray) -> np.ndarray:
+        """One uint8 clip (t, S, S, 3) (1 <= t <= max_frames) -> its embedding (C,) float32."""
+        embedding = np.asarray(self.submit([clip]).result(), dtype=np.float32)[0]
+        if not np.all(np.isfinite(embedding)):
+            raise BackendError("the model gave a non-finite embedding for the example")
+        return embedding
 
     @property
     def settings(self) -> dict:
@@ -445,7 +497,8 @@ class _Batch:
                     VideoResult(item.index, item.path, error="the model gave a non-finite embedding")
                 )
             elif item.error is None:
-                results.append(VideoResult(item.index, item.path, embedding=row.astype(np.float32)))
+                embedding = row.astype(np.float32)
+                results.append(VideoResult(item.index, item.path, embedding=embedding, facts=item.facts))
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
@@ -461,6 +514,7 @@ class _MomentVideo:
     rows: list = field(default_factory=list)  # its embedding (C,) once computed, else None
     final: bool = False
     error: str | None = None
+    facts: dict | None = None
 
     def complete(self) -> bool:
         return self.final and (self.error is not None or all(row is not None for row in self.rows))
@@ -471,7 +525,8 @@ class _MomentVideo:
         embedding = np.stack(self.rows).astype(np.float32)
         if not np.all(np.isfinite(embedding)):
             return VideoResult(self.index, self.path, error="the model gave a non-finite embedding")
-        return VideoResult(self.index, self.path, embedding=embedding, spans=list(self.spans))
+        spans = list(self.spans)
+        return VideoResult(self.index, self.path, embedding=embedding, spans=spans, facts=self.facts)
 
 
 class _MomentBatcher:
@@ -505,7 +560,7 @@ class _MomentBatcher:
             self.videos.append(_MomentVideo(item.index, item.path))
         video = self.videos[-1]
         if item.final:
-            video.final, video.error = True, item.error
+            video.final, video.error, video.facts = True, item.error, item.facts
             if item.error is not None:  # its windows already queued are not worth computing
                 self.queue = [entry for entry in self.queue if entry[0] is not video]
             return False

@@ -28,10 +28,11 @@ HF_TEXT_CONFIG = "config.json"  # a Hugging Face text tower's architecture (xlm-
 
 @functools.lru_cache(maxsize=1)
 def _bpe():
-    # open_clip ships the BPE vocabulary; loading it takes a moment, so do it once and only when needed.
-    from open_clip.tokenizer import SimpleTokenizer
+    # open_clip ships the BPE vocabulary; reading it takes a moment, so do it once and only when needed
+    # (``clip_bpe`` reads it without importing open_clip, whose import costs seconds).
+    from .clip_bpe import ClipBpe
 
-    return SimpleTokenizer()
+    return ClipBpe()
 
 
 def _check_texts(texts: list[str] | str) -> list[str]:

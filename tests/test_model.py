@@ -253,19 +253,30 @@ def test_set_scan_reaches_every_block_and_returns_the_previous_choice(tiny):
 @pytest.mark.parametrize(("length", "kernel"), [(1, 4), (2, 4), (9, 4), (9, 1), (5, 3)])
 def test_backward_conv_in_natural_order_is_the_causal_conv_of_the_reversed_sequence(length, kernel):
     """What BiMamba's backward direction relies on: flip(causal_conv(flip(x), w)) is the anti-causal conv
-    with the kernel flipped (ScanDirection._conv(x, reverse=True)), checked against the causal conv."""
+    with the kernel flipped (ScanDirection.conv_reference(x, reverse=True)), checked against the causal
+    conv; the time-major conv the model runs (conv_time_major) equals the module's both ways."""
     direction = ScanDirection(d_inner=6, d_state=4, d_conv=kernel, dt_rank=2).double()
     g = torch.Generator().manual_seed(length)
     with torch.no_grad():
         direction.conv1d.weight.copy_(torch.randn(direction.conv1d.weight.shape, generator=g))
         direction.conv1d.bias.copy_(torch.randn(direction.conv1d.bias.shape, generator=g))
         x = torch.randn(2, 6, length, dtype=torch.float64, generator=g)
-        expected = direction._conv(x.flip(-1), reverse=False).flip(-1)
-        torch.testing.assert_close(direction._conv(x, reverse=True), expected, rtol=1e-12, atol=1e-12)
+        expected = direction.conv_reference(x.flip(-1), reverse=False).flip(-1)
+        torch.testing.assert_close(
+            direction.conv_reference(x, reverse=True), expected, rtol=1e-12, atol=1e-12
+        )
+        for reverse in (False, True):
+            torch.testing.assert_close(
+                direction.conv_time_major(x.transpose(1, 2), reverse).transpose(1, 2),
+                direction.conv_reference(x, reverse),
+                rtol=1e-12,
+                atol=1e-12,
+            )
         # and the whole backward direction: its inputs in natural order are the flipped ones' reversal
         z = torch.randn(2, 6, length, dtype=torch.float64, generator=g)
+        x, z = x.transpose(1, 2), z.transpose(1, 2)  # time-major (B, L, Di), as BiMamba passes them
         natural = direction.scan_inputs(x, z, reverse=True)
-        reversed_order = direction.scan_inputs(x.flip(-1), z.flip(-1)).flip_time()
+        reversed_order = direction.scan_inputs(x.flip(1), z.flip(1)).flip_time()
         for name, a, b in zip(natural._fields, natural, reversed_order, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
 
@@ -280,9 +291,9 @@ def test_bimamba_both_directions_match_the_flipped_formulation():
     with torch.no_grad():
         for p in block.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=g))
-        x, z = block.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+        x, z = block.in_proj(hidden).chunk(2, dim=-1)  # (B, L, Di) each
         y_forward = selective_scan_ref(*block.forward_scan.scan_inputs(x, z), delta_softplus=True)
-        flipped = block.backward_scan.scan_inputs(x.flip(-1), z.flip(-1))
+        flipped = block.backward_scan.scan_inputs(x.flip(1), z.flip(1))
         y_backward = selective_scan_ref(*flipped, delta_softplus=True).flip(-1)
         expected = block.out_proj((y_forward + y_backward).transpose(1, 2))
         torch.testing.assert_close(block(hidden), expected, rtol=1e-5, atol=1e-6)

@@ -518,6 +518,12 @@ torch.testing.assert_close(op.selective_scan(*args), selective_scan_ref(*args), 
 torch.testing.assert_close(selective_scan_fn(*args), selective_scan_ref(*args), rtol=0, atol=0)
 torch.testing.assert_close(op.selective_scan_bidirectional(args, args), selective_scan_bidirectional_ref(args, args))
 torch.library.opcheck(torch.ops.muse.selective_scan.default, args, test_utils=("test_schema", "test_faketensor"))
+from muse_infer.ops.conv import conv_op_applies, depthwise_conv_time_major, depthwise_conv_time_major_ref
+x, w, b = torch.randn(2, 9, 4), torch.randn(4, 3), torch.randn(4)
+assert not conv_op_applies(x, w, b)
+expected = depthwise_conv_time_major_ref(x, w, b, True, True)
+torch.testing.assert_close(depthwise_conv_time_major(x, w, b, True, True), expected, rtol=0, atol=0)
+torch.testing.assert_close(torch.ops.muse.depthwise_conv_time_major(x, w, b, True, True), expected, rtol=0, atol=0)
 print(torch._C._dispatch_dump("muse::selective_scan"))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -12,13 +12,14 @@ KIND_CHOICE = click.Choice(["auto", "flat", "hnsw", "ivf-pq"])
 
 @click.group("index", cls=CommandGroup)
 def index_group() -> None:
-    """Build the approximate index beside an index, merge shards, describe an index.
+    """Build the approximate index beside an index, merge shards, describe an index, re-root one.
 
     \b
     Example:
       muse-infer index build emb.npy
       muse-infer index merge all.npy part0.npy part1.npy --kind auto
       muse-infer index info emb.npy
+      muse-infer index reroot emb.npy /mnt/new_disk/videos
     """
 
 
@@ -127,6 +128,31 @@ def merge(out, shards, kind, memory, overwrite) -> None:
     )
 
 
+@index_group.command("reroot")
+@click.argument("index_path", metavar="EMB.npy", type=click.Path())
+@click.argument("new_folder", metavar="NEW_FOLDER", type=click.Path())
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Re-root even if some videos are missing or of another size there (they stay as they were).",
+)
+def reroot(index_path, new_folder, allow_missing) -> None:
+    """Point an index at the new folder of its videos after they moved, without encoding again.
+
+    Every video must be in NEW_FOLDER at its path relative to the old folder, with the size it had
+    when encoded (else nothing changes and the missing ones are named); each one's new modification
+    time is recorded, so a later encode-videos run on NEW_FOLDER sees nothing changed.
+
+    \b
+    Example:
+      muse-infer index reroot emb.npy /mnt/new_disk/videos
+      muse-infer index reroot emb.npy ~/videos --allow-missing
+    """
+    from ..index.reroot import reroot_index
+
+    click.echo(reroot_index(index_path, new_folder, allow_missing).line(), err=True)
+
+
 @index_group.command("info")
 @click.argument("index_path", metavar="EMB.npy", type=click.Path())
 @click.option(
@@ -171,6 +197,15 @@ def describe_lines(d: dict) -> list[str]:
         "files: " + ", ".join(f"{name} {format_bytes(size)}" for name, size in sorted(d["files"].items())),
     ]
     lines.append("search: " + _search_line(d))
+    filters = d.get("filters") or {}
+    served = [name for name, ok in filters.items() if ok]
+    missing = [name for name, ok in filters.items() if not ok]
+    if filters:
+        lines.append(
+            "filters: "
+            + ", ".join(served)
+            + (f"; not {', '.join(missing)} (not recorded: encode again with --overwrite)" if missing else "")
+        )
     if d.get("verified"):
         lines.append("verified: every chunk hash (and the ANN file) matches")
     return lines

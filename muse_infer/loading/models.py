@@ -67,7 +67,7 @@ def build_model(
     """A freshly initialised (``seed``) MuseModel, with pretrained CLIP weights loaded when named
     (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones).
     tokenizer: the text tower's Hugging Face files (see ``load_model``)."""
-    from ..model import MuseModel
+    from ..model import MuseModel, text_tower
     from ..model.backbone import build_open_clip
 
     weights = effective_clip_weights(config, clip_weights)  # parsed before the slow build
@@ -83,6 +83,12 @@ def build_model(
         model = MuseModel(config, clip=clip, text_files=text_files)
     if pretrained:
         load_clip_weights(model.backbone.clip, weights_file)
+    elif text_tower.supports(config.clip):
+        # Random text weights drawn by name, as the text tower alone draws them (``loading.text``): a
+        # search loads only that tower and must compute the same text embeddings.
+        random = text_tower.random_text_weights(config.clip, seed)
+        unexpected = model.backbone.clip.load_state_dict(random, strict=False).unexpected_keys
+        assert not unexpected, f"text weights not in the CLIP model: {unexpected[:3]}"
     return model
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import ScanInputs, default_scan, scan_bidirectional
-from ..ops.dispatch import check_scan_choice
+from ..ops.conv import depthwise_conv_time_major
+from ..ops.dispatch import check_scan_choice, graph_being_recorded
 
 # Mamba's initialisation of the step size: dt log-uniform in [DT_MIN, DT_MAX], floored.
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
@@ -41,30 +42,50 @@ class ScanDirection(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
     def scan_inputs(self, x: torch.Tensor, z: torch.Tensor, reverse: bool = False) -> ScanInputs:
-        """x, z (B, Di, L) in natural time order -> this direction's scan inputs, in natural time order.
+        """x, z (B, L, Di) time-major, natural time order, any row stride (in_proj's two halves)
+        -> this direction's scan inputs, in natural time order.
+
+        The (B, Di, L) tensors of the result are views of time-major memory (channel stride 1): u,
+        delta and z as the projections wrote them, B and C as columns of x_proj's output. The scan
+        reads any strides (ops.ScanInputs), so no layout copy is made.
 
         ``reverse``: the backward direction, whose causal conv runs over the time-reversed sequence.
         Read back in natural order that conv is anti-causal (step t sees x[t .. t+K-1]) with the kernel
         flipped; x_proj and dt_proj act per step, so nothing else changes, and the scan reads the
         inputs from the last step to the first (``ops.scan_bidirectional``).
         """
-        x = F.silu(self._conv(x, reverse))
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
+        u = self.conv_time_major(x, reverse, silu=True)  # (B, L, Di)
+        x_dbl = self.x_proj(u)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, Di, L); bias goes in the scan
+        delta = F.linear(dt, self.dt_proj.weight)  # (B, L, Di); the bias goes in the scan
         return ScanInputs(
-            u=x,
-            delta=delta,
+            u=u.transpose(1, 2),
+            delta=delta.transpose(1, 2),
             A=-torch.exp(self.A_log.float()),
             B=B.transpose(1, 2),
             C=C.transpose(1, 2),
             D=self.D.float(),
-            z=z,
+            z=z.transpose(1, 2),
             delta_bias=self.dt_proj.bias.float(),
         )
 
-    def _conv(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
-        """Depthwise conv, (B, Di, L) -> (B, Di, L): causal, or anti-causal when ``reverse``.
+    def conv_time_major(self, x: torch.Tensor, reverse: bool, silu: bool = False) -> torch.Tensor:
+        """``self.conv1d`` over time on time-major x: (B, L, Di) any row stride -> (B, L, Di), then
+        SiLU when ``silu``.
+
+        Causal (y[t] sees x[t-K+1 .. t]), or anti-causal with the kernel flipped when ``reverse``
+        (y[t] sees x[t .. t+K-1]): ``ops.conv.depthwise_conv_time_major`` (the C++ op in eager
+        inference on CPU, else torch ops). Equal to ``conv_reference`` (the module on (B, Di, L)) up to
+        float rounding; tests/test_head_fast_paths.py checks it.
+
+        Why not the module: it wants (B, Di, L), one transposing copy of x a direction, and its
+        depthwise kernel ran 5x slower than even the torch-ops form on one CPU thread (docs/benchmarks.md).
+        """
+        conv = self.conv1d
+        return depthwise_conv_time_major(x, conv.weight[:, 0, :], conv.bias, reverse, silu)
+
+    def conv_reference(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+        """The depthwise conv as the module computes it, (B, Di, L) -> (B, Di, L): the reference.
 
         flip(conv_causal(flip(x), w))[t] = sum_k w[k] x[t + K-1 - k] = sum_j flip(w)[j] x[t + j]:
         the conv with the flipped kernel over x padded by K-1 on the right (the last L outputs of the
@@ -106,12 +127,24 @@ class BiMamba(nn.Module):
         self.scan_impl = default_scan() if scan is None else check_scan_choice(scan)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
-        x, z = xz.chunk(2, dim=1)
+        """hidden (B, L, C) -> (B, L, C)."""
+        return self.out_proj(self.mix(hidden).transpose(1, 2))
+
+    def mix(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, L, C) -> y (B, Di, L), the sum of both directions' scans before ``out_proj``.
+
+        Everything stays time-major (B, L, *), as the projections write it; the scan reads its inputs
+        as strided views (``ScanDirection.scan_inputs``) and writes y (B, Di, L), which out_proj reads
+        transposed (a matmul operand in either order costs the same). in_proj runs as two matmuls, one
+        for x and one for z (its weight's two halves): the same work, and x comes out contiguous, which
+        the conv reads 2.4x faster than every other row of a (B, L, 2*Di) tensor.
+        """
+        weight_x, weight_z = self.in_proj.weight.chunk(2, dim=0)
+        bias_x, bias_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
+        x, z = F.linear(hidden, weight_x, bias_x), F.linear(hidden, weight_z, bias_z)  # (B, L, Di) each
         forward = self.forward_scan.scan_inputs(x, z)
         backward = self.backward_scan.scan_inputs(x, z, reverse=True)
-        y = scan_bidirectional(forward, backward, delta_softplus=True, impl=self.scan_impl)  # (B, Di, L)
-        return self.out_proj(y.transpose(1, 2))
+        return scan_bidirectional(forward, backward, delta_softplus=True, impl=self.scan_impl)
 
 
 def set_scan(module: nn.Module, choice: str) -> None:
@@ -123,7 +156,13 @@ def set_scan(module: nn.Module, choice: str) -> None:
 
 
 class ResMambaBlock(nn.Module):
-    """x + G(Dropout(BiMamba(LayerNorm(x)))), G a zero-initialised Linear: a fresh block is the identity."""
+    """x + G(Dropout(BiMamba(LayerNorm(x)))), G a zero-initialised Linear: a fresh block is the identity.
+
+    Inference shortcut: where the dropout is the identity and no gradient is needed, BiMamba's out_proj
+    and G are two linear maps in a row, so they run as one, ``G.weight @ out_proj.weight`` (computed
+    once and kept until either weight changes): one (C, Di) matmul a token instead of two. Equal up to
+    float rounding; traced and exported graphs keep the two modules (``fuses_projections``).
+    """
 
     def __init__(
         self,
@@ -142,6 +181,40 @@ class ResMambaBlock(nn.Module):
         nn.init.zeros_(self.temporal_fc.weight)
         nn.init.zeros_(self.temporal_fc.bias)
 
+        self._fused = None  # (key, G.weight @ out_proj.weight): see fused_output_weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, S, C) -> (B, S, C)."""
-        return x + self.temporal_fc(self.proj_drop(self.mamba(self.layer_norm1(x))))
+        normed = self.layer_norm1(x)
+        if self.fuses_projections(x):
+            y = self.mamba.mix(normed)  # (B, Di, S)
+            out = F.linear(y.transpose(1, 2), self.fused_output_weight(), self.temporal_fc.bias)
+            return out.add_(x)  # in place: no gradient here, and one (B, S, C) allocation fewer
+        return x + self.temporal_fc(self.proj_drop(self.mamba(normed)))
+
+    def fuses_projections(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` runs out_proj and G as one matmul: dropout is the identity (eval mode or
+        rate 0), no gradient is needed, the weights track versions (not inference tensors), and no
+        tracer or compiler is recording (an exported graph holds the modules' own two matmuls)."""
+        if self.training and self.proj_drop.p > 0:
+            return False
+        if graph_being_recorded():
+            return False
+        weights = (self.temporal_fc.weight, self.temporal_fc.bias, self.mamba.out_proj.weight)
+        if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+            return False
+        return not any(w.is_inference() for w in weights)
+
+    def fused_output_weight(self) -> torch.Tensor:
+        """G.weight @ out_proj.weight (C, Di) in the weights' dtype, multiplied in float32 or wider and
+        rounded once; recomputed when either weight is changed in place (version counter) or replaced
+        (storage, dtype, device)."""
+        g, out = self.temporal_fc.weight, self.mamba.out_proj.weight
+        key = (g._version, out._version, g.data_ptr(), out.data_ptr(), g.dtype, out.dtype, g.device)
+        cached = self._fused  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
+            wide = torch.promote_types(g.dtype, torch.float32)
+            with torch.no_grad():
+                fused = (g.to(wide) @ out.to(wide)).to(g.dtype)
+            cached = self._fused = (key, fused)
+        return cached[1]

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import MuseConfig
 from ..ops import default_scan
-from ..ops.dispatch import check_scan_choice
+from ..ops.dispatch import check_scan_choice, graph_being_recorded
 from ..tokenizer import text_tokenizer
 from .aggregation import aggregate, class_token_slice
 from .backbone import ClipBackbone, build_open_clip
@@ -87,16 +87,24 @@ class MuseModel(nn.Module):
             return self.backbone.image_features(frames.flatten(0, 1)).unflatten(0, (batch, length))
         tokens = self.backbone.image_tokens(frames.flatten(0, 1))  # (B*T, 1 + G*G, C)
         tokens = tokens.unflatten(0, (batch, length))  # (B, T, 1 + G*G, C)
-        cls_tokens = tokens[:, :, 0]  # (B, T, C)
+        per_call = videos_per_head_call(tokens)
+        if per_call >= batch:
+            return self.head_features(tokens)
+        return torch.cat([self.head_features(part) for part in tokens.split(per_call)])
+
+    def head_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The MUSE head: tokens (B, T, 1 + G*G, C) -> features (B, T, C) at the class-token positions
+        of the last block's output (pyramid, aggregation, blocks)."""
+        batch, length, _, width = tokens.shape
         grid = self.backbone.grid_size
-        patches = (
-            tokens[:, :, 1:].reshape(batch * length, grid, grid, -1).permute(0, 3, 1, 2)
-        )  # (B*T, C, G, G)
+        patches = tokens[:, :, 1:].reshape(batch * length, grid, grid, width)  # (B*T, G, G, C)
+        # Token layout throughout: the pyramid reads and writes (N, g, g, C) grids, so each scale's
+        # tokens are a view, and the sequence below is the blocks' (B, S, C) with one copy (the cat).
         scale_tokens = [
-            m.flatten(2).transpose(1, 2).unflatten(0, (batch, length))  # (B, T, g*g, C)
-            for m in self.pyramid(patches)
+            m.reshape(batch, length, -1, width)  # (B, T, g*g, C)
+            for m in self.pyramid.forward_tokens(patches)
         ]
-        sequence = aggregate(cls_tokens, scale_tokens, self.config.aggregation)  # (B, S, C)
+        sequence = aggregate(tokens[:, :, 0], scale_tokens, self.config.aggregation)  # (B, S, C)
         for block in self.blocks:
             sequence = block(sequence)
         per_frame = sum(scaled_grid(grid, s) ** 2 for s in self.config.scales)
@@ -133,6 +141,22 @@ class MuseModel(nn.Module):
     def similarity(self, text_embeddings: torch.Tensor, video_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, C), (M, C) normalised -> logits (N, M) = logit_scale.exp() * cosine."""
         return self.logit_scale.exp() * text_embeddings @ video_embeddings.t()
+
+
+def videos_per_head_call(tokens: torch.Tensor) -> int:
+    """How many videos of ``tokens`` (B, ...) the head takes in one call: all of them, except on the
+    CPU outside a tracer or compiler, where it takes one at a time.
+
+    Why one on the CPU: each video's head is independent, and a whole batch's activations are hundreds
+    of MB (batch 8: 50 MB a (B, S, C) tensor, a dozen a block). Allocations that large bypass the C
+    allocator's reusable heap, and every fresh one page-faults its memory in again: measured here, a
+    copy of 50 MB took 38 ms against 8 x 0.6 ms for 6 MB pieces. One video's tensors (6-12 MB) are
+    reused from call to call. Accelerators keep the batch (their allocators cache; they need the
+    parallel work). Traced or exported graphs keep the batch dimension dynamic, so they see no loop.
+    """
+    if tokens.device.type != "cpu" or graph_being_recorded():
+        return tokens.shape[0]
+    return 1
 
 
 def masked_mean_pool(frame_features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

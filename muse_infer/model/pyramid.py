@@ -1,4 +1,15 @@
-"""The multi-scale generator: one branch per scale factor, turning a frame's patch grid into a map."""
+"""The multi-scale generator: one branch per scale factor, turning a frame's patch grid into a map.
+
+Two ways to run the same modules:
+- ``MultiScaleGenerator.forward``: the branches as written (``nn.Sequential`` on (N, C, H, W) maps), the
+  reference;
+- ``MultiScaleGenerator.forward_tokens``: the model's path, on (N, H, W, C) grids of tokens, the layout
+  the backbone gives and the blocks read, so no layout copy is made around the pyramid. Its layers run
+  as ``layer_tokens`` says: ChannelLayerNorm as a plain LayerNorm over the last axis, every other layer
+  (convolutions, pooling, GELU) as the module itself on a channels-last view of the tokens.
+tests/test_head_fast_paths.py checks the two against each other; docs/benchmarks.md ("The MUSE head") has the
+measurements behind the choice.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +18,14 @@ from torch import nn
 
 
 class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over channels at each position of a (N, C, H, W) map, computed in fp32."""
+    """LayerNorm over channels at each position of a (N, C, H, W) map, computed in fp32 (or float64)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x.permute(0, 2, 3, 1).float())
-        return y.to(x.dtype).permute(0, 3, 1, 2)
+        return self.forward_tokens(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on (N, H, W, C) tokens: (N, H, W, C) -> (N, H, W, C)."""
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).to(x.dtype)
 
 
 def scale_branch(scale: float, width: int) -> nn.Sequential:
@@ -54,6 +68,21 @@ def scaled_grid(grid: int, scale: float) -> int:
     return grid * round(scale)
 
 
+def layer_tokens(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One layer of a branch on tokens: (N, H, W, C) -> (N, H', W', C'), equal to
+    ``layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)`` up to float rounding.
+
+    ChannelLayerNorm is a plain LayerNorm over the last axis here. Every other layer (convolutions,
+    transposed convolution, pooling, GELU) runs as itself on the channels-last view of the tokens, which
+    oneDNN's kernels read as is and answer in the same layout, so the permute back is free. Matmul forms
+    of the 1x1 and stride == kernel convolutions were measured against this and kept no better
+    (docs/benchmarks.md, "The MUSE head"; benchmarks/bench_pyramid_forms.py).
+    """
+    if isinstance(layer, ChannelLayerNorm):
+        return layer.forward_tokens(x)
+    return layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
 class MultiScaleGenerator(nn.Module):
     """Patch grid -> one feature map per scale factor (the paper's multi-scale feature pyramid)."""
 
@@ -63,5 +92,20 @@ class MultiScaleGenerator(nn.Module):
         self.branches = nn.ModuleList(scale_branch(s, width) for s in self.scales)
 
     def forward(self, patches: torch.Tensor) -> list[torch.Tensor]:
-        """patches (N, C, G, G) -> [(N, C, g_s, g_s) for each scale s]."""
+        """patches (N, C, G, G) -> [(N, C, g_s, g_s) for each scale s]: the reference path."""
         return [branch(patches) for branch in self.branches]
+
+    def forward_tokens(self, grid: torch.Tensor) -> list[torch.Tensor]:
+        """grid (N, G, G, C) tokens (any strides) -> [(N, g_s, g_s, C) contiguous for each scale s].
+
+        The same maps as ``forward``, in token layout: ``forward(grid.permute(0, 3, 1, 2))[s]`` equals
+        ``forward_tokens(grid)[s].permute(0, 3, 1, 2)`` up to float rounding.
+        """
+        grid = grid.contiguous()  # a view of the backbone's tokens, class tokens skipped: one small copy
+        maps = []
+        for branch in self.branches:
+            x = grid
+            for layer in branch:
+                x = layer_tokens(layer, x)
+            maps.append(x.contiguous())
+        return maps

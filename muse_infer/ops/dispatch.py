@@ -150,5 +150,14 @@ def selective_scan_bidirectional_fn(
     return scan_bidirectional(forward, backward, delta_softplus, impl)
 
 
+def graph_being_recorded() -> bool:
+    """True under torch.jit.trace / script, torch.compile and torch.export (ONNX's exporter included).
+
+    The model then takes its plain path, without eager-only shortcuts (kept products, loops over the
+    batch, the C++ conv), so that an exported graph holds standard ops and a dynamic batch.
+    """
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
 def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)

@@ -1,4 +1,5 @@
-"""The custom ops ``torch.ops.muse.selective_scan*`` and their Python entries.
+"""The custom ops ``torch.ops.muse.selective_scan*`` and their Python entries; the registrations of
+``muse::depthwise_conv_time_major`` too (its entry and reference: ops/conv.py).
 
 - ``selective_scan``: one scan, ``selective_scan_ref``'s arguments; it calls ``muse::selective_scan``,
   or ``muse::selective_scan_with_state`` when ``return_last_state``.
@@ -27,6 +28,7 @@ import logging
 
 import torch
 
+from .conv_reference import depthwise_conv_time_major_ref
 from .inputs import ScanInputs, check_same_options
 from .reference import selective_scan_bidirectional_ref, selective_scan_ref
 
@@ -47,6 +49,12 @@ SCHEMAS = {
     "selective_scan_with_state": f"{_ARGS} -> (Tensor, Tensor)",
     "selective_scan_bidirectional": f"{_BIDIRECTIONAL_ARGS} -> Tensor",
 }
+# BiMamba's conv (ops/conv.py); the same text as TORCH_LIBRARY_FRAGMENT in csrc/depthwise_conv.cpp.
+CONV_SCHEMA = "(Tensor x, Tensor weight, Tensor? bias=None, bool reverse=False, bool silu=False) -> Tensor"
+CONV_NO_BACKWARD_MESSAGE = (
+    "muse::depthwise_conv_time_major has no backward; muse_infer.ops.conv.depthwise_conv_time_major "
+    "takes depthwise_conv_time_major_ref (torch ops) by itself when gradients are needed."
+)
 NO_BACKWARD_MESSAGE = (
     'muse::selective_scan has no backward. For training use the scan choice "auto" (the default; '
     'model.set_scan("auto")), which picks the differentiable selective_scan_chunked whenever gradients '
@@ -69,6 +77,11 @@ _cpu_library = _load_cpu_library()
 if _cpu_library is None:
     for _name, _schema in SCHEMAS.items():
         torch.library.define(f"muse::{_name}", _schema)
+    torch.library.define("muse::depthwise_conv_time_major", CONV_SCHEMA)
+
+    @torch.library.register_kernel("muse::depthwise_conv_time_major", "cpu")
+    def _conv_cpu_fallback(x, weight, bias=None, reverse=False, silu=False):
+        return depthwise_conv_time_major_ref(x, weight, bias, reverse, silu).contiguous()
 
     # Why register the reference at all: traced/exported graphs that contain the op still run on CPU.
     @torch.library.register_kernel("muse::selective_scan", "cpu")
@@ -91,6 +104,11 @@ if _cpu_library is None:
         return selective_scan_bidirectional_ref(
             forward, backward, rest[0] if rest else delta_softplus
         ).contiguous()
+
+
+@torch.library.register_fake("muse::depthwise_conv_time_major")
+def _conv_fake(x, weight, bias=None, reverse=False, silu=False):
+    return x.new_empty(x.shape)  # (B, L, Di) contiguous, like the kernel's output
 
 
 @torch.library.register_fake("muse::selective_scan")
@@ -148,6 +166,19 @@ def _refuse_grad(ctx, inputs, output):
 
 for _name in SCHEMAS:
     torch.library.register_autograd(f"muse::{_name}", _refuse_backward, setup_context=_refuse_grad)
+
+
+def _refuse_conv_backward(ctx, *grads):
+    raise RuntimeError(CONV_NO_BACKWARD_MESSAGE)
+
+
+def _refuse_conv_grad(ctx, inputs, output):
+    raise RuntimeError(CONV_NO_BACKWARD_MESSAGE)
+
+
+torch.library.register_autograd(
+    "muse::depthwise_conv_time_major", _refuse_conv_backward, setup_context=_refuse_conv_grad
+)
 
 
 def selective_scan(

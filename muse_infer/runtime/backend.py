@@ -31,6 +31,7 @@ class Backend:
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": what the model computes in (embeddings are float32)
     # frames' mean, std, resize_mode, interpolation (the model's open_clip preprocessing; CLIP4Clip's here)
     preprocess: dict = dict(DEFAULT_PREPROCESS)
+    text_only: bool = False  # loaded for queries: no video tower (``ModelSpec.load(text_only=True)``)
 
     @property
     def asynchronous(self) -> bool:

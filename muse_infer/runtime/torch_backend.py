@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BackendError, CheckpointError, ConfigError, PretrainedWeightsError
 from .backend import Backend
+from .devices import SMALL_TEXT_BATCH, torch_threads
 
 COMPILE_MODES = ("off", "compile", "cudagraphs")
 
@@ -67,19 +68,27 @@ class TorchBackend(Backend):
         return self.device.startswith("cuda")
 
     @classmethod
-    def from_spec(cls, spec, compile_backbone: str = "off") -> TorchBackend:
+    def from_spec(cls, spec, compile_backbone: str = "off", text_only: bool = False) -> TorchBackend:
         """The model of ``spec`` (a ``ModelSpec`` resolved ``on_device``) with its weights loaded by
-        ``muse_infer.load_model``; errors name the model and what to do."""
+        ``muse_infer.load_model``; errors name the model and what to do. text_only: the text tower alone
+        where it can be loaded alone (``loading.text``: no video tower, no open_clip import, only the
+        text tensors read), else the whole model; its text embeddings are the same either way."""
         from ..loading.models import load_model
+        from ..loading.text import load_text_model
 
         if compile_backbone not in COMPILE_MODES:
             raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
-            muse = load_model(spec.ref, spec.device, spec.clip_weights, spec.tokenizer)
+            with torch_threads(1):  # a text tower's tensors are read or drawn by memory-bound copies
+                muse = None
+                if text_only:  # None for a tower it does not cover: the whole model below
+                    muse = load_text_model(spec.ref, spec.clip_weights, spec.device, tokenizer=spec.tokenizer)
+            if muse is None:
+                muse = load_model(spec.ref, spec.device, spec.clip_weights, spec.tokenizer)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
         backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
-        backend.spec = spec
+        backend.spec, backend.text_only = spec, not hasattr(muse, "backbone")
         return backend
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -113,10 +122,12 @@ class TorchBackend(Backend):
             return PendingEmbeddings(self.model.encode_video(frames, mask))
 
     def encode_text_tokens(self, token_ids: np.ndarray) -> np.ndarray:
-        """token_ids (N, L) int64 -> (N, C) float32 L2-normalised."""
+        """token_ids (N, L) int64 -> (N, C) float32 L2-normalised (a few queries on the CPU: one thread,
+        ``devices.torch_threads``)."""
         import torch
 
-        with torch.inference_mode():
+        few = self.device == "cpu" and len(token_ids) <= SMALL_TEXT_BATCH
+        with torch.inference_mode(), torch_threads(1 if few else None):
             ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
             return self.model.encode_text_tokens(ids).float().cpu().numpy()
 

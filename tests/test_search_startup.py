@@ -1,0 +1,151 @@
+"""Search start-up: a query needs the text tower alone, built without open_clip (no torchvision import),
+its weights read alone (or drawn by name when random); the same text embeddings as the whole model, bit
+for bit; CLIP's BPE tokeniser without open_clip, the same ids as open_clip's."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import muse_infer
+from muse_infer.loading.reference import parse_clip_weights, resolve_model
+from muse_infer.loading.text import load_text_model
+from muse_infer.model.precision import cast_for_inference
+from muse_infer.tokenizer import tokenize
+
+AWKWARD = [
+    "a dog catches a frisbee",
+    "  Two   small RED squares&amp;amp; move left!!  ",
+    "café naïve résumé 東京 🐱 it's we're I'll",
+    "<start_of_text> hello <end_of_text>",
+    "",
+    "x" * 300,
+    "1234567890 3.14 $%^&*()",
+    "Ångström e\u0301 ﬁ ligature",
+    "\t\nnew\nlines\r\n",
+    "l'été à Paris — «guillemets» ‘quotes’ ＦＵＬＬ ｗｉｄｔｈ",
+]
+
+
+def test_the_bpe_gives_open_clips_ids_on_awkward_texts():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from muse_infer.clip_bpe import ClipBpe
+
+    ours, theirs = ClipBpe(), SimpleTokenizer()
+    rng = random.Random(7)
+    alphabet = string.printable + "éüßçø東京🙂—…ﬁ\u0301\x00\x7f\u200b"
+    texts = AWKWARD + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(500)]
+    for text in texts:
+        assert ours.encode(text) == theirs.encode(text), repr(text)
+    assert (ours.sot_token_id, ours.eot_token_id) == (theirs.sot_token_id, theirs.eot_token_id)
+
+
+def write_clip_weights(tmp_path: Path, name: str) -> dict[str, Path]:
+    """A model's random CLIP weights saved as open_clip files: .safetensors and a torch .bin."""
+    from safetensors.torch import save_file
+
+    state = {
+        k: v.contiguous()
+        for k, v in muse_infer.load_model(name, clip_weights="random").backbone.clip.state_dict().items()
+    }
+    safetensors, pickle_free = tmp_path / "clip.safetensors", tmp_path / "clip.bin"
+    save_file({k: v.clone() for k, v in state.items()}, str(safetensors))
+    torch.save({f"clip.{k}": v for k, v in state.items()}, pickle_free)
+    return {"safetensors": safetensors, "bin": pickle_free}
+
+
+@pytest.mark.parametrize(
+    "name, weights", [("tiny", "random"), ("ViT-B-32", "random"), ("demo", None), ("tiny", "file")]
+)
+def test_the_text_tower_alone_gives_the_whole_models_text_embeddings(name, weights, tmp_path):
+    """fp32 and bf16 (as cast for inference), bit for bit: named models with random weights, a
+    checkpoint, and CLIP weights files (.safetensors and .bin)."""
+    sources = [weights]
+    if weights == "file":
+        files = write_clip_weights(tmp_path, name)
+        sources = [str(files["safetensors"]), str(files["bin"])]
+    ids = tokenize(AWKWARD, 32)
+    for source in sources:
+        full = muse_infer.load_model(name, clip_weights=source)
+        alone = load_text_model(resolve_model(name), parse_clip_weights(source))
+        assert alone is not None and not hasattr(alone, "backbone")
+        for precision in ("fp32", "bf16"):
+            cast_for_inference(full, precision)
+            cast_for_inference(alone, precision)
+            with torch.inference_mode():
+                assert torch.equal(full.encode_text_tokens(ids), alone.encode_text_tokens(ids)), (
+                    source,
+                    precision,
+                )
+
+
+def test_random_text_weights_are_drawn_by_name_and_seed():
+    from muse_infer.model.text_tower import random_text_weights
+
+    config = muse_infer.MuseConfig.from_dict(
+        json.loads(Path(muse_infer.__file__).with_name("configs").joinpath("tiny.json").read_text())
+    )
+    first, again, other = (random_text_weights(config.clip, seed) for seed in (0, 0, 1))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["token_embedding.weight"], other["token_embedding.weight"])
+    table = first["token_embedding.weight"]
+    assert len(torch.unique(table, dim=0)) == len(table)  # no two tokens share an embedding
+    assert abs(float(table.std()) - 0.02) < 0.002
+
+
+def test_a_search_imports_neither_open_clip_nor_torchvision(tmp_path):
+    """`muse-infer search` on a ViT-B-32 index with random CLIP weights: the text tower alone."""
+    from muse_infer import ModelSpec
+    from muse_infer.index import write_index
+
+    rows = np.random.default_rng(0).standard_normal((50, 512)).astype(np.float32)
+    out = tmp_path / "emb.npy"
+    write_index(
+        out,
+        rows,
+        [f"v{i}.mp4" for i in range(50)],
+        model=ModelSpec.resolve("ViT-B-32", clip_weights="random"),
+        root=str(tmp_path),
+    )
+    code = (
+        "import sys; from muse_infer.cli import main\n"
+        f"sys.argv = ['muse-infer', 'search', 'a cat', '--index', {str(out)!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('IMPORTED', sorted(m for m in ('open_clip', 'torchvision', 'timm') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "IMPORTED []" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+    hits = json.loads(result.stdout[: result.stdout.rindex("IMPORTED")])
+    assert len(hits) == 10
+    # the same ranking as the whole model's text tower gives
+    full = muse_infer.TextEncoder(
+        muse_infer.VideoEncoder("ViT-B-32", clip_weights="random", device="cpu", precision="fp32").backend
+    )
+    scores = rows / np.linalg.norm(rows, axis=1, keepdims=True) @ full.encode("a cat")[0]
+    assert [h["row"] for h in hits] == list(np.argsort(-scores, kind="stable")[:10])
+
+
+def test_a_text_encoders_backend_gives_a_video_encoder_of_the_whole_model(tmp_path):
+    """A text encoder loaded for queries has no video tower; a VideoEncoder made from its backend loads
+    the whole model (once) and encodes as any VideoEncoder of that model does."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from video_factory import make_video
+
+    make_video(tmp_path / "a.mp4", 6, 4)
+    text = muse_infer.TextEncoder("tiny", clip_weights="random", device="cpu", precision="fp32")
+    assert text.backend.text_only
+    video = muse_infer.VideoEncoder(text.backend)
+    assert not video.backend.text_only and video.identity == text.identity
+    whole = muse_infer.VideoEncoder("tiny", clip_weights="random", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(
+        video.encode([tmp_path / "a.mp4"], workers=0), whole.encode([tmp_path / "a.mp4"], workers=0)
+    )
