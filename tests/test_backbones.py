@@ -301,6 +301,88 @@ def test_uint8_clips_normalised_on_the_device_equal_the_float_path(siglip):
     assert np.array_equal(fast, reference)
 
 
+# --- the text tower alone, as search loads it ---------------------------------------------------------
+
+
+TEXTS = ["a dog runs on the beach", "a small red car " * 20]  # the second longer than the context
+
+
+def test_search_loads_open_clips_vit_l_14_text_tower_alone_with_the_same_embeddings(large):
+    """ViT-L-14's text tower is the plain CLIP transformer (GELU): a TextEncoder reads only its tensors
+    from the --clip-weights file (model.text_tower), and gives open_clip's encode_text and the whole
+    model's embeddings; random weights are drawn alike by both loaders."""
+    import open_clip
+
+    from muse_infer import TextEncoder
+    from muse_infer.model.text_tower import TextModel
+
+    text = TextEncoder(large.meanp_config, clip_weights=large.weights, device="cpu", precision="fp32")
+    assert text.backend.text_only and isinstance(text.backend.model, TextModel)
+    with torch.no_grad():
+        tokens = open_clip.get_tokenizer("ViT-L-14")(TEXTS)
+        expected = F.normalize(large.reference.encode_text(tokens), dim=-1).numpy()
+        whole = large.models["meanp"].encode_text(TEXTS).numpy()
+    assert abs(text.encode(TEXTS) - expected).max() <= 1e-5
+    assert abs(text.encode(TEXTS) - whole).max() <= 1e-6
+    drawn = TextEncoder(large.config, clip_weights="random", device="cpu", precision="fp32")
+    with torch.no_grad():
+        whole = load_model(large.config, clip_weights="random").encode_text(TEXTS).numpy()
+    assert drawn.backend.text_only and abs(drawn.encode(TEXTS) - whole).max() <= 1e-6
+
+
+def test_towers_the_text_tower_alone_does_not_cover_are_loaded_whole_for_search(siglip):
+    """SigLIP's (Hugging Face tokenizer, its own pooling), xlm-roberta's and custom_text models' (EVA,
+    PE-Core, ViTamin: the same transformer under other names) text towers are not the fast tower's: a
+    TextEncoder loads the whole model, with the same embeddings as open_clip's."""
+    from muse_infer import TextEncoder
+    from muse_infer.catalog import config_data
+    from muse_infer.model.text_tower import supports
+
+    for name, covered in (
+        ("ViT-L-14", True),
+        ("ViT-B-32", True),
+        ("ViT-B-16-SigLIP", False),
+        ("xlm-roberta-base-ViT-B-32", False),
+        ("EVA02-B-16", False),
+        ("PE-Core-T-16-384", False),
+    ):
+        assert supports(config_data(name)["clip"]) is covered, name
+    text = TextEncoder(
+        siglip.config, clip_weights=siglip.weights, tokenizer=siglip.tokenizer, device="cpu", precision="fp32"
+    )
+    assert not text.backend.text_only
+    texts = ["A dog, jumps over the ball!", "the big blue car"]
+    with torch.no_grad():
+        expected = F.normalize(
+            siglip.reference.encode_text(torch.from_numpy(text.backend.tokenize(texts))), dim=-1
+        ).numpy()
+    assert abs(text.encode(texts) - expected).max() <= 1e-5
+    # a custom_text model with random weights (drawn by open_clip's initialisers, not by name)
+    custom = TextEncoder("PE-Core-T-16-384-meanP", clip_weights="random", device="cpu", precision="fp32")
+    with torch.no_grad():
+        whole = load_model("PE-Core-T-16-384-meanP", clip_weights="random").encode_text(TEXTS).numpy()
+    assert not custom.backend.text_only and abs(custom.encode(TEXTS) - whole).max() <= 1e-6
+
+
+def test_an_example_image_is_fitted_with_the_models_preprocessing(siglip, tmp_path):
+    """search --like photo.png on a SigLIP index: the image is squashed (SigLIP's resize), not cropped,
+    and normalised with SigLIP's statistics, as open_clip's transform prepares it."""
+    import numpy as np
+    from open_clip.transform import image_transform
+    from PIL import Image
+
+    from muse_infer import VideoEncoder
+
+    rgb = np.random.default_rng(8).integers(0, 256, (90, 300, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    video = VideoEncoder(siglip.meanp_config, clip_weights=siglip.weights, device="cpu", precision="fp32")
+    assert video.frame_settings.resize_mode == "squash"
+    size, mean, std = 256, (0.5,) * 3, (0.5,) * 3
+    transform = image_transform(size, False, mean, std, resize_mode="squash", interpolation="bicubic")
+    expected = open_clip_image(siglip.reference, transform(Image.fromarray(rgb))[None]).numpy()[0]
+    assert abs(video.encode_example(tmp_path / "photo.png") - expected).max() <= 1e-5
+
+
 # --- tokenizers open_clip does not bundle ----------------------------------------------------------
 
 
