@@ -582,6 +582,23 @@ def test_onnx_export_of_a_siglip_muse_model_verifies_and_tokenizes_on_its_own(si
     assert as_torch.ref.path == siglip.config.resolve() and as_torch.tokenizer == str(out / "tokenizer")
 
 
+def test_onnx_export_of_a_vit_l_14_meanp_model_verifies(large, tmp_path):
+    """open_clip's ViT-L-14 (GELU, 16x16 grid, 768-d) with mean pooling as ONNX: each file verified
+    against the eager model in a fresh process; its text encoder agrees with the text tower search
+    loads alone."""
+    from export import export_model
+    from muse_infer import TextEncoder
+
+    spec = ModelSpec.resolve(large.meanp_config, clip_weights=large.weights)
+    out = tmp_path / "export"
+    result = export_model(large.models["meanp"], out, ("onnx",), identity=spec.identity, source=spec.source)
+    assert set(result.errors) == {"video_encoder.onnx", "text_encoder.onnx"}
+    assert max(result.errors.values()) <= 1e-4
+    exported = TextEncoder(out, backend="onnx", device="cpu").encode(TEXTS)
+    alone = TextEncoder(large.meanp_config, clip_weights=large.weights, device="cpu", precision="fp32")
+    assert abs(exported - alone.encode(TEXTS)).max() <= 1e-4
+
+
 @pytest.mark.slow
 def test_torchscript_torch_export_and_external_onnx_data_of_a_siglip_muse_model_verify(
     siglip, tmp_path, monkeypatch
