@@ -682,23 +682,25 @@ def test_full_size_meanp_video_equals_open_clip_encode_image(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_encode_videos_and_search_with_the_full_vit_l_14_meanp(videos, tmp_path):
+@pytest.mark.parametrize("weights", ["random", "file"])
+def test_encode_videos_and_search_with_the_full_vit_l_14_meanp(videos, tmp_path, weights):
+    """encode-videos --model ViT-L-14-meanP, then search (its text tower loaded alone): with a saved
+    open_clip ViT-L-14 the search scores are the index rows against open_clip's encode_text."""
+    import numpy as np
+    import open_clip
+
     out = tmp_path / "emb.npy"
+    reference = twin_weights("ViT-L-14", tmp_path / "w.pt") if weights == "file" else None
+    clip_weights = tmp_path / "w.pt" if weights == "file" else "random"
     run(
-        "encode-videos",
-        videos,
-        "--out",
-        out,
-        "--model",
-        "ViT-L-14-meanP",
-        "--clip-weights",
-        "random",
-        "--device",
-        "cpu",
-        "--frames",
-        "2",
-        "--workers",
-        "0",
-        "-q",
-    )
-    assert len(json.loads(run("search", "a dog", "--index", out, "--json", "--device", "cpu").stdout)) == 2
+        "encode-videos", videos, "--out", out, "--model", "ViT-L-14-meanP", "--clip-weights", clip_weights,
+        "--device", "cpu", "--precision", "fp32", "--frames", "2", "--workers", "0", "-q",
+    )  # fmt: skip
+    hits = json.loads(run("search", "a dog", "--index", out, "--json", "--device", "cpu").stdout)
+    assert len(hits) == 2
+    if reference is not None:
+        with torch.no_grad():
+            query = F.normalize(reference.encode_text(open_clip.get_tokenizer("ViT-L-14")(["a dog"])), dim=-1)
+        rows = np.load(out)
+        expected = rows / np.linalg.norm(rows, axis=1, keepdims=True) @ query[0].numpy()
+        assert max(abs(hit["score"] - expected[hit["row"]]) for hit in hits) <= 1e-5
