@@ -43,7 +43,8 @@ DEV_REQUIREMENTS = [
     *WEB_REQUIREMENTS,
     *RAY_REQUIREMENTS,
     *SCENES_REQUIREMENTS,
-]  # httpx: Starlette's TestClient
+    *MULTILINGUAL_REQUIREMENTS,
+]  # httpx: Starlette's TestClient; transformers: the multilingual towers' tests
 
 
 def scan_extensions():
