@@ -14,6 +14,7 @@ the machine do not matter. The two-node cluster test is marked slow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -254,13 +255,18 @@ def test_driver_killed_at_random_moments_then_rerun_gives_the_local_index(corpus
 # --- One instance shared by the rest --------------------------------------------------------------
 
 
-def test_ray_run_gives_the_local_index_and_failures(corpus, reference, encoder, ray_cluster, tmp_path):
+def test_ray_run_gives_the_local_index_and_failures(
+    corpus, reference, encoder, ray_cluster, tmp_path, caplog
+):
     from muse_infer.jobs.ray_engine import encode_folder_ray
 
     root, good = corpus
     out = tmp_path / "emb.npy"
+    caplog.set_level(logging.INFO, logger="muse_infer.jobs.ray_engine")
     summary = encode_folder_ray(root, out, encoder, BATCH, timeout=TIMEOUT, chunk_size=SHARD, progress=False)
     assert (summary.exit_code, summary.encoded_now, summary.reused) == (1, len(good), 0)
+    # the phase `muse-infer -v` shows (and benchmarks/bench_ray.py --startup reads), once
+    assert caplog.text.count("ray engine: first result after ") == 1
     failures = {f["path"]: f["reason"] for f in load_index(out)[2]}
     assert set(failures) == set(BAD) and all(BAD[path] in failures[path] for path in BAD)
     assert_same_index(out, reference)

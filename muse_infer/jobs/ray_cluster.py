@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from .ray_watchdog import INSTANCE_VARIABLE
 INSTALL_HINT = 'install the ray extra: pip install "muse-infer[ray]" (in a checkout: pip install -e ".[ray]")'
 LOOPBACK_NODE_ADDRESS = "127.0.0.2"  # see _loopback_node
 PROBE_SECONDS = 10.0  # how long a cluster address may take to accept a connection
+
+logger = logging.getLogger(__name__)
 
 
 def import_ray():
@@ -120,6 +123,7 @@ def _private_instance(ray, num_cpus: int | None) -> Iterator[None]:
         env=_package_env(),
     )
     try:
+        started = time.monotonic()
         with _tagged_environment(tag):
             ray.init(
                 address="local",
@@ -129,8 +133,10 @@ def _private_instance(ray, num_cpus: int | None) -> Iterator[None]:
                 _temp_dir=temp_dir,
                 **_loopback_node(),
             )
+        logger.info("ray engine: instance up in %.2f s", time.monotonic() - started)
         yield
     finally:
+        stopping = time.monotonic()
         if ray.is_initialized():
             ray.shutdown()
         watchdog.stdin.close()  # the watchdog kills what shutdown left and removes temp_dir
@@ -138,6 +144,7 @@ def _private_instance(ray, num_cpus: int | None) -> Iterator[None]:
             watchdog.wait(timeout=60)
         except subprocess.TimeoutExpired:
             shutil.rmtree(temp_dir, ignore_errors=True)
+        logger.info("ray engine: instance stopped in %.2f s", time.monotonic() - stopping)
 
 
 def _loopback_node() -> dict:

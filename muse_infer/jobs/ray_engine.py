@@ -34,6 +34,7 @@ written once, whole, so nothing is lost or duplicated.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,8 @@ from ..runtime.spec import ModelSpec
 from .encode import JobSummary, OpenJob, open_job
 from .ray_cluster import ActorLayout, actor_layout, check_decode_memory, import_ray, ray_connection
 from .shards import Shard, ShardPlan, plan_work
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ class _Run:
         with _data_context(ray), _progress_bar(total, summary.reused, progress, resumed) as bar:
             try:
                 for row in self._dataset(ray, layout).iter_rows():
+                    if not summary.processed_now:
+                        logger.info("ray engine: first result after %.2f s", time.monotonic() - started)
                     processed = self._write(
                         int(row["shard"]),
                         row["embeddings"],
@@ -363,20 +368,18 @@ def _data_context(ray) -> Iterator[None]:
     reach the driver as themselves (not as Ray Data's ``UserCodeException``), so a ``MuseError``
     is reported as one line; no progress bars or log lines of its own (the command has its bar,
     and an error is raised, not logged)."""
-    import logging
-
-    context, logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
+    context, data_logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
     names = ("raise_original_map_exception", "enable_progress_bars", "print_on_execution_start")
-    saved = [getattr(context, name) for name in names] + [logger.level]
+    saved = [getattr(context, name) for name in names] + [data_logger.level]
     for name, value in zip(names, (True, False, False), strict=True):
         setattr(context, name, value)
-    logger.setLevel(logging.CRITICAL)
+    data_logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
         for name, value in zip(names, saved, strict=False):
             setattr(context, name, value)
-        logger.setLevel(saved[-1])
+        data_logger.setLevel(saved[-1])
 
 
 def _progress_bar(total: int, reused: int, enabled: bool, resumed: bool):
