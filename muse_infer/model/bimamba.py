@@ -227,29 +227,32 @@ class ResMambaBlock(nn.Module):
     def forward_rows(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
         """``forward(x)[:, rows]``: x (B, S, C), a slice of steps (non-negative step) -> (B, R, C).
 
-        Where ``forward`` fuses the projections (inference, no tracer), only what those rows need is
-        computed (``BiMamba.mix_rows``): the MUSE head reads its last block at the class tokens alone,
-        and the z half of in_proj, the output matmul and most of the forward scan are then skipped.
+        In inference (``takes_inference_shortcuts``) only what those rows need is computed
+        (``BiMamba.mix_rows``): the MUSE head reads its last block at the class tokens alone, so the z
+        half of in_proj, out_proj and G run on R rows and most of the forward scan is skipped.
         Otherwise the whole block runs and is sliced (what a traced graph or a gradient sees).
         """
-        if not self.fuses_projections(x):
+        if not self.takes_inference_shortcuts(x):
             return self(x)[:, rows]
         y = self.mamba.mix_rows(self.layer_norm1(x), rows)  # (B, Di, R)
-        out = F.linear(y.transpose(1, 2), self.fused_output_weight(), self.temporal_fc.bias)
-        return out.add_(x[:, rows])
+        return x[:, rows] + self.temporal_fc(self.mamba.out_proj(y.transpose(1, 2)))
 
-    def fuses_projections(self, x: torch.Tensor) -> bool:
-        """Whether ``forward`` runs out_proj and G as one matmul: dropout is the identity (eval mode or
-        rate 0), no gradient is needed, the weights track versions (not inference tensors), and no
-        tracer or compiler is recording (an exported graph holds the modules' own two matmuls)."""
+    def takes_inference_shortcuts(self, x: torch.Tensor) -> bool:
+        """Whether the inference-only paths may run: dropout is the identity (eval mode or rate 0), no
+        gradient is needed, and no tracer or compiler is recording (an exported graph holds the
+        modules' own ops)."""
         if self.training and self.proj_drop.p > 0:
             return False
         if graph_being_recorded():
             return False
         weights = (self.temporal_fc.weight, self.temporal_fc.bias, self.mamba.out_proj.weight)
-        if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
-            return False
-        return not any(w.is_inference() for w in weights)
+        return not (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)))
+
+    def fuses_projections(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` runs out_proj and G as one matmul: ``takes_inference_shortcuts`` and the
+        weights track versions (not inference tensors), so that the kept product can follow them."""
+        weights = (self.temporal_fc.weight, self.temporal_fc.bias, self.mamba.out_proj.weight)
+        return self.takes_inference_shortcuts(x) and not any(w.is_inference() for w in weights)
 
     def fused_output_weight(self) -> torch.Tensor:
         """G.weight @ out_proj.weight (C, Di) in the weights' dtype, multiplied in float32 or wider and
