@@ -183,8 +183,7 @@ def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
 def readers() -> dict:
     """name -> function(path, stats) -> (list of RGB frames, function turning them into the clip)."""
     from muse_infer.video.frames import FrameSettings, fit_frame
-    from muse_infer.video.keyframes import read_keyframes
-    from muse_infer.video.reader import read_frames, read_frames_reference
+    from muse_infer.video.reader import read_frames, read_frames_reference, read_keyframes
 
     def fit(frames):
         return np.stack([fit_frame(frame, 224) for frame in frames])

@@ -13,6 +13,8 @@ __all__ = [
     "VideoEncoder",
     "TextEncoder",
     "EmbeddingIndex",
+    "RowQuery",
+    "SearchFilter",
 ]
 
 _LAZY = {
@@ -23,6 +25,8 @@ _LAZY = {
     "VideoEncoder": ("muse_infer.encoders", "VideoEncoder"),
     "TextEncoder": ("muse_infer.encoders", "TextEncoder"),
     "EmbeddingIndex": ("muse_infer.index", "EmbeddingIndex"),
+    "RowQuery": ("muse_infer.index.queries", "RowQuery"),
+    "SearchFilter": ("muse_infer.index.filters", "SearchFilter"),
 }
 
 

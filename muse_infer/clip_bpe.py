@@ -61,13 +61,12 @@ class ClipBpe:
 
     def __init__(self, path: str | None = None):
         with gzip.open(path or vocabulary_path()) as handle:
-            lines = handle.read().decode("utf-8").split("\n")[1 : MERGES + 1]
-        merges = [tuple(line.split()) for line in lines]
+            merges = handle.read().decode("utf-8").split("\n")[1 : MERGES + 1]  # "first second" a line
         characters = list(byte_characters().values())
-        vocabulary = characters + [c + "</w>" for c in characters] + ["".join(m) for m in merges]
+        vocabulary = characters + [c + "</w>" for c in characters] + [m.replace(" ", "") for m in merges]
         vocabulary += list(SPECIAL_TOKENS)
         self.ids = {token: number for number, token in enumerate(vocabulary)}
-        self.ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self.ranks = {merge: rank for rank, merge in enumerate(merges)}  # keyed by "first second"
         self.sot_token_id, self.eot_token_id = (self.ids[t] for t in SPECIAL_TOKENS)
         import regex
 
@@ -92,15 +91,17 @@ class ClipBpe:
 
     def _merged(self, symbols: list[str]) -> list[str]:
         """Merge the best-ranked adjacent pair, everywhere it occurs, until no pair has a rank."""
+        unranked = len(self.ranks)
         while len(symbols) > 1:
-            pairs = {(a, b) for a, b in zip(symbols, symbols[1:], strict=False)}
-            best = min(pairs, key=lambda pair: self.ranks.get(pair, float("inf")))
+            pairs = {f"{a} {b}" for a, b in zip(symbols, symbols[1:], strict=False)}
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, unranked))
             if best not in self.ranks:
                 break
+            first, second = best.split(" ")
             merged, i = [], 0
             while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    merged.append(symbols[i] + symbols[i + 1])
+                if i + 1 < len(symbols) and symbols[i] == first and symbols[i + 1] == second:
+                    merged.append(first + second)
                     i += 2
                 else:
                     merged.append(symbols[i])

@@ -92,7 +92,8 @@ class VideoResult:
     """One input video: its embedding (C,) float32, or why it failed (``error``).
 
     Encoded as moments (``encode_moment_groups``): ``embedding`` is (n, C), a row per window, and
-    ``spans`` the n windows' (start_s, end_s).
+    ``spans`` the n windows' (start_s, end_s). ``facts``: the video's duration, size, frame rate and
+    codec as the decoder saw them (``video.facts.VideoFacts.to_dict``; None when not known).
     """
 
     index: int
@@ -100,6 +101,7 @@ class VideoResult:
     embedding: np.ndarray | None = None
     error: str | None = None
     spans: list[tuple[float, float]] | None = None
+    facts: dict | None = None
 
 
 class TextEncoder:
@@ -206,6 +208,8 @@ class VideoEncoder:
             spec = self.backend.spec
             if spec is not None:
                 spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
+            if self.backend.text_only:  # a text encoder's: its model is loaded whole now, once
+                self.backend = spec.load()
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
             spec = encoder_spec(model, **choices, max_frames=max_frames, sampling=sampling).on_device()
@@ -223,6 +227,50 @@ class VideoEncoder:
     @property
     def embed_dim(self) -> int:
         return self.backend.embed_dim
+
+    @classmethod
+    def for_index(
+        cls,
+        index,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "auto",
+        model: str | os.PathLike | None = None,
+        clip_weights: str | os.PathLike | None = None,
+    ) -> VideoEncoder:
+        """The video encoder of the model an ``EmbeddingIndex`` was built with, sampling frames as the
+        index's rows were (its recorded ``max_frames``), to encode query examples (``search --like``).
+
+        model, clip_weights: as ``TextEncoder.for_index`` (checked against the index before loading).
+        """
+        frames = (index.settings or {}).get("max_frames")
+        spec = ModelSpec.for_index(
+            index.model_source,
+            model,
+            clip_weights,
+            device=device,
+            backend=backend,
+            precision=precision,
+            max_frames=frames if isinstance(frames, int) and frames > 0 else None,
+        )
+        index.check_model(spec.identity, given=spec.name if model is not None else None)
+        return cls(spec)
+
+    def encode_example(self, path: str | os.PathLike) -> np.ndarray:
+        """A query example (``search --like``) -> its embedding (C,) float32, L2-normalised: a video as
+        ``encode`` encodes it (the same vector), an image as a one-frame clip (``video.examples``).
+        Decoded in this process; raises ``VideoDecodeError`` naming the file."""
+        from .video.examples import read_example
+
+        clip = read_example(path, self.frame_settings)
+        return self.encode_clip(clip)
+
+    def encode_clip(self, clip: np.ndarray) -> np.ndarray:
+        """One uint8 clip (t, S, S, 3) (1 <= t <= max_frames) -> its embedding (C,) float32."""
+        embedding = np.asarray(self.submit([clip]).result(), dtype=np.float32)[0]
+        if not np.all(np.isfinite(embedding)):
+            raise BackendError("the model gave a non-finite embedding for the example")
+        return embedding
 
     @property
     def settings(self) -> dict:
@@ -425,7 +473,8 @@ class _Batch:
                     VideoResult(item.index, item.path, error="the model gave a non-finite embedding")
                 )
             elif item.error is None:
-                results.append(VideoResult(item.index, item.path, embedding=row.astype(np.float32)))
+                embedding = row.astype(np.float32)
+                results.append(VideoResult(item.index, item.path, embedding=embedding, facts=item.facts))
             else:
                 results.append(VideoResult(item.index, item.path, error=item.error))
         return results
@@ -441,6 +490,7 @@ class _MomentVideo:
     rows: list = field(default_factory=list)  # its embedding (C,) once computed, else None
     final: bool = False
     error: str | None = None
+    facts: dict | None = None
 
     def complete(self) -> bool:
         return self.final and (self.error is not None or all(row is not None for row in self.rows))
@@ -451,7 +501,8 @@ class _MomentVideo:
         embedding = np.stack(self.rows).astype(np.float32)
         if not np.all(np.isfinite(embedding)):
             return VideoResult(self.index, self.path, error="the model gave a non-finite embedding")
-        return VideoResult(self.index, self.path, embedding=embedding, spans=list(self.spans))
+        spans = list(self.spans)
+        return VideoResult(self.index, self.path, embedding=embedding, spans=spans, facts=self.facts)
 
 
 class _MomentBatcher:
@@ -485,7 +536,7 @@ class _MomentBatcher:
             self.videos.append(_MomentVideo(item.index, item.path))
         video = self.videos[-1]
         if item.final:
-            video.final, video.error = True, item.error
+            video.final, video.error, video.facts = True, item.error, item.facts
             if item.error is not None:  # its windows already queued are not worth computing
                 self.queue = [entry for entry in self.queue if entry[0] is not video]
             return False

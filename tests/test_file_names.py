@@ -187,10 +187,15 @@ def test_listing_and_html_page_show_names_as_text(encoded):
     assert sorted(shown) == sorted(display_name(str(encoded.root / name)) for name in GOOD)
     html = page.read_bytes().decode("utf-8")
     assert "caf\\xe9.mp4" in html and "\\xff.mp4" in html and "two\\nlines.mp4" in html
-    links = re.findall(r'<a href="([^"#]+)', html)
+    links = re.findall(r'<p class="path"[^>]*><a href="([^"#]+)', html)
     assert len(links) == len(GOOD)
     opened = {os.fsdecode(unquote_to_bytes(link)) for link in links}  # a link's bytes are the name's
     assert {os.path.relpath(encoded.root / name, encoded.base) for name in GOOD} == opened
+    similar = re.findall(r'<ol class="similar"[^>]*>.*?</ol>', html)  # "more like this": the others
+    assert len(similar) == len(GOOD)
+    for listed in similar:
+        names = {os.fsdecode(unquote_to_bytes(link)) for link in re.findall(r'<a href="([^"#]+)', listed)}
+        assert len(names) == 5 and names < opened
     images = re.findall(r'<img class="keyframe" src="([^"]+)"', html)
     assert len(images) == 3 * len(GOOD) and all(
         (encoded.base / unquote_to_bytes(i).decode()).is_file() for i in images

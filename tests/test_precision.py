@@ -164,6 +164,7 @@ def test_clip_pixels_pads_with_zeros_and_checks_its_buffers():
 class _Decoded:
     def __init__(self, index: int, pixels=None, error=None):
         self.index, self.path, self.pixels, self.error = index, f"v{index}.mp4", pixels, error
+        self.facts = None
 
 
 def test_pipelined_batches_equal_unpipelined_ones(gated_checkpoint):

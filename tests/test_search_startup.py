@@ -132,3 +132,20 @@ def test_a_search_imports_neither_open_clip_nor_torchvision(tmp_path):
     )
     scores = rows / np.linalg.norm(rows, axis=1, keepdims=True) @ full.encode("a cat")[0]
     assert [h["row"] for h in hits] == list(np.argsort(-scores, kind="stable")[:10])
+
+
+def test_a_text_encoders_backend_gives_a_video_encoder_of_the_whole_model(tmp_path):
+    """A text encoder loaded for queries has no video tower; a VideoEncoder made from its backend loads
+    the whole model (once) and encodes as any VideoEncoder of that model does."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from video_factory import make_video
+
+    make_video(tmp_path / "a.mp4", 6, 4)
+    text = muse_infer.TextEncoder("tiny", clip_weights="random", device="cpu", precision="fp32")
+    assert text.backend.text_only
+    video = muse_infer.VideoEncoder(text.backend)
+    assert not video.backend.text_only and video.identity == text.identity
+    whole = muse_infer.VideoEncoder("tiny", clip_weights="random", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(
+        video.encode([tmp_path / "a.mp4"], workers=0), whole.encode([tmp_path / "a.mp4"], workers=0)
+    )

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from chromium import keep_screenshot  # noqa: E402
 from web_corpus import HOSTILE_NAME, ODD_NAME  # noqa: E402
 
+from muse_infer.index import EmbeddingIndex, RowQuery  # noqa: E402
 from muse_infer.web.page import (  # noqa: E402
     PAGE_SCRIPT,
     clock,
@@ -154,9 +155,28 @@ def test_results_page_in_chromium_from_file(demo_corpus, browser, tmp_path):
     page.goto(page_path.as_uri())
     counts = page.wait_for(
         "document.body.dataset.ready === 'true' && [+document.body.dataset.imagesLoaded, "
-        "+document.body.dataset.imagesFailed, document.querySelectorAll('img').length]"
+        "+document.body.dataset.imagesFailed, document.querySelectorAll('img.keyframe').length]"
     )
     assert counts == [4 * 4 * 3, 0, 4 * 4 * 3]  # 4 queries x 4 cards x 3 keyframes, all loaded
+    # "more like this": every card lists the 5 other videos most like it (7 in the index), hidden
+    # until its button is pressed; the first card's list is its row's search (RowQuery) without it
+    lists = page.evaluate(
+        "Array.from(document.querySelectorAll('.card')).map((c) => [c.dataset.row, "
+        "c.querySelector('button.more-like').textContent, c.querySelector('ol.similar').hidden, "
+        "Array.from(c.querySelectorAll('ol.similar li')).map((li) => li.dataset.row)])"
+    )
+    assert len(lists) == 16 and all(label == "more like this" and hidden for _, label, hidden, _ in lists)
+    assert all(len(rows) == 5 and row not in rows for row, _, _, rows in lists)
+    expected = [
+        str(hit.row) for hit in EmbeddingIndex.load(demo_corpus.index).search(RowQuery(int(lists[0][0])), 6)
+    ][1:]
+    assert lists[0][3] == expected
+    page.evaluate("document.querySelector('.card button.more-like').click()")
+    shown = page.wait_for(
+        "!document.querySelector('.card ol.similar').hidden && Array.from(document.querySelectorAll("
+        "'.card ol.similar')[0].querySelectorAll('img')).map((image) => image.complete && image.naturalWidth > 0)"
+    )
+    assert shown == [True] * 5
     assert page.evaluate("Array.from(document.images).every((image) => image.naturalWidth > 0)")
     sections = page.evaluate(
         "Array.from(document.querySelectorAll('section.query')).map((s) => [s.dataset.query, "

@@ -9,6 +9,7 @@ path), loaded with 200 requests from 8 clients, shown in headless Chromium, and 
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from video_factory import make_video  # noqa: E402
 from web_corpus import HOSTILE_NAME, ODD_NAME  # noqa: E402
 
 from muse_infer.index import IndexFiles  # noqa: E402
-from muse_infer.video.thumbnails import ThumbnailSource, ThumbnailStore  # noqa: E402
+from muse_infer.video.thumbnails import ThumbnailSource, ThumbnailStore, thumbnail_sources  # noqa: E402
 
 pytest.importorskip("starlette", reason='needs the web extra: pip install "muse-infer[web]"')
 from starlette.testclient import TestClient  # noqa: E402
@@ -115,7 +116,8 @@ def test_limits_hold_at_their_edges(client):
 
 def test_errors_are_json_and_nothing_else_is_routed(client):
     assert_json_error(client.get("/nowhere"), 404)
-    assert_json_error(client.post("/api/search?q=a"), 405)
+    assert_json_error(client.put("/api/search?q=a"), 405)
+    assert_json_error(client.post("/api/search?q=a"), 400)  # a search by upload, without a file
     assert_json_error(client.get("/static/app.py"), 404)
 
 
@@ -213,22 +215,31 @@ def test_loopback_service_answers_only_loopback_host_names(demo):
 
 
 class FakeIndex:
-    """What create_app needs of an index: paths, metadata (root, file stats), search by vector."""
+    """What create_app needs of an index (root, per-row thumbnail sources and files, search by vector),
+    holding any paths at all: a real index refuses the hostile ones these tests plant."""
 
     def __init__(self, paths: list[str], root: Path):
         self.paths = paths
-        self.metadata = {
-            "root": str(root),
-            "file_stats": [[1, 1]] * len(paths),
-            "model_source": {"model": "fake"},
-        }
+        self.metadata = {"root": str(root), "model_source": {"model": "fake"}}
 
     start_s = end_s = None  # moments: lists of seconds, as SearchResult will carry them
+
+    @property
+    def root(self) -> Path:
+        return Path(self.metadata["root"])
+
+    @property
+    def thumbnail_sources(self):
+        count = len(self.paths)
+        return thumbnail_sources(self.paths, [1] * count, [1] * count, self.start_s, self.end_s)
+
+    def absolute_path(self, row: int) -> str:
+        return os.path.join(self.metadata["root"], self.paths[row])
 
     def search(self, vector, top_k=10):
         starts, ends = self.start_s or [None] * len(self.paths), self.end_s or [None] * len(self.paths)
         return [
-            SimpleNamespace(rank=i + 1, path=p, score=1.0 - i / 100, start_s=starts[i], end_s=ends[i])
+            SimpleNamespace(rank=i + 1, path=p, score=1.0 - i / 100, row=i, start_s=starts[i], end_s=ends[i])
             for i, p in enumerate(self.paths[:top_k])
         ]
 

@@ -22,6 +22,7 @@ from .common import (
     UserError,
     with_verbosity,
 )
+from .duplicates import duplicates
 from .encode import encode_videos  # each command module imports only click at the top
 from .evaluate import demo_command, eval_command
 from .index import index_group
@@ -77,10 +78,21 @@ def main(verbose: int) -> None:
       muse-infer encode-videos videos/ --out emb.npy
       muse-infer search "a cat on a sofa" --index emb.npy
       muse-infer index build emb.npy
+      muse-infer duplicates --index emb.npy
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (convert, list_models, encode_videos, search, index_group, serve, eval_command, demo_command):
+for _command in (
+    convert,
+    list_models,
+    encode_videos,
+    search,
+    duplicates,
+    index_group,
+    serve,
+    eval_command,
+    demo_command,
+):
     main.add_command(with_verbosity(_command))

@@ -127,3 +127,50 @@ def query_model_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def search_filter_options(command):
+    """The search filters (``search``): ``--under``, ``--min-duration``/``--max-duration``,
+    ``--modified-after``/``--modified-before``, ``--min-score`` (``muse_infer.index.filters``)."""
+    seconds = click.FloatRange(min=0)
+    options = [
+        click.option(
+            "--under",
+            multiple=True,
+            metavar="FOLDER",
+            help="Only videos in this folder (relative to the indexed folder, or absolute); repeatable.",
+        ),
+        click.option(
+            "--min-duration",
+            type=seconds,
+            default=None,
+            metavar="SECONDS",
+            help="Only videos this long or longer.",
+        ),
+        click.option(
+            "--max-duration",
+            type=seconds,
+            default=None,
+            metavar="SECONDS",
+            help="Only videos this long or shorter.",
+        ),
+        click.option(
+            "--modified-after",
+            default=None,
+            metavar="DATE",
+            help="Only files modified at or after DATE (YYYY-MM-DD[THH:MM[:SS]][+HH:MM]; local time).",
+        ),
+        click.option(
+            "--modified-before", default=None, metavar="DATE", help="Only files modified before DATE."
+        ),
+        click.option(
+            "--min-score",
+            type=float,
+            default=None,
+            metavar="S",
+            help="Leave out results scoring below S (cosine): fewer than --top-k when few pass.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

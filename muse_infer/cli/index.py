@@ -197,6 +197,15 @@ def describe_lines(d: dict) -> list[str]:
         "files: " + ", ".join(f"{name} {format_bytes(size)}" for name, size in sorted(d["files"].items())),
     ]
     lines.append("search: " + _search_line(d))
+    filters = d.get("filters") or {}
+    served = [name for name, ok in filters.items() if ok]
+    missing = [name for name, ok in filters.items() if not ok]
+    if filters:
+        lines.append(
+            "filters: "
+            + ", ".join(served)
+            + (f"; not {', '.join(missing)} (not recorded: encode again with --overwrite)" if missing else "")
+        )
     if d.get("verified"):
         lines.append("verified: every chunk hash (and the ANN file) matches")
     return lines

@@ -37,7 +37,11 @@ def serve(
     from inside the folder that was indexed (symlinks that lead out are refused). The service listens
     on loopback unless --host says otherwise; a non-loopback --host is refused without --token, and
     with one every request must send "Authorization: Bearer TOKEN" (the page asks for it once and
-    keeps a session cookie). API: GET /api/search?q=TEXT&k=10 (k <= 100, q <= 1000 characters).
+    keeps a session cookie). API: GET /api/search?q=TEXT&k=10 (k <= 100, q <= 1000 characters), or
+    ?like=ROW (more like a row: no model call); &offset=N pages through one ranking; the filters of
+    `muse-infer search` as parameters (under, min_duration, max_duration, modified_after,
+    modified_before, min_score); POST /api/search with an image or short clip as the body (at most
+    32 MiB, decoded in a process of its own with a timeout; a URL is never fetched).
     The model options mean what they mean for `muse-infer search`: the index's own model by default.
 
     \b
@@ -47,6 +51,7 @@ def serve(
       muse-infer serve --index emb.npy --device cpu --precision fp32
       MUSE_INFER_TOKEN=... muse-infer serve --index emb.npy --host 0.0.0.0 --port 8080
       curl -H "Authorization: Bearer $MUSE_INFER_TOKEN" "http://HOST:8080/api/search?q=a+cat&k=5"
+      curl --data-binary @photo.jpg "http://127.0.0.1:8000/api/search?k=5&min_duration=60"
     """
     from ..web.server import open_index_service, run, url_of
 

@@ -10,7 +10,10 @@ Modules, by concern: ``files`` (``IndexFiles``: the one place that names an inde
 ``update`` (growing an index in place: the front the encode jobs use),
 ``search`` (exact search: the oracle), ``ann`` (the approximate index: kinds, the auto rules, tuning,
 its files), ``embedding_index`` (``EmbeddingIndex``, ``SearchResult``), ``build`` (``write_index``,
-``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``).
+``build_ann``, ``refresh_ann``, ``upgrade_index``), ``shards`` (``ShardedIndex``, ``merge_indexes``),
+``queries`` (what a query can be: text, an example file, a ``RowQuery``, a vector), ``filters`` and
+``filtered`` (``SearchFilter``: the rows a search may return, and searching only those),
+``duplicates`` (groups of videos that are the same content, and ``dedup`` for search results).
 pyarrow and faiss are imported when an index is opened or built, not with this package.
 """
 
@@ -30,7 +33,9 @@ from .ann import (
 from .build import build_ann, refresh_ann, upgrade_index, write_index
 from .embedding_index import EmbeddingIndex, SearchResult
 from .files import IndexFiles
+from .filters import SearchFilter
 from .opening import open_index
+from .queries import RowQuery
 from .search import exact_search
 from .shards import ShardedIndex, merge_indexes
 from .store import (
@@ -58,6 +63,8 @@ __all__ = [
     "row_paths",
     "EmbeddingIndex",
     "SearchResult",
+    "SearchFilter",
+    "RowQuery",
     "ShardedIndex",
     "write_index",
     "build_ann",

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import IndexFileError, IndexInputError
 from . import ann as ann_files
 from .store import (
+    FACT_COLUMNS,
     INDEX_FORMAT,
     ROW_COLUMNS,
     path_arrays,
@@ -59,6 +60,7 @@ def write_index(
     mtimes_ns: Sequence[int] | None = None,
     start_s: Sequence[float] | None = None,
     end_s: Sequence[float] | None = None,
+    facts: dict | None = None,
     columns: dict | None = None,
     settings: dict | None = None,
     failures: Sequence[dict] = (),
@@ -77,6 +79,8 @@ def write_index(
     / ``TextEncoder`` / backend (its identity is recorded, so ``TextEncoder.for_index`` loads it), or a
     model name / checkpoint path (loaded once, with ``clip_weights``, to record its identity).
     sizes, mtimes_ns, start_s, end_s: optional per-row values (None / NaN = unknown / whole video).
+    facts: the videos' facts, {name: N values} for any of "duration_s", "width", "height", "fps",
+    "codec" (``muse_infer.video.facts``; None = unknown), which search filters use (``--min-duration``).
     columns: more per-row columns {name: N values}. ann: None (no ANN index; a stale one beside ``out``
     is removed), or a kind ("auto", "flat", "hnsw", "ivf-pq") to build one now with ``memory``.
     Returns ``out`` as a Path. Raises ``IndexInputError`` for bad arrays or arguments.
@@ -84,7 +88,14 @@ def write_index(
     out = _index_target(Path(out))
     count, dim = _shape(embeddings)
     rows = row_table(
-        paths, count, sizes=sizes, mtimes_ns=mtimes_ns, start_s=start_s, end_s=end_s, columns=columns
+        paths,
+        count,
+        sizes=sizes,
+        mtimes_ns=mtimes_ns,
+        start_s=start_s,
+        end_s=end_s,
+        facts=facts,
+        columns=columns,
     )
     identity, source, backend = model_record(model, clip_weights)
     fields = {"root": str(Path(root).absolute()) if root is not None else None, "model": identity}
@@ -124,8 +135,12 @@ def _shape(embeddings) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def row_table(paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s=None, columns=None):
-    """The Arrow rows table (``store.row_schema`` + ``columns``) for ``count`` rows, checked."""
+def row_table(
+    paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s=None, facts=None, columns=None
+):
+    """The Arrow rows table (``store.row_schema`` + ``columns``) for ``count`` rows, checked.
+
+    facts: {name: ``count`` values} for any of ``store.FACT_COLUMNS`` (None = unknown)."""
     pa, _ = pyarrow_modules()
     values = {"path": paths, "size": sizes, "mtime_ns": mtimes_ns, "start_s": start_s, "end_s": end_s}
     for name, column in values.items():
@@ -149,12 +164,47 @@ def row_table(paths, count: int, sizes=None, mtimes_ns=None, start_s=None, end_s
     if bad:
         raise IndexInputError(f"row {bad[0]}: end_s {ends[bad[0]]} is before start_s {starts[bad[0]]}")
     arrays += [pa.array(starts, pa.float64()), pa.array(ends, pa.float64()), raw]
+    arrays += fact_arrays(facts, count)
     table = pa.table(arrays, schema=row_schema())
     for name, column in (columns or {}).items():
         if name in ROW_COLUMNS or len(column) != count:
             raise IndexInputError(f"columns[{name!r}]: a reserved name or not {count} values")
         table = table.append_column(name, pa.array(list(column)))
     return table
+
+
+def fact_arrays(facts: dict | None, count: int) -> list:
+    """The Arrow arrays of ``store.FACT_COLUMNS`` (in that order) from {name: ``count`` values}; a
+    column not given is all null. Raises IndexInputError for an unknown name, a wrong length or a
+    value that is not a number (a str for "codec"), or a negative one."""
+    pa, _ = pyarrow_modules()
+    facts = dict(facts or {})
+    unknown = sorted(set(facts) - set(FACT_COLUMNS))
+    if unknown:
+        raise IndexInputError(f"facts: unknown {unknown}; known: {', '.join(FACT_COLUMNS)}")
+    types = {field.name: field.type for field in row_schema()}
+    arrays = []
+    for name in FACT_COLUMNS:
+        values = facts.get(name)
+        if values is not None and len(values) != count:
+            raise IndexInputError(f"facts[{name!r}]: {len(values)} values for {count} rows of embeddings")
+        kind = str if name == "codec" else (int if name in ("width", "height") else float)
+        try:
+            column = _optional(values, count, kind) if kind is not str else _texts(values, count)
+        except (TypeError, ValueError):
+            raise IndexInputError(f"facts[{name!r}]: values must be {kind.__name__}s or None") from None
+        if kind is float and any(v is not None and not v >= 0 for v in column):
+            raise IndexInputError(f"facts[{name!r}]: values must be >= 0 (None: unknown)")
+        arrays.append(pa.array(column, types[name]))
+    return arrays
+
+
+def _texts(values, count: int) -> list:
+    if values is None:
+        return [None] * count
+    if any(v is not None and not isinstance(v, str) for v in values):
+        raise TypeError("not a str")
+    return list(values)
 
 
 def _optional(values, count: int, kind, unknown: int | None = None) -> list:

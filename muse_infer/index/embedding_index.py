@@ -12,11 +12,11 @@ Search is cosine similarity, best first, ties broken by row number. With an ANN 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,111 +24,13 @@ import numpy as np
 from ..errors import IndexFileError, IndexInputError, ModelMismatchError
 from ..loading.identity import describe_identity, identity_difference, same_model
 from . import ann as ann_files
+from .paths import PathColumn
+from .results import SearchResult
 from .search import exact_search, rerank
 from .store import exact_paths, random_access_view
 
 logger = logging.getLogger(__name__)
 _COMPUTE = object()
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One hit.
-
-    rank: 1 = best; path: as stored in the index (relative to its root), the exact name (a name that
-    is not UTF-8 as the str ``os.walk`` gives: ``muse_infer.filenames``); score: the exact cosine;
-    row: the row number (in a ``ShardedIndex``: the row in the shards taken end to end); absolute_path:
-    the file to open (root joined with path; None when the index has no root and path is relative);
-    start_s, end_s: the time range of a moment row (None for a whole video); shard: which of a
-    ``ShardedIndex``'s indexes (None for a single index).
-    """
-
-    rank: int
-    path: str
-    score: float
-    row: int = -1
-    absolute_path: str | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    shard: int | None = None
-
-    @property
-    def display_path(self) -> str:
-        """``path`` as text for people (``filenames.display_name``): bytes that are not UTF-8 as ``\\xNN``."""
-        from ..filenames import display_name
-
-        return display_name(self.path)
-
-    def to_dict(self) -> dict:
-        """The JSON record (``search --json``): ``path`` and ``absolute_path`` exact (``open`` them;
-        written by ``json`` as ``\\udcXX`` escapes where a name is not UTF-8), and ``display_path`` /
-        ``display_absolute_path`` (text for people) only where they differ from those."""
-        from ..filenames import with_display
-
-        out = {"path": self.path, "score": self.score, "rank": self.rank, "row": self.row}
-        out["absolute_path"] = self.absolute_path
-        for key in ("start_s", "end_s", "shard"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return with_display(with_display(out), "absolute_path", "display_absolute_path")
-
-
-class PathColumn(Sequence):
-    """The rows' exact paths as a read-only sequence of str, without a Python list of N strings (nor a
-    copy of the Arrow column: its chunks are indexed where they are).
-
-    column: the ``path`` column; exact: {row: exact path} of the rows whose name is not UTF-8
-    (``store.exact_paths`` of the ``path_bytes`` column: their ``path`` is only display text).
-    """
-
-    def __init__(self, column, exact: dict[int, str] | None = None):
-        self._chunks = [chunk for chunk in column.chunks if len(chunk)]
-        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])  # (chunks + 1,)
-        self._exact = exact or {}
-
-    def __len__(self) -> int:
-        return int(self._starts[-1])
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            return [self[i] for i in range(*item.indices(len(self)))]
-        if item < 0:
-            item += len(self)
-        if not 0 <= item < len(self):
-            raise IndexError(f"row {item} out of range for {len(self)} rows")
-        if item in self._exact:
-            return self._exact[item]
-        chunk = int(np.searchsorted(self._starts, item, side="right")) - 1
-        return self._chunks[chunk][item - int(self._starts[chunk])].as_py()
-
-    def __iter__(self):
-        row = 0
-        for chunk in self._chunks:
-            for start in range(0, len(chunk), 65536):
-                texts = chunk[start : start + 65536].to_pylist()
-                if self._exact:
-                    texts = [self._exact.get(row + n, text) for n, text in enumerate(texts)]
-                yield from texts
-                row += len(texts)
-
-    def counts(self) -> dict[str, int]:
-        """{exact path: how many rows hold it} (a video of moments has several rows)."""
-        counts: dict[str, int] = {}
-        if not self._exact:
-            for chunk in self._chunks:
-                found = chunk.value_counts()
-                for path, count in zip(found.field(0).to_pylist(), found.field(1).to_pylist(), strict=True):
-                    counts[path] = counts.get(path, 0) + count
-            return counts
-        for path in self:
-            counts[path] = counts.get(path, 0) + 1
-        return counts
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return f"PathColumn({len(self)} paths)"
 
 
 class EmbeddingIndex:
@@ -171,6 +73,8 @@ class EmbeddingIndex:
         self._faiss = None
         self._spans: tuple[np.ndarray, np.ndarray] | None = None  # start_s, end_s (N,), NaN: none
         self._video_rows: dict[str, int] | None = None
+        self._selections: dict = {}  # SearchFilter -> RowSelection, the latest few
+        self._extra_columns: dict = {}  # row-record columns read on demand (row_column)
 
     @classmethod
     def load(
@@ -245,6 +149,19 @@ class EmbeddingIndex:
         usable = self.ann_meta is not None and self.ann_problem is None
         return self.ann_meta["kind"] if usable and self.ann_meta["kind"] != "flat" else "exact"
 
+    @functools.cached_property
+    def thumbnail_sources(self) -> list:
+        """What each row's keyframes show (``video.thumbnails.ThumbnailSource``: exact path, size and
+        mtime when indexed, a moment's range), in row order: what pages and the service name them by."""
+        from ..video.thumbnails import thumbnail_sources
+        from .store import row_paths
+
+        columns = [
+            self.rows.column(c).to_pylist() if c in self.rows.column_names else None
+            for c in ("size", "mtime_ns", "start_s", "end_s")
+        ]
+        return thumbnail_sources(row_paths(self.rows), *columns)
+
     def absolute_path(self, row: int) -> str | None:
         """The file of ``row``: root / path (None when the index has no root and the path is relative)."""
         path = self.paths[row]
@@ -306,13 +223,21 @@ class EmbeddingIndex:
     # --- search --------------------------------------------------------------------------------
 
     def search(
-        self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None
+        self,
+        query,
+        top_k: int = 10,
+        text_encoder=None,
+        exact: bool = False,
+        per_video: int | None = None,
+        **options,
     ) -> list[SearchResult]:
-        """Top ``top_k`` results for one query: a string (needs ``text_encoder``) or a vector (C,).
+        """Top ``top_k`` results for one query: text (needs ``text_encoder``), an example file as a
+        ``Path`` (needs ``video_encoder``), a ``RowQuery`` or a vector (C,).
 
-        per_video: see ``search_batch``.
+        options: ``search_batch``'s keywords (video_encoder, filters, dedup and the filters by name:
+        under, min_duration, max_duration, modified_after, modified_before, min_score).
         """
-        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video)
+        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video, **options)
 
     def search_batch(
         self,
@@ -321,8 +246,14 @@ class EmbeddingIndex:
         text_encoder=None,
         exact: bool = False,
         per_video: int | None = None,
+        *,
+        video_encoder=None,
+        filters=None,
+        dedup: bool | float = False,
+        **filter_options,
     ) -> list[list[SearchResult]]:
-        """Top ``top_k`` results for each of Q queries: strings or vectors (Q, C).
+        """Top ``top_k`` results for each of Q queries: strings, example files (``Path``), ``RowQuery``s
+        or vectors, or an array (Q, C) (``muse_infer.index.queries``).
 
         per_video: moments shown a video. None (default): 1 for an index of moments (rows with time
         ranges: the ``top_k`` best videos, each with its best moment, overlapping windows that score
@@ -331,14 +262,71 @@ class EmbeddingIndex:
         best videos, best first; 0: the ``top_k`` best rows, not grouped.
         Each query is encoded and searched on its own, so its results are bit-identical to ``search``
         with that query alone. exact=True scans every row even when an ANN index is beside the index.
+        filters: a ``SearchFilter``, or its fields as keywords (under, min_duration, max_duration,
+        modified_after, modified_before, min_score; ``muse_infer.index.filters``): rows that fail are
+        never ranked, and results below ``min_score`` are left out (fewer than ``top_k`` then).
+        dedup: one result per group of duplicates (``muse_infer.index.duplicates``; a float: the
+        threshold, else the default).
         """
-        vectors = self.query_vectors(queries, text_encoder)  # (Q, C)
+        from .filters import filter_of
+
+        filters = filter_of(filters, **filter_options)
+        vectors = self.query_vectors(queries, text_encoder, video_encoder)  # (Q, C)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        selection = self.selection(filters)
         group = self.moments_per_video(per_video)
-        if group is not None:
-            return [self.moment_results(self.search_moments(v, top_k, group, exact)) for v in vectors]
-        return [self.results(rows, scores) for rows, scores in self.search_rows(vectors, top_k, exact)]
+        if dedup is not False:
+            from .duplicates import deduplicated_search
+
+            found = [deduplicated_search(self, v, top_k, group, exact, selection, dedup) for v in vectors]
+        elif group is not None:
+            found = [
+                self.moment_results(self.search_moments(v, top_k, group, exact, selection)) for v in vectors
+            ]
+        else:
+            found = [self.results(r, s) for r, s in self.search_rows(vectors, top_k, exact, selection)]
+        return [above(results, filters) for results in found]
+
+    def selection(self, filters):
+        """The ``filters.RowSelection`` of a ``SearchFilter``'s row conditions (None: every row),
+        computed once per filter and kept."""
+        if filters is None or not filters.filters_rows:
+            return None
+        from .filters import RowSelection
+
+        key = dataclasses.replace(filters, min_score=None)  # rows do not depend on the cut-off
+        if key not in self._selections:
+            if len(self._selections) >= 8:
+                self._selections.pop(next(iter(self._selections)))
+            self._selections[key] = RowSelection.build(self, filters)
+        return self._selections[key]
+
+    def row_vector(self, row: int) -> np.ndarray:
+        """Row ``row``'s stored vector (C,) float32 at unit length (``RowQuery``: no model needed)."""
+        from .queries import check_row
+
+        row = check_row(row, len(self))
+        vector = np.asarray(self.embeddings[row], dtype=np.float32)
+        return vector * self.inverse_norms[row] if self.inverse_norms is not None else vector.copy()
+
+    @property
+    def path_column(self):
+        """The rows' ``path`` Arrow column (display text where ``paths.exact_names`` holds the name)."""
+        return self._rows.column("path")
+
+    def row_column(self, name: str):
+        """One column of the row records (Arrow), read alone from the rows file when the whole table is
+        not decoded; None when the index has no such column (older indexes)."""
+        if name in self._rows.column_names:
+            return self._rows.column(name)
+        if self._rows_data is None:
+            return None
+        if name not in self._extra_columns:
+            from .store import read_column
+
+            self._extra_columns[name] = read_column(self._rows_data, name)
+        return self._extra_columns[name]
 
     # --- moments -------------------------------------------------------------------------------
 
@@ -357,23 +345,27 @@ class EmbeddingIndex:
             raise ValueError(f"per_video must be a whole number >= 0, got {per_video!r}")
         return per_video or None
 
-    def search_moments(self, vector: np.ndarray, top_k: int, per_video: int, exact: bool = False) -> list:
+    def search_moments(
+        self, vector: np.ndarray, top_k: int, per_video: int, exact: bool = False, selection=None
+    ) -> list:
         """The moments (``moments.Moment``) of one unit query (C,): the best rows grouped per video.
 
         Fetches the best k rows (approximately, re-ranked exactly, when an ANN index is used), doubling
         k until the groups cannot change with more rows (``moments.settled``) or k covers every row.
+        selection: only these rows (``filters.RowSelection``; filters hold for every row of a video).
         """
         from collections import Counter
 
         from .moments import first_fetch, group_moments, settled
 
-        fetch = self._fetcher(vector, exact)
+        fetch = self._fetcher(vector, exact, selection)
+        available = len(self) if selection is None else selection.count
         k = first_fetch(top_k, per_video)
         while True:
-            k = min(k, len(self))
+            k = min(k, available)
             rows, scores = fetch(k)
             moments = group_moments(rows, scores, self.paths.__getitem__, self.span, top_k, per_video)
-            if k >= len(self) or len(rows) < k:
+            if k >= available or len(rows) < k:
                 return moments
             fetched = Counter(self.paths[row] for row in rows.tolist())
             threshold = float(scores[-1])
@@ -381,13 +373,17 @@ class EmbeddingIndex:
                 return moments
             k *= 2
 
-    def _fetcher(self, vector: np.ndarray, exact: bool):
+    def _fetcher(self, vector: np.ndarray, exact: bool, selection=None):
         """fetch(k) -> the best k (rows, scores) for a unit query (C,): from the ANN index (re-ranked
-        exactly), or from every row's exact score, computed once whatever k comes next."""
+        exactly), or from every (allowed) row's exact score, computed once whatever k comes next."""
         if not exact and self._faiss_index() is not None:
-            return lambda k: self.search_rows(vector[None], k)[0]
+            return lambda k: self.search_rows(vector[None], k, selection=selection)[0]
+        from .filtered import selected_scores
         from .search import all_scores, select_top
 
+        if selection is not None:
+            rows, scores = selected_scores(self.embeddings, vector, selection, self.inverse_norms)
+            return lambda k: select_top(rows, scores, k)
         scores = all_scores(self.embeddings, vector, self.inverse_norms)
         rows = np.arange(len(scores), dtype=np.int64)
         return lambda k: select_top(rows, scores, k)
@@ -421,10 +417,23 @@ class EmbeddingIndex:
         ]
 
     def search_rows(
-        self, vectors: np.ndarray, top_k: int, exact: bool = False
+        self, vectors: np.ndarray, top_k: int, exact: bool = False, selection=None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For unit query vectors (Q, C): Q pairs (rows (k,) int64, exact cosines (k,)), best first."""
+        """For unit query vectors (Q, C): Q pairs (rows (k,) int64, exact cosines (k,)), best first.
+
+        selection: only these rows (``filters.RowSelection``; ``muse_infer.index.filtered``)."""
         faiss_index = None if exact else self._faiss_index()
+        if selection is not None:
+            from .filtered import approximate_selected, exact_selected
+
+            if faiss_index is None:
+                return exact_selected(self.embeddings, vectors, top_k, selection, self.inverse_norms)
+            return [
+                approximate_selected(
+                    faiss_index, self.ann_meta, self._scattered, v, top_k, selection, self.inverse_norms
+                )
+                for v in vectors
+            ]
         if faiss_index is None:
             return exact_search(self.embeddings, vectors, top_k, self.inverse_norms)
         return [self._search_one_approximately(faiss_index, vector, top_k) for vector in vectors]
@@ -442,25 +451,12 @@ class EmbeddingIndex:
             return exact_search(self.embeddings, vector[None], top_k, self.inverse_norms)[0]
         return rows, scores
 
-    def query_vectors(self, queries, text_encoder=None) -> np.ndarray:
-        """Queries (strings encoded with ``text_encoder``, or vectors (Q, C)) -> unit vectors (Q, C)."""
-        if isinstance(queries, str):
-            queries = [queries]
-        if isinstance(queries, Sequence) and queries and all(isinstance(q, str) for q in queries):
-            if text_encoder is None:
-                if not self.identity:
-                    raise ModelMismatchError(self._no_model_message())
-                raise ValueError("string queries need text_encoder= (e.g. TextEncoder.for_index(index))")
-            self.check_model(text_encoder.identity)
-            vectors = np.concatenate([text_encoder.encode([query]) for query in queries])
-        else:
-            vectors = np.asarray(queries, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"query vectors must be (Q, {self.dim}), got shape {vectors.shape}")
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError("query vectors hold NaN or infinite values")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    def query_vectors(self, queries, text_encoder=None, video_encoder=None) -> np.ndarray:
+        """Queries (strings, example files, ``RowQuery``s, vectors (Q, C); ``muse_infer.index.queries``)
+        -> unit vectors (Q, C)."""
+        from .queries import unit_vectors
+
+        return unit_vectors(self, queries, text_encoder, video_encoder)
 
     def results(
         self, rows: np.ndarray, scores: np.ndarray, shard: int | None = None, offset: int = 0
@@ -490,6 +486,7 @@ class EmbeddingIndex:
 
     def describe(self) -> dict:
         """What ``muse-infer index info`` prints: rows, model, settings, files and sizes, ANN index."""
+        from .filters import supported_filters
         from .store import failures_path, rows_path, sidecar_path
 
         npy = self.location
@@ -513,6 +510,7 @@ class EmbeddingIndex:
             "search": self.search_method,
             "ann": self.ann_meta,
             "ann_problem": self.ann_problem,
+            "filters": supported_filters(self),
         }
 
 
@@ -521,15 +519,26 @@ def _path_bytes(rows):
     return rows.column("path_bytes") if "path_bytes" in rows.column_names else None
 
 
-def search_one(search_batch, query, top_k: int, text_encoder, exact: bool, per_video: int | None) -> list:
-    """``search``'s body for any index: one query, a string (needs ``text_encoder``) or a vector (C,),
-    through ``search_batch``."""
-    if isinstance(query, str):
-        return search_batch([query], top_k, text_encoder, exact, per_video)[0]
+def search_one(
+    search_batch, query, top_k: int, text_encoder, exact: bool, per_video: int | None, **options
+) -> list:
+    """``search``'s body for any index: one query (a string, an example ``Path``, a ``RowQuery`` or a
+    vector (C,)) through ``search_batch``."""
+    from .queries import RowQuery
+
+    if isinstance(query, (str, os.PathLike, RowQuery)):
+        return search_batch([query], top_k, text_encoder, exact, per_video, **options)[0]
     vector = np.asarray(query, dtype=np.float32)
     if vector.ndim != 1:
         raise ValueError(f"a query vector must be (C,), got shape {vector.shape}; use search_batch")
-    return search_batch(vector[None], top_k, exact=exact, per_video=per_video)[0]
+    return search_batch(vector[None], top_k, text_encoder, exact, per_video, **options)[0]
+
+
+def above(results: list, filters) -> list:
+    """``results`` (best first) without those scoring below ``filters.min_score`` (all when None)."""
+    if filters is None or filters.min_score is None:
+        return results
+    return [hit for hit in results if hit.score >= filters.min_score]
 
 
 def model_mismatch_message(index, identity: dict, given: str | None = None) -> str:

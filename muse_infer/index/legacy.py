@@ -61,6 +61,7 @@ def v1_rows(paths: list[str], stats: list):
     count = len(paths)
     texts, raw = path_arrays(paths)  # format 1 kept names of any bytes in JSON (\udcXX escapes)
     columns = [np.arange(count, dtype=np.int64), texts, sizes, mtimes, [None] * count, [None] * count, raw]
+    columns += [[None] * count] * 5  # duration_s, width, height, fps, codec: format 1 knew none
     return pa.table(
         [pa.array(c, type=f.type) for c, f in zip(columns, row_schema(), strict=True)], schema=row_schema()
     )

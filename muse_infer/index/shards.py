@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import IndexInputError
 from ..loading.identity import describe_identity, same_model
-from .embedding_index import EmbeddingIndex, SearchResult, search_one
+from .embedding_index import EmbeddingIndex, SearchResult, above, search_one
 from .search import select_top
 
 
@@ -89,11 +89,33 @@ class ShardedIndex:
     def check_model(self, identity: dict, given: str | None = None) -> None:
         self.shards[0].check_model(identity, given)
 
+    def _no_model_message(self) -> str:
+        return self.shards[0]._no_model_message()
+
+    def row_vector(self, row: int) -> np.ndarray:
+        """Row ``row`` (counted end to end) as a unit vector (C,): its shard's stored row."""
+        from .queries import check_row
+
+        row = check_row(row, len(self), "counted end to end over the shards, ")
+        shard = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        return self.shards[shard].row_vector(row - int(self.offsets[shard]))
+
+    def query_vectors(self, queries, text_encoder=None, video_encoder=None) -> np.ndarray:
+        from .queries import unit_vectors
+
+        return unit_vectors(self, queries, text_encoder, video_encoder)
+
     def search(
-        self, query, top_k: int = 10, text_encoder=None, exact: bool = False, per_video: int | None = None
+        self,
+        query,
+        top_k: int = 10,
+        text_encoder=None,
+        exact: bool = False,
+        per_video: int | None = None,
+        **options,
     ) -> list[SearchResult]:
-        """Top ``top_k`` results of all shards for one query (a string with ``text_encoder``, or a vector)."""
-        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video)
+        """Top ``top_k`` results of all shards for one query (see ``EmbeddingIndex.search``)."""
+        return search_one(self.search_batch, query, top_k, text_encoder, exact, per_video, **options)
 
     def search_batch(
         self,
@@ -102,30 +124,52 @@ class ShardedIndex:
         text_encoder=None,
         exact: bool = False,
         per_video: int | None = None,
+        *,
+        video_encoder=None,
+        filters=None,
+        dedup: bool | float = False,
+        **filter_options,
     ) -> list[list[SearchResult]]:
         """Top ``top_k`` results of all shards for each query; ``SearchResult.row`` counts rows end to end.
 
         per_video: as ``EmbeddingIndex.search_batch`` (grouped when any shard holds moments); a video
-        is one file of one shard, so each shard's best videos are merged by score.
+        is one file of one shard, so each shard's best videos are merged by score. Queries, filters
+        and ``video_encoder`` as there; each shard applies the filters to its own rows (``under``
+        relative to its own root). ``dedup`` needs one index (merge the shards first).
         """
-        vectors = self.shards[0].query_vectors(queries, text_encoder)
+        from .filters import filter_of
+
+        filters = filter_of(filters, **filter_options)
+        if dedup is not False:
+            raise IndexInputError(
+                "dedup searches one index: merge the shards first (muse-infer index merge), then search it"
+            )
+        vectors = self.query_vectors(queries, text_encoder, video_encoder)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        selections = [shard.selection(filters) for shard in self.shards]
         group = self._per_video(per_video)
         if group is not None:
-            return [self._merge_moments(vector, top_k, group, exact) for vector in vectors]
-        found = [shard.search_rows(vectors, top_k, exact) for shard in self.shards]  # [S][Q]
-        return [self._merge([per_shard[q] for per_shard in found], top_k) for q in range(len(vectors))]
+            found = [self._merge_moments(vector, top_k, group, exact, selections) for vector in vectors]
+        else:
+            per_shard = [
+                shard.search_rows(vectors, top_k, exact, selection)
+                for shard, selection in zip(self.shards, selections, strict=True)
+            ]  # [S][Q]
+            found = [self._merge([rows[q] for rows in per_shard], top_k) for q in range(len(vectors))]
+        return [above(results, filters) for results in found]
 
     def _per_video(self, per_video: int | None) -> int | None:
         if per_video is None and any(shard.has_moments for shard in self.shards):
             per_video = 1
         return self.shards[0].moments_per_video(per_video if per_video is not None else 0)
 
-    def _merge_moments(self, vector, top_k: int, per_video: int, exact: bool) -> list[SearchResult]:
+    def _merge_moments(
+        self, vector, top_k: int, per_video: int, exact: bool, selections
+    ) -> list[SearchResult]:
         found = []  # (score, shard, row, moment)
         for number, shard in enumerate(self.shards):
-            for moment in shard.search_moments(vector, top_k, per_video, exact):
+            for moment in shard.search_moments(vector, top_k, per_video, exact, selections[number]):
                 found.append((-moment.score, number, moment.row, moment))
         found.sort(key=lambda item: item[:3])
         videos, results = set(), []

@@ -19,6 +19,10 @@ An index is a set of files beside ``EMB.npy`` (format version 2, written by ``wr
                                      null otherwise: then they are the exact path and ``path`` only
                                      shows it; a reader takes ``os.fsdecode(path_bytes)`` (the str
                                      ``os.walk`` gives, ``muse_infer.filenames``) where it is set
+      duration_s float64, width int32, height int32, fps float64, codec string   nullable
+                the video's facts, noted by the decoder when encoding (``muse_infer.video.facts``; a
+                moment row has its video's); null where unknown; indexes written before them lack
+                the columns and open as before (the search filters that need them say so)
 
   So a file name of any bytes is stored losslessly, and every ``path`` is valid UTF-8 for readers that
   know nothing of ``path_bytes`` (indexes written before it, without the column, still open: every
@@ -95,7 +99,8 @@ V2_REQUIRED = (
     "rows_file",
     "rows_sha256",
 )
-ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s", "path_bytes")
+FACT_COLUMNS = ("duration_s", "width", "height", "fps", "codec")  # muse_infer.video.facts
+ROW_COLUMNS = ("row", "path", "size", "mtime_ns", "start_s", "end_s", "path_bytes", *FACT_COLUMNS)
 DESCRIPTIVE_FIELDS = ("root", "model", "model_source", "backend", "settings")
 
 
@@ -138,6 +143,11 @@ def row_schema():
             pa.field("start_s", pa.float64()),
             pa.field("end_s", pa.float64()),
             pa.field("path_bytes", pa.binary()),
+            pa.field("duration_s", pa.float64()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("fps", pa.float64()),
+            pa.field("codec", pa.string()),
         ]
     )
 
@@ -160,12 +170,12 @@ def path_arrays(paths) -> tuple:
 def exact_paths(bytes_column) -> dict[int, str]:
     """{row: exact path} of the rows whose ``path_bytes`` is set (the others' exact path is ``path``);
     {} for an index without the column (None) or with every value null (the usual case: read nothing)."""
-    import pyarrow.compute as pc
+    if bytes_column is None or bytes_column.null_count == len(bytes_column):
+        return {}
+    import pyarrow.compute as pc  # only here: its import costs a search a tenth of a second
 
     from ..filenames import from_bytes
 
-    if bytes_column is None or bytes_column.null_count == len(bytes_column):
-        return {}
     rows = pc.indices_nonzero(pc.is_valid(bytes_column))  # not to_numpy: that imports pandas (~1 s)
     values = bytes_column.take(rows).to_pylist()
     return {row: from_bytes(value) for row, value in zip(rows.to_pylist(), values, strict=True)}
@@ -622,3 +632,12 @@ def check_chunks(embeddings: np.ndarray, metadata: dict, npy: Path, sidecar: Pat
                 f"{npy}: does not match its sidecar {sidecar.name} at rows {first}-{last} (different SHA-256: "
                 f"from another run, or damaged); {FIX}"
             )
+
+
+def read_column(data: bytes, name: str):
+    """One column (Arrow) of a rows file's bytes, or None when the file has no such column."""
+    pa, pq = pyarrow_modules()
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    if name not in parquet.schema_arrow.names:
+        return None
+    return parquet.read(columns=[name]).column(name)

@@ -27,7 +27,8 @@ class PreviousIndex:
 
     rows: [[path, size, mtime_ns], ...] in row order (-1 where unknown); embeddings: (N, C) float32,
     memory-mapped; spans: (start_s, end_s) a row for an index of moments, else None; failures: its
-    failures file's records; sidecar: its sidecar dict.
+    failures file's records; sidecar: its sidecar dict; row_records: its rows table (Arrow), for the
+    videos' facts (``facts``).
     """
 
     location: Path
@@ -37,6 +38,20 @@ class PreviousIndex:
     embeddings: np.ndarray
     spans: list[tuple] | None
     failures: list[dict]
+    row_records: object = None
+
+    def facts(self) -> list[dict | None]:
+        """Each row's video facts (``store.FACT_COLUMNS``: duration, size, rate, codec), None where the
+        index recorded none (written before facts were recorded)."""
+        from .store import FACT_COLUMNS
+
+        table = self.row_records
+        present = [name for name in FACT_COLUMNS if table is not None and name in table.column_names]
+        if not present:
+            return [None] * len(self.rows)
+        columns = {name: table.column(name).to_pylist() for name in present}
+        rows = [{name: columns[name][row] for name in present} for row in range(len(self.rows))]
+        return [values if any(v is not None for v in values.values()) else None for values in rows]
 
     def videos(self) -> tuple[list[list], list[list]]:
         """A moments index's rows grouped by video: ([[path, size, mtime_ns], ...], [[[start, end], ...]])."""
@@ -74,6 +89,7 @@ def read_previous(path) -> PreviousIndex | None:
         index.embeddings,
         spans,
         read_failures(files.npy),
+        index.rows,
     )
 
 
@@ -108,13 +124,15 @@ def _row_stats(index) -> list[list]:
 
 @dataclass
 class Video:
-    """One video of the new index: its exact path, stats and rows (n, C), with n time ranges for moments."""
+    """One video of the new index: its exact path, stats and rows (n, C), with n time ranges for
+    moments, and its facts (``store.FACT_COLUMNS``; None: not recorded)."""
 
     path: str
     size: int
     mtime_ns: int
     rows: np.ndarray
     spans: list | None = None
+    facts: dict | None = None
 
 
 @dataclass
@@ -199,8 +217,10 @@ def update_index(
     order, kept = row_order(videos, found, previous)
     blocks = [videos[p].rows for p in order]
     embeddings = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, dim), np.float32)
-    paths, sizes, mtimes, starts, ends = _row_columns(order, videos)
-    rows = row_table(paths, len(embeddings), sizes=sizes, mtimes_ns=mtimes, start_s=starts, end_s=ends)
+    paths, sizes, mtimes, starts, ends, facts = _row_columns(order, videos)
+    rows = row_table(
+        paths, len(embeddings), sizes=sizes, mtimes_ns=mtimes, start_s=starts, end_s=ends, facts=facts
+    )
     write_index_files(files.npy, [embeddings], len(embeddings), dim, rows, described, failures)
     written = _read_back(files, len(embeddings), rows, failures)
     note = _refresh_ann(written, previous, kept)
@@ -209,8 +229,12 @@ def update_index(
 
 
 def _row_columns(order: list[str], videos: dict[str, Video]) -> tuple:
-    """(paths, sizes, mtimes, starts, ends) a row: a row a video, or a row a window of moments."""
+    """(paths, sizes, mtimes, starts, ends, facts) a row: a row a video, or a row a window of moments;
+    each row with its video's facts ({name: values}; null where not recorded)."""
+    from .store import FACT_COLUMNS
+
     paths, sizes, mtimes, starts, ends = [], [], [], [], []
+    facts: dict[str, list] = {name: [] for name in FACT_COLUMNS}
     for path in order:
         video = videos[path]
         spans = video.spans if video.spans is not None else [(None, None)]
@@ -219,8 +243,10 @@ def _row_columns(order: list[str], videos: dict[str, Video]) -> tuple:
         mtimes += [video.mtime_ns] * len(spans)
         starts += [start for start, _ in spans]
         ends += [end for _, end in spans]
+        for name, values in facts.items():
+            values += [(video.facts or {}).get(name)] * len(spans)
     moments = any(start is not None for start in starts)
-    return paths, sizes, mtimes, starts if moments else None, ends if moments else None
+    return paths, sizes, mtimes, starts if moments else None, ends if moments else None, facts
 
 
 def _read_back(files: IndexFiles, count: int, rows, failures: list[dict]):

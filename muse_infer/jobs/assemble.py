@@ -85,7 +85,7 @@ def finish_index(
     """
     failures, results = _sort_results(entries, known, dim)
     videos = {
-        path: Video(path, result.size, result.mtime_ns, result.rows(), result.spans)
+        path: Video(path, result.size, result.mtime_ns, result.rows(), result.spans, result.facts)
         for path, result in results.items()
     }
     described = {**(fields or {}), "root": job["root"], "model": job["model"], "model_source": model_source}

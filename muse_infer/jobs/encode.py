@@ -501,8 +501,9 @@ def _import_index(store: ChunkStore, previous: PreviousIndex, job: dict) -> None
     ]
     records = {"failed": failed, "precision": previous.sidecar.get("precision")}
     embeddings = np.asarray(previous.embeddings)
+    facts = previous.facts()
     if not job.get("windows"):
-        store.write_chunk(0, embeddings, {"done": previous.rows, **records})
+        store.write_chunk(0, embeddings, {"done": previous.rows, "facts": facts, **records})
         return
     try:
         done, spans = previous.videos()  # moments: a video's rows are consecutive
@@ -510,6 +511,8 @@ def _import_index(store: ChunkStore, previous: PreviousIndex, job: dict) -> None
         raise JobError(
             f"the index {previous.location} cannot be extended: {error}; or add --overwrite"
         ) from None
+    firsts = np.cumsum([0] + [len(s) for s in spans[:-1]]).tolist() if spans else []
+    records["facts"] = [facts[row] for row in firsts]  # a video's facts, from its first row
     store.write_chunk(0, embeddings, {"done": done, "spans": spans, **records})
 
 

@@ -83,7 +83,8 @@ def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: b
 
     row: {"shard": id, "paths": JSON list of paths relative to ``root``}. Returns {"shard": id,
     "clips": (sum of frames, S, S, 3) uint8, the clips one after another, "frames": (n,) int32 frames
-    of each video (0 for a failure), "errors": JSON list of n reasons or nulls}.
+    of each video (0 for a failure), "errors": JSON list of n reasons or nulls, "facts": JSON list of
+    n facts dicts (``video.facts``) or nulls}.
     """
     from ..video.frames import FrameSettings
     from ..video.pool import DecodePool, decode_inline
@@ -100,17 +101,19 @@ def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: b
         decoded = decode_inline(paths, frame_settings)
     else:
         decoded = DecodePool(frame_settings, workers=1, timeout=timeout, prefetch=2).imap(paths)
-    clips, frames, errors = [], [], []
+    clips, frames, errors, facts = [], [], [], []
     for item in decoded:
         clips += [] if item.pixels is None else [item.pixels]
         frames.append(0 if item.pixels is None else len(item.pixels))
         errors.append(item.error)
+        facts.append(item.facts)
     size = frame_settings.size
     return {
         "shard": row["shard"],
         "clips": np.concatenate(clips) if clips else np.zeros((0, size, size, 3), np.uint8),
         "frames": np.asarray(frames, dtype=np.int32),
         "errors": json.dumps(errors),
+        "facts": json.dumps(facts),
     }
 
 
@@ -119,7 +122,8 @@ class ShardEmbedder:
 
     A batch holds whole shards as ``decode_shard`` made them; each comes back as {"shard": id,
     "embeddings": (k, C) float32 for its k encoded videos in order, "errors": JSON list of n reasons
-    or nulls, "precision": what this actor computed in}. Model batches are formed within a shard:
+    or nulls, "precision": what this actor computed in, "facts": the decode task's, passed on}. Model
+    batches are formed within a shard:
     ``batch_size`` decoded videos each (None: the spec's default on the actor's device).
     """
 
@@ -147,6 +151,7 @@ class ShardEmbedder:
             "embeddings": _column([embeddings for embeddings, _ in results]),
             "errors": np.asarray([json.dumps(errors) for _, errors in results], dtype=object),
             "precision": np.asarray([self.encoder.backend.precision] * len(shards), dtype=object),
+            "facts": np.asarray([str(facts) for facts in batch["facts"]], dtype=object),
         }
 
     def _embed(self, clips: np.ndarray, frames: np.ndarray, errors: list) -> tuple[np.ndarray, list]:
@@ -260,6 +265,7 @@ class _Run:
                         row["embeddings"],
                         json.loads(str(row["errors"])),
                         str(row["precision"]),
+                        json.loads(str(row["facts"])),
                     )
                     bar.update(processed, failed=summary.processed_now - summary.encoded_now)
             except Exception as error:
@@ -305,9 +311,9 @@ class _Run:
             num_gpus=layout.gpus,
         )
 
-    def _write(self, shard_id: int, embeddings: np.ndarray, errors: list, precision: str) -> int:
-        """Write one shard's result, computed in ``precision`` (once: a repeat is dropped); returns its
-        number of videos."""
+    def _write(self, shard_id: int, embeddings: np.ndarray, errors: list, precision: str, facts: list) -> int:
+        """Write one shard's result, computed in ``precision``, with each video's ``facts`` (once: a
+        repeat is dropped); returns its number of videos."""
         shard = self.pending.pop(shard_id, None)
         if shard is None:
             return 0
@@ -326,6 +332,7 @@ class _Run:
             raise RuntimeError(f"shard {shard_id}: {len(embeddings)} rows for {len(done)} videos")
         records = {"done": done, "failed": failed, "shard": shard_id, "plan": self.plan.plan_id}
         records["precision"] = precision
+        records["facts"] = [fact for fact, error in zip(facts, errors, strict=True) if error is None]
         self.job.store.write_chunk(shard_id, embeddings, records)
         self.job.summary.encoded_now += len(done)
         self.job.summary.processed_now += len(shard.entries)

@@ -37,6 +37,7 @@ class Known:
     """A finished result: the file's stats when it was encoded, and its embedding (C,) or failure reason.
 
     A video encoded as moments: ``embedding`` (n, C), a row per window, and ``spans`` their (start_s, end_s).
+    ``facts``: the video's duration, size, frame rate and codec (``video.facts``; None: not recorded).
     """
 
     size: int
@@ -45,6 +46,7 @@ class Known:
     reason: str | None = None
     spans: list | None = None
     precision: str | None = None  # what the model computed it in (None: not recorded)
+    facts: dict | None = None
 
     def rows(self) -> np.ndarray:
         """The result's rows (n, C): one for a whole video, one a window for moments."""
@@ -105,7 +107,8 @@ class ChunkStore:
         """One chunk with the results (``result.index`` indexes ``entries``), computed in ``precision``.
 
         Moments (results with ``spans``): the embeddings hold every window's row, video after video, and
-        ``records["spans"]`` each done video's [[start_s, end_s], ...].
+        ``records["spans"]`` each done video's [[start_s, end_s], ...]. ``records["facts"]``: each done
+        video's facts dict (``video.facts``) or None.
         """
         done = [r for r in results if r.error is None]
         rows = [r.embedding.reshape(-1, r.embedding.shape[-1]) for r in done]
@@ -114,6 +117,7 @@ class ChunkStore:
             "done": [_stats(entries[r.index]) for r in done],
             "failed": [[*_stats(entries[r.index]), r.error] for r in results if r.error is not None],
             "precision": precision,
+            "facts": [r.facts for r in done],
         }
         if any(r.spans is not None for r in done):
             records["spans"] = [[list(span) for span in r.spans] for r in done]
@@ -144,8 +148,11 @@ class ChunkStore:
                 continue
             rows, spans_of = _split_rows(embeddings, records)
             precision = records.get("precision")
-            for (path, size, mtime_ns), row, spans in zip(records["done"], rows, spans_of, strict=True):
-                known[path] = Known(size, mtime_ns, embedding=row, spans=spans, precision=precision)
+            facts = records.get("facts") or [None] * len(records["done"])  # chunks written before facts
+            for (path, size, mtime_ns), row, spans, fact in zip(
+                records["done"], rows, spans_of, facts, strict=True
+            ):
+                known[path] = Known(size, mtime_ns, row, spans=spans, precision=precision, facts=fact)
             for path, size, mtime_ns, reason in records["failed"]:
                 known[path] = Known(size, mtime_ns, reason=reason)
         return known
@@ -164,6 +171,8 @@ def _read_chunk(chunk: Path) -> tuple[np.ndarray, dict]:
         raise ValueError(f"{len(records['spans'])} window lists for {len(records['done'])} paths")
     if expected != len(embeddings):
         raise ValueError(f"{len(embeddings)} rows for {expected} expected")
+    if records.get("facts") is not None and len(records["facts"]) != len(records["done"]):
+        raise ValueError(f"{len(records['facts'])} facts for {len(records['done'])} paths")
     return embeddings, records
 
 

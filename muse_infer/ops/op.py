@@ -29,10 +29,10 @@ import logging
 
 import torch
 
-from .conv import depthwise_conv_time_major_ref
+from .conv_reference import depthwise_conv_time_major_ref
 from .inputs import ScanInputs, check_same_options
 from .reference import selective_scan_bidirectional_ref, selective_scan_ref
-from .winograd import conv3x3_winograd_ref
+from .winograd_reference import conv3x3_winograd_ref
 
 logger = logging.getLogger(__name__)
 

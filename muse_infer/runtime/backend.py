@@ -27,6 +27,7 @@ class Backend:
     embed_dim: int  # C
     logit_scale: float  # similarity = exp(logit_scale) * cosine
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": what the model computes in (embeddings are float32)
+    text_only: bool = False  # loaded for queries: no video tower (``ModelSpec.load(text_only=True)``)
 
     @property
     def asynchronous(self) -> bool:

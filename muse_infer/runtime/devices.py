@@ -1,6 +1,9 @@
-"""Device names: "auto", "cpu", "cuda", "cuda:N", checked with clear errors."""
+"""Device names: "auto", "cpu", "cuda", "cuda:N", checked with clear errors; batch sizes and CPU threads
+for a device."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from ..errors import BackendError
 
@@ -34,3 +37,27 @@ def default_batch_size(device: str) -> int:
     issue's target batch, measured by benchmarks/gpu_check.sh with its peak memory (docs/benchmarks.md).
     """
     return GPU_BATCH_SIZE if str(device).startswith("cuda") else CPU_BATCH_SIZE
+
+
+SMALL_TEXT_BATCH = 16  # queries at most this many are encoded on one thread on the CPU
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Inside: torch's CPU ops run on ``count`` threads (None: unchanged), restored after.
+
+    Why: a search encodes one or a few queries, a few dozen tokens each; split across cores, each op
+    waits at its barrier for the slowest thread, and on a busy machine that thread has lost its core
+    (one query took seconds instead of a tenth). One thread is also the fastest on an idle machine.
+    """
+    if count is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BackendError, CheckpointError, ConfigError, PretrainedWeightsError
 from .backend import Backend
+from .devices import SMALL_TEXT_BATCH, torch_threads
 
 COMPILE_MODES = ("off", "compile", "cudagraphs")
 
@@ -77,13 +78,14 @@ class TorchBackend(Backend):
         if compile_backbone not in COMPILE_MODES:
             raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
-            muse = load_text_model(spec.ref, spec.clip_weights, spec.device) if text_only else None
+            with torch_threads(1):  # a text tower's tensors are read or drawn by memory-bound copies
+                muse = load_text_model(spec.ref, spec.clip_weights, spec.device) if text_only else None
             if muse is None:
                 muse = load_model(spec.ref, device=spec.device, clip_weights=spec.clip_weights)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
         backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
-        backend.spec = spec
+        backend.spec, backend.text_only = spec, not hasattr(muse, "backbone")
         return backend
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -117,10 +119,12 @@ class TorchBackend(Backend):
             return PendingEmbeddings(self.model.encode_video(frames, mask))
 
     def encode_text_tokens(self, token_ids: np.ndarray) -> np.ndarray:
-        """token_ids (N, L) int64 -> (N, C) float32 L2-normalised."""
+        """token_ids (N, L) int64 -> (N, C) float32 L2-normalised (a few queries on the CPU: one thread,
+        ``devices.torch_threads``)."""
         import torch
 
-        with torch.inference_mode():
+        few = self.device == "cpu" and len(token_ids) <= SMALL_TEXT_BATCH
+        with torch.inference_mode(), torch_threads(1 if few else None):
             ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
             return self.model.encode_text_tokens(ids).float().cpu().numpy()
 

@@ -13,42 +13,16 @@ exact reader reaches its frames; a front-to-back reading (``window_reader``) dem
 decodes only the keyframes it takes.
 
 A stream where this cannot work (no keyframe flagged, a keyframe that yields no frame alone, packets
-without timestamps) raises ``planned.Unplanned``; ``read_keyframes`` then reads the exact frames.
+without timestamps) raises ``planned.Unplanned``; ``reader.read_keyframes`` then reads the exact frames.
 """
 
 from __future__ import annotations
 
 import bisect
-import os
-
-import numpy as np
 
 from . import cursor as reference
 from .cursor import DecodeStats, FrameCursor
-from .frames import FrameSettings
 from .planned import Unplanned
-
-
-def read_keyframes(
-    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None
-) -> list[np.ndarray]:
-    """The keyframes nearest the sample times of a whole video, upright RGB (H, W, 3) uint8 arrays.
-
-    Raises ``VideoDecodeError`` naming the file when it cannot be read as a video.
-    """
-    from . import reader
-
-    stats = stats if stats is not None else DecodeStats()
-    rate = reader._check_sampling(settings.max_frames, settings.framerate, settings.slice_mode)
-    with reader.open_for_planned(path) as container:
-        with reader._ffmpeg_errors(path):
-            try:
-                timeline = reader.open_timeline(path, container, True, stats, cursor_kind=KeyframeCursor)
-                times = reader._sample_times(timeline, rate, settings.max_frames, settings.slice_mode)
-                return [timeline.frame_at(path, t) for t in times]
-            except Unplanned:
-                stats.fallbacks += 1
-    return reader.read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats)
 
 
 class KeyframeCursor(FrameCursor):

@@ -11,14 +11,15 @@ their pipes), so a ``kill -9`` of the main process leaves no decoder behind, hun
 
 Protocol over the worker's stdin/stdout (pickled ``multiprocessing.connection`` messages):
 parent -> worker ``(index, path)`` or ``None`` (stop); worker -> parent ``("ready",)``, then
-``("ok", index, pixels)`` or ``("error", index, reason)`` for each task. ``pixels`` is the clip as
+``("ok", index, pixels, facts)`` or ``("error", index, reason)`` for each task (``facts``: the video's
+``video.facts.VideoFacts`` as a dict: duration, size, rate, codec). ``pixels`` is the clip as
 ``muse_infer.video.reader.read_clip`` gives it, (t, S, S, 3) uint8: 1.8 MB for 12 frames at 224 px,
 a quarter of the float32 frames. Normalising it is the model side's job
 (``muse_infer.video.frames.clip_inputs``), so workers import neither torch nor anything of the model.
 
 Moments (a pool made with ``windows``): a worker reads each video once for all its windows
 (``window_reader.read_windows``) and sends every window as soon as it is complete,
-``("part", index, start_s, end_s, pixels)``, then ``("ok", index, None)`` (or ``("error", ...)``, which
+``("part", index, start_s, end_s, pixels)``, then ``("ok", index, None, facts)`` (or ``("error", ...)``, which
 voids the parts already sent). ``imap`` then yields, a video at a time, one ``Decoded`` a window
 (``final`` False, ``span`` its time range) and a last one with ``final`` True. So neither the worker
 nor this process holds a long video's windows at once: a worker whose parts are not taken yet is not
@@ -43,6 +44,7 @@ import numpy as np
 
 from ..errors import DecodePoolError, MuseError, VideoDecodeError
 from . import reader
+from .facts import VideoFacts
 from .frames import FrameSettings
 from .window_reader import read_windows
 from .windows import WindowSettings
@@ -59,7 +61,8 @@ class Decoded:
     """One video's clip (t, S, S, 3) uint8 (``reader.read_clip``), or the reason it failed.
 
     With windows: one item a window (``span`` (start_s, end_s), ``final`` False), then the video's
-    last item (``final`` True: no pixels; or the ``error`` that voids its windows).
+    last item (``final`` True: no pixels; or the ``error`` that voids its windows). ``facts``: the
+    video's duration, size, rate and codec (``VideoFacts.to_dict``) on its final item, when read.
     """
 
     index: int
@@ -68,12 +71,15 @@ class Decoded:
     error: str | None = None
     span: tuple[float, float] | None = None
     final: bool = True
+    facts: dict | None = None
 
 
-def decode_one(path: str, settings: FrameSettings) -> np.ndarray | str:
-    """The clip of one video, (t, S, S, 3) uint8, or a one-line reason why it cannot be read. Never raises."""
+def decode_one(path: str, settings: FrameSettings) -> tuple[np.ndarray, dict] | str:
+    """(the clip of one video, (t, S, S, 3) uint8, its facts as a dict: ``VideoFacts``), or a one-line
+    reason why it cannot be read. Never raises."""
+    facts = VideoFacts()
     try:
-        return reader.read_clip(path, settings)
+        return reader.read_clip(path, settings, facts=facts), facts.to_dict()
     except VideoDecodeError as error:
         return error.reason
     except MemoryError:
@@ -87,11 +93,15 @@ def _one_line(error: Exception) -> str:
     return text[:200] or "no details"
 
 
-def decode_windows(path: str, settings: FrameSettings, windows: WindowSettings) -> Iterator[tuple | str]:
-    """A video's windows, ``(start_s, end_s, pixels)`` each as soon as it is read, then None; or, at
-    the point where reading fails, a one-line reason (a str) instead of None. Never raises."""
+def decode_windows(
+    path: str, settings: FrameSettings, windows: WindowSettings
+) -> Iterator[tuple | str | dict]:
+    """A video's windows, ``(start_s, end_s, pixels)`` each as soon as it is read, then its facts (a
+    dict, ``VideoFacts``); or, at the point where reading fails, a one-line reason (a str) instead of
+    the facts. Never raises."""
+    facts = VideoFacts()
     try:
-        for clip in read_windows(path, settings, windows, find_cuts=_cut_finder(windows)):
+        for clip in read_windows(path, settings, windows, find_cuts=_cut_finder(windows), facts=facts):
             yield clip.start_s, clip.end_s, clip.pixels
     except VideoDecodeError as error:
         yield error.reason
@@ -105,7 +115,7 @@ def decode_windows(path: str, settings: FrameSettings, windows: WindowSettings) 
     except Exception as error:  # a decoder bug on one odd file must not stop a folder of videos
         yield f"the decoder failed unexpectedly ({_one_line(error)}); please report this file"
         return
-    yield None
+    yield facts.to_dict()
 
 
 def _cut_finder(windows: WindowSettings):
@@ -128,12 +138,14 @@ def decode_inline(
         if isinstance(result, str):
             yield Decoded(index, path, error=result)
         else:
-            yield Decoded(index, path, pixels=result)
+            yield Decoded(index, path, pixels=result[0], facts=result[1])
 
 
 def _inline_windows(index: int, path: str, settings: FrameSettings, windows: WindowSettings):
     for item in decode_windows(path, settings, windows):
-        if item is None or isinstance(item, str):
+        if isinstance(item, dict):
+            yield Decoded(index, path, facts=item)
+        elif isinstance(item, str):
             yield Decoded(index, path, error=item)
         else:
             yield Decoded(index, path, pixels=item[2], span=(item[0], item[1]), final=False)
@@ -309,7 +321,8 @@ class _PoolRun:
             worker.deadline = time.monotonic() + self.pool.timeout  # the timeout counts from progress
             return worker
         if kind == "ok":
-            self._store(Decoded(index, path, pixels=message[2]))
+            facts = message[3] if len(message) > 3 else None
+            self._store(Decoded(index, path, pixels=message[2], facts=facts))
         else:
             self._store(Decoded(index, path, error=message[2]))
         worker.finish(index)
@@ -396,17 +409,17 @@ def _worker_main(parent_pid: int, settings: FrameSettings, windows: WindowSettin
 def _window_messages(index: int, path: str, settings: FrameSettings, windows: WindowSettings) -> Iterator:
     """The messages of one video read as windows: a "part" a window, then "ok" or "error"."""
     for item in decode_windows(path, settings, windows):
-        if item is None:
-            yield ("ok", index, None)
+        if isinstance(item, dict):
+            yield ("ok", index, None, item)
         elif isinstance(item, str):
             yield ("error", index, item)
         else:
             yield ("part", index, *item)
 
 
-def _answer(index: int, result: np.ndarray | str) -> tuple:
-    """The message for one decoded task: its clip, or why it failed."""
-    return ("error", index, result) if isinstance(result, str) else ("ok", index, result)
+def _answer(index: int, result: tuple[np.ndarray, dict] | str) -> tuple:
+    """The message for one decoded task: its clip and facts, or why it failed."""
+    return ("error", index, result) if isinstance(result, str) else ("ok", index, *result)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import VideoDecodeError
+from . import keyframes
 from .cursor import DecodeStats, FrameCursor, decode_packet, nominal_frame_ticks
 from .frames import FrameSettings, fit_frame, normalise, sample_indices
 from .planned import PlannedCursor, Unplanned
@@ -84,21 +85,44 @@ def preprocess_frame(rgb: np.ndarray, size: int = 224):
 
 
 def read_clip(
-    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None
+    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None, facts=None
 ) -> np.ndarray:
     """The sampled frames of a video, fitted to the model: (t, size, size, 3) uint8, 1 <= t <= max_frames.
 
     ``settings.sampling``: "exact" (the frame shown at each sample time, ``read_frames``) or "keyframes"
-    (the keyframe nearest each sample time, ``keyframes.read_keyframes``). stats: filled with what the
-    read cost. Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
+    (the keyframe nearest each sample time, ``read_keyframes``). stats: filled with what the
+    read cost. facts: a ``video.facts.VideoFacts`` to fill (duration, size, rate, codec), or None.
+    Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
     """
     if settings.sampling == "keyframes":
-        from .keyframes import read_keyframes
-
-        images = read_keyframes(path, settings, stats)
+        images = read_keyframes(path, settings, stats, facts)
     else:
-        images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats)
+        images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts)
     return np.stack([fit_frame(image, settings.size) for image in images])
+
+
+def read_keyframes(
+    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None, facts=None
+) -> list[np.ndarray]:
+    """The keyframes nearest the sample times of a whole video (``keyframes.KeyframeCursor``), upright
+    RGB (H, W, 3) uint8 arrays; the exact frames where the cursor cannot work (``planned.Unplanned``).
+
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. Raises
+    ``VideoDecodeError`` naming the file when it cannot be read as a video.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    rate = _check_sampling(settings.max_frames, settings.framerate, settings.slice_mode)
+    with open_for_planned(path) as container:
+        with _ffmpeg_errors(path):
+            try:
+                timeline = open_timeline(path, container, True, stats, cursor_kind=keyframes.KeyframeCursor)
+                if facts is not None:
+                    facts.fill(timeline)
+                times = _sample_times(timeline, rate, settings.max_frames, settings.slice_mode)
+                return [timeline.frame_at(path, t) for t in times]
+            except Unplanned:
+                stats.fallbacks += 1
+    return read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts)
 
 
 def read_clip_reference(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
@@ -137,14 +161,17 @@ def read_frames(
     framerate: float = 1.0,
     slice_mode: str = "uniform",
     stats: DecodeStats | None = None,
+    facts=None,
 ) -> list[np.ndarray]:
     """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays.
 
     Decoded by the planned cursor (``planned.PlannedCursor``); the same frames, bit for bit, as
     ``read_frames_reference``, which reads the files the plan does not cover (``stats.fallbacks``).
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None.
     """
     rate = _check_sampling(max_frames, framerate, slice_mode)
-    return read_planned(path, lambda timeline: _sample_times(timeline, rate, max_frames, slice_mode), stats)
+    times = lambda timeline: _sample_times(timeline, rate, max_frames, slice_mode)  # noqa: E731
+    return read_planned(path, times, stats, facts)
 
 
 def read_frames_reference(
@@ -174,16 +201,19 @@ def open_for_planned(path: str | os.PathLike):
 
 
 def read_planned(
-    path, times_of: Callable[[_Timeline], list[Fraction]], stats: DecodeStats | None = None
+    path, times_of: Callable[[_Timeline], list[Fraction]], stats: DecodeStats | None = None, facts=None
 ) -> list[np.ndarray]:
     """The frames shown at ``times_of(timeline)`` (seconds from time 0, ascending), upright RGB, read by
-    the planned cursor; by the reference cursor when the plan does not cover the file."""
+    the planned cursor; by the reference cursor when the plan does not cover the file. facts: a
+    ``video.facts.VideoFacts`` filled from the opened video, or None."""
     stats = stats if stats is not None else DecodeStats()
     for planned in (True, False):
         with open_for_planned(path) if planned else _open(path) as container:
             with _ffmpeg_errors(path):
                 try:
                     timeline = open_timeline(path, container, seek=True, stats=stats, planned=planned)
+                    if facts is not None:
+                        facts.fill(timeline)
                     times = times_of(timeline)
                     timeline.plan(times)
                     return [timeline.frame_at(path, t) for t in times]
@@ -238,7 +268,7 @@ def read_window_clip(
 
     kind = FrameCursor
     if settings.sampling == "keyframes":
-        from .keyframes import KeyframeCursor as kind
+        kind = keyframes.KeyframeCursor
     with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
         with _ffmpeg_errors(path):
             timeline = open_timeline(path, container, seek=True, cursor_kind=kind)

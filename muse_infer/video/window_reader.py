@@ -56,11 +56,12 @@ def read_windows(
     windows: WindowSettings,
     stats: DecodeStats | None = None,
     find_cuts: CutFinder | None = None,
+    facts=None,
 ) -> Iterator[WindowClip]:
     """The clips of every window of a video, in time order (see the module docstring).
 
     windows: the window length and stride (``cuts`` "shots" needs ``find_cuts``). stats: filled with
-    what the pass cost. Raises ``VideoDecodeError`` naming the file when it cannot be read as a video
+    what the pass cost. facts: a ``video.facts.VideoFacts`` filled before the first window. Raises ``VideoDecodeError`` naming the file when it cannot be read as a video
     (possibly after some windows were yielded: a video whose data breaks off midway).
     """
     import av
@@ -72,7 +73,7 @@ def read_windows(
         with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
             try:
                 for number, clip in enumerate(
-                    _walk(path, container, settings, windows, stats, find_cuts, kind)
+                    _walk(path, container, settings, windows, stats, find_cuts, kind, facts)
                 ):
                     if number == yielded:  # after a fallback, the windows already given are skipped
                         yielded += 1
@@ -95,8 +96,10 @@ def plan_for(
     return plan_windows(duration, windows.window, windows.stride)
 
 
-def _walk(path, container, settings, windows, stats, find_cuts, kind) -> Iterator[WindowClip]:
+def _walk(path, container, settings, windows, stats, find_cuts, kind, facts=None) -> Iterator[WindowClip]:
     timeline = open_timeline(path, container, seek=False, stats=stats, cursor_kind=kind)
+    if facts is not None:
+        facts.fill(timeline)
     plan = plan_for(path, float(timeline.duration), windows, find_cuts)
     wanted = _sample_plan(timeline, plan, settings)  # (target pts, window, slot), ascending
     if isinstance(timeline.cursor, PlannedCursor):

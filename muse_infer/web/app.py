@@ -6,11 +6,21 @@ Routes (all GET unless noted; every error is a JSON ``{"error", "status"}`` with
     /favicon.ico               204 (there is none; answered so browsers do not log an error)
     /api/info                  {"index", "rows", "model", "max_k", "max_query_chars", "caution"}
                                (caution: why the scores mean little, e.g. the demo model; or null)
-    /api/search?q=TEXT&k=N     {"query", "k", "took_ms", "results": [{"rank", "score", "row",
-                               "path", "start_s", "end_s", "media": "/media/ROW",
-                               "thumbnails": ["/thumbs/ROW/0", ...]}]}; "path" is the exact
-                               name (a byte that is not UTF-8 as a \\udcXX escape), and
+    /api/search?q=TEXT&k=N     {"query", "k", "offset", "total", "next_offset", "took_ms", "results":
+                               [{"rank", "score", "row", "path", "start_s", "end_s", "media":
+                               "/media/ROW", "thumbnails": ["/thumbs/ROW/0", ...]}]}; "path" is the
+                               exact name (a byte that is not UTF-8 as a \\udcXX escape), and
                                "display_path" (text to show) follows it where it differs
+    /api/search?like=ROW       the same, searching by the row's stored vector ("more like this": no
+                               model call); "like": ROW in the answer
+      &offset=N                pagination: results N+1.. of the query's ranked top max_k, computed
+                               once and kept (the same search is never re-run differently)
+      &under=FOLDER&min_duration=S&max_duration=S&modified_after=DATE&modified_before=DATE&min_score=S
+                               filters, as `muse-infer search` takes them (under repeatable)
+    POST /api/search?k=N&...   search by an uploaded image or short clip, the request's body (or a
+                               multipart form's file field): 413 above the size limit, 400 for
+                               anything that is not an image or video, or a URL (never fetched);
+                               decoded in a process of its own with a timeout (``web.uploads``)
     /media/{row}               the row's video (HTTP Range requests answered: players can seek)
     /thumbs/{row}/{n}          the row's n-th keyframe (JPEG), made on first request when missing
     POST /api/session          with the bearer token: sets the browser's session cookie
@@ -20,6 +30,8 @@ real path (symlinks followed) lies inside the index's root (videos) or its thumb
 ``create_app`` takes every dependency as an argument, so tests build it without a server;
 ``muse_infer.web.server`` runs it. The text encoder runs in a worker thread under a lock (one
 model, called from many request threads); the search itself runs in the thread pool unlocked.
+A query's ranking (its top ``max_k``, filters applied) is kept (``RANKINGS_KEPT`` of them), so pages
+of it are slices of one ranking.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import mimetypes
 import re
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +51,7 @@ from ..video.thumbnails import ThumbnailStore
 from . import require_web_extra
 from .rows import IndexRows, moment_span
 from .security import Guard, file_under, session_cookie
+from .uploads import MAX_UPLOAD_BYTES, UPLOAD_TIMEOUT_S, UploadError
 
 ASSETS = Path(__file__).parent / "assets"
 STATIC = {  # name -> media type: the only files /static/ serves
@@ -54,26 +68,102 @@ VIDEO_TYPES = {
     ".ogv": "video/ogg",
 }
 MAX_K, MAX_QUERY_CHARS = 100, 1000
+RANKINGS_KEPT = 128
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 class SearchService:
-    """What the routes do, without HTTP: search, and the files of a row (checked, or None)."""
+    """What the routes do, without HTTP: search (text, a row, an uploaded file; filtered; paged), and
+    the files of a row (checked, or None)."""
 
-    def __init__(self, index, text_encoder, root, thumbnails: ThumbnailStore | None, make_missing: bool):
-        self.index, self.text_encoder = index, text_encoder
+    def __init__(
+        self,
+        index,
+        text_encoder,
+        root,
+        thumbnails: ThumbnailStore | None,
+        make_missing: bool,
+        window: int = MAX_K,
+        video_encoder=None,
+        upload_timeout: float = UPLOAD_TIMEOUT_S,
+    ):
+        self.index, self.text_encoder, self.window = index, text_encoder, window
         self.rows = IndexRows(index)
         self.root = Path(root).resolve()
         self.thumbnails, self.make_missing = thumbnails, make_missing
+        self.video_encoder, self.upload_timeout = video_encoder, upload_timeout
         self._model_lock = threading.Lock()
         self._thumbnail_locks: dict[int, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._rankings: OrderedDict = OrderedDict()  # (kind, what, filters) -> ranked results
+        self._rankings_lock = threading.Lock()
 
-    def search(self, query: str, k: int) -> list[dict]:
-        """The top ``k`` rows for ``query`` as JSON-ready dicts (links by row number)."""
-        with self._model_lock:  # one model, not known to be safe to call from two threads at once
-            vector = np.asarray(self.text_encoder.encode([query]), dtype=np.float32)[0]
-        return [self._result(hit) for hit in self.index.search(vector, top_k=k)]
+    def search(self, query: str, k: int, filters=None, offset: int = 0) -> list[dict]:
+        """Results ``offset``.. ``offset + k`` of ``query``'s ranking as JSON-ready dicts (links by row)."""
+        return self.text_ranking(query, filters)[offset : offset + k]
+
+    def text_ranking(self, query: str, filters=None) -> list[dict]:
+        """The ranked top ``window`` results of a text query (kept: see ``ranking``)."""
+
+        def vector():
+            with self._model_lock:  # one model, not known to be safe to call from two threads at once
+                return np.asarray(self.text_encoder.encode([query]), dtype=np.float32)[0]
+
+        return self.ranking(("text", query), vector, filters)
+
+    def row_ranking(self, row: int, filters=None) -> list[dict]:
+        """The ranking of row ``row``'s stored vector: "more like this" (no model call)."""
+        if not hasattr(self.index, "row_vector"):
+            raise UploadError(400, "this index cannot search by a row")
+        return self.ranking(("row", row), lambda: self.index.row_vector(row), filters)
+
+    def upload_ranking(self, data: bytes, filters=None) -> list[dict]:
+        """The ranking of an uploaded image or clip (decoded in a process of its own: ``web.uploads``)."""
+        from .uploads import decode_upload, digest
+
+        def vector():
+            encoder = self._examples_encoder()
+            clip = decode_upload(data, encoder.frame_settings, self.upload_timeout)
+            with self._model_lock:
+                return encoder.encode_clip(clip)
+
+        return self.ranking(("upload", digest(data)), vector, filters)
+
+    def ranking(self, key: tuple, vector, filters=None) -> list[dict]:
+        """The top ``window`` results of the query ``key`` (``vector()`` computes its vector), kept for
+        the next pages; a filter the index cannot serve raises ``UploadError(400)``."""
+        from ..errors import MuseError
+
+        key = (*key, filters)
+        with self._rankings_lock:
+            if key in self._rankings:
+                self._rankings.move_to_end(key)
+                return self._rankings[key]
+        options = {"filters": filters} if filters is not None else {}
+        try:
+            hits = self.index.search(vector(), top_k=self.window, **options)
+        except MuseError as error:
+            raise UploadError(400, str(error)) from None
+        ranked = [self._result(hit) for hit in hits]
+        with self._rankings_lock:
+            self._rankings[key] = ranked
+            while len(self._rankings) > RANKINGS_KEPT:
+                self._rankings.popitem(last=False)
+        return ranked
+
+    def _examples_encoder(self):
+        """The video encoder of uploaded examples: the one given, else one sharing the text encoder's
+        model (its video tower; no second load)."""
+        if self.video_encoder is None:
+            from ..encoders import VideoEncoder
+            from ..runtime import Backend
+
+            backend = getattr(self.text_encoder, "backend", None)
+            if not isinstance(backend, Backend) or (backend.text_only and backend.spec is None):
+                raise UploadError(400, "this service cannot encode uploaded files (no video model)")
+            frames = (getattr(self.index, "settings", None) or {}).get("max_frames")
+            self.video_encoder = VideoEncoder(backend, max_frames=frames if isinstance(frames, int) else None)
+        return self.video_encoder
 
     def _result(self, hit) -> dict:
         row = self.rows.row_of(hit)
@@ -130,6 +220,9 @@ def create_app(
     max_query_chars: int = MAX_QUERY_CHARS,
     make_missing_thumbnails: bool = True,
     index_name: str = "",
+    video_encoder=None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    upload_timeout: float = UPLOAD_TIMEOUT_S,
 ):
     """The service's ASGI app.
 
@@ -137,7 +230,10 @@ def create_app(
     text_encoder: anything with ``encode(list_of_str) -> (N, C)`` (a ``TextEncoder``); root: the
     folder the index's paths are relative to; token: require it (bearer or session cookie) on
     every request; thumbnails: where keyframes live (None: no thumbnails); allowed_hosts: Host
-    header names to answer (None: any; ``serve`` passes the loopback names on a loopback bind).
+    header names to answer (None: any; ``serve`` passes the loopback names on a loopback bind);
+    video_encoder: encodes uploaded files (None: one sharing ``text_encoder``'s model);
+    max_upload_bytes, upload_timeout: an upload's limits (413 above the size; 400 when its decoding
+    takes longer, in seconds).
     """
     require_web_extra()
     from starlette.applications import Starlette
@@ -146,7 +242,16 @@ def create_app(
 
     from ..loading.reference import search_caution
 
-    service = SearchService(index, text_encoder, root, thumbnails, make_missing_thumbnails)
+    service = SearchService(
+        index,
+        text_encoder,
+        root,
+        thumbnails,
+        make_missing_thumbnails,
+        max_k,
+        video_encoder,
+        upload_timeout,
+    )
     info = {
         "index": index_name,
         "rows": len(service.rows),
@@ -156,12 +261,14 @@ def create_app(
         "caution": search_caution(getattr(index, "identity", None)),  # shown on the page
     }
     handlers = _Handlers(service, info, max_k, max_query_chars, token)
+    handlers.max_upload_bytes = max_upload_bytes
     routes = [
         Route("/", handlers.page),
         Route("/favicon.ico", handlers.no_icon),
         Route("/static/{name}", handlers.static),
         Route("/api/info", handlers.info),
         Route("/api/search", handlers.search),
+        Route("/api/search", handlers.search_upload, methods=["POST"]),
         Route("/api/session", handlers.session, methods=["POST"]),
         Route("/media/{row}", handlers.media),
         Route("/thumbs/{row}/{number}", handlers.thumbnail),
@@ -198,23 +305,72 @@ class _Handlers:
     async def search(self, request):
         from starlette.concurrency import run_in_threadpool
 
-        query, k = self._query(request.query_params)
+        from .uploads import refuse_url_parameters
+
+        params = request.query_params
+        _refused(refuse_url_parameters, params)
+        k, offset = self._page(params)
+        filters = _filters(params)
+        like = params.get("like")
         started = time.perf_counter()
-        results = await run_in_threadpool(self.service.search, query, k)
+        if like is not None:
+            if "q" in params:
+                _fail(400, "give q (text) or like (a row), not both")
+            row = self._row(like)
+            ranked = await run_in_threadpool(_refused, self.service.row_ranking, row, filters)
+            label, extra = f"like row {row}", {"like": row}
+        else:
+            query = self._query(params)
+            ranked = await run_in_threadpool(_refused, self.service.text_ranking, query, filters)
+            label, extra = query, {}
+        return self._answer(label, extra, ranked, k, offset, filters, started)
+
+    async def search_upload(self, request):
+        from starlette.concurrency import run_in_threadpool
+
+        from .uploads import read_body, refuse_url_parameters, uploaded_file
+
+        params = request.query_params
+        _refused(refuse_url_parameters, params)
+        k, offset = self._page(params)
+        filters = _filters(params)
+        started = time.perf_counter()
+        body = await _refused_async(read_body(request, self.max_upload_bytes))
+        data = _refused(uploaded_file, body, request.headers.get("content-type", ""))
+        ranked = await run_in_threadpool(_refused, self.service.upload_ranking, data, filters)
+        return self._answer("like the uploaded file", {"like": "upload"}, ranked, k, offset, filters, started)
+
+    def _answer(self, label, extra, ranked, k, offset, filters, started):
+        page = ranked[offset : offset + k]
+        following = offset + k if offset + k < len(ranked) else None
         took = round((time.perf_counter() - started) * 1000, 2)
-        body = {"query": query, "k": k, "took_ms": took, "results": results}
+        body = {"query": label, **extra, "k": k, "offset": offset, "total": len(ranked)}
+        body |= {"next_offset": following, "took_ms": took, "results": page}
+        if filters is not None:
+            body["filters"] = filters.describe()
         return json_response(body, headers={"cache-control": "no-store"})
 
-    def _query(self, params) -> tuple[str, int]:
-        query = params.get("q", "").strip()
-        if not query:
-            _fail(400, "give a query: /api/search?q=TEXT&k=10")
-        if len(query) > self.max_query_chars:
-            _fail(400, f"the query has {len(query)} characters; at most {self.max_query_chars} are allowed")
+    def _page(self, params) -> tuple[int, int]:
+        """(k, offset): k results from ``offset`` of the ranked top max_k."""
         k_text = params.get("k", "10")
         if not _DIGITS.fullmatch(k_text) or not 1 <= int(k_text) <= self.max_k:
             _fail(400, f"k must be a whole number from 1 to {self.max_k}, got {k_text[:20]!r}")
-        return query, int(k_text)
+        offset_text = params.get("offset", "0")
+        if not _DIGITS.fullmatch(offset_text) or int(offset_text) + int(k_text) > self.max_k:
+            _fail(
+                400,
+                f"offset must be a whole number with offset + k <= {self.max_k} (the results a query "
+                f"ranks), got {offset_text[:20]!r}",
+            )
+        return int(k_text), int(offset_text)
+
+    def _query(self, params) -> str:
+        query = params.get("q", "").strip()
+        if not query:
+            _fail(400, "give a query: /api/search?q=TEXT&k=10 (or like=ROW)")
+        if len(query) > self.max_query_chars:
+            _fail(400, f"the query has {len(query)} characters; at most {self.max_query_chars} are allowed")
+        return query
 
     async def session(self, request):
         from starlette.responses import Response
@@ -259,6 +415,62 @@ class _Handlers:
         if row >= len(self.service.rows):
             _fail(404, f"no row {row}: the index has {len(self.service.rows)} rows")
         return row
+
+
+FILTER_PARAMETERS = (
+    "under",
+    "min_duration",
+    "max_duration",
+    "modified_after",
+    "modified_before",
+    "min_score",
+)
+_NUMBER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+_SCORE = re.compile(r"-?[0-9](\.[0-9]{1,9})?")
+
+
+def _filters(params):
+    """The ``SearchFilter`` of the query parameters (None without any); 400 for a bad value."""
+    from ..errors import MuseError
+    from ..index.filters import filter_of
+
+    values = {}
+    folders = params.getlist("under")
+    if len(folders) > 32 or any(len(folder) > 1000 or "\0" in folder for folder in folders):
+        _fail(400, "under: at most 32 folders of at most 1000 characters")
+    values["under"] = tuple(folders)
+    for name in ("min_duration", "max_duration"):
+        text = params.get(name)
+        if text is not None and not _NUMBER.fullmatch(text):
+            _fail(400, f"{name} must be a number of seconds >= 0, got {text[:20]!r}")
+        values[name] = float(text) if text is not None else None
+    for name in ("modified_after", "modified_before"):
+        values[name] = params.get(name)
+        if values[name] is not None and len(values[name]) > 40:
+            _fail(400, f"{name} must be a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
+    text = params.get("min_score")
+    if text is not None and not _SCORE.fullmatch(text):
+        _fail(400, f"min_score must be a number from -1 to 1, got {text[:20]!r}")
+    values["min_score"] = float(text) if text is not None else None
+    try:
+        return filter_of(**values)
+    except MuseError as error:
+        _fail(400, str(error))
+
+
+def _refused(function, *args):
+    """``function(*args)``, an ``UploadError`` becoming its HTTP error."""
+    try:
+        return function(*args)
+    except UploadError as error:
+        _fail(error.status, error.message)
+
+
+async def _refused_async(awaitable):
+    try:
+        return await awaitable
+    except UploadError as error:
+        _fail(error.status, error.message)
 
 
 def _asset_response(name: str, media_type: str):

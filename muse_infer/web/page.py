@@ -16,6 +16,10 @@ Content-Security-Policy lets only its own inline script run (by hash): no inject
 The script marks each keyframe image ``data-state="loaded"`` or ``"failed"`` and counts them on
 ``<body>`` (``data-images-loaded``, ``-failed``, ``-total``, ``data-ready``), which also lets a test
 read the outcome from the DOM, and gives a player its controls when its play button is pressed.
+
+"More like this": a page opened from disk cannot search, so each card carries the videos most like
+it (``Hit.similar``: a search by its row, ``RowQuery``, made when the page is written, with the
+page's filters), hidden until its "more like this" button is pressed.
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ PAGE_SCRIPT = """(function () {
     if (image.complete) { settle(image); return; }
     image.addEventListener("load", function () { settle(image); });
     image.addEventListener("error", function () { settle(image); });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("button.more-like"), function (button) {
+    var list = document.getElementById(button.getAttribute("aria-controls"));
+    button.addEventListener("click", function () {
+      list.hidden = !list.hidden;
+      button.setAttribute("aria-expanded", String(!list.hidden));
+    });
   });
   Array.prototype.forEach.call(document.querySelectorAll(".player-box"), function (box) {
     var video = box.querySelector("video"), button = box.querySelector("button.play");
@@ -191,13 +202,47 @@ def _card(query_number: int, hit: Hit, folder: Path) -> str:
     span = time_range(hit.start_s, hit.end_s)
     span_html = f'<span class="range" title="time range">{_text(span)}</span>' if span else ""
     path_html = f'<a href="{_text(player_url)}">{name}</a>' if video_url else name
+    card_id = f"query-{query_number}-rank-{hit.rank}"
     return (
-        f'<li class="card" id="query-{query_number}-rank-{hit.rank}" data-rank="{hit.rank}" '
+        f'<li class="card" id="{card_id}" data-rank="{hit.rank}" '
         f'data-row="{hit.row}" data-score="{hit.score:.6f}">\n'
         f"{player}\n{strip}\n"
         f'<div class="meta"><span class="rank">#{hit.rank}</span>'
         f'<span class="score" title="cosine similarity">{hit.score:.4f}</span>{span_html}</div>\n'
-        f'<p class="path" title="{name}">{path_html}</p>\n</li>'
+        f'<p class="path" title="{name}">{path_html}</p>\n{_similar(card_id, hit, folder)}</li>'
+    )
+
+
+def _similar(card_id: str, hit: Hit, folder: Path) -> str:
+    """The card's "more like this" button and its (hidden) list of the videos most like it ("" for a
+    card without a list: ``hit.similar`` None)."""
+    if hit.similar is None:
+        return ""
+    items = []
+    for other in hit.similar:
+        name = _text(display_name(other.path))
+        url = (
+            relative_url(other.video, folder) + media_fragment(other.start_s, other.end_s)
+            if other.video
+            else ""
+        )
+        image = (
+            f'<img class="similar-keyframe" src="{_text(relative_url(other.thumbnails[0], folder))}" alt="keyframe of {name}" '
+            'decoding="async">'
+            if other.thumbnails
+            else ""
+        )
+        label = f'<a href="{_text(url)}">{name}</a>' if url else name
+        span = time_range(other.start_s, other.end_s)
+        span_html = f' <span class="range">{_text(span)}</span>' if span else ""
+        items.append(
+            f'<li data-row="{other.row}" data-score="{other.score:.6f}">{image}<span class="score">'
+            f"{other.score:.4f}</span> {label}{span_html}</li>"
+        )
+    body = "".join(items) or '<li class="empty">nothing else passes the filters</li>'
+    return (
+        f'<button class="more-like" type="button" aria-expanded="false" aria-controls="{card_id}-similar">'
+        f'more like this</button><ol class="similar" id="{card_id}-similar" hidden>{body}</ol>\n'
     )
 
 
@@ -207,6 +252,21 @@ def write_results_page(
     """Write the page to ``path`` atomically; returns the path. ``options``: ``render_results_page``'s."""
     text = render_results_page(queries, path, details, **options)
     return atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))  # a query of odd bytes too
+
+
+SIMILAR_COUNT = 5  # videos in a card's "more like this" list
+
+
+def _with_similar(card: Hit, index, rows, store, make_thumbnails: bool, filters, count: int) -> Hit:
+    """``card`` with the ``count`` results most like its row (itself left out)."""
+    import dataclasses
+
+    from ..index import RowQuery
+    from .rows import hits_for
+
+    found = index.search(RowQuery(card.row), top_k=count + 1, filters=filters)
+    others = [hit for hit in found if hit.row != card.row][:count]
+    return dataclasses.replace(card, similar=tuple(hits_for(others, rows, store, make_thumbnails)))
 
 
 def default_details(index_path: str | os.PathLike, rows: int, model: str | None) -> list[str]:
@@ -225,12 +285,16 @@ def save_results_page(
     queries: Sequence[str],
     results: Sequence[Sequence],
     make_thumbnails: bool = True,
+    filters=None,
+    similar: int = SIMILAR_COUNT,
 ) -> Path:
     """Write the results page of ``index.search_batch(queries)`` (``results``) to ``path``.
 
-    Thumbnails come from the index's ``.thumbs/`` folder; with ``make_thumbnails``, hits without
-    them get them now. An index made with the demo model or random CLIP weights gets the caution the
-    `search` command prints. Typical use::
+    queries: the queries' labels (text, or "like FILE"). Thumbnails come from the index's ``.thumbs/``
+    folder; with ``make_thumbnails``, hits without them get them now. Each card gets the ``similar``
+    rows most like it (a search by its row with ``filters``; 0: none) for its "more like this" list.
+    An index made with the demo model or random CLIP weights gets the caution the `search` command
+    prints. Typical use::
 
         results = index.search_batch(queries, 10, text_encoder=encoder)
         save_results_page("results.html", index, "emb.npy", queries, results)
@@ -242,10 +306,14 @@ def save_results_page(
 
     rows = IndexRows(index)
     store = ThumbnailStore(IndexFiles.of(index_path).thumbs)
-    pages = [
-        QueryHits(query, hits_for(hits, rows, store, make_thumbnails))
-        for query, hits in zip(queries, results, strict=True)
-    ]
+    pages = []
+    for query, hits in zip(queries, results, strict=True):
+        cards = hits_for(hits, rows, store, make_thumbnails)
+        if similar and hasattr(index, "row_vector"):
+            cards = [
+                _with_similar(card, index, rows, store, make_thumbnails, filters, similar) for card in cards
+            ]
+        pages.append(QueryHits(query, cards))
     model = (getattr(index, "model_source", None) or {}).get("model")
     details = default_details(index_path, len(rows), Path(str(model)).name if model else None)
     caution = search_caution(getattr(index, "identity", None))

@@ -133,10 +133,9 @@ def open_index_service(
     from ..index import EmbeddingIndex, IndexFiles
     from ..video.thumbnails import ThumbnailStore
     from .app import create_app
-    from .rows import IndexRows
 
     index = EmbeddingIndex.load(index_path)
-    root = IndexRows(index).root
+    root = index.root
     if root is None or not root.is_dir():
         raise ServeError(
             f"{index_path}: the folder it indexes ({root}) is not there; the service serves videos from it"

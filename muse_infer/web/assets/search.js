@@ -1,13 +1,25 @@
 // The search page: asks /api/search and draws one card a result. Every string from the server goes
 // into the page through textContent or setAttribute, never as HTML, so file names cannot inject.
 // <body> carries data-ready="true" (and image counts) once the results and their images settled.
+// A search is text (?q=), a row ("more like this": ?like=ROW) or an uploaded file; filters travel as
+// query parameters; "more results" asks the next page (offset) of the same ranking.
 "use strict";
 
 const form = document.getElementById("search-form");
 const queryInput = document.getElementById("query");
 const kInput = document.getElementById("k");
+const uploadInput = document.getElementById("upload");
 const statusLine = document.getElementById("status");
 const resultsBox = document.getElementById("results");
+const FILTERS = {
+  under: "f-under",
+  min_duration: "f-min-duration",
+  max_duration: "f-max-duration",
+  modified_after: "f-modified-after",
+  modified_before: "f-modified-before",
+  min_score: "f-min-score",
+};
+let current = null; // {params, upload} of the search shown, for its next page
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -104,24 +116,43 @@ function card(result) {
   const path = element("p", "path", name);
   path.title = name;
   item.append(path);
+  const more = element("button", "more-like", "more like this");
+  more.type = "button";
+  more.dataset.row = String(result.row);
+  more.addEventListener("click", () => {
+    const params = searchParams({ like: String(result.row) });
+    window.history.pushState(null, "", "/?" + params);
+    search(params);
+  });
+  item.append(more);
   return item;
 }
 
-function render(reply) {
-  const section = element("section", "query");
-  section.dataset.query = reply.query;
-  const heading = element("h2");
-  heading.append("Results for ", element("span", "query-text", reply.query), " ");
-  heading.append(element("span", "count", "(" + reply.results.length + " in " + reply.took_ms + " ms)"));
-  section.append(heading);
-  if (reply.results.length) {
-    const list = element("ol", "results");
-    reply.results.forEach((result) => list.append(card(result)));
-    section.append(list);
-  } else {
-    section.append(element("p", "empty", "No results: the index is empty."));
+function render(reply, append) {
+  let section = resultsBox.querySelector("section.query");
+  if (!append || !section) {
+    section = element("section", "query");
+    section.dataset.query = reply.query;
+    const heading = element("h2");
+    heading.append("Results for ", element("span", "query-text", reply.query), " ");
+    heading.append(element("span", "count", "(" + reply.total + " in " + reply.took_ms + " ms)"));
+    section.append(heading);
+    resultsBox.replaceChildren(section);
   }
-  resultsBox.replaceChildren(section);
+  let list = section.querySelector("ol.results");
+  if (reply.results.length && !list) {
+    list = element("ol", "results");
+    section.append(list);
+  }
+  reply.results.forEach((result) => list.append(card(result)));
+  if (!reply.total) section.append(element("p", "empty", reply.filters ? "No video passes the filters." : "No results: the index is empty."));
+  section.querySelectorAll("button.more-results").forEach((button) => button.remove());
+  if (reply.next_offset !== null && reply.next_offset !== undefined) {
+    const next = element("button", "more-results", "more results");
+    next.type = "button";
+    next.addEventListener("click", () => nextPage(reply.next_offset));
+    section.append(next);
+  }
   countImages();
 }
 
@@ -130,25 +161,53 @@ function showStatus(text, isError) {
   statusLine.classList.toggle("error", Boolean(isError));
 }
 
-async function search(query, k) {
+function searchParams(base) {
+  // base: {q} or {like}; k and the filters come from the form
+  const params = new URLSearchParams(base);
+  params.set("k", kInput.value);
+  for (const [name, id] of Object.entries(FILTERS)) {
+    const value = document.getElementById(id).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
+}
+
+async function ask(params, upload, append) {
   document.body.dataset.ready = "false";
-  showStatus("Searching\u2026");
-  const params = new URLSearchParams({ q: query, k: String(k) });
+  showStatus(upload ? "Reading the file\u2026" : "Searching\u2026");
   try {
-    const reply = await fetch("/api/search?" + params, { credentials: "same-origin" });
+    const options = { credentials: "same-origin" };
+    if (upload) {
+      options.method = "POST";
+      options.body = upload;
+      options.headers = { "content-type": upload.type || "application/octet-stream" };
+    }
+    const reply = await fetch("/api/search?" + params, options);
     const body = await reply.json();
     if (!reply.ok) {
-      resultsBox.replaceChildren();
+      if (!append) resultsBox.replaceChildren();
       showStatus(body.error || "The search failed (" + reply.status + ").", true);
       document.body.dataset.ready = "true";
       return;
     }
     showStatus("");
-    render(body);
+    current = { params: params, upload: upload };
+    render(body, append);
   } catch (error) {
     showStatus("The service did not answer: " + error.message, true);
     document.body.dataset.ready = "true";
   }
+}
+
+function search(params, upload) {
+  return ask(params, upload || null, false);
+}
+
+function nextPage(offset) {
+  if (!current) return;
+  const params = new URLSearchParams(current.params);
+  params.set("offset", String(offset));
+  ask(params, current.upload, true);
 }
 
 function chooseK(value) {
@@ -162,10 +221,19 @@ function chooseK(value) {
 function fromAddress() {
   const params = new URLSearchParams(window.location.search);
   const query = params.get("q") || "";
+  const like = params.get("like");
   queryInput.value = query;
   if (params.get("k")) chooseK(params.get("k"));
-  if (query.trim()) {
-    search(query, kInput.value);
+  let filtered = false;
+  for (const [name, id] of Object.entries(FILTERS)) {
+    document.getElementById(id).value = params.get(name) || "";
+    filtered = filtered || Boolean(params.get(name));
+  }
+  if (filtered) document.getElementById("filters-box").open = true;
+  if (like !== null) {
+    search(searchParams({ like: like }));
+  } else if (query.trim()) {
+    search(searchParams({ q: query }));
   } else {
     resultsBox.replaceChildren();
     document.body.dataset.ready = "true";
@@ -187,9 +255,14 @@ async function showInfo() {
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const params = new URLSearchParams({ q: queryInput.value, k: kInput.value });
+  const params = searchParams({ q: queryInput.value });
   window.history.pushState(null, "", "/?" + params);
-  search(queryInput.value, kInput.value);
+  search(params);
+});
+uploadInput.addEventListener("change", () => {
+  const file = uploadInput.files[0];
+  if (!file) return;
+  search(searchParams({}), file);
 });
 window.addEventListener("popstate", fromAddress);
 showInfo();
