@@ -104,45 +104,13 @@ inline vf exp2_poly(vf r) {
   return p * r + 1.0f;
 }
 
-#if defined(MUSE_SCAN_AVX512_EXP2)
-// 2^(j/32) for j = 0..31 (rounded to nearest from exact values), as two vectors for vpermt2ps.
-alignas(64) constexpr float kExp2Table[32] = {
-    1.00000000000000000f, 1.02189714865411668f, 1.04427378242741384f, 1.06714040067682362f,
-    1.09050773266525766f, 1.11438674259589254f, 1.13878863475669165f, 1.16372485877757751f,
-    1.18920711500272107f, 1.21524735998046888f, 1.24185781207348405f, 1.26905095719173322f,
-    1.29683955465100967f, 1.32523664315974129f, 1.35425554693689273f, 1.38390988196383195f,
-    1.41421356237309505f, 1.44518080697704662f, 1.47682614593949931f, 1.50916442759342274f,
-    1.54221082540794082f, 1.57598084510788649f, 1.61049033194925431f, 1.64575547815396484f,
-    1.68179283050742909f, 1.71861929812247792f, 1.75625216037329948f, 1.79470907500310719f,
-    1.83400808640934246f, 1.87416763411029990f, 1.91520656139714729f, 1.95714412417540027f,
-};
-
-// 2^x for the scan's exp(delta A) = 2^(delta A log2(e)), 6 multiply-adds: x = k + j/32 + f with
-// k + j/32 = x rounded to a multiple of 1/32 (adding 1.5 * 2^18 leaves it in the low bits) and
-// |f| <= 1/64; 2^(j/32) from a 32-entry table (one vpermt2ps), 2^f by a cubic (error 6e-10), and
-// vscalefps multiplies by 2^k (it floors its exponent operand: floor(k + j/32) = k), underflowing to 0
-// and overflowing to inf correctly. Relative error ~1e-7, below the degree-6 polynomial's.
-inline vf exp2_fast(vf x) {
-  constexpr float kShift = 393216.0f;  // 1.5 * 2^18: its float neighbours are 1/32 apart
-  vf shifted = x + kShift;
-  __asm__("" : "+v"(shifted));  // keeps -ffast-math from folding (x + s) - s back into x
-  const vf rounded = shifted - kShift;  // k + j/32, exactly
-  const vf f = x - rounded;
-  const __m512 low = _mm512_load_ps(kExp2Table), high = _mm512_load_ps(kExp2Table + 16);
-  const vf table = (vf)_mm512_permutex2var_ps(low, _mm512_castps_si512((__m512)shifted), high);
-  // 2^f = 1 + f (ln2 + f (ln2^2/2 + f ln2^3/6)): Taylor, |f ln2| <= 0.011.
-  const vf q = (f * 0.0555041086648216f + 0.2402265069591007f) * f + 0.6931471805599453f;
-  const vf value = (table * f) * q + table;
-  return (vf)_mm512_maskz_scalef_ps(0xffff, (__m512)value, (__m512)rounded);
-}
-#else
-// 2^x for the scan's exp(delta A) = 2^(delta A log2(e)). Returns 0 below 2^-127 and saturates near 2^127.
+// 2^x for the scan's exp(delta A) = 2^(delta A log2(e)); 9 instructions with AVX-512. Generic builds
+// return 0 below 2^-127 and saturate near 2^127.
 inline vf exp2_fast(vf x) {
   if (kClampExponent) x = vmin(vmax(x, splat(-127.0f)), splat(127.0f));
   const ExpSplit e = split_exponent(x);
   return times_pow2(exp2_poly(x - e.k), e);
 }
-#endif
 
 // e^x with Cody-Waite reduction (x = k ln2 + r, ln2 split in two so that k ln2_hi is exact) and
 // Cephes' expf polynomial: relative error ~1e-7 over the whole range, no bias growing with |x|.
