@@ -9,9 +9,8 @@
 // step, so the N states of a channel live in N vectors and y_t needs no horizontal sum. Each tile of
 // kTile steps of u, delta and z is gathered into (time, channel) buffers that stay in L1: with W x W
 // in-register transposes from time-contiguous rows, or plain vector loads when the channel stride is 1.
-// The cost is the exp(delta * A) of every (channel, step, state): an exp2 on whole vectors, with
-// AVX-512 from a 32-entry table and a cubic (6 multiply-adds for W of them, exp2_fast), then 3 more
-// for the state and the output.
+// The cost is the exp(delta * A) of every (channel, step, state): a polynomial exp2 on whole vectors,
+// 9 instructions for W of them with AVX-512, then 3 more for the state and the output.
 
 namespace muse {
 namespace MUSE_ISA_NAMESPACE {
