@@ -12,7 +12,7 @@
 
 Why: each 2x2 block of outputs costs 16 multiplications a channel pair instead of 36 (2.25x fewer),
 as 16 matmuls (tiles, Ci) x (Ci, Co). In bfloat16 those matmuls run at the speed of oneDNN's direct
-convolution, so the pyramid's largest layer (12 frames of 14x14, 512 -> 512) takes about half the time
+convolution, so the pyramid's largest layer (12 frames of 14x14, 512 -> 512) takes ~0.6 of the time
 (docs/benchmarks.md, "The MUSE head"). The price is rounding: V and M are rounded to bfloat16 where a
 direct convolution rounds only its output, about twice the error of the module on one layer, invisible
 in the embeddings (tests/test_head_fast_paths.py measures both). In float32 the matmuls are MKL's,
