@@ -65,6 +65,27 @@ def test_rows_equal_the_whole_block_sliced(dtype, length, rows, scan):
     assert ours_error <= 2 * whole_error + FLOOR[dtype] * max(1.0, truth.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("length", "rows"), [(41, slice(3, 40, 7)), (17, slice(16, 17))])
+def test_rows_with_inference_tensor_weights(dtype, length, rows):
+    """Weights made under ``torch.inference_mode`` (no version counters: ``forward`` cannot keep the
+    fused output weight) still take the rows alone, equal to the whole block sliced within twice the
+    error of the whole block against float64."""
+    with torch.inference_mode():
+        block = in_precision(gated_block(), dtype)
+        assert block.temporal_fc.weight.is_inference() and not block.fuses_projections(
+            block.temporal_fc.weight
+        )
+        truth_block = gated_block().double()
+        truth_block.load_state_dict(block.state_dict())
+        x = randn(2, length, 24, seed=16, dtype=dtype)
+        ours, whole = block.forward_rows(x, rows), block(x)[:, rows]
+        truth = truth_block(x.double())[:, rows]
+    ours_error = (ours.double() - truth).abs().max().item()
+    whole_error = (whole.double() - truth).abs().max().item()
+    assert ours_error <= 2 * whole_error + FLOOR[dtype] * max(1.0, truth.abs().max().item())
+
+
 def test_rows_skip_the_unread_work():
     """In inference only R rows go through the z half of in_proj, out_proj and temporal_fc; x's half
     of in_proj meets every row (the backward scan reads them all)."""
