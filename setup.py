@@ -24,8 +24,11 @@ CPU_REQUIREMENTS = [
     "tqdm",
     "faiss-cpu>=1.8",  # the approximate index (muse_infer.index.ann)
     "pyarrow>=14",  # row metadata in Parquet (muse_infer.index.store)
+    "tokenizers",  # SigLIP's and xlm-roberta's tokenizers from their tokenizer.json (muse_infer.tokenizer)
 ]
 GPU_REQUIREMENTS = ["mamba-ssm", "causal-conv1d", "onnxruntime-gpu"]
+# Hugging Face text towers (xlm-roberta-*-ViT-*, nllb-clip-*): open_clip builds them with transformers.
+MULTILINGUAL_REQUIREMENTS = ["transformers"]
 RAY_REQUIREMENTS = ["ray[data]>=2.60"]  # encode-videos --engine ray (muse_infer.jobs.ray_engine)
 # `muse-infer serve`: Starlette on uvicorn. FileResponse answers HTTP Range requests since 0.39; 1.5.1
 # fixes its Range parsing DoS (CVE-2025-62727, capped at 100 ranges) and the request.url advisories of 1.3.x.
@@ -40,7 +43,8 @@ DEV_REQUIREMENTS = [
     *WEB_REQUIREMENTS,
     *RAY_REQUIREMENTS,
     *SCENES_REQUIREMENTS,
-]  # httpx: Starlette's TestClient
+    *MULTILINGUAL_REQUIREMENTS,
+]  # httpx: Starlette's TestClient; transformers: the multilingual towers' tests
 
 
 def scan_extensions():
@@ -75,7 +79,9 @@ setup(
     packages=find_packages(
         include=["muse_infer", "muse_infer.*", "export", "export.*", "training", "training.*"]
     ),
-    package_data={"muse_infer": ["configs/*.json", "weights/*.safetensors", "web/assets/*"]},
+    package_data={
+        "muse_infer": ["configs/*.json", "configs/open_clip/*.json", "weights/*.safetensors", "web/assets/*"]
+    },
     python_requires=">=3.10",
     install_requires=CPU_REQUIREMENTS,
     extras_require={
@@ -83,6 +89,7 @@ setup(
         "web": WEB_REQUIREMENTS,
         "ray": RAY_REQUIREMENTS,
         "scenes": SCENES_REQUIREMENTS,
+        "multilingual": MULTILINGUAL_REQUIREMENTS,
         "dev": DEV_REQUIREMENTS,
     },
     entry_points={

@@ -10,7 +10,7 @@
 4. End to end: ``VideoEncoder.encode`` (decoding in the pool while the model runs).
 The bound is the slower of 2 and 3; "efficiency" is 4 over that bound.
 Model: the ViT-B-32 MUSE architecture with random CLIP weights (``bench_encoder.build``), precision
-"auto" (bf16 on a GPU, fp32 on the CPU).
+"auto" (bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere).
 """
 
 from __future__ import annotations

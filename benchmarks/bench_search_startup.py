@@ -1,18 +1,22 @@
 """Search start-up: `muse-infer search` wall time against `python -c "import torch"`, in the same run.
 
     python benchmarks/bench_search_startup.py --rows 1000000 --repeats 5 --json docs/results/search_startup.json
+    python benchmarks/bench_search_startup.py --before ../before   # also a checkout of an older commit
 
 Builds (once, in --dir) an index of --rows random unit rows recorded as made by ViT-B-32 with random
 CLIP weights (the model is never loaded to write it) and, unless --no-ann, its approximate index
 (`index build`, auto kind); then runs, alternately, --repeats times: `python -c "import torch"` and
 `muse-infer search QUERY --index EMB.npy` (a fresh process each, files cached by the runs before).
 Prints medians and the difference (search minus import torch), the issue's goal being <= 1.0 s.
+With --before DIR (a checkout of another commit, e.g. `git worktree add ../before cb2fb17`, its
+kernel built or copied in), that checkout's search runs in the same rounds (PYTHONPATH=DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -44,9 +48,11 @@ def build(folder: Path, rows: int, ann: bool) -> Path:
     return out
 
 
-def wall(command: list[str]) -> float:
+def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
+    """Wall seconds of ``command`` run in ``cwd``: not the checkout, whose folder ``python -m`` would put
+    ahead of PYTHONPATH (so --before would time this checkout twice)."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=cwd)
     return time.perf_counter() - started
 
 
@@ -60,21 +66,35 @@ def main() -> None:
     parser.add_argument("--no-ann", action="store_true")
     parser.add_argument("--query", default="a dog catches a frisbee")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--before", type=Path, default=None, help="a checkout of an older commit")
     args = parser.parse_args()
-    index = build(args.dir, args.rows, not args.no_ann)
+    index = build(args.dir, args.rows, not args.no_ann).resolve()
+    cwd = index.parent
     torch_only = [sys.executable, "-c", "import torch"]
     search = [sys.executable, "-m", "muse_infer", "search", args.query, "--index", str(index)]
-    wall(search)  # caches the files, as the issue's goal assumes
+    before_env = None
+    if args.before:
+        before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+    wall(search, cwd)  # caches the files, as the issue's goal assumes
     times = {"import torch": [], "search": []}
+    if before_env:
+        wall(search, cwd, before_env)
+        times["search (before)"] = []
     for _ in range(args.repeats):
-        times["import torch"].append(wall(torch_only))
-        times["search"].append(wall(search))
+        times["import torch"].append(wall(torch_only, cwd))
+        times["search"].append(wall(search, cwd))
+        if before_env:
+            times["search (before)"].append(wall(search, cwd, before_env))
     medians = {name: statistics.median(values) for name, values in times.items()}
     extra = medians["search"] - medians["import torch"]
     print(f"{args.rows} rows ({'with' if not args.no_ann else 'without'} ANN), medians of {args.repeats}:")
     for name, value in medians.items():
         print(f"  {name:<13} {value:.2f} s   (runs: {', '.join(f'{v:.2f}' for v in times[name])})")
     print(f"  search - import torch = {extra:+.2f} s (goal <= 1.0 s)")
+    if before_env:
+        print(
+            f"  before: search - import torch = {medians['search (before)'] - medians['import torch']:+.2f} s"
+        )
     if args.json:
         record = {
             "rows": args.rows,
@@ -83,6 +103,7 @@ def main() -> None:
             "times": times,
             "medians": medians,
             "search_minus_import_torch": extra,
+            "before": str(args.before) if args.before else None,
             "machine": platform.platform(),
             "python": platform.python_version(),
         }

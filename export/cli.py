@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from muse_infer.cli.common import UserError
+from muse_infer.cli.common import UserError, tokenizer_option
 from muse_infer.errors import MuseError
 
 
@@ -35,6 +35,7 @@ class VerificationFailed(click.ClickException):
     default=None,
     help="CLIP weights of a named/config model: open_clip tag, file, or 'random'.",
 )
+@tokenizer_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
 @click.option(
     "--precision",
@@ -52,7 +53,7 @@ class VerificationFailed(click.ClickException):
 )
 @click.option("--no-verify", is_flag=True, help="Skip the fresh-process comparison with the eager model.")
 def export_command(
-    checkpoint, out, formats, clip_weights, overwrite, precision, tolerance, no_verify
+    checkpoint, out, formats, clip_weights, tokenizer, overwrite, precision, tolerance, no_verify
 ) -> None:
     """Export the text and video encoders to ONNX, TorchScript and/or torch.export, each checked.
 
@@ -82,6 +83,7 @@ def export_command(
             out,
             formats,
             clip_weights=clip_weights,
+            tokenizer=tokenizer,
             verify=not no_verify,
             overwrite=overwrite,
             tolerance=tolerance,

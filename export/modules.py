@@ -33,9 +33,18 @@ class ExportVerificationError(ExportError):
     """Exported files whose results differ from the eager model's by more than the tolerance."""
 
 
-# open_clip CLIP attributes that only the text tower (or only the similarity) uses.
+# open_clip CLIP attributes that only the text tower (or only the similarity) uses; "text" is the whole
+# text tower of CustomTextCLIP (SigLIP's, Hugging Face towers).
 TEXT_TOWER = frozenset(
-    {"transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask"}
+    {
+        "transformer",
+        "token_embedding",
+        "positional_embedding",
+        "ln_final",
+        "text_projection",
+        "attn_mask",
+        "text",
+    }
 )
 SIMILARITY = frozenset({"logit_scale", "logit_bias"})
 
@@ -153,11 +162,17 @@ def example_video_inputs(config, batch: int, seed: int = 0, real_frames: list[in
     return frames, mask
 
 
-def example_text_inputs(config, batch: int, seed: int = 0):
-    """Random CLIP4Clip-style token ids (batch, max_words) int64: start, words, end, zero padding."""
-    start, end = 49406, 49407  # open_clip's SimpleTokenizer sot/eot ids
+def example_text_inputs(config, batch: int, seed: int = 0, vocab_size: int | None = None):
+    """Random token ids (batch, max_words) int64. CLIP's BPE (``config.tokenizer`` None): CLIP4Clip's
+    layout, start, words, end, zero padding. A Hugging Face tokenizer's: random ids in [5, vocab_size)
+    (above the usual special tokens) filling the row; vocab_size: the text tower's (``ClipBackbone.
+    text_vocab_size``), else the config's."""
     generator = torch.Generator().manual_seed(seed)
     length = config.max_words
+    if config.tokenizer is not None:
+        vocab = vocab_size or int(config.clip["text_cfg"].get("vocab_size", 1000))
+        return (torch.randint(5, vocab, (batch, length), generator=generator),)
+    start, end = 49406, 49407  # open_clip's SimpleTokenizer sot/eot ids
     ids = torch.zeros(batch, length, dtype=torch.long)
     for row in range(batch):
         words = int(torch.randint(1, length - 1, (1,), generator=generator))

@@ -40,7 +40,7 @@ def export_video_onnx(model: nn.Module, path: str | Path) -> Path:
 
 def export_text_onnx(model: nn.Module, path: str | Path) -> Path:
     """Text encoder -> ONNX: input ids (batch, max_words) int64; output embeddings (batch, C)."""
-    (ids,) = example_text_inputs(model.config, EXPORT_BATCH)
+    (ids,) = example_text_inputs(model.config, EXPORT_BATCH, vocab_size=model.backbone.text_vocab_size)
     with torch.no_grad():
         return _export(TextEncoderModule(model), (ids,), ["ids"], Path(path))
 
@@ -62,10 +62,20 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], input_names: list
         )
     if program is None:
         raise ExportError(f"{path.name}: torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
+    # protobuf caps one file at 2 GB: larger encoders (ViT-H's image tower, 2.5 GB in fp32) keep their
+    # weights in PATH.data beside it, which onnxruntime and onnx.checker read from the same folder.
+    program.save(str(path), external_data=_weight_bytes(module) > EXTERNAL_DATA_BYTES)
     check_onnx(path)
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+EXTERNAL_DATA_BYTES = 1_500_000_000  # below protobuf's 2 GB, with room for the graph itself
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def check_onnx(path: str | Path) -> None:

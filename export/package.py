@@ -59,20 +59,22 @@ def export_checkpoint(
     out_dir: str | os.PathLike,
     formats: Sequence[str] = DEFAULT_FORMATS,
     clip_weights: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
     **options,
 ) -> ExportResult:
     """Load ``checkpoint`` (a ``ModelSpec``, or anything ``muse_infer.load_model`` accepts, resolved
-    into one with ``clip_weights``) and ``export_model`` it with the spec's identity and source."""
+    into one with ``clip_weights`` and ``tokenizer``, the folder of the text tower's Hugging Face
+    tokenizer files) and ``export_model`` it with the spec's identity and source."""
     from muse_infer.loading.models import load_model
 
     spec = (
         checkpoint
         if isinstance(checkpoint, ModelSpec)
-        else ModelSpec.resolve(checkpoint, clip_weights=clip_weights)
+        else ModelSpec.resolve(checkpoint, clip_weights=clip_weights, tokenizer=tokenizer)
     )
     if spec.backend != "torch":
         raise ExportError(f"{spec.name}: export a checkpoint or a named model run by torch, not an export")
-    model = load_model(spec.ref, clip_weights=spec.clip_weights)
+    model = load_model(spec.ref, clip_weights=spec.clip_weights, tokenizer=spec.tokenizer)
     return export_model(model, out_dir, formats, identity=spec.identity, source=spec.source, **options)
 
 
@@ -108,6 +110,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         files = _write_files(written, staging, formats, log)
+        _copy_tokenizer(model, staging)
         errors = {}
         if verify:
             errors = verify_files(model, files, op_library_path(), tolerance)
@@ -160,6 +163,20 @@ def _write_files(model: nn.Module, directory: Path, formats: tuple[str, ...], lo
             ),
         ]
     return files
+
+
+def _copy_tokenizer(model: nn.Module, directory: Path) -> None:
+    """A Hugging Face tokenizer's files into DIR/tokenizer/, so the export tokenises on its own."""
+    if model.config.tokenizer is None:
+        return
+    from muse_infer.runtime.manifest import TOKENIZER_FOLDER
+    from muse_infer.tokenizer import TOKENIZER_FILES
+
+    folder = directory / TOKENIZER_FOLDER
+    folder.mkdir()
+    for name in TOKENIZER_FILES:
+        if (model.tokenizer.folder / name).is_file():
+            shutil.copyfile(model.tokenizer.folder / name, folder / name)
 
 
 def weights_identity(model: nn.Module) -> dict:

@@ -44,7 +44,7 @@ def export_video_pt2(model: nn.Module, path: str | Path) -> Path:
 
 def export_text_pt2(model: nn.Module, path: str | Path) -> Path:
     """Text encoder -> ``.pt2``: ids (batch, max_words) int64 -> (batch, C). Needs nothing but torch."""
-    (ids,) = example_text_inputs(model.config, EXPORT_BATCH)
+    (ids,) = example_text_inputs(model.config, EXPORT_BATCH, vocab_size=model.backbone.text_vocab_size)
     with torch.no_grad():
         return _export_and_save(TextEncoderModule(model), (ids,), Path(path))
 

@@ -47,7 +47,7 @@ def export_video_torchscript(model: nn.Module, path: str | Path, portable: bool 
 
 def export_text_torchscript(model: nn.Module, path: str | Path) -> Path:
     """Trace the text encoder: ids (batch, max_words) int64 -> (batch, C). Needs nothing but torch."""
-    (ids,) = example_text_inputs(model.config, TRACE_BATCH)
+    (ids,) = example_text_inputs(model.config, TRACE_BATCH, vocab_size=model.backbone.text_vocab_size)
     with torch.no_grad():
         return _trace_and_save(TextEncoderModule(model), (ids,), Path(path))
 

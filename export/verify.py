@@ -81,14 +81,15 @@ def default_tolerance(precision: str) -> float:
     return TOLERANCES[precision]
 
 
-def verification_inputs(config, encoder: str) -> dict[str, np.ndarray]:
-    """Seeded inputs, in the encoder's input order, at batch sizes other than the export's (2)."""
+def verification_inputs(config, encoder: str, vocab_size: int | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs, in the encoder's input order, at batch sizes other than the export's (2);
+    vocab_size: the text tower's (``example_text_inputs``)."""
     if encoder == "video":
         frames, mask = example_video_inputs(
             config, 3, seed=VERIFY_SEED, real_frames=[config.max_frames, max(1, config.max_frames // 2), 1]
         )
         return {"frames": frames.numpy(), "mask": mask.numpy()}
-    (ids,) = example_text_inputs(config, 5, seed=VERIFY_SEED)
+    (ids,) = example_text_inputs(config, 5, seed=VERIFY_SEED, vocab_size=vocab_size)
     return {"ids": ids.numpy()}
 
 
@@ -114,7 +115,7 @@ def verify_files(
         scratch = Path(scratch_name)
         expected, inputs_paths = {}, {}
         for encoder in sorted({f.encoder for f in files}):
-            inputs = verification_inputs(model.config, encoder)
+            inputs = verification_inputs(model.config, encoder, model.backbone.text_vocab_size)
             expected[encoder] = eager_embeddings(model, encoder, inputs)
             inputs_paths[encoder] = scratch / f"{encoder}_inputs.npz"
             np.savez(inputs_paths[encoder], **inputs)

@@ -14,9 +14,9 @@ Exported backends get float32 frames normalised here (``video.frames.clip_inputs
 Each ``encode`` call starts its workers afresh, so pass many paths a call; ``workers=0`` decodes in
 the calling process (no per-file timeout then).
 
-``precision`` ("auto": bf16 on a GPU, fp32 on the CPU; or "fp32", "bf16", "fp16") is what the model
-computes in; embeddings are float32 either way, and bf16 ones lie within cosine 0.999 of fp32 ones
-(``muse_infer.runtime.precision``).
+``precision`` ("auto": bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere; or "fp32",
+"bf16", "fp16") is what the model computes in; embeddings are float32 either way, and bf16 ones lie
+within cosine 0.999 of fp32 ones (``muse_infer.runtime.precision``).
 A video's embedding does not depend on the other videos of its batch beyond float rounding
 (measured: identical on the tiny model, <= 1e-7 apart for ViT-B-32 on CPU between batch sizes 1 and 5).
 """
@@ -50,6 +50,7 @@ SPEC_DEFAULTS = {
     "precision": "auto",
     "max_frames": None,
     "sampling": "exact",
+    "tokenizer": None,
 }
 
 
@@ -109,7 +110,10 @@ class TextEncoder:
 
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend (e.g.
     ``VideoEncoder.backend``) to share one model. backend: "torch", or "onnx" / "torchscript" / "pt2" for an export directory.
-    precision: "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" or "fp16".
+    precision: "auto" (bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16"
+    or "fp16". tokenizer: the folder of the text tower's Hugging Face tokenizer files, for models
+    whose tokenizer open_clip does not bundle (SigLIP's, xlm-roberta's); None: the Hugging Face cache
+    (``muse_infer.tokenizer``).
     """
 
     def __init__(
@@ -119,9 +123,16 @@ class TextEncoder:
         backend: str = "torch",
         clip_weights: str | os.PathLike | None = None,
         precision: str = "auto",
+        tokenizer: str | os.PathLike | None = None,
     ):
         self.backend = _loaded(
-            model, True, device=device, backend=backend, clip_weights=clip_weights, precision=precision
+            model,
+            True,
+            device=device,
+            backend=backend,
+            clip_weights=clip_weights,
+            precision=precision,
+            tokenizer=tokenizer,
         )  # the text tower alone when it is loaded here: a search starts in a second, not several
 
     @property
@@ -146,6 +157,7 @@ class TextEncoder:
         precision: str = "auto",
         model: str | os.PathLike | None = None,
         clip_weights: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | None = None,
     ) -> TextEncoder:
         """The text encoder of the model an ``EmbeddingIndex`` was built with (read from its sidecar).
 
@@ -155,15 +167,19 @@ class TextEncoder:
         precision searches any index: precision is not part of the model identity.
         """
         spec = ModelSpec.for_index(
-            index.model_source, model, clip_weights, device=device, backend=backend, precision=precision
+            index.model_source,
+            model,
+            clip_weights,
+            device=device,
+            backend=backend,
+            precision=precision,
+            tokenizer=tokenizer,
         )
         index.check_model(spec.identity, given=spec.name if model is not None else None)
         return cls(spec)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
         """texts (a string or N strings) -> (N, C) float32 L2-normalised embeddings."""
-        from .tokenizer import tokenize
-
         texts = [texts] if isinstance(texts, str) else list(texts)
         for number, text in enumerate(texts, 1):
             if not isinstance(text, str) or not text.strip():
@@ -172,7 +188,7 @@ class TextEncoder:
                 )
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        ids = tokenize(texts, self.backend.max_words).numpy()  # (N, max_words)
+        ids = self.backend.tokenize(texts)  # (N, max_words), the model's tokenizer
         parts = [
             self.backend.encode_text_tokens(ids[start : start + batch_size])
             for start in range(0, len(ids), batch_size)
@@ -186,9 +202,11 @@ class VideoEncoder:
     model: a name or file ``muse_infer.load_model`` accepts, or a loaded backend. max_frames: frames
     sampled a video (default: the model's, 12). Frames are sampled at the model's frame rate (1 a
     second) and slice mode, as CLIP4Clip does (``muse_infer.video``). precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
+    GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16" or "fp16". sampling: "exact" (the frame shown at each
     sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
     to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
+    tokenizer: the folder of the text tower's Hugging Face tokenizer files (``TextEncoder``), recorded
+    in the spec's source so that an index made with it is searched with it.
     """
 
     def __init__(
@@ -200,6 +218,7 @@ class VideoEncoder:
         max_frames: int | None = None,
         precision: str = "auto",
         sampling: str = "exact",
+        tokenizer: str | os.PathLike | None = None,
     ):
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
@@ -212,13 +231,16 @@ class VideoEncoder:
                 self.backend = spec.load()
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
-            spec = encoder_spec(model, **choices, max_frames=max_frames, sampling=sampling).on_device()
+            choices |= dict(max_frames=max_frames, sampling=sampling, tokenizer=tokenizer)
+            spec = encoder_spec(model, **choices).on_device()
             self.backend = spec.load()
         self.spec: ModelSpec | None = spec  # None: a hand-built backend
         b = self.backend
         frames = max_frames or (spec.max_frames if spec is not None else None) or b.max_frames
         sampling = spec.sampling if spec is not None else sampling
-        self.frame_settings = FrameSettings(frames, b.framerate, b.slice_mode, b.image_size, sampling)
+        self.frame_settings = FrameSettings(
+            frames, b.framerate, b.slice_mode, b.image_size, sampling, **b.preprocess
+        )
 
     @property
     def identity(self) -> dict:
@@ -237,11 +259,13 @@ class VideoEncoder:
         precision: str = "auto",
         model: str | os.PathLike | None = None,
         clip_weights: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | None = None,
     ) -> VideoEncoder:
         """The video encoder of the model an ``EmbeddingIndex`` was built with, sampling frames as the
         index's rows were (its recorded ``max_frames``), to encode query examples (``search --like``).
 
-        model, clip_weights: as ``TextEncoder.for_index`` (checked against the index before loading).
+        model, clip_weights, tokenizer: as ``TextEncoder.for_index`` (checked against the index before
+        loading).
         """
         frames = (index.settings or {}).get("max_frames")
         spec = ModelSpec.for_index(
@@ -252,6 +276,7 @@ class VideoEncoder:
             backend=backend,
             precision=precision,
             max_frames=frames if isinstance(frames, int) and frames > 0 else None,
+            tokenizer=tokenizer,
         )
         index.check_model(spec.identity, given=spec.name if model is not None else None)
         return cls(spec)

@@ -45,16 +45,21 @@ def evaluate(
     clip_weights: str | os.PathLike | None = None,
     workers: int | None = None,
     precision: str = "auto",
+    tokenizer: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate ``model`` (a name, checkpoint or config ``load_model`` accepts, or a loaded backend) on a
     dataset split (``DataSpec``) or prepared ``RetrievalSet``. Returns ``similarity_report``'s dict.
 
     batch_size: videos a model call (None: 8 on the CPU, 64 on a GPU); precision: "auto" (bf16 on a
-    GPU, fp32 on the CPU), "fp32", "bf16" or "fp16"."""
+    GPU and on a CPU with native bf16, fp32 elsewhere), "fp32", "bf16" or "fp16"; tokenizer: the
+    folder of the text tower's Hugging Face tokenizer files (``muse_infer.tokenizer``)."""
     from .encoders import TextEncoder, VideoEncoder
 
     retrieval = group_by_video(read_pairs(data)) if isinstance(data, DataSpec) else data
-    video_encoder = VideoEncoder(model, device=device, clip_weights=clip_weights, precision=precision)
+    choices = dict(device=device, clip_weights=clip_weights, precision=precision)
+    if tokenizer is not None:
+        choices["tokenizer"] = tokenizer
+    video_encoder = VideoEncoder(model, **choices)
     videos = video_encoder.encode(retrieval.videos, batch_size=batch_size, workers=workers)  # (V, C)
     texts = TextEncoder(video_encoder.backend).encode(retrieval.captions)  # (Q, C)
     return similarity_report(texts, videos, retrieval.caption_to_video)
@@ -66,6 +71,7 @@ def evaluate_index(
     model=None,
     device: str = "auto",
     precision: str = "auto",
+    tokenizer: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate an encoded index (``EMB.npy`` + sidecar) against a captions file (JSONL/CSV layout).
 
@@ -92,7 +98,9 @@ def evaluate_index(
                 f"(its {len(index.paths)} paths are relative to {root})"
             )
         owners.append(row_of[relative])
-    encoder = TextEncoder.for_index(index, device=device, precision=precision, model=model)
+    encoder = TextEncoder.for_index(
+        index, device=device, precision=precision, model=model, tokenizer=tokenizer
+    )
     texts = encoder.encode([p.caption for p in pairs])
     videos = index.embeddings / np.maximum(np.linalg.norm(index.embeddings, axis=1, keepdims=True), 1e-12)
     return similarity_report(texts, videos, owners)

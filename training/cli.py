@@ -52,6 +52,11 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
     help=f"Named model/config, JSON config, or .safetensors checkpoint to start from [default: {_DEFAULTS['model']}].",
 )
 @click.option("--clip-weights", help="CLIP weights for a named model: open_clip tag, file, or 'random'.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(file_okay=False),
+    help="Folder of the text tower's Hugging Face tokenizer files (SigLIP, xlm-roberta) [default: the HF cache].",
+)
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Layout of --train/--val.")
 @click.option("--train", "train_annotations", help="Training annotations (file or folder, per --layout).")
 @click.option("--train-split", default=None, help="Split of the training annotations (e.g. train).")

@@ -30,6 +30,10 @@ class TrainConfig:
         ``.safetensors`` checkpoint to start from.
     clip_weights: CLIP weights for a named/JSON model: an open_clip pretrained tag ("openai"), a local
         file, or "random" (random initialisation, e.g. for training from scratch); None: the config's.
+    tokenizer: the folder of the text tower's Hugging Face files (SigLIP's, xlm-roberta's tokenizer;
+        ``muse_infer.tokenizer``); None: the Hugging Face cache, when the model needs them.
+    max_words: text tokens (None: the model's own: 32 for ViT-B-32/16 as the recipe, the tower's
+        context length for open_clip names, which SigLIP's last-token pooling needs).
     model_overrides: MuseConfig fields replaced before building a named/JSON model (e.g.
         {"num_blocks": 0} for meanP, {"scales": [1.0]}); max_words/max_frames below are applied too.
     train, val: data specs {"layout", "annotations", "split", "videos", ...} (muse_infer.datasets).
@@ -40,6 +44,7 @@ class TrainConfig:
     val: dict | None = None
     model: str = "ViT-B-32"
     clip_weights: str | None = None
+    tokenizer: str | None = None
     model_overrides: dict = field(default_factory=dict)
     epochs: int = 5
     batch_size: int = 128
@@ -52,7 +57,7 @@ class TrainConfig:
     warmup_proportion: float = 0.1
     grad_clip: float = 1.0
     seed: int = 42
-    max_words: int = 32
+    max_words: int | None = None
     max_frames: int = 12
     device: str = "auto"
     amp: str = "auto"
@@ -96,6 +101,8 @@ def _validate(config: TrainConfig) -> None:
     positive_ints = ("epochs", "batch_size", "max_words", "max_frames", "val_batch_size", "log_every")
     for name in positive_ints:
         value = getattr(config, name)
+        if name == "max_words" and value is None:
+            continue  # the model's own
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
     for name in ("lr", "coef_lr", "block_lr_mult", "eps"):

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from muse_infer.datasets import Pair, RetrievalSet, group_by_video
-from muse_infer.tokenizer import tokenize
 from muse_infer.video import FrameSettings
 
 from .frames import fill_cache, normalise
@@ -27,8 +26,10 @@ class Batch:
 class PairData:
     """(video, caption) pairs whose videos are decoded once into the frame cache.
 
-    Videos are read from their cache entries at each batch (memory-mapped ``.npy``); captions are
-    tokenised once. progress: a bar on stderr while missing frames are decoded.
+    Videos are read from their cache entries at each batch (memory-mapped ``.npy``) and normalised
+    with the model's mean and std (``sampling``); captions are tokenised once by ``tokenizer`` (the
+    model's: ``MuseModel.tokenizer``, texts -> (N, max_words) long). progress: a bar on stderr while
+    missing frames are decoded.
     """
 
     def __init__(
@@ -36,13 +37,13 @@ class PairData:
         pairs: Sequence[Pair],
         sampling: FrameSettings,
         cache_dir,
-        max_words: int,
+        tokenizer,
         workers: int | None = None,
         progress: bool = False,
     ):
         self.pairs, self.sampling = list(pairs), sampling
         self.entries = fill_cache([p.video for p in self.pairs], cache_dir, sampling, workers, progress)
-        self.tokens = tokenize([p.caption for p in self.pairs], max_words)  # (N, max_words)
+        self.tokens = tokenizer([p.caption for p in self.pairs])  # (N, max_words)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -50,7 +51,8 @@ class PairData:
     def videos_batch(self, videos: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (B, T, 3, S, S), mask (B, T) of the given videos (each must be in the cache)."""
         entries = [np.load(self.entries[v], mmap_mode="r") for v in videos]
-        frames, mask = normalise(entries, self.sampling.max_frames)
+        sampling = self.sampling
+        frames, mask = normalise(entries, sampling.max_frames, sampling.mean, sampling.std)
         return torch.from_numpy(frames), torch.from_numpy(mask)
 
     def batch(self, indices: Sequence[int]) -> Batch:

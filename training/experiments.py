@@ -78,12 +78,16 @@ def evaluate_splits(config: TrainConfig, checkpoint: Path, data: Path) -> dict:
     model.load_state_dict(tensors)
     model.eval()
     sampling = FrameSettings(
-        config.max_frames, model_config.framerate, model_config.slice_mode, model_config.image_size
+        config.max_frames,
+        model_config.framerate,
+        model_config.slice_mode,
+        model_config.image_size,
+        **model_config.frame_preprocess,
     )
     results = {}
     for split in EVAL_SPLITS:
         pairs = read_pairs(DataSpec("jsonl", str(data / f"{split}.jsonl")))
-        split_data = PairData(pairs, sampling, config.cache_dir or default_cache_dir(), config.max_words, 1)
+        split_data = PairData(pairs, sampling, config.cache_dir or default_cache_dir(), model.tokenizer, 1)
         with torch.no_grad():
             results[split] = embed_and_score(model, split_data, 32, torch.device("cpu"))
     return results

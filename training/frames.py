@@ -23,7 +23,7 @@ import numpy as np
 
 from muse_infer.atomic import atomic_path
 from muse_infer.progress import progress_bar
-from muse_infer.video import FrameSettings, VideoDecodeError, clip_inputs, read_clip
+from muse_infer.video import CLIP_MEAN, CLIP_STD, FrameSettings, VideoDecodeError, clip_inputs, read_clip
 
 
 def default_cache_dir() -> Path:
@@ -98,7 +98,10 @@ def _counted(reason: str | None, bar) -> str | None:
     return reason
 
 
-def normalise(entries: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cached entries -> frames (B, max_frames, 3, S, S) float32 CLIP-normalised, zero-padded, and
-    mask (B, max_frames) int64: ``muse_infer.video.clip_inputs``, as ``load_video`` returns them."""
-    return clip_inputs(entries, max_frames)
+def normalise(
+    entries: Sequence[np.ndarray], max_frames: int, mean=CLIP_MEAN, std=CLIP_STD
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cached entries -> frames (B, max_frames, 3, S, S) float32 normalised with the model's ``mean``
+    and ``std`` (CLIP's by default), zero-padded, and mask (B, max_frames) int64:
+    ``muse_infer.video.clip_inputs``, the frames encoding gives the model."""
+    return clip_inputs(entries, max_frames, mean, std)

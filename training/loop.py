@@ -72,21 +72,24 @@ def build_training_model(config: TrainConfig, seed: int, load_clip: bool = True)
     with CLIP weights from ``clip_weights`` (tag, file or "random"). The model reference and CLIP
     weights are resolved by ``ModelSpec`` as every other command resolves them. load_clip: False when
     resuming (the epoch checkpoint's weights replace them)."""
-    spec = ModelSpec.resolve(config.model, clip_weights=config.clip_weights)
+    spec = ModelSpec.resolve(config.model, clip_weights=config.clip_weights, tokenizer=config.tokenizer)
     if spec.ref.kind in ("checkpoint", "packaged"):
         if config.model_overrides:
             raise TrainConfigError("model_overrides apply to named/JSON models, not to a checkpoint")
         model_config, state, _ = read_checkpoint(spec.ref.path)
-        model = MuseModel(_with_lengths(model_config, config))
+        model = MuseModel(_with_lengths(model_config, config), text_files=spec.tokenizer)
         if load_clip:
             load_state_dict_checked(model, state, str(spec.ref.path))
         return model
-    model_config = _with_lengths(model_config_of(spec.ref).replace(**config.model_overrides), config)
-    return build_model(model_config, spec.clip_weights if load_clip else "random", seed=seed)
+    base = model_config_of(spec.ref, spec.clip_weights).replace(**config.model_overrides)
+    weights = spec.clip_weights if load_clip else "random"
+    return build_model(_with_lengths(base, config), weights, seed=seed, tokenizer=spec.tokenizer)
 
 
 def _with_lengths(model_config, config: TrainConfig):
-    return model_config.replace(max_words=config.max_words, max_frames=config.max_frames)
+    """The model config with the run's frames, and its text length (None: the model's own)."""
+    words = model_config.max_words if config.max_words is None else config.max_words
+    return model_config.replace(max_words=words, max_frames=config.max_frames)
 
 
 class Trainer:
@@ -140,7 +143,11 @@ class Trainer:
     def _load_data(self) -> tuple[PairData, PairData | None]:
         cfg, model_cfg = self.config, self.model.config
         sampling = FrameSettings(
-            cfg.max_frames, model_cfg.framerate, model_cfg.slice_mode, model_cfg.image_size
+            cfg.max_frames,
+            model_cfg.framerate,
+            model_cfg.slice_mode,
+            model_cfg.image_size,
+            **model_cfg.frame_preprocess,
         )
         cache = cfg.cache_dir or default_cache_dir()
         specs = [cfg.train_spec] + ([cfg.val_spec] if cfg.val_spec is not None else [])
@@ -154,7 +161,7 @@ class Trainer:
             if self.dist.initialised and not self.dist.is_main:
                 torch.distributed.barrier()  # rank 0 decodes first; the others then find the cache full
             datasets.append(
-                PairData(pairs, sampling, cache, cfg.max_words, cfg.decode_workers, self.progress)
+                PairData(pairs, sampling, cache, self.model.tokenizer, cfg.decode_workers, self.progress)
             )
             if self.dist.initialised and self.dist.is_main:
                 torch.distributed.barrier()

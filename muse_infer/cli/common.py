@@ -89,6 +89,19 @@ class CommandGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+TOKENIZER_HELP = (
+    "Folder of the text tower's Hugging Face tokenizer files (tokenizer.json ...), for models whose "
+    "tokenizer open_clip does not bundle (SigLIP, xlm-roberta) [default: the Hugging Face cache]."
+)
+
+
+def tokenizer_option(command):
+    """``--tokenizer DIR`` (``muse_infer.tokenizer``)."""
+    return click.option("--tokenizer", default=None, type=click.Path(file_okay=False), help=TOKENIZER_HELP)(
+        command
+    )
+
+
 def model_spec(model: str, **choices):
     """The ``ModelSpec`` of a command's model options (``--model``, ``--clip-weights``, ``--backend``,
     ``--device``, ``--precision``, ``--frames``, ``--batch-size``): resolved here, once, for the whole
@@ -115,6 +128,12 @@ def query_model_options(command):
             "--clip-weights",
             default=None,
             help="CLIP weights of a named/config model [default: the index's].",
+        ),
+        click.option(
+            "--tokenizer",
+            default=None,
+            type=click.Path(file_okay=False),
+            help=TOKENIZER_HELP.replace("the Hugging Face cache", "the index's, else the Hugging Face cache"),
         ),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto."),
         click.option(

@@ -16,6 +16,7 @@ from .common import (
     UserError,
     model_spec,
     sigterm_as_interrupt,
+    tokenizer_option,
 )
 
 
@@ -38,6 +39,7 @@ from .common import (
     default=None,
     help="CLIP weights of a named/config model: open_clip tag, local file, or 'random'.",
 )
+@tokenizer_option
 @click.option(
     "--device",
     default="auto",
@@ -155,6 +157,7 @@ def encode_videos(
     out,
     model,
     clip_weights,
+    tokenizer,
     device,
     backend,
     precision,
@@ -229,6 +232,7 @@ def encode_videos(
       muse-infer encode-videos videos/ --out moments.npy --window 6 --stride 3
       muse-infer encode-videos videos/ --out shots.npy --cuts shots
       muse-infer encode-videos videos/ --out fast.npy --sampling keyframes
+      muse-infer encode-videos videos/ --out siglip.npy --model ViT-B-16-SigLIP-meanP --tokenizer siglip_tok/
     """
     import json
 
@@ -251,6 +255,7 @@ def encode_videos(
         max_frames=frames,
         batch_size=batch_size,
         sampling=sampling,
+        tokenizer=tokenizer,
     )
     if moments:
         options["windows"] = _window_settings(spec, window, stride, cuts)

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..datasets import LAYOUTS
-from .common import PRECISION_CHOICE, PRECISION_HELP, UserError
+from .common import PRECISION_CHOICE, PRECISION_HELP, UserError, tokenizer_option
 
 EXIT_DEMO_MISSED = 1
 
@@ -19,6 +19,7 @@ EXIT_DEMO_MISSED = 1
 @click.option(
     "--clip-weights", default=None, help="CLIP weights of a named/config model: tag, file, 'random'."
 )
+@tokenizer_option
 @click.option("--dataset", "layout", type=click.Choice(LAYOUTS), help="Layout of --annotations.")
 @click.option("--annotations", help="Annotation file (jsonl/csv) or folder (msrvtt, didemo, activitynet).")
 @click.option(
@@ -46,7 +47,7 @@ EXIT_DEMO_MISSED = 1
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_command(
-    model, clip_weights, layout, annotations, split, videos, index_path, captions, video_key, caption_key,
+    model, clip_weights, tokenizer, layout, annotations, split, videos, index_path, captions, video_key, caption_key,
     device, precision, batch_size, workers, as_json,
 ) -> None:  # fmt: skip
     """Text->video and video->text R@1/R@5/R@10, median and mean rank.
@@ -67,12 +68,14 @@ def eval_command(
             raise UserError("--index needs --captions (a JSONL or CSV of video, caption)")
         kind = "csv" if captions.lower().endswith(".csv") else "jsonl"
         spec = DataSpec(kind, captions, None, videos, video_key, caption_key)
-        report = evaluate_index(index_path, spec, model=model, device=device, precision=precision)
+        report = evaluate_index(
+            index_path, spec, model=model, device=device, precision=precision, tokenizer=tokenizer
+        )
     else:
         if model is None or layout is None or annotations is None:
             raise UserError("give --model, --dataset and --annotations (or --index and --captions)")
         spec = DataSpec(layout, annotations, split, videos, video_key, caption_key)
-        report = evaluate(model, spec, batch_size, device, clip_weights, workers, precision)
+        report = evaluate(model, spec, batch_size, device, clip_weights, workers, precision, tokenizer)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

@@ -9,31 +9,53 @@ from .common import UserError
 
 @click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def list_models(as_json: bool) -> None:
-    """List the named models: what each is, its embedding size and frames, where its weights come from.
+@click.option(
+    "--all", "every_name", is_flag=True, help="Every open_clip model name, not only the recommended."
+)
+def list_models(as_json: bool, every_name: bool) -> None:
+    """List the named models: what each is, its embedding width, parameters, frames, CPU cost per video
+    (where measured), whether its MUSE head is trained, and where its weights come from.
 
-    A name is also accepted wherever --model is: a checkpoint file, a JSON config or an export folder.
+    Any open_clip model name works as --model: NAME (a MUSE head on that backbone) or NAME-meanP (mean
+    pooling); ViT-B-32 and ViT-B-16 are OpenAI's QuickGELU models. Only the packaged demo has a trained
+    MUSE head; the others' fresh heads are the identity, so they give the backbone's zero-shot quality
+    (docs/choosing_a_model.md). A name is also accepted wherever --model is: a checkpoint file, a JSON
+    config or an export folder.
 
     \b
     Example:
       muse-infer models
+      muse-infer models --all
       muse-infer models --json
     """
     import json
 
     from ..loading.reference import describe_models
 
-    rows = describe_models()
+    rows = describe_models(every_name)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     width = max(len(row["name"]) for row in rows)
     for row in rows:
-        click.echo(
-            f"{row['name']:<{width}}  {row['kind']}, {row['embed_dim']}-d embeddings, "
-            f"{row['frames']} frames at {row['image_size']} px"
-        )
+        if row["kind"] == "not supported":
+            click.echo(f"{row['name']:<{width}}  not supported as named: {row['note']}")
+            continue
+        click.echo(f"{row['name']:<{width}}  {_summary(row)}")
+        click.echo(f"{'':<{width}}  head: {row['trained_head']}; text: {row['text']}")
         click.echo(f"{'':<{width}}  weights: {row['weights']}")
+
+
+def _summary(row: dict) -> str:
+    parameters = (
+        f"{row['parameters'] / 1e6:.0f}M parameters" if row["parameters"] else "parameters not measured"
+    )
+    seconds = row["cpu_seconds_per_video"]
+    cost = f"{seconds:g} CPU-s a video (1 thread, fp32)" if seconds is not None else "CPU cost not measured"
+    return (
+        f"{row['kind']}, {row['embed_dim']}-d embeddings, {parameters}, "
+        f"{row['frames']} frames at {row['image_size']} px, {cost}"
+    )
 
 
 @click.command("convert")

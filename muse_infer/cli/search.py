@@ -96,6 +96,7 @@ def search(
     html_path,
     model,
     clip_weights,
+    tokenizer,
     device,
     backend,
     precision,
@@ -158,6 +159,7 @@ def search(
     options = dict(
         model=model, clip_weights=clip_weights, device=device, backend=backend, precision=precision
     )
+    options["tokenizer"] = tokenizer
     if len(index_paths) == 1:
         index = EmbeddingIndex.load(index_paths[0])
     else:

@@ -29,7 +29,7 @@ from .common import query_model_options
 @click.option("--log-requests", is_flag=True, help="Log every request (uvicorn's access log).")
 @query_model_options
 def serve(
-    index_path, host, port, token, log_requests, model, clip_weights, device, backend, precision
+    index_path, host, port, token, log_requests, model, clip_weights, tokenizer, device, backend, precision
 ) -> None:
     """Serve a search page and a JSON API over an index, until Ctrl-C.
 
@@ -58,6 +58,7 @@ def serve(
     choices = dict(
         model=model, clip_weights=clip_weights, device=device, backend=backend, precision=precision
     )
+    choices |= {"tokenizer": tokenizer}
     app, sock = open_index_service(index_path, token=token, host=host, port=port, model_options=choices)
     guarded = " (token required)" if token else ""
     click.echo(f"serving {index_path} at {url_of(sock)}{guarded}; Ctrl-C stops", err=True)

@@ -89,13 +89,7 @@ def decode_shard(row: dict, root: str, settings: dict, timeout: float, inline: b
     from ..video.frames import FrameSettings
     from ..video.pool import DecodePool, decode_inline
 
-    frame_settings = FrameSettings(
-        settings["max_frames"],
-        settings["framerate"],
-        settings["slice_mode"],
-        settings["image_size"],
-        settings.get("sampling", "exact"),
-    )
+    frame_settings = FrameSettings.from_dict(settings)
     paths = [os.path.join(root, path) for path in json.loads(row["paths"])]
     if inline:
         decoded = decode_inline(paths, frame_settings)

@@ -92,12 +92,15 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A MuseModel in eval mode from a muse-infer checkpoint."""
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", tokenizer: str | os.PathLike | None = None
+):
+    """A MuseModel in eval mode from a muse-infer checkpoint. tokenizer: the folder of its text tower's
+    Hugging Face files, when it has such a tower (``muse_infer.tokenizer``)."""
     from ..model import MuseModel
 
     config, tensors, _ = read_checkpoint(path)
-    model = MuseModel(config)
+    model = MuseModel(config, text_files=None if tokenizer is None else str(tokenizer))
     load_state_dict_checked(model, tensors, str(path))
     return model.to(device).eval()
 

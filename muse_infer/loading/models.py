@@ -33,41 +33,56 @@ def load_model(
     name_or_path: str | os.PathLike | ModelRef,
     device: str | torch.device = "cpu",
     clip_weights: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ):
     """A MuseModel in eval mode.
 
     name_or_path: a muse-infer ``.safetensors`` checkpoint; a packaged trained model ("demo"); a JSON
-    config file; or a named architecture (``available_models()``: "ViT-B-32", "ViT-B-16", their
-    "-meanP" baselines, "tiny"). For a config or an architecture, the CLIP weights come from
-    ``clip_weights`` (an open_clip pretrained tag such as "openai", a local weights file, or
-    "random"), else from the config's ``clip_pretrained``.
+    config file; or a named architecture: the shipped ones (``available_models()``: "ViT-B-32",
+    "ViT-B-16", their "-meanP" baselines, "tiny") and any open_clip model name, as ``NAME`` (MUSE head)
+    or ``NAME-meanP`` ("ViT-L-14", "ViT-B-16-SigLIP-meanP", ...: ``muse_infer.catalog``). For a config
+    or an architecture, the CLIP weights come from ``clip_weights`` (an open_clip pretrained tag such
+    as "openai", a local weights file, or "random"), else from the config's ``clip_pretrained``.
+    tokenizer: the folder of the text tower's Hugging Face files, for towers whose tokenizer open_clip
+    does not bundle (SigLIP's, xlm-roberta's); None: the Hugging Face cache.
     """
     ref = name_or_path if isinstance(name_or_path, ModelRef) else resolve_model(name_or_path)
     if ref.kind in ("checkpoint", "packaged"):
-        return load_checkpoint(ref.path, device)
+        return load_checkpoint(ref.path, device, tokenizer)
     if ref.kind == "export":
         raise ConfigError(
             f"'{ref.name}' is an export directory: run it with a backend (--backend onnx, torchscript or "
             "pt2; VideoEncoder(..., backend=...)), or load the checkpoint it was exported from"
         )
-    return build_model(model_config(ref), clip_weights).to(device).eval()
+    config = model_config(ref, clip_weights)
+    return build_model(config, clip_weights, tokenizer=tokenizer).to(device).eval()
 
 
 def build_model(
     config: MuseConfig,
     clip_weights: str | os.PathLike | ClipWeights | None = None,
     seed: int = RANDOM_INIT_SEED,
+    tokenizer: str | os.PathLike | None = None,
 ):
     """A freshly initialised (``seed``) MuseModel, with pretrained CLIP weights loaded when named
-    (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones)."""
+    (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones).
+    tokenizer: the text tower's Hugging Face files (see ``load_model``)."""
     from ..model import MuseModel, text_tower
+    from ..model.backbone import build_open_clip
 
     weights = effective_clip_weights(config, clip_weights)  # parsed before the slow build
+    text_files = None if tokenizer is None else str(tokenizer)
+    pretrained = weights is not None and not weights.is_random
+    weights_file = resolve_clip_weights(config, weights) if pretrained else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MuseModel(config)
-    if weights is not None and not weights.is_random:
-        load_clip_weights(model.backbone.clip, resolve_clip_weights(config, weights))
+        clip = None
+        if pretrained:  # every CLIP weight is replaced by the file's: skip their random init (seconds)
+            with _ZeroInsteadOfRandom():
+                clip = build_open_clip(config.clip, text_files)
+        model = MuseModel(config, clip=clip, text_files=text_files)
+    if pretrained:
+        load_clip_weights(model.backbone.clip, weights_file)
     elif text_tower.supports(config.clip):
         # Random text weights drawn by name, as the text tower alone draws them (``loading.text``): a
         # search loads only that tower and must compute the same text embeddings.
@@ -75,6 +90,24 @@ def build_model(
         unexpected = model.backbone.clip.load_state_dict(random, strict=False).unexpected_keys
         assert not unexpected, f"text weights not in the CLIP model: {unexpected[:3]}"
     return model
+
+
+class _ZeroInsteadOfRandom(torch.overrides.TorchFunctionMode):
+    """Within: the in-place random fills that weight initialisers use (normal_, uniform_, erfinv_ ...)
+    write zeros instead, and draw nothing from the random generator. For towers whose every weight is
+    then loaded from a file (``load_clip_weights`` checks every key): open_clip's, timm's and Hugging
+    Face's initialisers of a ViT-L cost seconds of random numbers that would be thrown away. Buffers
+    computed from the config (causal masks, position ids) are unaffected."""
+
+    FILLS = frozenset(
+        getattr(torch.Tensor, name)
+        for name in ("normal_", "uniform_", "erfinv_", "random_", "exponential_", "log_normal_", "cauchy_")
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FILLS:
+            return args[0].zero_()
+        return func(*args, **(kwargs or {}))
 
 
 def load_clip_weights(clip: torch.nn.Module, weights_file: Path) -> None:
@@ -113,12 +146,12 @@ def resolve_clip_weights(config: MuseConfig, weights: str | ClipWeights) -> Path
     if cached is not None:
         return cached
     if not _hub_reachable():
-        raise PretrainedWeightsError(_offline_message(model_name, source))
+        raise PretrainedWeightsError(_offline_message(model_name, source, pretrained))
     try:
         return Path(open_clip.download_pretrained(pretrained))
     except Exception as error:
         raise PretrainedWeightsError(
-            _offline_message(model_name, source) + f" (download failed: {error})"
+            _offline_message(model_name, source, pretrained) + f" (download failed: {error})"
         ) from None
 
 
@@ -147,11 +180,21 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _offline_message(model_name: str, tag: str) -> str:
+def _offline_message(model_name: str, tag: str, pretrained: dict | None = None) -> str:
     return (
         f"cannot fetch pretrained CLIP weights '{tag}' for {model_name}: no network and no cached copy. "
-        f"Download open_clip's '{model_name}' / '{tag}' weights (open_clip_model.safetensors or "
-        f"open_clip_pytorch_model.bin) on a connected machine and pass the local file: "
-        f"load_model('{model_name}', clip_weights='/path/to/open_clip_model.safetensors') or "
-        f"--clip-weights /path/to/file on the command line; clip_weights='random' builds random weights."
+        f"{weights_source(model_name, tag, pretrained)} on a connected machine and pass the local file: "
+        f"load_model('{model_name}', clip_weights='/path/to/file') or --clip-weights /path/to/file on the "
+        "command line (or put it in the Hugging Face cache); clip_weights='random' builds random weights."
     )
+
+
+def weights_source(model_name: str, tag: str, pretrained: dict | None = None) -> str:
+    """Which file to download for open_clip's ``tag`` weights of ``model_name``, in words."""
+    pretrained = pretrained or {}
+    repo = (pretrained.get("hf_hub") or "").rstrip("/")
+    if repo:
+        return f"Download open_clip_model.safetensors (or open_clip_pytorch_model.bin) from https://huggingface.co/{repo}"
+    if pretrained.get("url"):
+        return f"Download {pretrained['url']}"
+    return f"Download open_clip's '{model_name}' / '{tag}' weights (open_clip_model.safetensors)"

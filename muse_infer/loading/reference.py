@@ -5,7 +5,9 @@ A reference is what users pass as ``--model`` or ``load_model(...)``'s first arg
 - ``checkpoint``: a muse-infer ``.safetensors`` file (or any other existing non-JSON file, read as one);
 - ``packaged``: the name of a trained model shipped in ``muse_infer/weights/`` (e.g. ``demo``);
 - ``config``: a JSON model config file (CLIP weights come separately);
-- ``named``: a named architecture shipped in ``muse_infer/configs/`` (e.g. ``ViT-B-32``, ``tiny``);
+- ``named``: a named architecture shipped in ``muse_infer/configs/`` (e.g. ``ViT-B-32``, ``tiny``), or
+  any open_clip model name, with or without ``-meanP`` (``ViT-L-14``, ``ViT-B-16-SigLIP-meanP``:
+  ``muse_infer.catalog``; the shipped names come first);
 - ``export``: a folder written by ``muse-infer export`` (it holds ``manifest.json``).
 
 The order above is the order of precedence. ``resolve_model`` raises ``ConfigError`` listing the
@@ -23,6 +25,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import catalog
 from ..config import MuseConfig, available_configs, load_config
 from ..errors import CheckpointError, ConfigError
 
@@ -92,44 +95,109 @@ def packaged_models() -> list[str]:
     return sorted(p.stem for p in PACKAGED_WEIGHTS.glob("*.safetensors"))
 
 
-def available_models() -> list[str]:
-    """Every name ``resolve_model`` accepts without a path: architectures and packaged trained models."""
-    return sorted(set(available_configs()) | set(packaged_models()))
+def available_models(every_open_clip_name: bool = False) -> list[str]:
+    """Names ``resolve_model`` accepts without a path: the shipped architectures, the packaged trained
+    models and the recommended open_clip backbones (``catalog.RECOMMENDED``), each also as -meanP;
+    ``every_open_clip_name``: every open_clip model too (any of them resolves either way)."""
+    backbones = catalog.open_clip_names() if every_open_clip_name else list(catalog.RECOMMENDED)
+    backbones = [name for name in backbones if catalog.is_open_clip_name(name)]
+    open_clip_names = {n for name in backbones for n in (name, name + catalog.MEAN_POOLING_SUFFIX)}
+    return sorted(set(available_configs()) | set(packaged_models())) + sorted(
+        open_clip_names - set(available_configs())
+    )
 
 
-def describe_models() -> list[dict]:
-    """What each name of ``available_models()`` is: kind, embedding size, frames, blocks, and where its
-    weights come from. Reads configs and checkpoint headers only (no torch, no weights)."""
+COSTS_TABLE = Path(__file__).resolve().parents[1] / "configs" / "backbone_costs.json"
+
+
+def describe_models(every_open_clip_name: bool = False) -> list[dict]:
+    """What each name of ``available_models(every_open_clip_name)`` is: kind, embedding size, frames,
+    image size, parameters and CPU cost per video where measured (``configs/backbone_costs.json``,
+    made by benchmarks/bench_backbones.py), whether its MUSE head is trained, and where its weights
+    come from. Reads configs, tables and checkpoint headers only (no torch, no weights)."""
+    costs = _measured_costs()
     rows = []
-    for name in available_models():
+    for name in available_models(every_open_clip_name):
         ref = resolve_model(name)
-        config = model_config(ref)
-        if ref.kind == "packaged":
-            metadata = _safetensors_metadata(ref.path)
-            weights = "packaged (trained): " + metadata.get("intended_use", "a trained checkpoint")
-        else:
-            weights = _clip_weights_note(config.clip_pretrained)
+        try:
+            config = model_config(ref)
+        except ConfigError as error:  # an open_clip name muse-infer cannot run as named (a MUSE ResNet)
+            rows.append({"name": name, "kind": "not supported", "note": str(error)})
+            continue
+        measured = costs.get(name, {})
         rows.append(
             {
                 "name": name,
                 "kind": "meanP baseline" if config.is_mean_pooling else f"MUSE, {config.num_blocks} blocks",
                 "embed_dim": config.embed_dim,
+                "parameters": measured.get("parameters"),
                 "frames": config.max_frames,
                 "image_size": config.image_size,
-                "weights": weights,
+                "cpu_seconds_per_video": measured.get("cpu_seconds_per_video"),
+                "trained_head": _trained_head(ref, config),
+                "text": _text_note(config),
+                "weights": _weights_note(ref, config),
             }
         )
     return rows
 
 
-def model_config(ref: ModelRef) -> MuseConfig:
+def _measured_costs() -> dict:
+    return json.loads(COSTS_TABLE.read_text())["rows"] if COSTS_TABLE.is_file() else {}
+
+
+def _trained_head(ref: ModelRef, config: MuseConfig) -> str:
+    if config.is_mean_pooling:
+        return "no head (mean pooling)"
+    if ref.kind == "packaged":
+        return "trained (synthetic videos only)"
+    return "untrained: the fresh head is the identity, i.e. the backbone's zero-shot mean pooling"
+
+
+def _text_note(config: MuseConfig) -> str:
+    if config.tokenizer is None:
+        return f"CLIP BPE, {config.max_words} tokens"
+    multilingual = " (multilingual)" if config.clip_model in catalog.MULTILINGUAL else ""
+    return f"{config.tokenizer['name']} tokenizer{multilingual}, {config.max_words} tokens: --tokenizer DIR or the HF cache"
+
+
+def _weights_note(ref: ModelRef, config: MuseConfig) -> str:
+    if ref.kind == "packaged":
+        return "packaged (trained): " + _safetensors_metadata(ref.path).get(
+            "intended_use", "a trained checkpoint"
+        )
+    if config.clip_pretrained is None and config.clip_model:
+        twins = [n for n in (config.clip_model + "-quickgelu",) if catalog.pretrained_tags(n)]
+        hint = f" ({twins[0]} has open_clip's weights)" if twins else ""
+        return f"open_clip has no weights for this architecture: random unless --clip-weights FILE{hint}"
+    return _clip_weights_note(config.clip_pretrained)
+
+
+def model_config(ref: ModelRef, clip_weights: str | os.PathLike | ClipWeights | None = None) -> MuseConfig:
     """The architecture a (non-export) reference names, without its weights: a checkpoint's from its
-    header, a config file's or a named architecture's from its JSON."""
+    header, a config file's or a named architecture's from its JSON (or open_clip's: ``catalog``).
+
+    clip_weights (named and config models): an open_clip tag other than the config's own brings that
+    tag's frame preprocessing (open_clip's weights differ in mean/std and resizing), and is refused
+    when it was trained with the other activation (QuickGELU vs GELU), naming the model to use."""
     if ref.kind in ("checkpoint", "packaged"):
         return checkpoint_config(ref.path)
     if ref.kind == "export":
         raise ConfigError(f"'{ref.name}' is an export directory: its manifest describes it, not a config")
-    return load_config(ref.path if ref.kind == "config" else ref.name)
+    config = load_config(ref.path if ref.kind == "config" else ref.name)
+    return with_clip_weights(config, parse_clip_weights(clip_weights))
+
+
+def with_clip_weights(config: MuseConfig, weights: ClipWeights | None) -> MuseConfig:
+    """``config`` as the open_clip tag ``weights`` needs it (see ``model_config``); unchanged for no
+    tag, "random", a file, the config's own tag, or a model open_clip's table does not list."""
+    if weights is None or weights.kind != "tag" or weights.value == config.clip_pretrained:
+        return config
+    model = config.clip_model
+    if not catalog.pretrained_tags(model or "").get(weights.value):
+        return config  # open_clip decides (and names its tags) when the weights are fetched
+    catalog.check_tag(model, bool(config.clip.get("quick_gelu", False)), weights.value)
+    return config.replace(preprocess=catalog.tag_preprocess(model, weights.value))
 
 
 def checkpoint_config(path: str | os.PathLike) -> MuseConfig:
@@ -162,10 +230,7 @@ def config_from_metadata(metadata: dict, path: str | os.PathLike) -> MuseConfig:
 def _clip_weights_note(pretrained: str | None) -> str:
     if pretrained is None:
         return "random CLIP weights (seeded; for tests, not for search)"
-    return (
-        f"open_clip '{pretrained}' CLIP weights: downloaded once, or --clip-weights FILE offline; "
-        "fresh MUSE blocks are the identity (zero-shot CLIP mean pooling) until a trained checkpoint is loaded"
-    )
+    return f"open_clip '{pretrained}': downloaded once, or --clip-weights FILE offline"
 
 
 def search_caution(identity: dict | None) -> str | None:
@@ -218,7 +283,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelRef:
         return ModelRef("packaged", name, PACKAGED_WEIGHTS / f"{name}.safetensors")
     if path.suffix == ".json":
         return ModelRef("config", name, path)
-    if name in available_configs():
+    if name in available_configs() or (_is_bare_name(name) and catalog.is_open_clip_name(name)):
         return ModelRef("named", name)
     if path.is_dir():
         raise ConfigError(
@@ -226,7 +291,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelRef:
             f"file, a config file, an export directory or a known model: {available_models()}"
         )
     raise ConfigError(
-        f"'{name}' is neither a checkpoint/config file nor a known model; known: {available_models()}"
+        f"'{name}' is neither a checkpoint/config file nor a known model; known: {available_models()}, "
+        f"or any open_clip model name with or without -meanP ({catalog.names_hint()})"
     )
 
 

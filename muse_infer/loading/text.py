@@ -20,11 +20,17 @@ CHECKPOINT_PREFIX = "backbone.clip."  # a MuseModel's CLIP keys
 
 
 def load_text_model(
-    ref: ModelRef, clip_weights: ClipWeights | None = None, device: str = "cpu", seed: int = 0
+    ref: ModelRef,
+    clip_weights: ClipWeights | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    tokenizer: str | None = None,
 ):
     """The text tower of ``ref`` (a resolved reference) on ``device``, or None when it is not a plain
-    CLIP text tower. ``clip_weights``: a named/config model's CLIP weights ("random": the seeded random
-    weights ``load_model`` gives, seed ``seed``)."""
+    CLIP text tower (``text_tower.supports``: SigLIP's, xlm-roberta's, ``custom_text`` models' load
+    whole). ``clip_weights``: a named/config model's CLIP weights ("random": the seeded random weights
+    ``load_model`` gives, seed ``seed``; an open_clip tag is checked against the model as
+    ``model_config`` checks it). tokenizer: the folder of a Hugging Face tokenizer's files, if any."""
     from ..model.text_tower import (
         TextModel,
         build_text_tower,
@@ -33,7 +39,7 @@ def load_text_model(
         text_parameter_names,
     )
 
-    config = model_config(ref)
+    config = model_config(ref, clip_weights)
     if not supports(config.clip):
         return None
     names = text_parameter_names(config.clip)
@@ -47,7 +53,7 @@ def load_text_model(
             from .models import resolve_clip_weights
 
             weights = _clip_text_weights(resolve_clip_weights(config, source), names)
-    return TextModel(config, build_text_tower(config.clip, weights, device))
+    return TextModel(config, build_text_tower(config.clip, weights, device), tokenizer)
 
 
 def _read_tensors(path: Path, keys: list[str], prefix: str) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import MuseConfig
 from ..ops import default_scan
 from ..ops.dispatch import check_scan_choice, graph_being_recorded
-from ..tokenizer import tokenize
+from ..tokenizer import text_tokenizer
 from .aggregation import aggregate, class_token_slice
 from .backbone import ClipBackbone, build_open_clip
 from .bimamba import ResMambaBlock, set_scan
@@ -27,13 +27,23 @@ class MuseModel(nn.Module):
 
     ``scan``: the blocks' selective-scan implementation, one of ``muse_infer.ops.SCAN_CHOICES``
     (None: ``ops.default_scan()``, i.e. "auto" unless MUSE_SCAN overrode it); see ``set_scan``.
+    ``text_files``: the folder of the text tower's Hugging Face files (its tokenizer, and for a Hugging
+    Face text tower its config.json; ``muse_infer.tokenizer``), None: the Hugging Face cache, if needed.
     """
 
-    def __init__(self, config: MuseConfig, clip: nn.Module | None = None, scan: str | None = None):
+    def __init__(
+        self,
+        config: MuseConfig,
+        clip: nn.Module | None = None,
+        scan: str | None = None,
+        text_files: str | None = None,
+    ):
         super().__init__()
         self.config = config
+        self.text_files = text_files
         self._scan = default_scan() if scan is None else check_scan_choice(scan)
-        self.backbone = ClipBackbone(clip if clip is not None else build_open_clip(config.clip))
+        clip = clip if clip is not None else build_open_clip(config.clip, text_files)
+        self.backbone = ClipBackbone(clip, need_tokens=not config.is_mean_pooling)
         width = config.embed_dim
         self.pyramid = None if config.is_mean_pooling else MultiScaleGenerator(width, config.scales)
         drop_rates = np.linspace(0, config.max_drop_rate, config.num_blocks) if config.num_blocks else []
@@ -66,16 +76,17 @@ class MuseModel(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """The dtype the video tower computes in: its patch embedding's weight dtype."""
-        return self.backbone.clip.visual.conv1.weight.dtype
+        """The dtype the video tower computes in: its image tower's weights' dtype."""
+        return self.backbone.compute_dtype
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, T, 3, H, W) -> per-frame features (B, T, C) at the class-token positions."""
+        """frames (B, T, 3, H, W) -> per-frame features (B, T, C) at the frame-token positions (the
+        image tower's pooled embedding: ``model.backbone``)."""
         batch, length = frames.shape[:2]
+        if self.pyramid is None:  # meanP: each frame's encode_image
+            return self.backbone.image_features(frames.flatten(0, 1)).unflatten(0, (batch, length))
         tokens = self.backbone.image_tokens(frames.flatten(0, 1))  # (B*T, 1 + G*G, C)
         tokens = tokens.unflatten(0, (batch, length))  # (B, T, 1 + G*G, C)
-        if self.pyramid is None:
-            return tokens[:, :, 0]  # the class tokens (B, T, C)
         per_call = videos_per_head_call(tokens)
         if per_call >= batch:
             return self.head_features(tokens)
@@ -119,9 +130,17 @@ class MuseModel(nn.Module):
         return F.normalize(self.backbone.text_features(token_ids).float(), dim=-1)
 
     def encode_text(self, texts: list[str] | str) -> torch.Tensor:
-        """texts -> L2-normalised text embeddings (N, C), tokenised as CLIP4Clip does."""
+        """texts -> L2-normalised text embeddings (N, C), tokenised by the model's tokenizer (CLIP's BPE
+        as CLIP4Clip does, or the tower's Hugging Face tokenizer: ``muse_infer.tokenizer``)."""
         device = self.logit_scale.device
-        return self.encode_text_tokens(tokenize(texts, self.config.max_words).to(device))
+        return self.encode_text_tokens(self.tokenizer(texts).to(device))
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer of this model (``tokenizer.text_tokenizer``), made on first use."""
+        if getattr(self, "_tokenizer", None) is None:
+            self._tokenizer = text_tokenizer(self.config, self.text_files)
+        return self._tokenizer
 
     def similarity(self, text_embeddings: torch.Tensor, video_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, C), (M, C) normalised -> logits (N, M) = logit_scale.exp() * cosine."""

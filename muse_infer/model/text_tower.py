@@ -29,9 +29,14 @@ LOGIT_SCALE_INIT = math.log(1 / 0.07)
 
 
 def supports(clip_config: dict) -> bool:
-    """Whether the text tower of this open_clip model config is the plain CLIP text transformer."""
+    """Whether the text tower of this open_clip model config is the plain CLIP text transformer, under
+    CLIP's names. Not a ``custom_text`` model's (EVA, PE-Core, ViTamin: open_clip's ``CustomTextCLIP``
+    keeps the same transformer under ``text.``, so neither its weights files nor its random weights
+    match these names) nor a Hugging Face or otherwise configured tower (SigLIP's, xlm-roberta's):
+    those load with the whole model (``loading.text.load_text_model`` returns None)."""
     text = clip_config.get("text_cfg", {})
-    return set(text) <= PLAIN_TEXT_KEYS | {"mlp_ratio"} and text.get("mlp_ratio", 4.0) == 4.0
+    plain = set(text) <= PLAIN_TEXT_KEYS | {"mlp_ratio"} and text.get("mlp_ratio", 4.0) == 4.0
+    return plain and not clip_config.get("custom_text", False)
 
 
 class QuickGELU(nn.Module):
@@ -190,12 +195,22 @@ def build_text_tower(clip_config: dict, weights: dict[str, torch.Tensor], device
 
 
 class TextModel(nn.Module):
-    """A MUSE model's text tower alone (for searching): ``encode_text_tokens`` as ``MuseModel``'s,
-    the same numbers; ``config`` the whole model's config. It has no video tower."""
+    """A MUSE model's text tower alone (for searching): ``encode_text_tokens`` and ``tokenizer`` as
+    ``MuseModel``'s, the same numbers; ``config`` the whole model's config. It has no video tower.
+    text_files: the folder of a Hugging Face tokenizer's files, for a config that names one."""
 
-    def __init__(self, config, tower: ClipTextTower):
+    def __init__(self, config, tower: ClipTextTower, text_files: str | None = None):
         super().__init__()
-        self.config, self.text = config, tower
+        self.config, self.text, self.text_files = config, tower, text_files
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer of this model (``tokenizer.text_tokenizer``, as ``MuseModel.tokenizer``)."""
+        if getattr(self, "_tokenizer", None) is None:
+            from ..tokenizer import text_tokenizer
+
+            self._tokenizer = text_tokenizer(self.config, self.text_files)
+        return self._tokenizer
 
     @property
     def logit_scale(self) -> torch.Tensor:

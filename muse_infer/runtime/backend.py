@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..config import DEFAULT_PREPROCESS
+
 
 class Backend:
     """The interface every backend implements, with defaults for what only some need."""
@@ -27,6 +29,8 @@ class Backend:
     embed_dim: int  # C
     logit_scale: float  # similarity = exp(logit_scale) * cosine
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": what the model computes in (embeddings are float32)
+    # frames' mean, std, resize_mode, interpolation (the model's open_clip preprocessing; CLIP4Clip's here)
+    preprocess: dict = dict(DEFAULT_PREPROCESS)
     text_only: bool = False  # loaded for queries: no video tower (``ModelSpec.load(text_only=True)``)
 
     @property
@@ -36,19 +40,27 @@ class Backend:
         return False
 
     def encode_video(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """frames (B, T, 3, H, W) float32 CLIP-normalised, mask (B, T) -> (B, C) float32, L2-normalised."""
+        """frames (B, T, 3, H, W) float32 normalised (``preprocess``), mask (B, T) -> (B, C) float32, L2-normalised."""
         raise NotImplementedError
 
     def encode_text_tokens(self, token_ids: np.ndarray) -> np.ndarray:
         """token_ids (N, max_words) int64 -> (N, C) float32, L2-normalised."""
         raise NotImplementedError
 
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """texts -> token ids (N, max_words) int64 as the model's tokenizer makes them (by default
+        CLIP's BPE, CLIP4Clip's layout: ``muse_infer.tokenizer``)."""
+        from ..tokenizer import tokenize
+
+        return tokenize(texts, self.max_words).numpy()
+
     def submit_clips(self, clips: Sequence[np.ndarray], max_frames: int):
         """Start embedding uint8 clips, each (t_i, S, S, 3) with 1 <= t_i <= max_frames; returns an
         object whose ``result()`` is (B, C) float32. By default: normalised here, computed at once."""
         from ..video.frames import clip_inputs
 
-        return ReadyEmbeddings(self.encode_video(*clip_inputs(list(clips), max_frames)))
+        mean, std = self.preprocess["mean"], self.preprocess["std"]
+        return ReadyEmbeddings(self.encode_video(*clip_inputs(list(clips), max_frames, mean, std)))
 
 
 class ReadyEmbeddings:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import BackendError
 from .backend import Backend
 from .devices import resolve_device
-from .manifest import read_manifest
+from .manifest import manifest_preprocess, read_manifest
 
 
 def load_export_backend(spec):
@@ -49,6 +49,28 @@ class _ExportBackend(Backend):
         self.embed_dim = int(manifest["embed_dim"])
         self.logit_scale = float(manifest["logit_scale"])
         self.precision = str(manifest.get("precision", "fp32"))  # older manifests: fp32 exports
+        self.preprocess = manifest_preprocess(manifest)
+        self._tokenizer = None
+
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """texts -> (N, max_words) int64 as the manifest's tokenizer says: CLIP's BPE, or the Hugging
+        Face tokenizer whose files the export holds (its ``tokenizer/`` folder)."""
+        spec = self.manifest["tokenizer"]
+        if "hf" not in spec:
+            return super().tokenize(texts)
+        if self._tokenizer is None:
+            from ..tokenizer import HfTokenizer
+
+            folder = self.directory / spec["folder"]
+            if not (folder / "tokenizer.json").is_file():
+                raise BackendError(
+                    f"{folder}/tokenizer.json: listed in the manifest but missing; export again"
+                )
+            hf = spec["hf"]
+            self._tokenizer = HfTokenizer(
+                folder, self.max_words, hf.get("clean", "whitespace"), hf.get("strip_sep_token", False)
+            )
+        return self._tokenizer(texts).numpy()
 
     def _file(self, encoder: str, variant: str) -> Path:
         files = self.manifest["encoders"][encoder]["files"]

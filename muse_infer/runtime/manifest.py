@@ -80,7 +80,7 @@ def build_manifest(
             "video": _video_signature(config, files, errors),
             "text": _text_signature(config, files, errors),
         },
-        "tokenizer": _tokenizer(config),
+        "tokenizer": _tokenizer(model),
         "preprocessing": _preprocessing(config),
         "torchscript_loading": TORCHSCRIPT_LOADING,
         "pt2_loading": PT2_LOADING,
@@ -142,31 +142,60 @@ def _files_of(encoder: str, files: list, errors: dict[str, float]) -> dict:
     return variants
 
 
-def _tokenizer(config) -> dict:
-    return {
-        "kind": "CLIP BPE (open_clip SimpleTokenizer, lower-cased, cleaned)",
-        "max_words": config.max_words,
-        "layout": "[sot] + BPE tokens cut to max_words - 2 + [eot], zero-padded to max_words",
-        "sot_token_id": SOT_TOKEN_ID,
-        "eot_token_id": EOT_TOKEN_ID,
-        "pad_token_id": 0,
+TOKENIZER_FOLDER = "tokenizer"  # an export's copy of a Hugging Face tokenizer's files
+
+
+def _tokenizer(model) -> dict:
+    config = model.config
+    if config.tokenizer is None:
+        return {
+            "kind": "CLIP BPE (open_clip SimpleTokenizer, lower-cased, cleaned)",
+            "max_words": config.max_words,
+            "layout": "[sot] + BPE tokens cut to max_words - 2 + [eot], zero-padded to max_words",
+            "sot_token_id": SOT_TOKEN_ID,
+            "eot_token_id": EOT_TOKEN_ID,
+            "pad_token_id": 0,
+        }
+    described = model.tokenizer.describe()
+    return described | {
+        "hf": dict(config.tokenizer),
+        "folder": TOKENIZER_FOLDER,
+        "files": f"{TOKENIZER_FOLDER}/ holds the tokenizer's files (read with the `tokenizers` package)",
     }
 
 
 def _preprocessing(config) -> dict:
-    from ..video.frames import CLIP_MEAN, CLIP_STD
-
+    preprocess = config.frame_preprocess
+    resize = (
+        "resize to image_size x image_size ({interpolation}), RGB"
+        if preprocess["resize_mode"] == "squash"
+        else "short side to image_size ({interpolation}), center crop image_size x image_size, RGB"
+    )
     return {
         "image_size": config.image_size,
         "max_frames": config.max_frames,
         "framerate": config.framerate,
         "slice_mode": config.slice_mode,
-        "resize": "short side to image_size (bicubic), center crop image_size x image_size, RGB",
+        "resize": resize.format(**preprocess),
+        "resize_mode": preprocess["resize_mode"],
+        "interpolation": preprocess["interpolation"],
         "scale": "pixel / 255",
-        "mean": list(CLIP_MEAN),
-        "std": list(CLIP_STD),
+        "mean": list(preprocess["mean"]),
+        "std": list(preprocess["std"]),
         "padding": "fewer than max_frames: zero frames after the real ones, mask 0 there",
         "layout": "frames (batch, max_frames, 3, H, W) float32; mask (batch, max_frames) float32, 1 = real frame",
+    }
+
+
+def manifest_preprocess(manifest: dict) -> dict:
+    """The frames' mean, std, resize_mode and interpolation a manifest records (older manifests, made
+    before the last two were recorded, resized CLIP's way: shortest side, bicubic)."""
+    preprocessing = manifest["preprocessing"]
+    return {
+        "mean": tuple(float(v) for v in preprocessing["mean"]),
+        "std": tuple(float(v) for v in preprocessing["std"]),
+        "resize_mode": preprocessing.get("resize_mode", "shortest"),
+        "interpolation": preprocessing.get("interpolation", "bicubic"),
     }
 
 

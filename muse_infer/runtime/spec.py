@@ -34,7 +34,8 @@ class ModelFacts:
 
     identity: ``loading.identity`` dict (which weights; checked against an index's); embed_dim: C;
     max_frames, framerate, slice_mode, image_size: the model's frame sampling defaults; max_words:
-    text tokens; precision: an export's precision (None for a model torch runs in any).
+    text tokens; precision: an export's precision (None for a model torch runs in any); preprocess:
+    the frames' mean, std, resize_mode and interpolation (``MuseConfig.frame_preprocess``).
     """
 
     identity: dict
@@ -45,6 +46,7 @@ class ModelFacts:
     image_size: int
     max_words: int
     precision: str | None = None
+    preprocess: dict | None = None  # mean, std, resize_mode, interpolation (None: CLIP4Clip's)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class ModelSpec:
     "onnx", "torchscript" or "pt2", ``device`` "auto" or a device name, ``precision`` "auto", "fp32",
     "bf16" or "fp16", ``max_frames`` frames a video (None: the model's), ``batch_size`` videos a model
     call (None: by device, ``runtime.devices.default_batch_size``), ``sampling`` how frames are
-    chosen ("exact": the frame shown at each sample time; "keyframes": the nearest keyframe)."""
+    chosen ("exact": the frame shown at each sample time; "keyframes": the nearest keyframe),
+    ``tokenizer`` the absolute folder of the text tower's Hugging Face files (None: the Hugging Face
+    cache when the model needs them; ``muse_infer.tokenizer``)."""
 
     ref: ModelRef
     clip_weights: ClipWeights | None = None
@@ -65,6 +69,7 @@ class ModelSpec:
     max_frames: int | None = None
     batch_size: int | None = None
     sampling: str = "exact"
+    tokenizer: str | None = None
 
     @classmethod
     def resolve(
@@ -77,6 +82,7 @@ class ModelSpec:
         max_frames: int | None = None,
         batch_size: int | None = None,
         sampling: str = "exact",
+        tokenizer: str | os.PathLike | None = None,
     ) -> ModelSpec:
         """Check every choice and resolve the reference; raises ``ConfigError``/``BackendError``/
         ``CheckpointError`` naming the argument. torch runs the model an export directory was made from."""
@@ -88,7 +94,8 @@ class ModelSpec:
         ref = model if isinstance(model, ModelRef) else resolve_model(model)
         weights = parse_clip_weights(clip_weights)
         if ref.kind == "export" and backend == "torch":
-            ref, weights = _exported_from(ref, weights)
+            ref, weights, exported_tokenizer = _exported_from(ref, weights)
+            tokenizer = tokenizer if tokenizer is not None else exported_tokenizer
         elif ref.kind != "export" and backend != "torch":
             raise BackendError(
                 f"backend {backend!r} runs an export directory, and {ref.name!r} is not one: first run "
@@ -103,7 +110,15 @@ class ModelSpec:
         if ref.path is not None:  # absolute: the spec means the same file from any folder or node
             ref = ModelRef(ref.kind, ref.name, ref.path.resolve())
         return cls(
-            ref, weights, backend, device or "auto", precision or "auto", max_frames, batch_size, sampling
+            ref,
+            weights,
+            backend,
+            device or "auto",
+            precision or "auto",
+            max_frames,
+            batch_size,
+            sampling,
+            _tokenizer_folder(tokenizer),
         )
 
     @classmethod
@@ -126,6 +141,8 @@ class ModelSpec:
             ref = resolve_model(model)
             if recorded is not None and ref.kind in ("named", "config"):
                 clip_weights = recorded
+        if choices.get("tokenizer") is None and source.get("tokenizer"):
+            choices["tokenizer"] = source["tokenizer"]  # the folder the index was made with
         return cls.resolve(model, clip_weights=clip_weights, **choices)
 
     def replace(self, **changes) -> ModelSpec:
@@ -144,7 +161,7 @@ class ModelSpec:
         from ..loading.identity import model_identity
         from ..loading.reference import model_config
 
-        config = model_config(self.ref)
+        config = model_config(self.ref, self.clip_weights)
         return ModelFacts(
             identity=model_identity(self.ref, config, self.clip_weights),
             embed_dim=config.embed_dim,
@@ -153,6 +170,7 @@ class ModelSpec:
             slice_mode=config.slice_mode,
             image_size=config.image_size,
             max_words=config.max_words,
+            preprocess=config.frame_preprocess,
         )
 
     @property
@@ -172,7 +190,8 @@ class ModelSpec:
     def source(self) -> dict:
         """How to load the model again from any folder, as an index or export records it."""
         weights = None if self.clip_weights is None else self.clip_weights.value
-        return {"model": self.ref.source, "clip_weights": weights}
+        source = {"model": self.ref.source, "clip_weights": weights}
+        return source | ({"tokenizer": self.tokenizer} if self.tokenizer else {})
 
     @property
     def frame_settings(self):
@@ -186,6 +205,7 @@ class ModelSpec:
             facts.slice_mode,
             facts.image_size,
             self.sampling,
+            **(facts.preprocess or {}),
         )
 
     @property
@@ -247,20 +267,38 @@ def _check_count(name: str, value: int | None) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _exported_from(ref: ModelRef, weights: ClipWeights | None) -> tuple[ModelRef, ClipWeights | None]:
-    """The model an export directory was made from (its manifest's ``model_source``), for torch."""
-    from .manifest import export_model_source
+def _tokenizer_folder(tokenizer: str | os.PathLike | None) -> str | None:
+    """``--tokenizer``'s folder, absolute; ConfigError naming it when it is not a folder."""
+    if tokenizer is None:
+        return None
+    from pathlib import Path
+
+    folder = Path(tokenizer)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--tokenizer {tokenizer}: not a folder (give the folder holding the text tower's tokenizer.json)"
+        )
+    return str(folder.resolve())
+
+
+def _exported_from(
+    ref: ModelRef, weights: ClipWeights | None
+) -> tuple[ModelRef, ClipWeights | None, str | None]:
+    """The model an export directory was made from (its manifest's ``model_source``), for torch, with
+    its tokenizer folder (the export's copy, else the recorded one; None for CLIP's BPE)."""
+    from .manifest import TOKENIZER_FOLDER, export_model_source
 
     source = export_model_source(ref.path)
     model = resolve_model(source["model"])
     if weights is None and model.kind in ("named", "config"):
         weights = parse_clip_weights(source.get("clip_weights"))
-    return model, weights
+    copy = ref.path / TOKENIZER_FOLDER
+    return model, weights, str(copy) if copy.is_dir() else source.get("tokenizer")
 
 
 def _export_facts(ref: ModelRef) -> ModelFacts:
     """An export directory's facts, from its manifest."""
-    from .manifest import read_manifest
+    from .manifest import manifest_preprocess, read_manifest
 
     manifest = read_manifest(ref.path)
     preprocessing = manifest["preprocessing"]
@@ -273,4 +311,5 @@ def _export_facts(ref: ModelRef) -> ModelFacts:
         image_size=int(preprocessing["image_size"]),
         max_words=int(manifest["tokenizer"]["max_words"]),
         precision=str(manifest.get("precision", "fp32")),
+        preprocess=manifest_preprocess(manifest),
     )

@@ -57,9 +57,10 @@ class TorchBackend(Backend):
             config.embed_dim,
         )
         self.logit_scale = float(model.logit_scale.detach().float().cpu())
+        self.preprocess = config.frame_preprocess
         cast_for_inference(model, precision)
         _compile_backbone(model, compile_backbone)
-        self._pixel_constants = pixel_constants(device)
+        self._pixel_constants = pixel_constants(device, self.preprocess["mean"], self.preprocess["std"])
 
     @property
     def asynchronous(self) -> bool:
@@ -79,9 +80,11 @@ class TorchBackend(Backend):
             raise BackendError(f"compile_backbone {compile_backbone!r} is not one of {COMPILE_MODES}")
         try:
             with torch_threads(1):  # a text tower's tensors are read or drawn by memory-bound copies
-                muse = load_text_model(spec.ref, spec.clip_weights, spec.device) if text_only else None
+                muse = None
+                if text_only:  # None for a tower it does not cover: the whole model below
+                    muse = load_text_model(spec.ref, spec.clip_weights, spec.device, tokenizer=spec.tokenizer)
             if muse is None:
-                muse = load_model(spec.ref, device=spec.device, clip_weights=spec.clip_weights)
+                muse = load_model(spec.ref, spec.device, spec.clip_weights, spec.tokenizer)
         except (CheckpointError, ConfigError, PretrainedWeightsError) as error:
             raise BackendError(f"cannot load model {spec.name!r}: {error}") from None
         backend = cls(muse, spec.identity, spec.source, spec.device, spec.precision, compile_backbone)
@@ -128,6 +131,10 @@ class TorchBackend(Backend):
             ids = torch.as_tensor(token_ids, dtype=torch.long).to(self.device)
             return self.model.encode_text_tokens(ids).float().cpu().numpy()
 
+    def tokenize(self, texts: list[str]) -> np.ndarray:
+        """texts -> (N, max_words) int64 with the model's own tokenizer (``MuseModel.tokenizer``)."""
+        return self.model.tokenizer(texts).numpy()
+
 
 class PendingEmbeddings:
     """Embeddings being computed on the device; ``result()`` waits for them.
@@ -154,19 +161,20 @@ class PendingEmbeddings:
         return self._host.numpy()
 
 
-def pixel_constants(device: str) -> tuple:
-    """255, CLIP's mean and std as float32 tensors on ``device`` (made once: creating them from Python
-    numbers copies them to the device, a blocking copy)."""
+def pixel_constants(device: str, mean=None, std=None) -> tuple:
+    """255, the model's mean and std (CLIP's by default) as float32 tensors on ``device`` (made once:
+    creating them from Python numbers copies them to the device, a blocking copy)."""
     import torch
 
     from ..video.frames import CLIP_MEAN, CLIP_STD
 
-    values = (torch.tensor(255.0), torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD))
+    mean, std = CLIP_MEAN if mean is None else mean, CLIP_STD if std is None else std
+    values = (torch.tensor(255.0), torch.tensor(tuple(mean)), torch.tensor(tuple(std)))
     return tuple(v.to(dtype=torch.float32, device=device) for v in values)
 
 
 def normalise_pixels(pixels, mask, constants: tuple):
-    """(B, T, S, S, 3) uint8, mask (B, T) -> (B, T, 3, S, S) float32 CLIP-normalised, zero where mask is 0.
+    """(B, T, S, S, 3) uint8, mask (B, T) -> (B, T, 3, S, S) float32 normalised, zero where mask is 0.
 
     ``video.frames.normalise``'s operations in its order, in float32: (pixel / 255 - mean) / std. The
     255 is a tensor on the device, not a Python number: CUDA divides by a host scalar as a multiply by
@@ -190,3 +198,5 @@ def _compile_backbone(model, mode: str) -> None:
     options = {"compile": {}, "cudagraphs": {"mode": "reduce-overhead"}}[mode]
     backbone = model.backbone
     backbone.image_tokens = torch.compile(backbone.image_tokens, dynamic=False, **options)
+    if backbone.kind != "openai":  # meanP's frame features skip image_tokens for these towers
+        backbone.image_features = torch.compile(backbone.image_features, dynamic=False, **options)

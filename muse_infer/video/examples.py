@@ -76,7 +76,7 @@ def read_upload(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
     if kind is None:
         raise VideoDecodeError(path, "not an image (JPEG, PNG, WebP, BMP, TIFF) or a video")
     if kind == "image":
-        return read_image_clip(path, settings.size)
+        return read_image_clip(path, settings.size, settings.fit)
     try:
         with av.open(
             os.fspath(path), options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file"}
@@ -106,8 +106,9 @@ def kind_of(path: str | os.PathLike) -> str:
     return "image" if image_format(head) else "video"
 
 
-def read_image_clip(path: str | os.PathLike, size: int) -> np.ndarray:
-    """An image as a one-frame clip (1, size, size, 3) uint8: upright (EXIF), RGB, fitted to ``size``."""
+def read_image_clip(path: str | os.PathLike, size: int, fit=None) -> np.ndarray:
+    """An image as a one-frame clip (1, size, size, 3) uint8: upright (EXIF), RGB, fitted to ``size``
+    by ``fit`` (the model's resize mode and interpolation: ``FrameSettings.fit``; None: CLIP's)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -126,7 +127,7 @@ def read_image_clip(path: str | os.PathLike, size: int) -> np.ndarray:
             raise VideoDecodeError(path, "image too large to decode safely") from None
     if rgb.ndim != 3 or not rgb.size:
         raise VideoDecodeError(path, "unreadable image (no pixels)")
-    return fit_frame(rgb, size)[None]
+    return (fit(rgb) if fit is not None else fit_frame(rgb, size))[None]
 
 
 def read_example(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
@@ -135,7 +136,7 @@ def read_example(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray
     from .reader import read_clip
 
     if kind_of(path) == "image":
-        return read_image_clip(path, settings.size)
+        return read_image_clip(path, settings.size, settings.fit)
     try:
         return read_clip(path, settings)
     except VideoDecodeError as error:

@@ -4,10 +4,15 @@ A decoded frame takes exactly two forms on its way to the model:
 
 1. ``fit_frame``: (H, W, 3) uint8 RGB as decoded -> (S, S, 3) uint8, the short side resized to S
    (PIL bicubic, as torchvision's ``Resize`` on PIL images: long side ``int(S * long / short)``) and
-   centre-cropped. Decode workers and the training frame cache stop here: uint8 is 4x smaller than
-   float32 to ship between processes or to keep on disk.
+   centre-cropped; or, for models whose open_clip preprocessing says "squash" (SigLIP's), resized to
+   S x S without cropping; bilinear where the model's config says so. Decode workers and the training
+   frame cache stop here: uint8 is 4x smaller than float32 to ship between processes or to keep on disk.
 2. ``normalise`` (where the model runs): uint8 -> float32 (3, S, S), ``(pixel / 255 - mean) / std``
-   with CLIP's mean and std: the numbers of CLIP4Clip's torchvision pipeline, bit for bit.
+   with the model's mean and std (CLIP's by default): the numbers of CLIP4Clip's and open_clip's
+   torchvision pipelines, bit for bit.
+
+The model's choices travel in ``FrameSettings`` (``resize_mode``, ``interpolation``, ``mean``, ``std``),
+recorded by an index only where they differ from CLIP4Clip's, so indexes made before them still match.
 
 ``clip_inputs`` pads a batch of clips to the model's frame count and builds the mask; ``clip_pixels``
 does the same in uint8, for a backend that normalises on its device (``runtime.torch_backend``,
@@ -22,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..config import CLIP_MEAN, CLIP_STD, INTERPOLATIONS, RESIZE_MODES
+
 SLICE_MODES = ("uniform", "head", "tail")
 # "exact": the frame shown at each sample time (CLIP4Clip's rule); "keyframes": the keyframe nearest
 # each sample time, decoding nothing else (much cheaper; the frames are up to half a keyframe
@@ -34,14 +39,20 @@ SAMPLINGS = ("exact", "keyframes")
 @dataclass(frozen=True)
 class FrameSettings:
     """How a video becomes a clip: frames sampled (at most ``max_frames``, ``framerate`` a second,
-    ``slice_mode`` choosing which when there are more), their size ``size`` x ``size``, and whether each
-    is the frame shown at its sample time or the nearest keyframe (``sampling``, one of ``SAMPLINGS``)."""
+    ``slice_mode`` choosing which when there are more), their size ``size`` x ``size``, whether each
+    is the frame shown at its sample time or the nearest keyframe (``sampling``, one of ``SAMPLINGS``),
+    how a frame is fitted (``resize_mode`` "shortest" or "squash", ``interpolation``) and normalised
+    (``mean``, ``std``): the model's open_clip preprocessing."""
 
     max_frames: int = 12
     framerate: float = 1.0
     slice_mode: str = "uniform"
     size: int = 224
     sampling: str = "exact"
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
 
     def __post_init__(self):
         if not isinstance(self.max_frames, int) or self.max_frames < 1:
@@ -54,21 +65,56 @@ class FrameSettings:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std must be 3 numbers (std > 0), got {self.mean}, {self.std}")
 
     def to_dict(self) -> dict:
-        """The settings as an index records them (``image_size`` for ``size``). ``sampling`` only when not
-        "exact": exact frames are what every index made before it holds, so those settings stay equal."""
+        """The settings as an index records them (``image_size`` for ``size``). ``sampling``, and the
+        preprocessing fields, only when not CLIP4Clip's: every index made before them holds those, so
+        their settings stay equal."""
         recorded = {
             "max_frames": self.max_frames,
             "framerate": self.framerate,
             "slice_mode": self.slice_mode,
             "image_size": self.size,
         }
-        return recorded | ({"sampling": self.sampling} if self.sampling != "exact" else {})
+        for name, default in (("sampling", "exact"),) + tuple(_PREPROCESS_DEFAULTS.items()):
+            value = getattr(self, name)
+            if value != default:
+                recorded[name] = list(value) if isinstance(value, tuple) else value
+        return recorded
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> FrameSettings:
+        """The settings ``to_dict`` recorded (an index's, a shard's)."""
+        fields = {k: v for k, v in recorded.items() if k != "image_size"}
+        return cls(size=int(recorded["image_size"]), **fields)
+
+    def fit(self, rgb: np.ndarray) -> np.ndarray:
+        """``fit_frame`` with these settings: (H, W, 3) uint8 -> (size, size, 3) uint8."""
+        return fit_frame(rgb, self.size, self.resize_mode, self.interpolation)
 
 
-def fit_frame(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: short side to ``size`` (PIL bicubic), centre crop."""
+_PREPROCESS_DEFAULTS = {
+    "resize_mode": "shortest",
+    "interpolation": "bicubic",
+    "mean": CLIP_MEAN,
+    "std": CLIP_STD,
+}
+
+
+def fit_frame(
+    rgb: np.ndarray, size: int = 224, resize_mode: str = "shortest", interpolation: str = "bicubic"
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: short side to ``size`` then centre crop
+    ("shortest", CLIP's), or resized to size x size ("squash", SigLIP's); PIL ``interpolation``
+    ("bicubic" or "bilinear"), as torchvision's ``Resize`` on PIL images in open_clip's transforms."""
     from PIL import Image
 
     rgb = np.asarray(rgb)
@@ -76,35 +122,50 @@ def fit_frame(rgb: np.ndarray, size: int = 224) -> np.ndarray:
         raise ValueError(f"size must be >= 1, got {size}")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    if resize_mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
+        raise ValueError(f"resize_mode/interpolation must be in {RESIZE_MODES}/{INTERPOLATIONS}")
+    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
     height, width = rgb.shape[:2]
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if resize_mode == "squash":
+        if (width, height) != (size, size):
+            image = image.resize((size, size), resample)
+        return np.ascontiguousarray(np.asarray(image))
     short, long = min(height, width), max(height, width)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    image = Image.fromarray(np.ascontiguousarray(rgb))
     if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.BICUBIC)
+        image = image.resize((new_w, new_h), resample)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return np.ascontiguousarray(np.asarray(image)[top : top + size, left : left + size])
 
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    """(..., S, S, 3) uint8 -> (..., 3, S, S) float32, CLIP-normalised: (pixel / 255 - mean) / std."""
+def normalise(
+    pixels: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+) -> np.ndarray:
+    """(..., S, S, 3) uint8 -> (..., 3, S, S) float32: (pixel / 255 - mean) / std (CLIP's by default)."""
     scaled = pixels.astype(np.float32) / np.float32(255)
-    normalised = (scaled - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)  # (..., S, S, 3)
+    normalised = (scaled - np.float32(mean)) / np.float32(std)  # (..., S, S, 3)
     return np.ascontiguousarray(np.moveaxis(normalised, -1, -3))
 
 
-def clip_inputs(clips: Sequence[np.ndarray], max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def clip_inputs(
+    clips: Sequence[np.ndarray],
+    max_frames: int,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs from clips of 1..max_frames uint8 frames each, (t_i, S, S, 3).
 
-    Returns frames (B, max_frames, 3, S, S) float32, CLIP-normalised, zero after each clip's real
-    frames, and mask (B, max_frames) int64, 1 for a real frame (CLIP4Clip's ``video_mask``).
+    Returns frames (B, max_frames, 3, S, S) float32, normalised with ``mean`` and ``std`` (the model's;
+    CLIP's by default), zero after each clip's real frames, and mask (B, max_frames) int64, 1 for a real
+    frame (CLIP4Clip's ``video_mask``).
     """
     size = _check_clips(clips, max_frames)
     frames = np.zeros((len(clips), max_frames, 3, size, size), dtype=np.float32)
     mask = np.zeros((len(clips), max_frames), dtype=np.int64)
     for row, clip in enumerate(clips):
-        frames[row, : len(clip)] = normalise(clip)
+        frames[row, : len(clip)] = normalise(clip, mean, std)
         mask[row, : len(clip)] = 1
     return frames, mask
 

@@ -98,7 +98,7 @@ def read_clip(
         images = read_keyframes(path, settings, stats, facts)
     else:
         images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts)
-    return np.stack([fit_frame(image, settings.size) for image in images])
+    return np.stack([settings.fit(image) for image in images])
 
 
 def read_keyframes(
@@ -129,7 +129,7 @@ def read_clip_reference(path: str | os.PathLike, settings: FrameSettings) -> np.
     """``read_clip`` in exact sampling as it was before the planned cursor (``read_frames_reference``):
     the reference twin of the tests and the "before" of ``benchmarks/bench_decode.py``."""
     images = read_frames_reference(path, settings.max_frames, settings.framerate, settings.slice_mode)
-    return np.stack([fit_frame(image, settings.size) for image in images])
+    return np.stack([settings.fit(image) for image in images])
 
 
 def load_video(
@@ -275,7 +275,7 @@ def read_window_clip(
             end = timeline.exact(end_s)
             times = exact_sample_times(timeline.exact(start_s), end, settings)
             images = [timeline.frame_at(path, t) for t in times]
-    return np.stack([fit_frame(image, settings.size) for image in images])
+    return np.stack([settings.fit(image) for image in images])
 
 
 class _Timeline:

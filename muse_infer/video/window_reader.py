@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import VideoDecodeError
 from .cursor import FrameCursor
-from .frames import FrameSettings, fit_frame
+from .frames import FrameSettings
 from .keyframes import KeyframeCursor
 from .planned import PlannedCursor, Unplanned
 from .reader import DecodeStats, _open, open_for_planned, open_timeline
@@ -114,7 +114,7 @@ def _walk(path, container, settings, windows, stats, find_cuts, kind, facts=None
             _check(path, timeline, target)
             if picture is None or frame.pts != picture[0]:  # a new frame: fit it once for every window
                 stats.frames_converted += 1
-                picture = (frame.pts, fit_frame(timeline.upright(frame), settings.size))
+                picture = (frame.pts, settings.fit(timeline.upright(frame)))
             last_target = target
         slots[window][slot] = picture[1]
         filled[window] += 1
