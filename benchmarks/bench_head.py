@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from muse_infer.config import load_config  # noqa: E402
 from muse_infer.loading import build_model  # noqa: E402
+from muse_infer.model.aggregation import class_token_positions  # noqa: E402
 from muse_infer.model.precision import cast_for_inference  # noqa: E402
+from muse_infer.model.pyramid import scaled_grid  # noqa: E402
 
 
 def build(name: str, precision: str) -> torch.nn.Module:
@@ -78,13 +80,22 @@ def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def class_token_rows(model, frames: int) -> slice:
+    """Where the class tokens sit in the blocks' sequence (the rows the head reads)."""
+    per_frame = sum(scaled_grid(model.backbone.grid_size, s) ** 2 for s in model.config.scales)
+    positions = class_token_positions(model.config.aggregation, frames, per_frame)
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    return slice(positions[0], positions[-1] + 1, step)
+
+
 def head_parts(model, frames: torch.Tensor, repeats: int) -> dict[str, float]:
     """Median thread CPU seconds of the pyramid and of the blocks alone, on MUSE's own inputs, run as
     ``encode_video`` runs them: one call per group of videos where the model splits the batch
     (``videos_per_head_call``, since 2026-12-07: one video a call on the CPU), else the whole batch.
 
     The pyramid runs ``forward_tokens`` on (N, G, G, C) tokens where it exists (since 2026-12-07),
-    else ``forward`` on (N, C, G, G) maps, so that the script also times older checkouts.
+    else ``forward`` on (N, C, G, G) maps; the last block ``forward_rows`` at the class tokens where it
+    exists (since the later 2026-12-07 work), else the whole block: the script also times older checkouts.
     """
     sequences = []
     hook = model.blocks[0].register_forward_pre_hook(lambda m, args: sequences.append(args[0]))
@@ -103,10 +114,14 @@ def head_parts(model, frames: torch.Tensor, repeats: int) -> dict[str, float]:
         for grid in grids:
             model.pyramid.forward_tokens(grid) if tokens_layout else model.pyramid(grid.permute(0, 3, 1, 2))
 
+    rows = class_token_rows(model, frames.shape[1])
+
     def blocks():
         for sequence in sequences:
-            for block in model.blocks:
+            for block in model.blocks[:-1]:
                 sequence = block(sequence)
+            last = model.blocks[-1]
+            last.forward_rows(sequence, rows) if hasattr(last, "forward_rows") else last(sequence)
 
     with torch.inference_mode():
         times = interleaved({"pyramid": pyramid, "blocks": blocks}, repeats)

@@ -9,9 +9,13 @@ matmul form (C = 512, grids 3, 7 and 14 for 12 frames; ``--frames 96`` is batch 
   contiguous (N, C, H, W) copy (the layout the branches were written for);
 - the stride == kernel transposed convolution (C -> C/2, kernel 2, stride 2, 7x7 -> 14x14): one matmul
   with the weight laid out (4 C/2, C) and each position's 2x2 patch moved into place, against the
-  ConvTranspose2d on the channels-last view and on a contiguous copy.
-Each matmul form is checked against the module (max abs difference printed and bounded) before it is
-timed. Times: median thread CPU ms of ``--repeats`` calls, the forms interleaved, after one warm-up.
+  ConvTranspose2d on the channels-last view and on a contiguous copy;
+- the 3x3 convolutions (C -> C on 3x3, 7x7 and 14x14): Winograd's F(2x2, 3x3), the op
+  ``muse::conv3x3_winograd`` with the transformed weight computed beforehand (as the model keeps it),
+  against the Conv2d on the channels-last view and on a contiguous copy.
+Each matmul or Winograd form is checked against the module (max abs difference printed and bounded)
+before it is timed. Times: median thread CPU ms of ``--repeats`` calls, the forms interleaved, after
+one warm-up.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from muse_infer.ops.winograd import winograd_weight  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -47,9 +55,19 @@ def forms(layer: nn.Module, x: torch.Tensor) -> dict:
     }
     if isinstance(layer, nn.ConvTranspose2d):
         ways["matmul form"] = lambda: patch_transpose_conv(layer, x)
+    elif layer.kernel_size == (3, 3):
+        import muse_infer.ops.op  # noqa: F401  (registers the op)
+
+        transformed = winograd_weight(layer.weight)
+        ways["Winograd op"] = lambda: torch.ops.muse.conv3x3_winograd(x, transformed, layer.bias)
     else:
         ways["matmul form"] = lambda: F.linear(x, layer.weight.flatten(1), layer.bias)
     return ways
+
+
+def fast_form(calls: dict) -> str:
+    """The name of the form that is not the module."""
+    return next(name for name in calls if not name.startswith("module"))
 
 
 def median_ms(calls: dict, repeats: int) -> dict[str, float]:
@@ -65,12 +83,13 @@ def median_ms(calls: dict, repeats: int) -> dict[str, float]:
 
 
 def layers(width: int = 512) -> list[tuple[str, nn.Module, int, int]]:
-    """(name, layer, input grid, input channels) of the ViT-B-32 pyramid with a matmul form."""
+    """(name, layer, input grid, input channels) of the ViT-B-32 pyramid with a matmul or Winograd form."""
     return [
         ("1x1 conv C->C on 3x3", nn.Conv2d(width, width, 1), 3, width),
         ("1x1 conv C->C on 7x7", nn.Conv2d(width, width, 1), 7, width),
         ("1x1 conv C/2->C on 14x14", nn.Conv2d(width // 2, width, 1), 14, width // 2),
         ("transposed conv C->C/2, k2 s2, 7x7", nn.ConvTranspose2d(width, width // 2, 2, stride=2), 7, width),
+        *((f"3x3 conv C->C on {g}x{g}", nn.Conv2d(width, width, 3, padding=1), g, width) for g in (3, 7, 14)),
     ]
 
 
@@ -95,7 +114,8 @@ def main(argv=None) -> dict:
                     x = torch.randn(frames, grid, grid, channels, dtype=dtype)
                     calls = forms(layer, x)
                     reference = calls["module, contiguous NCHW copy"]().float()
-                    gap = (calls["matmul form"]().float() - reference).abs().max().item()
+                    fast = fast_form(calls)
+                    gap = (calls[fast]().float() - reference).abs().max().item()
                     assert gap <= (1e-3 if dtype == torch.float32 else 0.1) * max(
                         1.0, reference.abs().max().item()
                     )
@@ -103,7 +123,7 @@ def main(argv=None) -> dict:
                         "precision": precision,
                         "frames": frames,
                         "layer": name,
-                        "matmul_form_max_abs_diff": gap,
+                        f"{fast.replace(' ', '_').lower()}_max_abs_diff": gap,
                     }
                     row["median_thread_cpu_ms"] = median_ms(calls, args.repeats)
                     rows.append(row)

@@ -8,7 +8,8 @@ downloaded) and opened gates (a fresh block is the identity), on one video of th
 ``max_frames`` random frames, with ``--threads`` torch threads (default 1). It prints:
 - the torch.profiler table of one ``encode_video`` (self CPU time, top ``--rows`` ops) and how many
   times each ``muse::`` scan op ran: with a C++ kernel built, ``muse::selective_scan_bidirectional``
-  once per block and ``muse::selective_scan`` never;
+  once per block but the last, which the head reads at its class tokens alone (two
+  ``muse::selective_scan`` calls: ``ResMambaBlock.forward_rows``);
 - with ``--time N``: the median thread CPU time (``time.thread_time``: time spent descheduled by other
   jobs is not counted) of N encodes, and of N passes of the Mamba blocks alone on the same sequence;
 - with ``--ab N``: the blocks alone, N passes each, interleaved in this process, as the model runs them

@@ -7,4 +7,5 @@
 #define MUSE_ISA_NAMESPACE avx2
 #include "scan_kernel_impl.h"
 #include "conv_kernel_impl.h"
+#include "winograd_kernel_impl.h"
 #endif

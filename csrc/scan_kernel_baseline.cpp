@@ -5,3 +5,4 @@
 #define MUSE_ISA_NAMESPACE baseline
 #include "scan_kernel_impl.h"
 #include "conv_kernel_impl.h"
+#include "winograd_kernel_impl.h"

@@ -68,10 +68,39 @@ using ConvRowsFn = void (*)(const ConvProblem& p, int64_t b, int64_t t0, int64_t
 // The widest build of conv_rows this CPU runs (MUSE_SCAN_CPU_ISA caps it, as for the scan).
 ConvRowsFn pick_conv_kernel();
 
+// A 3x3 convolution (stride 1, zero padding 1) by Winograd's F(2x2, 3x3) (muse::conv3x3_winograd), on
+// tokens (N, H, W, C): the input's 4x4 tiles at stride 2 (tile t = (n * TH + i) * TW + j, TH = ceil(H/2),
+// TW = ceil(W/2), tile (i, j) covering rows 2i-1 .. 2i+2 and columns 2j-1 .. 2j+2) become V = B^T d B,
+// 16 rows of V[k] (T, Ci), one matmul a k gives M[k] = V[k] U[k] (T, Co), and y = A^T M A + bias
+// writes the tile's 2x2 outputs (rows 2i, 2i+1 and columns 2j, 2j+1 that lie inside the image).
+// Sums in fp32; V and y rounded once to the tensors' dtype (fp32, or bf16 when `bf16`).
+struct WinogradProblem {
+  int64_t images = 0, height = 0, width = 0, in_channels = 0, out_channels = 0;
+  int64_t tiles_high = 0, tiles_wide = 0;
+  const void* x = nullptr;        // (N, H, W, Ci), channel stride 1
+  int64_t x_stride[3] = {0, 0, 0};  // strides of N, H, W in elements
+  void* v = nullptr;              // (16, T, Ci) contiguous
+  const void* m = nullptr;        // (16, T, Co) contiguous
+  const float* bias = nullptr;    // (Co,) optional
+  void* y = nullptr;              // (N, H, W, Co) contiguous
+  bool bf16 = false;
+};
+
+// Transforms tiles [t0, t1): the input one writes V, the output one reads M and writes y.
+using WinogradTilesFn = void (*)(const WinogradProblem& p, int64_t t0, int64_t t1);
+struct WinogradKernels {
+  WinogradTilesFn input, output;
+};
+
+// The widest build of the Winograd transforms this CPU runs (MUSE_SCAN_CPU_ISA caps it).
+WinogradKernels pick_winograd_kernels();
+
 namespace baseline {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
 void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
+void winograd_input(const WinogradProblem& p, int64_t t0, int64_t t1);
+void winograd_output(const WinogradProblem& p, int64_t t0, int64_t t1);
 }  // namespace baseline
 
 #if defined(MUSE_SCAN_MULTIVERSION)
@@ -79,11 +108,15 @@ namespace avx2 {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
 void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
+void winograd_input(const WinogradProblem& p, int64_t t0, int64_t t1);
+void winograd_output(const WinogradProblem& p, int64_t t0, int64_t t1);
 }  // namespace avx2
 namespace avx512 {
 extern const int kWidth;
 void scan_block(const ScanProblem& p, int64_t b, int64_t d0, int64_t count);
 void conv_rows(const ConvProblem& p, int64_t b, int64_t t0, int64_t t1);
+void winograd_input(const WinogradProblem& p, int64_t t0, int64_t t1);
+void winograd_output(const WinogradProblem& p, int64_t t0, int64_t t1);
 }  // namespace avx512
 #endif
 

@@ -284,6 +284,16 @@ ConvRowsFn pick_conv_kernel() {
   return baseline::conv_rows;
 }
 
+WinogradKernels pick_winograd_kernels() {
+  const Kernel kernel = pick_kernel();
+#if defined(MUSE_SCAN_MULTIVERSION)
+  if (kernel.fn == avx512::scan_block) return {avx512::winograd_input, avx512::winograd_output};
+  if (kernel.fn == avx2::scan_block) return {avx2::winograd_input, avx2::winograd_output};
+#endif
+  (void)kernel;
+  return {baseline::winograd_input, baseline::winograd_output};
+}
+
 }  // namespace muse
 
 // The schemas; muse_infer/ops/op.py holds the same text for builds without this library (a test keeps

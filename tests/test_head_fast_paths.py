@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from muse_infer.model import pyramid as pyramid_module
 from muse_infer.model.bimamba import BiMamba, ResMambaBlock, ScanDirection
 from muse_infer.model.precision import cast_for_inference
 from muse_infer.model.pyramid import MultiScaleGenerator
@@ -29,6 +30,9 @@ from muse_infer.ops.op import op_available, selective_scan_bidirectional
 
 needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
 FLOOR = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
+# Winograd's F(2x2, 3x3) in bf16 rounds U, V and M where a direct convolution rounds its output only:
+# measured up to 2.3x the module's error (tests/test_winograd_conv.py); the bound allows 3x.
+WINOGRAD_ERROR_FACTOR = 3
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -49,13 +53,13 @@ def time_major(x: torch.Tensor, layout: str) -> torch.Tensor:
     raise ValueError(layout)
 
 
-def within_twice_the_reference_error(ours, reference, truth, dtype):
-    """flash-attention's rule: our error against the float64 truth is at most twice the reference's,
-    plus a floor relative to the output's size."""
+def within_twice_the_reference_error(ours, reference, truth, dtype, factor=2):
+    """flash-attention's rule: our error against the float64 truth is at most twice the reference's
+    (``factor`` times), plus a floor relative to the output's size."""
     ours_error = (ours.double() - truth).abs().max().item()
     reference_error = (reference.double() - truth).abs().max().item()
     floor = FLOOR[dtype] * max(1.0, truth.abs().max().item())
-    assert ours_error <= 2 * reference_error + floor, (ours_error, reference_error)
+    assert ours_error <= factor * reference_error + floor, (ours_error, reference_error)
 
 
 # --- the depthwise conv ------------------------------------------------------------------------------
@@ -308,12 +312,24 @@ def grid_tokens(batch, grid, width, layout, dtype, seed=9):
     return view.contiguous() if layout == "contiguous" else view
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("dtype", "winograd"),
+    [(torch.float64, False), (torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)],
+)
 @pytest.mark.parametrize("layout", ["contiguous", "after_class_token"])
 @pytest.mark.parametrize(
     ("grid", "scales"), [(7, (0.5, 1.0, 2.0)), (5, (0.25, 0.5, 4.0)), (9, (1.0, 2.0)), (1, (1.0, 4.0))]
 )
-def test_pyramid_on_tokens_matches_the_branches_as_written(dtype, layout, grid, scales):
+def test_pyramid_on_tokens_matches_the_branches_as_written(
+    dtype, winograd, layout, grid, scales, monkeypatch
+):
+    """Every layer on tokens as the model runs it. In bf16 the 3x3 convolutions run by Winograd
+    (ops/winograd.py) where the op is built; with it blocked, the modules on tokens are within twice the
+    reference's error; with it, within WINOGRAD_ERROR_FACTOR (tests/test_winograd_conv.py)."""
+    if winograd and not op_available("cpu"):
+        pytest.skip("muse_infer._C is not built")
+    if not winograd:
+        monkeypatch.setattr(pyramid_module, "winograd_applies", lambda layer, x: False)
     width = 24
     pyramid = MultiScaleGenerator(width, scales).eval()
     g = torch.Generator().manual_seed(10)
@@ -331,10 +347,11 @@ def test_pyramid_on_tokens_matches_the_branches_as_written(dtype, layout, grid, 
         ours = pyramid.forward_tokens(tokens)
         reference = pyramid(tokens.permute(0, 3, 1, 2))
         truth = truth_pyramid(tokens.double().permute(0, 3, 1, 2))
+    factor = WINOGRAD_ERROR_FACTOR if winograd else 2
     for scale, a, r, t in zip(scales, ours, reference, truth, strict=True):
         side = grid // round(1 / scale) if scale < 1 else grid * round(scale)
         assert a.shape == (3, side, side, width) and a.is_contiguous() and a.dtype == dtype, scale
-        within_twice_the_reference_error(a, r.permute(0, 2, 3, 1), t.permute(0, 2, 3, 1), dtype)
+        within_twice_the_reference_error(a, r.permute(0, 2, 3, 1), t.permute(0, 2, 3, 1), dtype, factor)
 
 
 # --- out_proj and temporal_fc as one matmul ----------------------------------------------------------

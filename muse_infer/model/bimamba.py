@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import ScanInputs, default_scan, scan_bidirectional
+from ..ops import ScanInputs, default_scan, scan, scan_bidirectional
 from ..ops.conv import depthwise_conv_time_major
 from ..ops.dispatch import check_scan_choice, graph_being_recorded
 
@@ -41,9 +41,9 @@ class ScanDirection(nn.Module):
         ).clamp(min=DT_FLOOR)
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
-    def scan_inputs(self, x: torch.Tensor, z: torch.Tensor, reverse: bool = False) -> ScanInputs:
+    def scan_inputs(self, x: torch.Tensor, z: torch.Tensor | None, reverse: bool = False) -> ScanInputs:
         """x, z (B, L, Di) time-major, natural time order, any row stride (in_proj's two halves)
-        -> this direction's scan inputs, in natural time order.
+        -> this direction's scan inputs, in natural time order (z None: an ungated scan).
 
         The (B, Di, L) tensors of the result are views of time-major memory (channel stride 1): u,
         delta and z as the projections wrote them, B and C as columns of x_proj's output. The scan
@@ -65,7 +65,7 @@ class ScanDirection(nn.Module):
             B=B.transpose(1, 2),
             C=C.transpose(1, 2),
             D=self.D.float(),
-            z=z.transpose(1, 2),
+            z=None if z is None else z.transpose(1, 2),
             delta_bias=self.dt_proj.bias.float(),
         )
 
@@ -146,6 +146,38 @@ class BiMamba(nn.Module):
         backward = self.backward_scan.scan_inputs(x, z, reverse=True)
         return scan_bidirectional(forward, backward, delta_softplus=True, impl=self.scan_impl)
 
+    def mix_rows(self, hidden: torch.Tensor, rows: slice) -> torch.Tensor:
+        """``mix(hidden)[..., rows]`` computing only what those steps need: (B, L, C), a slice of
+        steps (non-negative step) -> y (B, Di, R), R the slice's length (>= 1).
+
+        Steps p of ``rows``, first p0, last p1. The forward scan at p reads steps 0..p only, so it runs
+        on the first p1 + 1 steps; the backward one reads steps p..L-1, so it runs from L-1 down to p0,
+        as a forward scan over the time-reversed x (one flipped copy of x; its causal conv on the
+        reversed sequence is the anti-causal one read back). z gates both directions alike (the backward
+        direction reads z reversed: z[p] at step p), so y[p] = (y_fwd[p] + y_bwd[p]) * silu(z[p]) with
+        both scans ungated, and z is computed for the R rows only. The MUSE head needs the last block's
+        output at its class tokens alone (12 of 3060 steps): ``ResMambaBlock.forward_rows``.
+        """
+        length = hidden.shape[1]
+        steps = range(length)[rows]
+        if len(steps) == 0 or steps.step < 1:
+            raise ValueError(f"rows must select at least one step in order, got {rows} of {length}")
+        first, last = steps[0], steps[-1]
+        weight_x, weight_z = self.in_proj.weight.chunk(2, dim=0)
+        bias_x, bias_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
+        x = F.linear(hidden, weight_x, bias_x)  # (B, L, Di): the backward scan reads it all
+        z = F.linear(hidden[:, rows], weight_z, bias_z)  # (B, R, Di)
+        forward = self.forward_scan.scan_inputs(x[:, : last + 1], None)
+        y_forward = scan(forward, delta_softplus=True, impl=self.scan_impl)[..., rows]  # (B, Di, R)
+        reversed_x = x[:, first:].flip(1)  # (B, L - p0, Di): step L-1 first
+        backward = self.backward_scan.scan_inputs(reversed_x, None)
+        y_backward = scan(backward, delta_softplus=True, impl=self.scan_impl)  # step p at L-1-p
+        at = torch.arange(length - 1 - first, length - 2 - last, -steps.step, device=x.device)
+        y_backward = y_backward.index_select(-1, at)
+        wide = torch.promote_types(y_forward.dtype, torch.float32)
+        y = (y_forward.to(wide) + y_backward.to(wide)) * F.silu(z.to(wide)).transpose(1, 2)
+        return y.to(y_forward.dtype)
+
 
 def set_scan(module: nn.Module, choice: str) -> None:
     """Make every BiMamba inside ``module`` (itself included) use the scan ``choice`` (ops.SCAN_CHOICES)."""
@@ -192,18 +224,35 @@ class ResMambaBlock(nn.Module):
             return out.add_(x)  # in place: no gradient here, and one (B, S, C) allocation fewer
         return x + self.temporal_fc(self.proj_drop(self.mamba(normed)))
 
-    def fuses_projections(self, x: torch.Tensor) -> bool:
-        """Whether ``forward`` runs out_proj and G as one matmul: dropout is the identity (eval mode or
-        rate 0), no gradient is needed, the weights track versions (not inference tensors), and no
-        tracer or compiler is recording (an exported graph holds the modules' own two matmuls)."""
+    def forward_rows(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """``forward(x)[:, rows]``: x (B, S, C), a slice of steps (non-negative step) -> (B, R, C).
+
+        In inference (``takes_inference_shortcuts``) only what those rows need is computed
+        (``BiMamba.mix_rows``): the MUSE head reads its last block at the class tokens alone, so the z
+        half of in_proj, out_proj and G run on R rows and most of the forward scan is skipped.
+        Otherwise the whole block runs and is sliced (what a traced graph or a gradient sees).
+        """
+        if not self.takes_inference_shortcuts(x):
+            return self(x)[:, rows]
+        y = self.mamba.mix_rows(self.layer_norm1(x), rows)  # (B, Di, R)
+        return x[:, rows] + self.temporal_fc(self.mamba.out_proj(y.transpose(1, 2)))
+
+    def takes_inference_shortcuts(self, x: torch.Tensor) -> bool:
+        """Whether the inference-only paths may run: dropout is the identity (eval mode or rate 0), no
+        gradient is needed, and no tracer or compiler is recording (an exported graph holds the
+        modules' own ops)."""
         if self.training and self.proj_drop.p > 0:
             return False
         if graph_being_recorded():
             return False
         weights = (self.temporal_fc.weight, self.temporal_fc.bias, self.mamba.out_proj.weight)
-        if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
-            return False
-        return not any(w.is_inference() for w in weights)
+        return not (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)))
+
+    def fuses_projections(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` runs out_proj and G as one matmul: ``takes_inference_shortcuts`` and the
+        weights track versions (not inference tensors), so that the kept product can follow them."""
+        weights = (self.temporal_fc.weight, self.temporal_fc.bias, self.mamba.out_proj.weight)
+        return self.takes_inference_shortcuts(x) and not any(w.is_inference() for w in weights)
 
     def fused_output_weight(self) -> torch.Tensor:
         """G.weight @ out_proj.weight (C, Di) in the weights' dtype, multiplied in float32 or wider and

@@ -105,10 +105,14 @@ class MuseModel(nn.Module):
             for m in self.pyramid.forward_tokens(patches)
         ]
         sequence = aggregate(tokens[:, :, 0], scale_tokens, self.config.aggregation)  # (B, S, C)
-        for block in self.blocks:
-            sequence = block(sequence)
         per_frame = sum(scaled_grid(grid, s) ** 2 for s in self.config.scales)
-        return sequence[:, class_token_slice(self.config.aggregation, length, per_frame)]
+        class_tokens = class_token_slice(self.config.aggregation, length, per_frame)
+        if not self.blocks:
+            return sequence[:, class_tokens]
+        for block in self.blocks[:-1]:
+            sequence = block(sequence)
+        # Only the class tokens of the last block's output are read: it computes those rows alone.
+        return self.blocks[-1].forward_rows(sequence, class_tokens)
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames (B, T, 3, H, W) preprocessed, padded frames zero; mask (B, T), 1 = real frame.

@@ -6,7 +6,9 @@ Two ways to run the same modules:
 - ``MultiScaleGenerator.forward_tokens``: the model's path, on (N, H, W, C) grids of tokens, the layout
   the backbone gives and the blocks read, so no layout copy is made around the pyramid. Its layers run
   as ``layer_tokens`` says: ChannelLayerNorm as a plain LayerNorm over the last axis, every other layer
-  (convolutions, pooling, GELU) as the module itself on a channels-last view of the tokens.
+  (convolutions, pooling, GELU) as the module itself on a channels-last view of the tokens; except the
+  3x3 convolutions in bfloat16 inference on the CPU, which run by Winograd's F(2x2, 3x3)
+  (``ops.winograd``, where ``winograd_applies``), their transformed weights kept per layer.
 tests/test_head_fast_paths.py checks the two against each other; docs/benchmarks.md ("The MUSE head") has the
 measurements behind the choice.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..ops.winograd import winograd_applies, winograd_weight
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -90,6 +94,7 @@ class MultiScaleGenerator(nn.Module):
         super().__init__()
         self.scales = tuple(scales)
         self.branches = nn.ModuleList(scale_branch(s, width) for s in self.scales)
+        self._winograd = {}  # (branch, layer) -> (key, U): see winograd_weight
 
     def forward(self, patches: torch.Tensor) -> list[torch.Tensor]:
         """patches (N, C, G, G) -> [(N, C, g_s, g_s) for each scale s]: the reference path."""
@@ -103,9 +108,23 @@ class MultiScaleGenerator(nn.Module):
         """
         grid = grid.contiguous()  # a view of the backbone's tokens, class tokens skipped: one small copy
         maps = []
-        for branch in self.branches:
+        for b, branch in enumerate(self.branches):
             x = grid
-            for layer in branch:
-                x = layer_tokens(layer, x)
+            for j, layer in enumerate(branch):
+                if winograd_applies(layer, x):
+                    x = torch.ops.muse.conv3x3_winograd(x, self.winograd_weight(b, j), layer.bias)
+                else:
+                    x = layer_tokens(layer, x)
             maps.append(x.contiguous())
         return maps
+
+    def winograd_weight(self, branch: int, layer: int) -> torch.Tensor:
+        """``ops.winograd.winograd_weight`` of the 3x3 conv ``branches[branch][layer]`` (16, Ci, Co),
+        kept until its weight is changed in place (version counter) or replaced (storage, dtype,
+        device); not part of the state dict."""
+        weight = self.branches[branch][layer].weight
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        cached = self._winograd.get((branch, layer))  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
+            cached = self._winograd[(branch, layer)] = (key, winograd_weight(weight))
+        return cached[1]

@@ -1,5 +1,6 @@
 """The custom ops ``torch.ops.muse.selective_scan*`` and their Python entries; the registrations of
-``muse::depthwise_conv_time_major`` too (its entry and reference: ops/conv.py).
+``muse::depthwise_conv_time_major`` (its entry and reference: ops/conv.py) and of
+``muse::conv3x3_winograd`` (ops/winograd.py) too.
 
 - ``selective_scan``: one scan, ``selective_scan_ref``'s arguments; it calls ``muse::selective_scan``,
   or ``muse::selective_scan_with_state`` when ``return_last_state``.
@@ -31,6 +32,7 @@ import torch
 from .conv_reference import depthwise_conv_time_major_ref
 from .inputs import ScanInputs, check_same_options
 from .reference import selective_scan_bidirectional_ref, selective_scan_ref
+from .winograd_reference import conv3x3_winograd_ref
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,12 @@ CONV_NO_BACKWARD_MESSAGE = (
     "muse::depthwise_conv_time_major has no backward; muse_infer.ops.conv.depthwise_conv_time_major "
     "takes depthwise_conv_time_major_ref (torch ops) by itself when gradients are needed."
 )
+# The pyramid's 3x3 convolutions (ops/winograd.py); the same text as in csrc/winograd_conv.cpp.
+WINOGRAD_SCHEMA = "(Tensor x, Tensor U, Tensor? bias=None) -> Tensor"
+WINOGRAD_NO_BACKWARD_MESSAGE = (
+    "muse::conv3x3_winograd has no backward; the pyramid runs its nn.Conv2d modules when gradients "
+    "are needed (ops.winograd.winograd_applies)."
+)
 NO_BACKWARD_MESSAGE = (
     'muse::selective_scan has no backward. For training use the scan choice "auto" (the default; '
     'model.set_scan("auto")), which picks the differentiable selective_scan_chunked whenever gradients '
@@ -78,6 +86,11 @@ if _cpu_library is None:
     for _name, _schema in SCHEMAS.items():
         torch.library.define(f"muse::{_name}", _schema)
     torch.library.define("muse::depthwise_conv_time_major", CONV_SCHEMA)
+    torch.library.define("muse::conv3x3_winograd", WINOGRAD_SCHEMA)
+
+    @torch.library.register_kernel("muse::conv3x3_winograd", "cpu")
+    def _winograd_cpu_fallback(x, U, bias=None):
+        return conv3x3_winograd_ref(x, U, bias)
 
     @torch.library.register_kernel("muse::depthwise_conv_time_major", "cpu")
     def _conv_cpu_fallback(x, weight, bias=None, reverse=False, silu=False):
@@ -109,6 +122,11 @@ if _cpu_library is None:
 @torch.library.register_fake("muse::depthwise_conv_time_major")
 def _conv_fake(x, weight, bias=None, reverse=False, silu=False):
     return x.new_empty(x.shape)  # (B, L, Di) contiguous, like the kernel's output
+
+
+@torch.library.register_fake("muse::conv3x3_winograd")
+def _winograd_fake(x, U, bias=None):
+    return x.new_empty((*x.shape[:3], U.shape[2]))  # (N, H, W, Co) contiguous, like the kernel's output
 
 
 @torch.library.register_fake("muse::selective_scan")
@@ -178,6 +196,19 @@ def _refuse_conv_grad(ctx, inputs, output):
 
 torch.library.register_autograd(
     "muse::depthwise_conv_time_major", _refuse_conv_backward, setup_context=_refuse_conv_grad
+)
+
+
+def _refuse_winograd_backward(ctx, *grads):
+    raise RuntimeError(WINOGRAD_NO_BACKWARD_MESSAGE)
+
+
+def _refuse_winograd_grad(ctx, inputs, output):
+    raise RuntimeError(WINOGRAD_NO_BACKWARD_MESSAGE)
+
+
+torch.library.register_autograd(
+    "muse::conv3x3_winograd", _refuse_winograd_backward, setup_context=_refuse_winograd_grad
 )
 
 

@@ -1,0 +1,133 @@
+"""What each of the head's inference shortcuts is worth, in the same run: MUSE's ``encode_video`` as the
+model runs it, and with one shortcut turned off, against CLIP4Clip's meanP.
+
+    python benchmarks/bench_head_changes.py --batch 1 8 --precisions fp32 bf16 --repeats 5 \\
+        --json docs/results/head_changes.json
+    python benchmarks/bench_head_changes.py --dry-run              # tiny models, seconds
+
+Variants of MUSE (the same model object; a shortcut is turned off only while its call runs):
+- ``all``: as ``encode_video`` runs;
+- ``no class-token rows``: the last block runs on every step and is sliced (``forward_rows``'s own
+  fallback, what a gradient or a tracer gets) instead of ``BiMamba.mix_rows`` at the class tokens;
+- ``no Winograd`` (bf16 only; fp32 never takes it): the pyramid's 3x3 convolutions as the Conv2d modules
+  on the tokens' channels-last view instead of ``muse::conv3x3_winograd``.
+The scan kernel's exp2 is compiled in: compare two builds with ``bench_scan.py`` instead.
+
+Models, frames and timing as ``bench_head.py`` (random seeded CLIP weights, opened gates, 12 frames,
+one thread, thread CPU time, each round one call of each variant and of meanP, the order alternating,
+after a warm-up). Reported per (precision, batch): each variant's median seconds a call and its
+throughput ratio median(meanP) / median(variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_head import build, cpu_name, interleaved, video_batch  # noqa: E402
+
+from muse_infer.model import pyramid as pyramid_module  # noqa: E402
+from muse_infer.model.bimamba import ResMambaBlock  # noqa: E402
+
+
+def whole_block_sliced(block: ResMambaBlock, x: torch.Tensor, rows: slice) -> torch.Tensor:
+    return block(x)[:, rows]
+
+
+SWITCHES = {
+    "all": contextlib.nullcontext,
+    "no class-token rows": lambda: mock.patch.object(ResMambaBlock, "forward_rows", whole_block_sliced),
+    "no Winograd": lambda: mock.patch.object(pyramid_module, "winograd_applies", lambda conv, x: False),
+}
+
+
+def variant_call(model, frames, mask, switch):
+    def call():
+        with switch():
+            return model.encode_video(frames, mask)
+
+    return call
+
+
+def measure(args, precision: str, batch: int) -> dict:
+    muse = build(args.architecture, precision)
+    meanp = build(f"{args.architecture}-meanP", precision)
+    frames, mask = video_batch(muse, batch)
+    names = [n for n in SWITCHES if n != "no Winograd" or precision == "bf16"]
+    calls = {name: variant_call(muse, frames, mask, SWITCHES[name]) for name in names}
+    calls["meanP"] = lambda: meanp.encode_video(frames, mask)
+    with torch.inference_mode():
+        outputs = {name: calls[name]().float() for name in names}
+        times = interleaved(calls, args.repeats)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "precision": precision,
+        "batch": batch,
+        "seconds": {name: [round(s, 4) for s in t] for name, t in times.items()},
+        "median_s": {name: round(s, 4) for name, s in medians.items()},
+        "throughput_ratio": {name: round(medians["meanP"] / medians[name], 4) for name in names},
+        "max_abs_diff_to_all": {
+            name: (outputs[name] - outputs["all"]).abs().max().item() for name in names if name != "all"
+        },
+    }
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--architecture", default="ViT-B-32")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (>= 3 for a median)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dry-run", action="store_true", help="tiny models, batch 2, 2 rounds")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.architecture, args.batch, args.repeats = "tiny", [2], 2
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_at_start = round(os.getloadavg()[0], 2)
+    rows = []
+    for precision in args.precisions:
+        for batch in args.batch:
+            rows.append(measure(args, precision, batch))
+            print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "setup": {
+            "architecture": args.architecture,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "clock": "thread CPU time",
+            "repeats": args.repeats,
+            "cpu": cpu_name(),
+            "load_average_1min_start_end": [load_at_start, round(os.getloadavg()[0], 2)],
+            "command": "python benchmarks/bench_head_changes.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+        },
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
