@@ -562,6 +562,7 @@ def _export(siglip, out: Path, formats: tuple[str, ...]):
     return result
 
 
+@pytest.mark.slow  # 25 s; the default suite verifies ViT-L-14-meanP's ONNX export
 def test_onnx_export_of_a_siglip_muse_model_verifies_and_tokenizes_on_its_own(siglip, tmp_path):
     """The timm tower with a MUSE head as ONNX, verified against the eager model in a fresh process; the
     export carries the tokenizer and SigLIP's preprocessing, so it needs no --tokenizer."""
@@ -629,6 +630,7 @@ def test_bf16_follows_fp32_on_the_new_towers(siglip, large):
         assert bf16.dtype == torch.float32 and (fp32 * bf16).sum(-1).min() > 0.99
 
 
+@pytest.mark.slow  # 13 s; training is covered on the tiny model in the default suite
 def test_training_a_siglip_model_with_its_tokenizer(siglip, videos, tmp_path):
     """One epoch of `muse-infer train` on the timm tower with its Hugging Face tokenizer; the text length
     is the model's (SigLIP's last-token pooling needs the full context)."""
