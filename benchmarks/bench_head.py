@@ -190,14 +190,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def run(args: argparse.Namespace, measure_case, script: str, argv=None) -> dict:
+    """Every (precision, batch) case through ``measure_case(args, precision, batch)`` -> the result
+    record (setup and rows), printed a row at a time and written to ``args.json``; ``script``: the
+    file name the record's command names (this script's or bench_head_changes.py)."""
     torch.set_num_threads(args.threads)
     load_at_start = round(os.getloadavg()[0], 2)
     rows = []
     for precision in args.precisions:
         for batch in args.batch:
-            rows.append(measure(args, precision, batch))
+            rows.append(measure_case(args, precision, batch))
             print(json.dumps(rows[-1]), flush=True)
     result = {
         "setup": {
@@ -208,7 +210,7 @@ def main(argv=None) -> dict:
             "repeats": args.repeats,
             "cpu": cpu_name(),
             "load_average_1min_start_end": [load_at_start, round(os.getloadavg()[0], 2)],
-            "command": "python benchmarks/bench_head.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
         },
         "rows": rows,
     }
@@ -216,6 +218,10 @@ def main(argv=None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def main(argv=None) -> dict:
+    return run(parse_args(argv), measure, "bench_head.py", argv)
 
 
 if __name__ == "__main__":

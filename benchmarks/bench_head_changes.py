@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_head import build, cpu_name, interleaved, video_batch  # noqa: E402
+from bench_head import build, interleaved, run, video_batch  # noqa: E402
 
 from muse_infer.model import pyramid as pyramid_module  # noqa: E402
 from muse_infer.model.bimamba import ResMambaBlock  # noqa: E402
@@ -101,32 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    load_at_start = round(os.getloadavg()[0], 2)
-    rows = []
-    for precision in args.precisions:
-        for batch in args.batch:
-            rows.append(measure(args, precision, batch))
-            print(json.dumps(rows[-1]), flush=True)
-    result = {
-        "setup": {
-            "architecture": args.architecture,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "clock": "thread CPU time",
-            "repeats": args.repeats,
-            "cpu": cpu_name(),
-            "load_average_1min_start_end": [load_at_start, round(os.getloadavg()[0], 2)],
-            "command": "python benchmarks/bench_head_changes.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
-        },
-        "rows": rows,
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return run(parse_args(argv), measure, "bench_head_changes.py", argv)
 
 
 if __name__ == "__main__":
