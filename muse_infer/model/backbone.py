@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .text_tower import clip_text_features
 
 TOWER_KINDS = ("openai", "vit", "timm", "pooled")
 
@@ -168,14 +169,7 @@ class ClipBackbone(nn.Module):
         clip = self.clip
         if not _clip4clip_text(clip):
             return clip.encode_text(token_ids)
-        length = token_ids.shape[1]
-        x = clip.token_embedding(token_ids)  # (N, L, width)
-        x = x + clip.positional_embedding[:length]
-        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
-        x = clip.ln_final(x)
-        end = token_ids.argmax(dim=-1)
-        x = x[torch.arange(x.shape[0], device=x.device), end]  # (N, width)
-        return x @ clip.text_projection  # (N, C)
+        return clip_text_features(clip, token_ids)
 
     @property
     def text_vocab_size(self) -> int:

@@ -87,6 +87,21 @@ class TextTransformer(nn.Module):
         return x
 
 
+def clip_text_features(tower: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
+    """CLIP's text tower as CLIP4Clip runs it: token_ids (N, L) long, L <= context -> (N, C), not
+    normalised. Positional embeddings and causal mask cut to L, the feature at each row's end token (the
+    largest id) after ln_final, then the text projection. ``tower``: any module with CLIP's text
+    attributes (``TextTower`` here, open_clip's ``CLIP`` in ``backbone``), so both compute alike."""
+    length = token_ids.shape[1]
+    x = tower.token_embedding(token_ids)  # (N, L, width)
+    x = x + tower.positional_embedding[:length]
+    x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
+    x = tower.ln_final(x)
+    end = token_ids.argmax(dim=-1)
+    x = x[torch.arange(x.shape[0], device=x.device), end]  # (N, width)
+    return x @ tower.text_projection  # (N, C)
+
+
 class ClipTextTower(nn.Module):
     """The text half of an open_clip CLIP (``clip_config``: its model config dict), same names.
 
@@ -111,14 +126,7 @@ class ClipTextTower(nn.Module):
 
     def text_features(self, token_ids: torch.Tensor) -> torch.Tensor:
         """token_ids (N, L) long -> (N, C) at each row's end token (the largest id), not normalised."""
-        length = token_ids.shape[1]
-        x = self.token_embedding(token_ids)  # (N, L, width)
-        x = x + self.positional_embedding[:length]
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-        x = self.ln_final(x)
-        end = token_ids.argmax(dim=-1)
-        x = x[torch.arange(x.shape[0], device=x.device), end]  # (N, width)
-        return x @ self.text_projection  # (N, C)
+        return clip_text_features(self, token_ids)
 
 
 def causal_mask(context: int) -> torch.Tensor:
