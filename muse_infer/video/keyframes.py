@@ -22,7 +22,7 @@ import bisect
 
 from . import cursor as reference
 from .cursor import DecodeStats, FrameCursor
-from .planned import Unplanned
+from .planned import Unplanned, seek_before
 
 
 class KeyframeCursor(FrameCursor):
@@ -126,30 +126,18 @@ class KeyframeCursor(FrameCursor):
             del self._kept[earlier]
 
     def _seek_to(self, target: int) -> None:
-        """Seek to the keyframe before ``target``; the stretch starts there (one step back per overshoot)."""
-        import av
-
-        margin = 0
-        while True:
-            seek_to = max(target - margin, self.current.pts)
-            try:
-                self.container.seek(seek_to, stream=self.stream, backward=True)
-            except av.FFmpegError:
-                if margin == 0:
-                    self.seekable = False
-                    return
-                raise
-            self.stats.seeks += 1
-            self._packets, self._keyframes, self._kept = self.container.demux(self.stream), [], {}
-            self._ended, self._last_keyframe = False, None
-            first = self._next_packet()
-            while first is not None and not first.is_keyframe:  # MPEG-TS seeks land on any packet
-                first = self._next_packet()
-            if first is None or first.pts <= target or seek_to == self.current.pts:
-                break
-            margin = 2 * margin + (first.pts - target) + 1
-        if first is None:
+        """Seek to the keyframe before ``target`` (``seek_before``); the stretch starts there."""
+        if seek_before(self, target, self._restart_at_keyframe) is None:
             raise Unplanned("no keyframe after a seek")
+
+    def _restart_at_keyframe(self):
+        """After a seek: reading restarted, the first keyframe packet there (None: none)."""
+        self._packets, self._keyframes, self._kept = self.container.demux(self.stream), [], {}
+        self._ended, self._last_keyframe = False, None
+        first = self._next_packet()
+        while first is not None and not first.is_keyframe:  # MPEG-TS seeks land on any packet
+            first = self._next_packet()
+        return first
 
     def _decode_alone(self, packet):
         """Decode one keyframe packet by itself (the decoder flushed before, drained after)."""

@@ -43,6 +43,38 @@ class Unplanned(Exception):
     """The stream did something the plan does not cover: read it again with the reference cursor."""
 
 
+NOT_SEEKABLE = object()  # seek_before's answer when the container refused the first seek
+
+
+def seek_before(cursor: FrameCursor, target: int, restart):
+    """Seek ``cursor``'s container to the keyframe before ``target`` (a pts), never before its current
+    frame. Some demuxers land past the target (mp4 indexes keyframes by decode time): then this steps
+    back with a doubling margin. ``restart()`` resets the cursor's reading after each seek and returns
+    the first keyframe packet there (None: none). Returns that packet (or None), or ``NOT_SEEKABLE``
+    (the cursor then marked unseekable) when the very first seek fails.
+
+    The planned and keyframe cursors share it; the reference cursor keeps its own loop, so that the
+    twin the fast readers are checked against does not share their code.
+    """
+    import av
+
+    margin = 0
+    while True:
+        seek_to = max(target - margin, cursor.current.pts)
+        try:
+            cursor.container.seek(seek_to, stream=cursor.stream, backward=True)
+        except av.FFmpegError:
+            if margin == 0:  # nothing has moved yet: give up seeking, decode straight on
+                cursor.seekable = False
+                return NOT_SEEKABLE
+            raise
+        cursor.stats.seeks += 1
+        first = restart()
+        if first is None or first.pts <= target or seek_to == cursor.current.pts:
+            return first
+        margin = 2 * margin + (first.pts - target) + 1
+
+
 class PlannedCursor(FrameCursor):
     """``FrameCursor``'s frames with the decoding planned from the packets' timestamps (module docstring).
 
@@ -192,28 +224,16 @@ class PlannedCursor(FrameCursor):
     # --- decoding -----------------------------------------------------------------------------------
 
     def _seek_to(self, target: int) -> None:
-        """Seek to the keyframe before ``target`` (stepping back when the demuxer lands past it)."""
-        import av
-
-        margin = 0
-        while True:
-            seek_to = max(target - margin, self.current.pts)
-            try:
-                self.container.seek(seek_to, stream=self.stream, backward=True)
-            except av.FFmpegError:
-                if margin == 0:  # nothing has moved yet: give up seeking, decode straight on
-                    self.seekable = False
-                    return
-                raise
-            self.stats.seeks += 1
-            self._restart()
-            self._last_keyframe = None
-            first = self._first_keyframe_after_seek()
-            if first.pts <= target or seek_to == self.current.pts:
-                break
-            margin = 2 * margin + (first.pts - target) + 1
-        if first.pts > target:
+        """Seek to the keyframe before ``target`` (``seek_before``)."""
+        first = seek_before(self, target, self._restart_at_keyframe)
+        if first is not NOT_SEEKABLE and first.pts > target:
             raise Unplanned("a seek that lands on no keyframe before the target")
+
+    def _restart_at_keyframe(self):
+        """After a seek: reading restarted, the first keyframe packet there."""
+        self._restart()
+        self._last_keyframe = None
+        return self._first_keyframe_after_seek()
 
     def _first_keyframe_after_seek(self):
         """The first packet after a seek: a keyframe; packets before the first keyframe are dropped where
