@@ -17,6 +17,7 @@
 #      device copy, and mamba-ssm's selective_scan_fn when it imports
 #   6. bench_end_to_end.py: 256 generated videos, every core but one decoding: decode-only, model-only
 #      and end-to-end videos/s, and which bounds
+#   6b. gpu_decode.py: NVDEC (--decoder cuda) against the CPU decoder: frames equal, CPU s a video
 #   7. bench_train.py: up to 300 training steps (60 s) of ViT-B-32 on the synthetic benchmark, bf16 autocast
 #   8. bench_encoder.py --compile: torch.compile and CUDA graphs on the backbone, bf16, batch 64
 #   9. bench_triton_bidir.py: the Triton kernel's launch shapes (what is left of the time)
@@ -107,7 +108,8 @@ for name in ('open_clip', 'av', 'onnxruntime', 'triton', 'mamba_ssm', 'causal_co
 
 if [ "$DRY_RUN" -eq 0 ]; then
     TEST_FILES=()
-    for file in tests/test_scan_matrix.py tests/test_triton_scan.py tests/test_scan_op.py tests/test_precision.py; do
+    for file in tests/test_scan_matrix.py tests/test_triton_scan.py tests/test_scan_op.py tests/test_precision.py \
+        tests/test_gpu_decoder.py; do
         if [ -f "$file" ]; then TEST_FILES+=("$file"); else echo "missing $file: not run" | tee -a "$LOG"; fi
     done
     run_step "pytest -m gpu" 180 "$PY" -m pytest -m gpu -q -rfEs -p no:cacheprovider --durations=8 \
@@ -118,6 +120,7 @@ if [ "$DRY_RUN" -eq 0 ]; then
     run_step bench_scan 60 "$PY" benchmarks/bench_scan.py --device cuda --shapes 1,512,3060,16 16,512,3060,16 \
         --dtypes float32 bfloat16 --ref-repeats 1 --json "$WORK/scan.json"
     run_step bench_end_to_end 80 "$PY" benchmarks/bench_end_to_end.py --videos 256 --json "$WORK/e2e.json"
+    run_step gpu_decode 90 "$PY" benchmarks/gpu_decode.py --videos 2 --repeats 3 --json "$WORK/decode.json"
     run_step bench_train 90 "$PY" benchmarks/bench_train.py --steps 300 --batch 32 --budget-s 60 \
         --json "$WORK/train.json"
     run_step "bench_encoder --compile" 100 "$PY" benchmarks/bench_encoder.py --device cuda --batch 64 \
@@ -129,6 +132,7 @@ else
     run_step bench_encoder 60 "$PY" benchmarks/bench_encoder.py --dry-run --json "$WORK/encoder.json"
     skip_step bench_scan "$NO_CUDA"
     run_step bench_end_to_end 60 "$PY" benchmarks/bench_end_to_end.py --dry-run --json "$WORK/e2e.json"
+    run_step gpu_decode 60 "$PY" benchmarks/gpu_decode.py --dry-run --json "$WORK/decode.json"
     run_step bench_train 60 "$PY" benchmarks/bench_train.py --dry-run --json "$WORK/train.json"
     skip_step "bench_encoder --compile" "$NO_CUDA"
     skip_step bench_triton_bidir "$NO_CUDA"

@@ -3,7 +3,7 @@
     python benchmarks/gpu_report.py WORK_DIR OUT_DIR [--dry-run]
 
 WORK_DIR holds what the steps wrote: ``steps.tsv`` (name, outcome, seconds a line), ``gpu_tests.xml``
-(JUnit), ``encoder.json``, ``compile.json``, ``scan.json``, ``e2e.json``, ``train.json``,
+(JUnit), ``encoder.json``, ``compile.json``, ``scan.json``, ``e2e.json``, ``decode.json``, ``train.json``,
 ``triton_bidir.md``; any may be missing (a step skipped, failed or timed out), and the report says so.
 OUT_DIR gets ``gpu_check.json`` (everything, for the record) and ``gpu_table.md`` (the tables that
 docs/benchmarks.md's GPU section takes, in its column order). Standard library only.
@@ -16,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-JSON_STEPS = ("encoder", "compile", "scan", "e2e", "train")
+JSON_STEPS = ("encoder", "compile", "scan", "e2e", "decode", "train")
 
 
 def read_json(path: Path):
@@ -93,6 +93,26 @@ def scan_section(data: dict) -> list[str]:
     return ["## Selective scan (bench_scan.py)", "", *setup_line(data), *table(rows, columns), ""]
 
 
+def decode_section(data: dict) -> list[str]:
+    title = "## Decoding on the GPU against the CPU (gpu_decode.py)"
+    if "rows" not in data:
+        return [
+            title,
+            "",
+            f"not measured ({data.get('unavailable') or data.get('missing', 'no output')})",
+            "",
+        ]
+    columns = [
+        ("videos", "videos"), ("sampling", "sampling"), ("cpu_s_cpu_decoder", "CPU s a video, CPU decoder"),
+        ("cpu_s_gpu_decoder", "CPU s a video, NVDEC"), ("cpu_saved_x", "x"),
+        ("wall_s_cpu_decoder", "wall s, CPU"), ("wall_s_gpu_decoder", "wall s, NVDEC"),
+        ("cores_for_180_per_s_cpu", "cores for 180 videos/s, CPU"),
+        ("cores_for_180_per_s_gpu", "cores for 180 videos/s, NVDEC"), ("frames_equal", "frames equal"),
+        ("max_abs_difference", "max abs diff"), ("device_fallbacks", "fallbacks"),
+    ]  # fmt: skip
+    return [title, "", *setup_line(data), *table(data["rows"], columns), ""]
+
+
 def flat_section(data: dict, title: str) -> list[str]:
     """A two-column table of a result's top-level numbers (e2e, train)."""
     if "missing" in data:
@@ -123,6 +143,7 @@ def report(work: Path, out: Path, dry_run: bool) -> dict:
     lines += encoder_section(results["compile"], "Backbone compilation (bench_encoder.py --compile)")
     lines += scan_section(results["scan"])
     lines += flat_section(results["e2e"], "End to end (bench_end_to_end.py)")
+    lines += decode_section(results["decode"])
     lines += flat_section(results["train"], "Training (bench_train.py)")
     bidir = work / "triton_bidir.md"
     if bidir.exists():

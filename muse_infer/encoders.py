@@ -35,6 +35,7 @@ from .errors import BackendError, QueryError, VideoDecodeError
 from .progress import progress_bar
 from .runtime import Backend, ModelSpec
 from .runtime.devices import default_batch_size
+from .video.devices import check_decoder
 from .video.frames import FrameSettings
 from .video.pool import Decoded, DecodePool, decode_inline
 from .video.windows import WindowSettings
@@ -51,6 +52,7 @@ SPEC_DEFAULTS = {
     "max_frames": None,
     "sampling": "exact",
     "tokenizer": None,
+    "decoder": "cpu",
 }
 
 
@@ -72,7 +74,7 @@ def _loaded(model, text_only: bool = False, **choices) -> Backend:
 def encoder_spec(model: str | os.PathLike | ModelSpec, **choices) -> ModelSpec:
     """``model`` as a ``ModelSpec``: a spec as is (then ``choices`` must be left at their defaults:
     a spec holds them), or resolved from a name or file with ``choices`` (device, backend,
-    clip_weights, precision, max_frames, sampling)."""
+    clip_weights, precision, max_frames, sampling, decoder)."""
     if isinstance(model, ModelSpec):
         given = sorted(k for k, v in choices.items() if v != SPEC_DEFAULTS.get(k))
         if given:
@@ -206,7 +208,8 @@ class VideoEncoder:
     sample time) or "keyframes" (the keyframe nearest it, decoding nothing else: several times cheaper
     to decode; ``muse_infer.video.keyframes``); part of ``settings``, as the index records them.
     tokenizer: the folder of the text tower's Hugging Face tokenizer files (``TextEncoder``), recorded
-    in the spec's source so that an index made with it is searched with it.
+    in the spec's source so that an index made with it is searched with it. decoder: where videos are
+    decoded, "cpu" or "cuda" / "cuda:N" (NVDEC; the same frames: ``muse_infer.video.devices``).
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class VideoEncoder:
         precision: str = "auto",
         sampling: str = "exact",
         tokenizer: str | os.PathLike | None = None,
+        decoder: str = "cpu",
     ):
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
@@ -226,21 +230,24 @@ class VideoEncoder:
             self.backend = _loaded(model, precision=precision)
             spec = self.backend.spec
             if spec is not None:
-                spec = dataclasses.replace(spec, max_frames=max_frames or spec.max_frames, sampling=sampling)
+                frames = max_frames or spec.max_frames
+                spec = dataclasses.replace(spec, max_frames=frames, sampling=sampling, decoder=decoder)
             if self.backend.text_only:  # a text encoder's: its model is loaded whole now, once
                 self.backend = spec.load()
         else:
             choices = dict(device=device, backend=backend, clip_weights=clip_weights, precision=precision)
-            choices |= dict(max_frames=max_frames, sampling=sampling, tokenizer=tokenizer)
+            choices |= dict(max_frames=max_frames, sampling=sampling, tokenizer=tokenizer, decoder=decoder)
             spec = encoder_spec(model, **choices).on_device()
             self.backend = spec.load()
         self.spec: ModelSpec | None = spec  # None: a hand-built backend
         b = self.backend
         frames = max_frames or (spec.max_frames if spec is not None else None) or b.max_frames
         sampling = spec.sampling if spec is not None else sampling
+        decoder = spec.decoder if spec is not None else decoder
         self.frame_settings = FrameSettings(
-            frames, b.framerate, b.slice_mode, b.image_size, sampling, **b.preprocess
+            frames, b.framerate, b.slice_mode, b.image_size, sampling, **b.preprocess, decoder=decoder
         )
+        check_decoder(decoder)  # a GPU decoder that is not there is said now, not by every file
 
     @property
     def identity(self) -> dict:

@@ -23,7 +23,7 @@ def test_dry_run_exercises_every_benchmark_and_writes_the_report(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_table.md"]
     report = json.loads((out / "gpu_check.json").read_text())
     outcomes = {step["step"]: step["outcome"] for step in report["steps"]}
-    for step in ("bench_encoder", "bench_end_to_end", "bench_train", "imports"):
+    for step in ("bench_encoder", "bench_end_to_end", "gpu_decode", "bench_train", "imports"):
         assert outcomes[step] == "ok", (step, outcomes)
     for step in ("environment", "pytest -m gpu", "bench_scan", "bench_encoder --compile"):
         assert outcomes[step].startswith("skipped: dry run"), (step, outcomes)
@@ -32,6 +32,9 @@ def test_dry_run_exercises_every_benchmark_and_writes_the_report(tmp_path):
     assert all(row["min_cosine_vs_fp32"] >= 0.999 for row in rows.values())
     assert report["e2e"]["all_rows_finite"] and report["e2e"]["bound"] in ("decode", "model")
     assert report["train"]["steps_per_s"] > 0 and report["train"]["loss_first"] > 0
+    assert {row["sampling"] for row in report["decode"]["rows"]} == {"exact", "keyframes"}
+    assert all(row["frames_equal"] and row["cpu_s_gpu_decoder"] > 0 for row in report["decode"]["rows"])
     table = (out / "gpu_table.md").read_text()
     assert "DRY RUN" in table and "| bf16+float | 2 |" in table
+    assert "## Decoding on the GPU against the CPU" in table
     assert not list(tmp_path.glob("muse_gpu_check.*"))  # the work folder is removed

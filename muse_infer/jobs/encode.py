@@ -53,6 +53,7 @@ from ..index import IndexFiles, PreviousIndex, discard_index, read_previous, rea
 from ..progress import announce as progress_announce
 from ..progress import progress_bar
 from ..runtime.spec import ModelSpec
+from ..video.devices import check_decoder
 from ..video.thumbnails import ThumbnailSummary
 from ..video.windows import WindowSettings
 from .assemble import check_same_job, finish_index, make_thumbnails
@@ -323,6 +324,7 @@ def open_job(
     root = scope.root
     started = time.monotonic()
     spec, loaded = job_model(encoder)
+    check_decoder(spec.decoder)  # a GPU decoder that is not there: said before anything is written
     job = {"format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "root": str(root)}
     job |= {"model": spec.identity, "settings": spec.settings}
     job["windows"] = windows.to_dict() if windows is not None else None  # None: a row a video

@@ -227,6 +227,12 @@ def encode_folder_ray(
             f"need batch_size, chunk_size >= 1 and workers >= 0, got {batch_size}, {chunk_size}, {workers}"
         )
     options = RayOptions(address, actors, device, cpus_per_actor, local_cpus)
+    spec = encoder if isinstance(encoder, ModelSpec) else encoder.spec
+    if spec is not None and spec.decoder != "cpu":
+        raise RayEngineError(
+            f"--decoder {spec.decoder}: the Ray engine decodes in CPU tasks; decode on the GPU with the "
+            "local engine (leave --engine ray out), or leave --decoder out"
+        )
     with open_job(root, out, encoder, overwrite, retry_failed) as job:
         taken = {int(path.stem.split("-")[1]) for path in job.store.chunks()}
         plan, resumed = plan_work(job.store.directory, job.todo, chunk_size, taken)

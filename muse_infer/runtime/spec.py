@@ -59,7 +59,8 @@ class ModelSpec:
     call (None: by device, ``runtime.devices.default_batch_size``), ``sampling`` how frames are
     chosen ("exact": the frame shown at each sample time; "keyframes": the nearest keyframe),
     ``tokenizer`` the absolute folder of the text tower's Hugging Face files (None: the Hugging Face
-    cache when the model needs them; ``muse_infer.tokenizer``)."""
+    cache when the model needs them; ``muse_infer.tokenizer``), ``decoder`` where videos are decoded
+    ("cpu", "cuda", "cuda:N": ``video.devices``; the same frames, so not part of ``settings``)."""
 
     ref: ModelRef
     clip_weights: ClipWeights | None = None
@@ -70,6 +71,7 @@ class ModelSpec:
     batch_size: int | None = None
     sampling: str = "exact"
     tokenizer: str | None = None
+    decoder: str = "cpu"
 
     @classmethod
     def resolve(
@@ -83,12 +85,14 @@ class ModelSpec:
         batch_size: int | None = None,
         sampling: str = "exact",
         tokenizer: str | os.PathLike | None = None,
+        decoder: str = "cpu",
     ) -> ModelSpec:
         """Check every choice and resolve the reference; raises ``ConfigError``/``BackendError``/
         ``CheckpointError`` naming the argument. torch runs the model an export directory was made from."""
         _check_choice("backend", backend, BACKENDS)
         _check_choice("precision", precision or "auto", PRECISION_CHOICES)
         _check_choice("sampling", sampling, SAMPLING_CHOICES)
+        _check_decoder(decoder)
         _check_count("max_frames", max_frames)
         _check_count("batch_size", batch_size)
         ref = model if isinstance(model, ModelRef) else resolve_model(model)
@@ -119,6 +123,7 @@ class ModelSpec:
             batch_size,
             sampling,
             _tokenizer_folder(tokenizer),
+            decoder,
         )
 
     @classmethod
@@ -206,6 +211,7 @@ class ModelSpec:
             facts.image_size,
             self.sampling,
             **(facts.preprocess or {}),
+            decoder=self.decoder,
         )
 
     @property
@@ -260,6 +266,15 @@ class ModelSpec:
 def _check_choice(name: str, value: str, choices: tuple) -> None:
     if value not in choices:
         raise BackendError(f"{name} {value!r} is not one of {choices}")
+
+
+def _check_decoder(decoder: str) -> None:
+    from ..video.devices import check_decoder_name
+
+    try:
+        check_decoder_name(decoder)
+    except ValueError as error:
+        raise BackendError(str(error)) from None
 
 
 def _check_count(name: str, value: int | None) -> None:

@@ -31,6 +31,7 @@ class DecodeStats:
     peak_frames_held: int = 0  # the most sampled frames kept at once (windows not yet complete)
     packets_skipped: int = 0  # of packets_decoded, those marked skippable (non-reference, not sampled)
     fallbacks: int = 0  # planned reads that met something unplanned and were read again by the reference
+    device_fallbacks: int = 0  # openings for a GPU decoder that failed and were read on the CPU
 
 
 def nominal_frame_ticks(stream) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import CLIP_MEAN, CLIP_STD, INTERPOLATIONS, RESIZE_MODES
+from .devices import check_decoder_name
 
 SLICE_MODES = ("uniform", "head", "tail")
 # "exact": the frame shown at each sample time (CLIP4Clip's rule); "keyframes": the keyframe nearest
@@ -42,7 +43,8 @@ class FrameSettings:
     ``slice_mode`` choosing which when there are more), their size ``size`` x ``size``, whether each
     is the frame shown at its sample time or the nearest keyframe (``sampling``, one of ``SAMPLINGS``),
     how a frame is fitted (``resize_mode`` "shortest" or "squash", ``interpolation``) and normalised
-    (``mean``, ``std``): the model's open_clip preprocessing."""
+    (``mean``, ``std``): the model's open_clip preprocessing. ``decoder``: where the frames are decoded
+    ("cpu", "cuda", "cuda:N": ``video.devices``); it changes no frame, so an index does not record it."""
 
     max_frames: int = 12
     framerate: float = 1.0
@@ -53,6 +55,7 @@ class FrameSettings:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    decoder: str = "cpu"
 
     def __post_init__(self):
         if not isinstance(self.max_frames, int) or self.max_frames < 1:
@@ -69,6 +72,7 @@ class FrameSettings:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        check_decoder_name(self.decoder)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

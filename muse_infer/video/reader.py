@@ -42,7 +42,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import VideoDecodeError
-from . import keyframes
+from . import devices, keyframes
 from .cursor import DecodeStats, FrameCursor, decode_packet, nominal_frame_ticks
 from .frames import FrameSettings, fit_frame, normalise, sample_indices
 from .planned import PlannedCursor, Unplanned
@@ -97,7 +97,9 @@ def read_clip(
     if settings.sampling == "keyframes":
         images = read_keyframes(path, settings, stats, facts)
     else:
-        images = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts)
+        images = read_frames(
+            path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts, settings.decoder
+        )
     return np.stack([settings.fit(image) for image in images])
 
 
@@ -112,7 +114,7 @@ def read_keyframes(
     """
     stats = stats if stats is not None else DecodeStats()
     rate = _check_sampling(settings.max_frames, settings.framerate, settings.slice_mode)
-    with open_for_planned(path) as container:
+    with open_for_planned(path, settings.decoder, stats) as container:
         with _ffmpeg_errors(path):
             try:
                 timeline = open_timeline(path, container, True, stats, cursor_kind=keyframes.KeyframeCursor)
@@ -122,7 +124,9 @@ def read_keyframes(
                 return [timeline.frame_at(path, t) for t in times]
             except Unplanned:
                 stats.fallbacks += 1
-    return read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts)
+    return read_frames(
+        path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts, settings.decoder
+    )
 
 
 def read_clip_reference(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
@@ -162,16 +166,18 @@ def read_frames(
     slice_mode: str = "uniform",
     stats: DecodeStats | None = None,
     facts=None,
+    decoder: str = "cpu",
 ) -> list[np.ndarray]:
     """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays.
 
     Decoded by the planned cursor (``planned.PlannedCursor``); the same frames, bit for bit, as
     ``read_frames_reference``, which reads the files the plan does not cover (``stats.fallbacks``).
-    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None.
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. decoder: where to
+    decode (``devices``: "cpu", "cuda", "cuda:N"; the same frames).
     """
     rate = _check_sampling(max_frames, framerate, slice_mode)
     times = lambda timeline: _sample_times(timeline, rate, max_frames, slice_mode)  # noqa: E731
-    return read_planned(path, times, stats, facts)
+    return read_planned(path, times, stats, facts, decoder)
 
 
 def read_frames_reference(
@@ -180,35 +186,43 @@ def read_frames_reference(
     framerate: float = 1.0,
     slice_mode: str = "uniform",
     stats: DecodeStats | None = None,
+    decoder: str = "cpu",
 ) -> list[np.ndarray]:
     """``read_frames`` by the reference cursor (``cursor.FrameCursor``: every frame on the way decoded,
     decoder threads on): the reader as it was before the planned cursor, kept as its twin."""
     rate = _check_sampling(max_frames, framerate, slice_mode)
-    with _open(path) as container:
+    with _open(path, decoder=decoder, stats=stats) as container:
         with _ffmpeg_errors(path):
             timeline = open_timeline(path, container, seek=True, stats=stats, planned=False)
             return [timeline.frame_at(path, t) for t in _sample_times(timeline, rate, max_frames, slice_mode)]
 
 
-def open_for_planned(path: str | os.PathLike):
+def open_for_planned(path: str | os.PathLike, decoder: str = "cpu", stats: DecodeStats | None = None):
     """The container for a planned read: opened without FFmpeg's decoding probe where that changes nothing
-    the reader uses (``LIGHT_OPEN_FORMATS``), else as the reference opens it."""
-    container = _open(path, LIGHT_OPEN)
+    the reader uses (``LIGHT_OPEN_FORMATS``), else as the reference opens it. decoder: as ``_open``."""
+    container = _open(path, LIGHT_OPEN, decoder, stats)
     if set(container.format.name.split(",")) & LIGHT_OPEN_FORMATS:
         return container
     container.close()
-    return _open(path)
+    return _open(path, decoder=decoder, stats=stats)
 
 
 def read_planned(
-    path, times_of: Callable[[_Timeline], list[Fraction]], stats: DecodeStats | None = None, facts=None
+    path,
+    times_of: Callable[[_Timeline], list[Fraction]],
+    stats: DecodeStats | None = None,
+    facts=None,
+    decoder: str = "cpu",
 ) -> list[np.ndarray]:
     """The frames shown at ``times_of(timeline)`` (seconds from time 0, ascending), upright RGB, read by
     the planned cursor; by the reference cursor when the plan does not cover the file. facts: a
-    ``video.facts.VideoFacts`` filled from the opened video, or None."""
+    ``video.facts.VideoFacts`` filled from the opened video, or None. decoder: as ``_open``."""
     stats = stats if stats is not None else DecodeStats()
     for planned in (True, False):
-        with open_for_planned(path) if planned else _open(path) as container:
+        opened = (
+            open_for_planned(path, decoder, stats) if planned else _open(path, decoder=decoder, stats=stats)
+        )
+        with opened as container:
             with _ffmpeg_errors(path):
                 try:
                     timeline = open_timeline(path, container, seek=True, stats=stats, planned=planned)
@@ -269,7 +283,9 @@ def read_window_clip(
     kind = FrameCursor
     if settings.sampling == "keyframes":
         kind = keyframes.KeyframeCursor
-    with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
+    decoder = settings.decoder
+    opened = open_for_planned(path, decoder) if kind is not FrameCursor else _open(path, decoder=decoder)
+    with opened as container:
         with _ffmpeg_errors(path):
             timeline = open_timeline(path, container, seek=True, cursor_kind=kind)
             end = timeline.exact(end_s)
@@ -286,6 +302,7 @@ class _Timeline:
         self.origin, self.end, self.stats = origin, end, stats
         self.duration = end - origin
         self.matrix = display_matrix(cursor.current)  # the first frame's: see _upright
+        self.on_device = stream.codec_context.is_hwaccel  # frames to make planar first (video.devices)
 
     def exact(self, seconds: float) -> Fraction:
         """A window's time in seconds as an exact fraction: the duration's float stands for the exact
@@ -310,7 +327,7 @@ class _Timeline:
 
     def upright(self, frame) -> np.ndarray:
         """A decoded frame as upright RGB (H, W, 3) uint8, turned by the stream's display matrix."""
-        return _upright(frame, self.matrix)
+        return _upright(devices.planar(frame) if self.on_device else frame, self.matrix)
 
     def target(self, seconds: Fraction) -> int:
         """``seconds`` from time 0 in the stream's pts units (the last frame at or before it is shown)."""
@@ -347,15 +364,33 @@ def open_timeline(
     return _Timeline(container, stream, cursor, origin, end, stats)
 
 
-def _open(path: str | os.PathLike, options: dict | None = None):
+def _open(
+    path: str | os.PathLike,
+    options: dict | None = None,
+    decoder: str = "cpu",
+    stats: DecodeStats | None = None,
+):
     """An opened PyAV input container, or VideoDecodeError saying why not. options: FFmpeg's, for the
-    container and its streams' probing (e.g. ``{"skip_frame": "all"}``: probe without decoding)."""
+    container and its streams' probing (e.g. ``{"skip_frame": "all"}``: probe without decoding).
+    decoder: where its video decodes (``devices``); a GPU that fails to open for a file that opens
+    reads it on the CPU (the same frames), counted in ``stats.device_fallbacks``."""
     import av
 
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # FFmpeg would only say "invalid data"
             raise VideoDecodeError(path, "empty file (0 bytes)")
-        return av.open(os.fspath(path), metadata_errors="ignore", options=options)
+        opened = lambda **device: av.open(
+            os.fspath(path), metadata_errors="ignore", options=options, **device
+        )  # noqa: E731
+        if not devices.on_device(decoder):
+            return opened()
+        try:
+            return opened(hwaccel=devices.hwaccel(decoder))
+        except Exception:  # the device's fault or the file's: opening it on the CPU tells which
+            container = opened()
+        if stats is not None:
+            stats.device_fallbacks += 1
+        return container
     except FileNotFoundError:
         raise VideoDecodeError(path, "file not found") from None
     except PermissionError:

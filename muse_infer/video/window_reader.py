@@ -69,8 +69,13 @@ def read_windows(
     stats = stats if stats is not None else DecodeStats()
     first = KeyframeCursor if settings.sampling == "keyframes" else PlannedCursor
     yielded = 0
+    decoder = settings.decoder
     for kind in (first, FrameCursor):
-        with open_for_planned(path) if kind is not FrameCursor else _open(path) as container:
+        if kind is not FrameCursor:
+            opened = open_for_planned(path, decoder, stats)
+        else:
+            opened = _open(path, decoder=decoder, stats=stats)
+        with opened as container:
             try:
                 for number, clip in enumerate(
                     _walk(path, container, settings, windows, stats, find_cuts, kind, facts)
