@@ -78,7 +78,7 @@ def test_planar_leaves_planar_frames_alone(tmp_path):
 
 
 @pytest.mark.parametrize("sampling", ["exact", "keyframes"])
-def test_a_gpu_that_fails_to_open_for_a_file_reads_it_on_the_cpu(tmp_path, monkeypatch, sampling):
+def test_a_gpu_that_fails_to_open_for_a_file_reads_it_on_the_cpu(tmp_path, monkeypatch, caplog, sampling):
     path = make_video(tmp_path / "v.mp4", 60, 10, size=(48, 64), keyframe_interval=10)
     expected = reader.read_clip(path, FrameSettings(max_frames=4, size=32, sampling=sampling))
 
@@ -86,11 +86,14 @@ def test_a_gpu_that_fails_to_open_for_a_file_reads_it_on_the_cpu(tmp_path, monke
         raise RuntimeError("the GPU is gone")
 
     monkeypatch.setattr(devices, "hwaccel", device_fails)
+    monkeypatch.setattr(devices, "_warned", set())
     stats = DecodeStats()
     settings = FrameSettings(max_frames=4, size=32, sampling=sampling, decoder="cuda")
     clip = reader.read_clip(path, settings, stats)
     assert np.array_equal(clip, expected)
     assert stats.device_fallbacks >= 1
+    said = [r.getMessage() for r in caplog.records if "could not open the GPU decoder" in r.getMessage()]
+    assert len(said) == 1 and "v.mp4" in said[0] and "the GPU is gone" in said[0]  # once a process
     with pytest.raises(VideoDecodeError, match="file not found"):  # the file's own fault stays its own
         reader.read_clip(tmp_path / "missing.mp4", settings, DecodeStats())
 

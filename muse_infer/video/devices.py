@@ -24,6 +24,8 @@ context for every file would cost more than decoding it. Only PyAV is imported, 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 
 DECODER_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
@@ -43,6 +45,8 @@ SEMI_PLANAR_TO_PLANAR = {
 }
 
 _kept: dict = {}  # decoder -> an opened device kept for the process's life (see _keep_device)
+_warned: set = set()  # decoders whose failure this process has said once
+logger = logging.getLogger(__name__)
 
 
 def check_decoder_name(decoder: str) -> str:
@@ -108,6 +112,22 @@ def check_decoder(decoder: str) -> None:
             f"--decoder {decoder}: no NVIDIA GPU could be opened for decoding (FFmpeg: {reason}); it needs "
             "an NVIDIA GPU with its driver (nvidia-smi lists it); leave --decoder out to decode on the CPU"
         ) from None
+
+
+def note_fallback(decoder: str, path, error: Exception) -> None:
+    """Say once a process that ``decoder`` failed to open for a file that then opened on the CPU (a
+    decode worker's later files that fall back are only counted)."""
+    from ..filenames import display_name
+
+    if decoder not in _warned:
+        _warned.add(decoder)
+        logger.warning(
+            "--decoder %s could not open the GPU decoder for %s (%s): this process decodes such files on "
+            "the CPU (the same frames); nvidia-smi shows whether the GPU is busy or gone",
+            decoder,
+            display_name(os.fspath(path)),
+            error,
+        )
 
 
 def planar(frame):

@@ -379,15 +379,18 @@ def _open(
     try:
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # FFmpeg would only say "invalid data"
             raise VideoDecodeError(path, "empty file (0 bytes)")
-        opened = lambda **device: av.open(
-            os.fspath(path), metadata_errors="ignore", options=options, **device
-        )  # noqa: E731
+
+        def opened(**device):
+            return av.open(os.fspath(path), metadata_errors="ignore", options=options, **device)
+
         if not devices.on_device(decoder):
             return opened()
         try:
             return opened(hwaccel=devices.hwaccel(decoder))
-        except Exception:  # the device's fault or the file's: opening it on the CPU tells which
-            container = opened()
+        except Exception as error:  # the device's fault or the file's: opening it on the CPU tells which
+            device_error = error
+        container = opened()
+        devices.note_fallback(decoder, path, device_error)
         if stats is not None:
             stats.device_fallbacks += 1
         return container
