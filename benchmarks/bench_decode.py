@@ -22,9 +22,14 @@ decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fi
   + light probe the end probe opens the file without decoding (``reader.LIGHT_OPEN``);
   planned       ``planned.PlannedCursor`` without skipping non-reference frames: packets read ahead,
                 keyframe jumps, no decoding past the wanted frame;
-  exact         ``read_clip``, the default: the planned cursor skipping non-reference frames;
-  keyframes     ``read_clip`` with ``sampling="keyframes"``: the keyframe nearest each sample time alone.
-The exact readers' clips are checked equal to "before", bit for bit, on every video.
+  + nonref skipped  the planned cursor skipping non-reference frames;
+  exact         ``read_clip``, the default: that cursor, and the RGB conversion on one thread
+                (``video.pixels``; every reader above converts as PyAV does by default, threaded);
+  keyframes, RGB threaded  the keyframe cursor converting as PyAV does by default;
+  keyframes     ``read_clip`` with ``sampling="keyframes"``: the keyframe nearest each sample time
+                alone, the RGB conversion on one thread.
+The exact readers' clips are checked equal to "before", bit for bit, on every video, and the two
+keyframe readers' to each other.
 
 Windows (``--part windows``): ``bench_moments.py``'s ``--minutes`` video (64x48, 2 fps, a keyframe every
 10 s) walked for its windows (12 s every 6 s, 12 frames at 224 px) by the reference cursor and by the
@@ -146,8 +151,9 @@ def probe_opening(light: bool):
 
 
 def cursor_variants() -> dict:
-    """name -> (cursor class, light end probe) for the readers built from parts."""
+    """name -> (cursor class, light end probe, RGB on one thread) for the readers built from parts."""
     from muse_infer.video.cursor import FrameCursor
+    from muse_infer.video.keyframes import KeyframeCursor
     from muse_infer.video.planned import PlannedCursor
 
     class OneThread(FrameCursor):
@@ -161,20 +167,24 @@ def cursor_variants() -> dict:
             self.skip_nonref = False
 
     return {
-        "1 thread": (OneThread, False),
-        "+ light probe": (OneThread, True),
-        "planned": (PlannedKeepingNonref, True),
+        "1 thread": (OneThread, False, False),
+        "+ light probe": (OneThread, True, False),
+        "planned": (PlannedKeepingNonref, True, False),
+        "+ nonref skipped": (PlannedCursor, True, False),
+        "keyframes, RGB threaded": (KeyframeCursor, True, False),
     }
 
 
-def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
-    """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none)."""
+def read_with(path: Path, kind, light: bool, one_thread: bool, stats) -> list[np.ndarray]:
+    """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none);
+    one_thread: swscale's RGB conversion on one thread (``video.pixels``), else PyAV's default."""
     from fractions import Fraction
 
     from muse_infer.video import reader
 
     with probe_opening(light), reader._open(path) as container:
         timeline = reader.open_timeline(path, container, seek=True, stats=stats, cursor_kind=kind)
+        timeline.one_thread = one_thread
         times = reader._sample_times(timeline, Fraction(1), 12, "uniform")
         timeline.plan(times)
         return [timeline.frame_at(path, t) for t in times]
@@ -189,8 +199,8 @@ def readers() -> dict:
         return np.stack([fit_frame(frame, 224) for frame in frames])
 
     table = {"before": lambda path, stats: read_frames_reference(path, stats=stats)}
-    for name, (kind, light) in cursor_variants().items():
-        table[name] = lambda path, stats, kind=kind, light=light: read_with(path, kind, light, stats)
+    for name, (kind, light, one_thread) in cursor_variants().items():
+        table[name] = lambda path, stats, k=kind, li=light, one=one_thread: read_with(path, k, li, one, stats)
     table["exact"] = lambda path, stats: read_frames(path, stats=stats)
     keyframes = FrameSettings(sampling="keyframes")
     table["keyframes"] = lambda path, stats: read_keyframes(path, keyframes, stats)
@@ -217,8 +227,9 @@ def measure_readers(paths: list[Path], repeats: int) -> dict:
                 costs[name]["frames"].append(middle - started)
                 costs[name]["clip"].append(ended - started)
                 decoded[name] = (stats.frames_decoded, stats.packets_decoded, stats.fallbacks)
-            for name in ("1 thread", "+ light probe", "planned", "exact"):
+            for name in ("1 thread", "+ light probe", "planned", "+ nonref skipped", "exact"):
                 assert np.array_equal(clips[name], clips["before"]), (name, path)
+            assert np.array_equal(clips["keyframes, RGB threaded"], clips["keyframes"]), path
     rows = {}
     for name, cost in costs.items():
         frames, clip = statistics.median(cost["frames"]), statistics.median(cost["clip"])

@@ -134,4 +134,6 @@ def planar(frame):
     """A frame NVDEC decoded (semi-planar) as the planar frame the software decoder gives; any other
     frame as it is. The copy is lossless: the same samples, rearranged."""
     target = SEMI_PLANAR_TO_PLANAR.get(frame.format.name)
-    return frame if target is None else frame.reformat(format=target)
+    from .pixels import reformat
+
+    return frame if target is None else reformat(frame, format=target)

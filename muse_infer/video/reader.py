@@ -42,7 +42,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import VideoDecodeError
-from . import devices, keyframes
+from . import devices, keyframes, pixels
 from .cursor import DecodeStats, FrameCursor, decode_packet, nominal_frame_ticks
 from .frames import FrameSettings, fit_frame, normalise, sample_indices
 from .planned import PlannedCursor, Unplanned
@@ -303,6 +303,7 @@ class _Timeline:
         self.duration = end - origin
         self.matrix = display_matrix(cursor.current)  # the first frame's: see _upright
         self.on_device = stream.codec_context.is_hwaccel  # frames to make planar first (video.devices)
+        self.one_thread = type(cursor) is not FrameCursor  # the reference converts as it did (video.pixels)
 
     def exact(self, seconds: float) -> Fraction:
         """A window's time in seconds as an exact fraction: the duration's float stands for the exact
@@ -327,7 +328,7 @@ class _Timeline:
 
     def upright(self, frame) -> np.ndarray:
         """A decoded frame as upright RGB (H, W, 3) uint8, turned by the stream's display matrix."""
-        return _upright(devices.planar(frame) if self.on_device else frame, self.matrix)
+        return _upright(devices.planar(frame) if self.on_device else frame, self.matrix, self.one_thread)
 
     def target(self, seconds: Fraction) -> int:
         """``seconds`` from time 0 in the stream's pts units (the last frame at or before it is shown)."""
@@ -523,16 +524,16 @@ def _check_reached(path, cursor: FrameCursor, stream, target: int) -> None:
         raise VideoDecodeError(path, f"truncated or corrupt: frames stop decoding at {seconds:.2f} s")
 
 
-def _upright(frame, matrix: np.ndarray | None | str = "read") -> np.ndarray:
+def _upright(frame, matrix: np.ndarray | None | str = "read", one_thread: bool = True) -> np.ndarray:
     """The frame as (H, W, 3) uint8 RGB, turned by its display matrix so it shows as intended.
 
     matrix: the stream's display matrix (``display_matrix`` of its first frame; None: none), or "read"
     to read the frame's own. Why a stream's: in PyAV 18, reading a frame's side data ties the frame
     and its side data in a reference cycle, so its buffers stay until the garbage collector runs
     (measured: 145 MiB kept after 300 frames of 640x480); read for every sampled frame of a long video,
-    that grows with the video.
+    that grows with the video. one_thread: swscale on this thread (``pixels``), else PyAV's default.
     """
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = pixels.rgb24(frame, one_thread)
     matrix = display_matrix(frame) if isinstance(matrix, str) else matrix
     if matrix is None:
         return rgb

@@ -245,10 +245,11 @@ def _duration(path, container, stream, origin: Fraction) -> float:
 
 def _small_upright(frame, max_side: int) -> np.ndarray:
     """The frame scaled by FFmpeg to fit ``max_side``, as (h, w, 3) uint8 RGB, display matrix applied."""
+    from .pixels import reformat
     from .reader import apply_display_matrix
 
     width, height = fit_size(frame.width, frame.height, max_side)
-    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    rgb = reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
     matrix = frame.side_data.get("DISPLAYMATRIX")
     if matrix is None:
         return rgb
