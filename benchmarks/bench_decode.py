@@ -12,7 +12,8 @@ weighs on all alike). Videos, 30 s 640x360 25 fps H.264 (``--kinds``):
   gop2  a moving gradient over a fixed grain texture, a keyframe every 2 s: the videos of
         ``bench_ray.py --decode-cost`` (video 0 is the very same; the others differ in their grain);
   gop10 the same content, a keyframe every 10 s (x264's default 250 frames);
-  pan   a camera pan over a textured landscape, a keyframe every 2 s.
+  pan   a camera pan over a textured landscape, a keyframe every 2 s;
+  shapes five flat squares moving over a smooth gradient, a keyframe every 2 s (not by default).
 Each reader reads 12 frames a video at 224 px (``FrameSettings()``): "clip" is the whole of what a
 decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fit them to 224 px),
 "frames" stops before the fitting (the decoding proper). Readers, each adding one idea to the one before:
@@ -63,6 +64,7 @@ KINDS = {
     "gop2": "30 s 640x360 25 fps H.264, moving gradient over grain, a keyframe every 2 s",
     "gop10": "30 s 640x360 25 fps H.264, moving gradient over grain, a keyframe every 10 s",
     "pan": "30 s 640x360 25 fps H.264, camera pan over a textured landscape, a keyframe every 2 s",
+    "shapes": "30 s 640x360 25 fps H.264, five flat squares moving over a smooth gradient, a keyframe every 2 s",
 }
 
 
@@ -105,6 +107,29 @@ def write_pan_video(path: Path, seed: int) -> None:
         _flush(container, stream)
 
 
+def write_shapes_video(path: Path, seed: int) -> None:
+    """Five flat squares moving over a smooth gradient, a keyframe every 2 s: keyframes that cost
+    little more than the other frames (no grain)."""
+    import av
+
+    width, height, fps, side = 640, 360, 25, 50
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    background = np.stack([x / width * 200, y / height * 200, np.full_like(x, 80)], -1).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    room = np.array([width - side - 10, height - side - 10], dtype=np.float64)
+    positions, velocities = rng.random((5, 2)) * room, rng.normal(0, 4, (5, 2))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(2 * fps)})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(30 * fps):
+            frame = background.copy()
+            positions = (positions + velocities) % room
+            for number, (left, top) in enumerate(positions.astype(int)):
+                frame[top : top + side, left : left + side] = (number * 50, 255 - number * 40, 128)
+            _encode(container, stream, frame)
+        _flush(container, stream)
+
+
 def _encode(container, stream, rgb: np.ndarray) -> None:
     import av
 
@@ -124,6 +149,8 @@ def make_videos(folder: Path, kind: str, count: int) -> list[Path]:
         if not path.exists():
             if kind == "pan":
                 write_pan_video(path, number)
+            elif kind == "shapes":
+                write_shapes_video(path, number)
             else:
                 write_gradient_video(path, 1 + number, 2.0 if kind == "gop2" else 10.0)
         paths.append(path)
