@@ -178,7 +178,7 @@ def probe_opening(light: bool):
 
 
 def cursor_variants() -> dict:
-    """name -> (cursor class, light end probe, RGB on one thread) for the readers built from parts."""
+    """name -> (cursor class, light end probe) for the readers built from parts (RGB converted threaded)."""
     from muse_infer.video.cursor import FrameCursor
     from muse_infer.video.keyframes import KeyframeCursor
     from muse_infer.video.planned import PlannedCursor
@@ -194,24 +194,25 @@ def cursor_variants() -> dict:
             self.skip_nonref = False
 
     return {
-        "1 thread": (OneThread, False, False),
-        "+ light probe": (OneThread, True, False),
-        "planned": (PlannedKeepingNonref, True, False),
-        "+ nonref skipped": (PlannedCursor, True, False),
-        "keyframes, RGB threaded": (KeyframeCursor, True, False),
+        "1 thread": (OneThread, False),
+        "+ light probe": (OneThread, True),
+        "planned": (PlannedKeepingNonref, True),
+        "+ nonref skipped": (PlannedCursor, True),
+        "keyframes, RGB threaded": (KeyframeCursor, True),
     }
 
 
-def read_with(path: Path, kind, light: bool, one_thread: bool, stats) -> list[np.ndarray]:
-    """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none);
-    one_thread: swscale's RGB conversion on one thread (``video.pixels``), else PyAV's default."""
+def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
+    """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none),
+    converted to RGB as PyAV does by default (threaded; the shipped readers convert on one thread,
+    ``video.pixels``)."""
     from fractions import Fraction
 
     from muse_infer.video import reader
 
     with probe_opening(light), reader._open(path) as container:
         timeline = reader.open_timeline(path, container, seek=True, stats=stats, cursor_kind=kind)
-        timeline.one_thread = one_thread
+        timeline.one_thread = False
         times = reader._sample_times(timeline, Fraction(1), 12, "uniform")
         timeline.plan(times)
         return [timeline.frame_at(path, t) for t in times]
@@ -226,8 +227,8 @@ def readers() -> dict:
         return np.stack([fit_frame(frame, 224) for frame in frames])
 
     table = {"before": lambda path, stats: read_frames_reference(path, stats=stats)}
-    for name, (kind, light, one_thread) in cursor_variants().items():
-        table[name] = lambda path, stats, k=kind, li=light, one=one_thread: read_with(path, k, li, one, stats)
+    for name, (kind, light) in cursor_variants().items():
+        table[name] = lambda path, stats, kind=kind, light=light: read_with(path, kind, light, stats)
     table["exact"] = lambda path, stats: read_frames(path, stats=stats)
     keyframes = FrameSettings(sampling="keyframes")
     table["keyframes"] = lambda path, stats: read_keyframes(path, keyframes, stats)

@@ -28,6 +28,8 @@ import logging
 import os
 import re
 
+from .pixels import reformat
+
 DECODER_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 DECODER_HELP = "cpu, cuda or cuda:N (N: the GPU's number)"
 
@@ -134,6 +136,4 @@ def planar(frame):
     """A frame NVDEC decoded (semi-planar) as the planar frame the software decoder gives; any other
     frame as it is. The copy is lossless: the same samples, rearranged."""
     target = SEMI_PLANAR_TO_PLANAR.get(frame.format.name)
-    from .pixels import reformat
-
     return frame if target is None else reformat(frame, format=target)

@@ -24,11 +24,15 @@ def _one_thread() -> dict:
     return {"threads": 1} if major >= 17 else {}
 
 
+def _threads(one_thread: bool) -> dict:
+    return _one_thread() if one_thread else {}
+
+
 def reformat(frame, one_thread: bool = True, **options):
     """``frame.reformat(**options)`` (a new ``av.VideoFrame``), on this thread unless ``one_thread`` is False."""
-    return frame.reformat(**options, **(_one_thread() if one_thread else {}))
+    return frame.reformat(**options, **_threads(one_thread))
 
 
 def rgb24(frame, one_thread: bool = True) -> np.ndarray:
     """A decoded frame as (H, W, 3) uint8 RGB, swscale's default conversion (what ``to_ndarray`` gives)."""
-    return frame.to_ndarray(format="rgb24", **(_one_thread() if one_thread else {}))
+    return frame.to_ndarray(format="rgb24", **_threads(one_thread))

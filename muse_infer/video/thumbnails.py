@@ -38,6 +38,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import VideoDecodeError
 from ..filenames import display_name
+from .pixels import reformat
 
 logger = logging.getLogger(__name__)
 THUMBNAIL_COUNT = 3  # keyframes a row
@@ -245,7 +246,6 @@ def _duration(path, container, stream, origin: Fraction) -> float:
 
 def _small_upright(frame, max_side: int) -> np.ndarray:
     """The frame scaled by FFmpeg to fit ``max_side``, as (h, w, 3) uint8 RGB, display matrix applied."""
-    from .pixels import reformat
     from .reader import apply_display_matrix
 
     width, height = fit_size(frame.width, frame.height, max_side)
