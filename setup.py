@@ -1,4 +1,4 @@
-"""Install muse-infer: the package, its `muse-infer` console script, and the C++ scan kernel.
+"""Install muse-infer: the package, its `muse-infer` console script, the C++ scan kernel and the frame fit.
 
 The C++ kernel (csrc/) is compiled with torch's extension tools, so torch must be installed first and
 the build must see it: `pip install --no-build-isolation -e .` (see README.md).
@@ -7,7 +7,7 @@ the build must see it: `pip install --no-build-isolation -e .` (see README.md).
 import glob
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 CPU_REQUIREMENTS = [
     "torch>=2.4",
@@ -48,7 +48,7 @@ DEV_REQUIREMENTS = [
 
 
 def scan_extensions():
-    """The C++ CPU kernel of `muse::selective_scan`, or nothing when MUSE_SKIP_CPP_BUILD=1."""
+    """The C++ CPU kernel of `muse::selective_scan` and the frame fit's resampling, or nothing when MUSE_SKIP_CPP_BUILD=1."""
     if os.environ.get("MUSE_SKIP_CPP_BUILD") == "1":
         return [], {}
     try:
@@ -67,7 +67,14 @@ def scan_extensions():
         },
         extra_link_args=["-fopenmp"],
     )
-    return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
+    # The frame fit's resampling (video.frames.fit_frame): no torch (decode workers load it, never
+    # torch); no fast-math and no FMA contraction, so that its coefficients round as Pillow's do.
+    fit = Extension(
+        name="muse_infer._fit",
+        sources=["csrc/fit/fit_resample.cpp"],
+        extra_compile_args=["-O3", "-ffp-contract=off"],
+    )
+    return [extension, fit], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 
 
 ext_modules, cmdclass = scan_extensions()

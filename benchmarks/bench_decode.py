@@ -1,9 +1,10 @@
 """Decoding cost: the readers compared (``--part readers``), the window walk's two cursors (``--part
-windows``), and decode workers with encode throughput (``--part workers``).
+windows``), decode workers with encode throughput (``--part workers``), and the frame fit (``--part fit``).
 
     python benchmarks/bench_decode.py --part readers --videos 3 --repeats 5 --json docs/results/decode_readers.json
     python benchmarks/bench_decode.py --part windows --minutes 10     # moments: reference vs planned walk
     python benchmarks/bench_decode.py --part workers                  # worker start-up, encode throughput
+    python benchmarks/bench_decode.py --part fit --repeats 5          # the frame fit: kernel vs PIL
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --part workers --json out/other.json
 
 Readers (CPU seconds a video, this process and all its threads, ``time.process_time``; medians over
@@ -24,13 +25,20 @@ decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fi
   planned       ``planned.PlannedCursor`` without skipping non-reference frames: packets read ahead,
                 keyframe jumps, no decoding past the wanted frame;
   + nonref skipped  the planned cursor skipping non-reference frames;
-  exact         ``read_clip``, the default: that cursor, and the RGB conversion on one thread
-                (``video.pixels``; every reader above converts as PyAV does by default, threaded);
-  keyframes, RGB threaded  the keyframe cursor converting as PyAV does by default;
-  keyframes     ``read_clip`` with ``sampling="keyframes"``: the keyframe nearest each sample time
-                alone, the RGB conversion on one thread.
-The exact readers' clips are checked equal to "before", bit for bit, on every video, and the two
+  exact, fit by PIL  ``read_frames``, the default reader: that cursor, and the RGB conversion on one
+                thread (``video.pixels``; every reader above converts as PyAV does by default, threaded);
+                fitted by PIL (``fit_frame_reference``), as every reader above;
+  exact         ``read_clip``, the default: the same, fitted by ``muse_infer._fit`` (``fit_frame``:
+                PIL's bytes, computing only the pixels the crop keeps);
+  keyframes, RGB threaded  the keyframe cursor converting as PyAV does by default, fitted by PIL;
+  keyframes, fit by PIL  ``read_keyframes`` (``sampling="keyframes"``): the keyframe nearest each sample
+                time alone, the RGB conversion on one thread; fitted by PIL;
+  keyframes     ``read_clip`` with ``sampling="keyframes"``: the same, fitted by ``muse_infer._fit``.
+The exact readers' clips are checked equal to "before", bit for bit, on every video, and the three
 keyframe readers' to each other.
+
+Fit (``--part fit``): ``fit_frame`` (``muse_infer._fit``) against ``fit_frame_reference`` (PIL) fitting
+frames of video sizes to 224 px, both resize modes: thread CPU ms a frame, the bytes compared.
 
 Windows (``--part windows``): ``bench_moments.py``'s ``--minutes`` video (64x48, 2 fps, a keyframe every
 10 s) walked for its windows (12 s every 6 s, 12 frames at 224 px) by the reference cursor and by the
@@ -46,6 +54,7 @@ each W in ``--workers``: wall time, videos/s, CPU seconds a video. Medians over 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -202,7 +211,7 @@ def cursor_variants() -> dict:
     }
 
 
-def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
+def read_with(path: Path, stats, kind, light: bool) -> list[np.ndarray]:
     """The 12 frames of ``FrameSettings()`` read by a cursor class (no fallback: the videos need none),
     converted to RGB as PyAV does by default (threaded; the shipped readers convert on one thread,
     ``video.pixels``)."""
@@ -219,20 +228,30 @@ def read_with(path: Path, kind, light: bool, stats) -> list[np.ndarray]:
 
 
 def readers() -> dict:
-    """name -> function(path, stats) -> (list of RGB frames, function turning them into the clip)."""
-    from muse_infer.video.frames import FrameSettings, fit_frame
+    """name -> (function(path, stats) -> list of RGB frames, function turning them into the clip)."""
+    from muse_infer.video.frames import FrameSettings, fit_frame, fit_frame_reference
     from muse_infer.video.reader import read_frames, read_frames_reference, read_keyframes
+
+    def fit_as_before(frames):
+        return np.stack([fit_frame_reference(frame, 224) for frame in frames])
 
     def fit(frames):
         return np.stack([fit_frame(frame, 224) for frame in frames])
 
-    table = {"before": lambda path, stats: read_frames_reference(path, stats=stats)}
+    def exact(path, stats):
+        return read_frames(path, stats=stats)
+
+    def keyframes(path, stats):
+        return read_keyframes(path, FrameSettings(sampling="keyframes"), stats)
+
+    table = {"before": (lambda path, stats: read_frames_reference(path, stats=stats), fit_as_before)}
     for name, (kind, light) in cursor_variants().items():
-        table[name] = lambda path, stats, kind=kind, light=light: read_with(path, kind, light, stats)
-    table["exact"] = lambda path, stats: read_frames(path, stats=stats)
-    keyframes = FrameSettings(sampling="keyframes")
-    table["keyframes"] = lambda path, stats: read_keyframes(path, keyframes, stats)
-    return {name: (read, fit) for name, read in table.items()}
+        table[name] = (functools.partial(read_with, kind=kind, light=light), fit_as_before)
+    table["exact, fit by PIL"] = (exact, fit_as_before)
+    table["exact"] = (exact, fit)
+    table["keyframes, fit by PIL"] = (keyframes, fit_as_before)
+    table["keyframes"] = (keyframes, fit)
+    return table
 
 
 def measure_readers(paths: list[Path], repeats: int) -> dict:
@@ -255,9 +274,17 @@ def measure_readers(paths: list[Path], repeats: int) -> dict:
                 costs[name]["frames"].append(middle - started)
                 costs[name]["clip"].append(ended - started)
                 decoded[name] = (stats.frames_decoded, stats.packets_decoded, stats.fallbacks)
-            for name in ("1 thread", "+ light probe", "planned", "+ nonref skipped", "exact"):
+            for name in (
+                "1 thread",
+                "+ light probe",
+                "planned",
+                "+ nonref skipped",
+                "exact, fit by PIL",
+                "exact",
+            ):
                 assert np.array_equal(clips[name], clips["before"]), (name, path)
-            assert np.array_equal(clips["keyframes, RGB threaded"], clips["keyframes"]), path
+            for name in ("keyframes, RGB threaded", "keyframes, fit by PIL"):
+                assert np.array_equal(clips[name], clips["keyframes"]), (name, path)
     rows = {}
     for name, cost in costs.items():
         frames, clip = statistics.median(cost["frames"]), statistics.median(cost["clip"])
@@ -462,9 +489,48 @@ def run_workers(args) -> dict:
     return report
 
 
+# --- the fit ------------------------------------------------------------------------------------------
+
+FIT_SHAPES = ((360, 640), (640, 360), (720, 1280), (1080, 1920), (480, 480))
+
+
+def run_fit(args) -> dict:
+    """``fit_frame`` (the kernel) against ``fit_frame_reference`` (PIL) on frames of video sizes to
+    224 px: thread CPU ms a frame, medians of ``--repeats`` x 50 calls, alternating; bytes compared."""
+    from muse_infer.video.frames import _fit_kernel, fit_frame, fit_frame_reference
+
+    if _fit_kernel() is None:
+        raise SystemExit("muse_infer._fit is not built or differs from this Pillow: nothing to measure")
+    rng = np.random.default_rng(0)
+    report = {"command": "python benchmarks/bench_decode.py " + " ".join(sys.argv[1:]), "frames": []}
+    print("| frame | mode | PIL ms | kernel ms | x |")
+    print("|---|---|---|---|---|")
+    for height, width in FIT_SHAPES:
+        y, x = np.mgrid[0:height, 0:width]
+        smooth = np.stack([x % 256, y % 256, (x + y) % 256], -1) // 2
+        rgb = (smooth + rng.integers(0, 48, (height, width, 3))).astype(np.uint8)
+        for mode in ("shortest", "squash"):
+            times = {"pil": [], "kernel": []}
+            for _ in range(args.repeats):
+                for name, fit in (("pil", fit_frame_reference), ("kernel", fit_frame)):
+                    for _ in range(50):
+                        started = time.thread_time()
+                        fit(rgb, 224, mode)
+                        times[name].append(time.thread_time() - started)
+            assert np.array_equal(fit_frame(rgb, 224, mode), fit_frame_reference(rgb, 224, mode))
+            pil_ms, kernel_ms = (statistics.median(times[name]) * 1000 for name in ("pil", "kernel"))
+            report["frames"].append(
+                {"height": height, "width": width, "mode": mode, "pil_ms": pil_ms, "kernel_ms": kernel_ms}
+            )
+            print(
+                f"| {width}x{height} | {mode} | {pil_ms:.2f} | {kernel_ms:.2f} | {pil_ms / kernel_ms:.1f} |"
+            )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["readers", "windows", "workers"], default="readers")
+    parser.add_argument("--part", choices=["readers", "windows", "workers", "fit"], default="readers")
     parser.add_argument("--minutes", type=float, default=10.0, help="windows: the video's length")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["gop2", "gop10", "pan"])
     parser.add_argument("--work-dir", default=None, help="readers: where the videos are made (and kept)")
@@ -478,10 +544,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model process")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    readers_part = args.part == "readers"
+    readers_part = args.part in ("readers", "fit")
     args.videos = args.videos or (3 if readers_part else 24)
     args.repeats = args.repeats or (5 if readers_part else 3)
-    run = {"readers": run_readers, "windows": run_windows, "workers": run_workers}[args.part]
+    run = {"readers": run_readers, "windows": run_windows, "workers": run_workers, "fit": run_fit}[args.part]
     report = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
