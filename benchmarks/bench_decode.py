@@ -1,10 +1,12 @@
 """Decoding cost: the readers compared (``--part readers``), the window walk's two cursors (``--part
-windows``), decode workers with encode throughput (``--part workers``), and the frame fit (``--part fit``).
+windows``), decode workers with encode throughput (``--part workers``), the frame fit (``--part fit``) and
+the decode workers' allocator setting (``--part allocator``).
 
     python benchmarks/bench_decode.py --part readers --videos 3 --repeats 5 --json docs/results/decode_readers.json
     python benchmarks/bench_decode.py --part windows --minutes 10     # moments: reference vs planned walk
     python benchmarks/bench_decode.py --part workers                  # worker start-up, encode throughput
     python benchmarks/bench_decode.py --part fit --repeats 5          # the frame fit: kernel vs PIL
+    python benchmarks/bench_decode.py --part allocator --repeats 5    # decode workers' allocator setting
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --part workers --json out/other.json
 
 Readers (CPU seconds a video, this process and all its threads, ``time.process_time``; medians over
@@ -36,6 +38,12 @@ decode worker does (``read_clip``: decode, convert the sampled frames to RGB, fi
   keyframes     ``read_clip`` with ``sampling="keyframes"``: the same, fitted by ``muse_infer._fit``.
 The exact readers' clips are checked equal to "before", bit for bit, on every video, and the three
 keyframe readers' to each other.
+
+Allocator (``--part allocator``): ``read_clip`` of the ``--kinds`` videos, exact and keyframes, in fresh
+processes as a decode worker runs it, with glibc's allocator as it comes and as
+``pool.keep_freed_memory`` sets it (the decode workers' setting), and the old reader ("before", as
+glibc comes), in turn ``--repeats`` times: CPU seconds and minor page faults a clip, the ratio to
+"before" in the same run, and the process's peak resident memory.
 
 Fit (``--part fit``): ``fit_frame`` (``muse_infer._fit``) against ``fit_frame_reference`` (PIL) fitting
 frames of video sizes to 224 px, both resize modes: thread CPU ms a frame, the bytes compared.
@@ -489,6 +497,78 @@ def run_workers(args) -> dict:
     return report
 
 
+# --- the decode workers' allocator -------------------------------------------------------------------
+
+ALLOCATOR_CHILD = """
+import json, resource, statistics, sys, time
+import numpy as np
+from muse_infer.video.frames import FrameSettings, fit_frame_reference
+from muse_infer.video.pool import keep_freed_memory
+from muse_infer.video.reader import read_clip, read_frames_reference
+tuned, reader, passes, paths = sys.argv[1] == "1", sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+if tuned and not keep_freed_memory():
+    sys.exit("keep_freed_memory did nothing here (not glibc, or MALLOC_*_ set in the environment)")
+def read(path):
+    if reader == "before":  # the reader and the fit as they were
+        return np.stack([fit_frame_reference(frame) for frame in read_frames_reference(path)])
+    return read_clip(path, FrameSettings(sampling=reader))
+for path in paths:
+    read(path)
+cpu, faults = [], []
+for _ in range(passes):
+    for path in paths:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        started = time.process_time()
+        read(path)
+        cpu.append(time.process_time() - started)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"cpu_s": statistics.median(cpu), "faults": statistics.median(faults), "peak_mb": peak_mb}))
+"""
+# (reader, allocator kept): the old reader in a process as glibc comes, then each sampling both ways
+ALLOCATOR_RUNS = (
+    ("before", False),
+    ("exact", False),
+    ("exact", True),
+    ("keyframes", False),
+    ("keyframes", True),
+)
+
+
+def run_allocator(args) -> dict:
+    """``read_clip`` in fresh processes as a decode worker runs it, with glibc's allocator as it comes
+    and as ``pool.keep_freed_memory`` sets it, and the old reader (``read_clip_reference``'s frames
+    fitted by PIL) as glibc comes, in turn, ``--repeats`` rounds: CPU s and minor page faults a clip
+    (medians over the videos x 3 passes, then over the rounds), the peak resident memory."""
+    import subprocess
+
+    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-decode-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {"command": "python benchmarks/bench_decode.py " + " ".join(sys.argv[1:]), "rows": []}
+    print("| videos | reader | allocator | CPU s a clip | x before | page faults a clip | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.kinds:
+        paths = [str(path) for path in make_videos(folder, kind, args.videos)]
+        runs = {run: [] for run in ALLOCATOR_RUNS}
+        for _ in range(args.repeats):
+            for reader, kept in ALLOCATOR_RUNS:
+                command = [sys.executable, "-c", ALLOCATOR_CHILD, str(int(kept)), reader, "3", *paths]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                runs[reader, kept].append(json.loads(output))
+        before = statistics.median(run["cpu_s"] for run in runs["before", False])
+        for (reader, kept), results in runs.items():
+            row = {"kind": kind, "reader": reader, "allocator": "kept" if kept else "as glibc comes"}
+            for field in ("cpu_s", "faults", "peak_mb"):
+                row[field] = statistics.median(result[field] for result in results)
+            row["speedup"] = before / row["cpu_s"]
+            report["rows"].append(row)
+            print(
+                f"| {kind} | {reader} | {row['allocator']} | {row['cpu_s']:.3f} | {row['speedup']:.2f} | "
+                f"{row['faults']:.0f} | {row['peak_mb']:.0f} |"
+            )
+    return report
+
+
 # --- the fit ------------------------------------------------------------------------------------------
 
 FIT_SHAPES = ((360, 640), (640, 360), (720, 1280), (1080, 1920), (480, 480))
@@ -530,7 +610,9 @@ def run_fit(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["readers", "windows", "workers", "fit"], default="readers")
+    parser.add_argument(
+        "--part", choices=["readers", "windows", "workers", "fit", "allocator"], default="readers"
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="windows: the video's length")
     parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["gop2", "gop10", "pan"])
     parser.add_argument("--work-dir", default=None, help="readers: where the videos are made (and kept)")
@@ -544,10 +626,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model process")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    readers_part = args.part in ("readers", "fit")
+    readers_part = args.part in ("readers", "fit", "allocator")
     args.videos = args.videos or (3 if readers_part else 24)
     args.repeats = args.repeats or (5 if readers_part else 3)
-    run = {"readers": run_readers, "windows": run_windows, "workers": run_workers, "fit": run_fit}[args.part]
+    parts = {"readers": run_readers, "windows": run_windows, "workers": run_workers, "fit": run_fit}
+    run = {**parts, "allocator": run_allocator}[args.part]
     report = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

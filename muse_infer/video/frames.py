@@ -127,7 +127,7 @@ def fit_frame(
     ("bicubic" or "bilinear"), as torchvision's ``Resize`` on PIL images in open_clip's transforms.
 
     PIL's bytes, computed by ``muse_infer._fit`` (csrc/fit: Pillow's resampling on packed RGB, only the
-    pixels the crop keeps; 2x cheaper for a 640x360 frame) where that reproduces the installed Pillow,
+    pixels the crop keeps; 3.5x cheaper for a 640x360 frame) where that reproduces the installed Pillow,
     which is checked once a process; else by PIL itself (``fit_frame_reference``)."""
     rgb = _check_fit(rgb, size, resize_mode, interpolation)
     kernel = _fit_kernel()

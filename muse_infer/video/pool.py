@@ -374,11 +374,42 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+# glibc hands every freed block over 128 KiB back to the system at once (munmap) and trims the top of its
+# heap: a worker's memory for each video (the decoder's frame buffers, 0.7 MB RGB frames, the clip) then
+# comes back as fresh pages, video after video: 2,500-2,900 page faults a 640x360 clip, 10-30 % of its
+# CPU time on the development machine (``benchmarks/bench_decode.py --part allocator``). A worker keeps
+# what it freed instead, up to TRIM_THRESHOLD_BYTES at the top of its heap (what glibc's
+# MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ would set; set either, and the worker leaves it to
+# them). Workers only: the caller's process keeps its allocator as it is.
+MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+TRIM_THRESHOLD_BYTES = 64 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's allocator of this process as a decode worker's (see above); False where it is
+    not glibc's or the environment sets it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(
+        mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) and mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES)
+    )
+
+
 def _worker_main(parent_pid: int, settings: FrameSettings, windows: WindowSettings | None = None) -> None:
     """Body of a worker process: decode tasks from stdin, answer on stdout, until end-of-file."""
     import signal
 
     _die_with_parent(parent_pid)
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # SIGTERM too (a scheduler may send it to the whole process group): dying here would record the
     # file being decoded as a failure; the parent stops us (SIGKILL) or dies and takes us (PDEATHSIG).
