@@ -376,7 +376,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 # glibc hands every freed block over 128 KiB back to the system at once (munmap) and trims the top of its
 # heap: a worker's memory for each video (the decoder's frame buffers, 0.7 MB RGB frames, the clip) then
-# comes back as fresh pages, video after video: 2,500-2,900 page faults a 640x360 clip, 10-30 % of its
+# comes back as fresh pages, video after video: 1,700-3,100 page faults a 640x360 clip, 2-26 % of its
 # CPU time on the development machine (``benchmarks/bench_decode.py --part allocator``). A worker keeps
 # what it freed instead, up to TRIM_THRESHOLD_BYTES at the top of its heap (what glibc's
 # MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ would set; set either, and the worker leaves it to
