@@ -159,6 +159,13 @@ def _flush(container, stream) -> None:
         container.mux(packet)
 
 
+def work_folder(args) -> Path:
+    """``--work-dir`` (made if missing; the videos are kept there for the next run), or a new temporary one."""
+    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-decode-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def make_videos(folder: Path, kind: str, count: int) -> list[Path]:
     paths = []
     for number in range(count):
@@ -326,8 +333,7 @@ def run_readers(args) -> dict:
         "repeats": args.repeats,
         "kinds": {},
     }
-    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-decode-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = work_folder(args)
     for kind in args.kinds:
         paths = make_videos(folder, kind, args.videos)
         rows = measure_readers(paths, args.repeats)
@@ -542,8 +548,7 @@ def run_allocator(args) -> dict:
     (medians over the videos x 3 passes, then over the rounds), the peak resident memory."""
     import subprocess
 
-    folder = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-decode-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = work_folder(args)
     report = {"command": "python benchmarks/bench_decode.py " + " ".join(sys.argv[1:]), "rows": []}
     print("| videos | reader | allocator | CPU s a clip | x before | page faults a clip | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
@@ -629,8 +634,14 @@ def main() -> None:
     readers_part = args.part in ("readers", "fit", "allocator")
     args.videos = args.videos or (3 if readers_part else 24)
     args.repeats = args.repeats or (5 if readers_part else 3)
-    parts = {"readers": run_readers, "windows": run_windows, "workers": run_workers, "fit": run_fit}
-    run = {**parts, "allocator": run_allocator}[args.part]
+    parts = {
+        "readers": run_readers,
+        "windows": run_windows,
+        "workers": run_workers,
+        "fit": run_fit,
+        "allocator": run_allocator,
+    }
+    run = parts[args.part]
     report = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

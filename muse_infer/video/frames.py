@@ -132,7 +132,18 @@ def fit_frame(
     rgb = _check_fit(rgb, size, resize_mode, interpolation)
     kernel = _fit_kernel()
     if kernel is None:
-        return fit_frame_reference(rgb, size, resize_mode, interpolation)
+        return _fit_by_pil(rgb, size, resize_mode, interpolation)
+    return _fit_by_kernel(kernel, rgb, size, resize_mode, interpolation)
+
+
+def fit_frame_reference(
+    rgb: np.ndarray, size: int = 224, resize_mode: str = "shortest", interpolation: str = "bicubic"
+) -> np.ndarray:
+    """``fit_frame`` by PIL: ``Image.resize`` of the whole frame, then the crop (the reference twin)."""
+    return _fit_by_pil(_check_fit(rgb, size, resize_mode, interpolation), size, resize_mode, interpolation)
+
+
+def _fit_by_kernel(kernel, rgb: np.ndarray, size: int, resize_mode: str, interpolation: str) -> np.ndarray:
     height, width = rgb.shape[:2]
     new_w, new_h, left, top = fit_geometry(height, width, size, resize_mode)
     fitted = np.empty((size, size, 3), dtype=np.uint8)
@@ -141,13 +152,9 @@ def fit_frame(
     return fitted
 
 
-def fit_frame_reference(
-    rgb: np.ndarray, size: int = 224, resize_mode: str = "shortest", interpolation: str = "bicubic"
-) -> np.ndarray:
-    """``fit_frame`` by PIL: ``Image.resize`` of the whole frame, then the crop (the reference twin)."""
+def _fit_by_pil(rgb: np.ndarray, size: int, resize_mode: str, interpolation: str) -> np.ndarray:
     from PIL import Image
 
-    rgb = _check_fit(rgb, size, resize_mode, interpolation)
     resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
     height, width = rgb.shape[:2]
     new_w, new_h, left, top = fit_geometry(height, width, size, resize_mode)
@@ -206,11 +213,8 @@ def _fit_kernel():
     for height, width, size, mode, interpolation in _FIT_PROBES:
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         rgb[: height // 2] //= 4  # an edge: clipping, negative lobes
-        expected = fit_frame_reference(rgb, size, mode, interpolation)
-        new_w, new_h, left, top = fit_geometry(height, width, size, mode)
-        fitted = np.empty((size, size, 3), dtype=np.uint8)
-        _fit.fit(rgb, height, width, fitted, size, size, new_w, new_h, left, top, interpolation == "bicubic")
-        if not np.array_equal(fitted, expected):
+        fitted = _fit_by_kernel(_fit, rgb, size, mode, interpolation)
+        if not np.array_equal(fitted, _fit_by_pil(rgb, size, mode, interpolation)):
             import PIL
 
             logger.debug("muse_infer._fit differs from Pillow %s; frames are fitted by PIL", PIL.__version__)
