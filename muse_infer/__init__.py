@@ -1,6 +1,7 @@
 """muse-infer: text-video retrieval with MUSE (multi-scale Mamba over CLIP features).
 
-Light to import: torch and open_clip load only when a model is built or loaded.
+Light to import: torch loads only when a model is built or loaded, and open_clip only for a model
+whose layout is not the plain CLIP (``model.plain_clip``).
 """
 
 __version__ = "0.1.0"

@@ -68,7 +68,7 @@ def build_model(
     (``clip_weights``, else the config's ``clip_pretrained``; "random" keeps the seeded ones).
     tokenizer: the text tower's Hugging Face files (see ``load_model``)."""
     from ..model import MuseModel, text_tower
-    from ..model.backbone import build_open_clip
+    from ..model.backbone import build_clip
 
     weights = effective_clip_weights(config, clip_weights)  # parsed before the slow build
     text_files = None if tokenizer is None else str(tokenizer)
@@ -79,7 +79,7 @@ def build_model(
         clip = None
         if pretrained:  # every CLIP weight is replaced by the file's: skip their random init (seconds)
             with _ZeroInsteadOfRandom():
-                clip = build_open_clip(config.clip, text_files)
+                clip = build_clip(config.clip, text_files)
         model = MuseModel(config, clip=clip, text_files=text_files)
     if pretrained:
         load_clip_weights(model.backbone.clip, weights_file)

@@ -1,9 +1,10 @@
-"""CLIP from open_clip, exposing what MUSE needs: each frame's token and its projected patch grid, and
-the text feature.
+"""CLIP as open_clip builds it, exposing what MUSE needs: each frame's token and its projected patch
+grid, and the text feature.
 
 Any open_clip image-text model builds here from its config dict as ``open_clip.create_model`` builds it
 (``CLIP``, or ``CustomTextCLIP`` for SigLIP's and Hugging Face text towers), so open_clip's state dicts
-load by name. The image tower decides what a frame gives the MUSE head (``tower_kind``):
+load by name; the plain layout (OpenAI's ViTs) is built by ``plain_clip`` with the same modules and
+names, without importing open_clip. The image tower decides what a frame gives the MUSE head (``tower_kind``):
 
 - "openai": open_clip's ViT in OpenAI's layout (class token, ln_post, proj): every token through
   ln_post and the projection; the class token is the frame token (CLIP4Clip's, unchanged).
@@ -29,9 +30,19 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from . import plain_clip
 from .text_tower import clip_text_features
 
 TOWER_KINDS = ("openai", "vit", "timm", "pooled")
+
+
+def build_clip(clip_config: dict, text_files: str | Path | None = None) -> nn.Module:
+    """The CLIP model of an open_clip config dict, as ``open_clip.create_model`` would build it without
+    weights: ``plain_clip.PlainClip`` for the plain layout (no open_clip import: seconds saved), else
+    open_clip's ``CLIP`` or ``CustomTextCLIP`` (``build_open_clip``). Both draw the same seeded weights."""
+    if plain_clip.supports(clip_config):
+        return plain_clip.PlainClip(clip_config)
+    return build_open_clip(clip_config, text_files)
 
 
 def build_open_clip(clip_config: dict, text_files: str | Path | None = None) -> nn.Module:

@@ -16,7 +16,7 @@ from ..ops import default_scan
 from ..ops.dispatch import check_scan_choice, graph_being_recorded
 from ..tokenizer import text_tokenizer
 from .aggregation import aggregate, class_token_slice
-from .backbone import ClipBackbone, build_open_clip
+from .backbone import ClipBackbone, build_clip
 from .bimamba import ResMambaBlock, set_scan
 from .pyramid import MultiScaleGenerator, scaled_grid
 
@@ -42,7 +42,7 @@ class MuseModel(nn.Module):
         self.config = config
         self.text_files = text_files
         self._scan = default_scan() if scan is None else check_scan_choice(scan)
-        clip = clip if clip is not None else build_open_clip(config.clip, text_files)
+        clip = clip if clip is not None else build_clip(config.clip, text_files)
         self.backbone = ClipBackbone(clip, need_tokens=not config.is_mean_pooling)
         width = config.embed_dim
         self.pyramid = None if config.is_mean_pooling else MultiScaleGenerator(width, config.scales)

@@ -55,33 +55,48 @@ class LayerNorm(nn.LayerNorm):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """x + attention(ln_1(x)), then + mlp(ln_2(x)); x (N, L, width), batch first."""
+    """x + attention(ln_1(x)), then + mlp(ln_2(x)); x (N, L, width), batch first. Its modules are made in
+    open_clip's order, so that seeded random initialisation draws the same numbers (``plain_clip``)."""
 
-    def __init__(self, width: int, heads: int, activation: type[nn.Module], device=None):
+    def __init__(
+        self, width: int, heads: int, activation: type[nn.Module], device=None, mlp_ratio: float = 4.0
+    ):
         super().__init__()
+        hidden = int(width * mlp_ratio)
         self.ln_1 = LayerNorm(width, device=device)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True, device=device)
         self.ln_2 = LayerNorm(width, device=device)
         layers = [
-            ("c_fc", nn.Linear(width, 4 * width, device=device)),
+            ("c_fc", nn.Linear(width, hidden, device=device)),
             ("gelu", activation()),
-            ("c_proj", nn.Linear(4 * width, width, device=device)),
+            ("c_proj", nn.Linear(hidden, width, device=device)),
         ]
         self.mlp = nn.Sequential(OrderedDict(layers))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         y = self.ln_1(x)
-        x = x + self.attn(y, y, y, need_weights=False, attn_mask=attn_mask.to(y.dtype))[0]
+        mask = None if attn_mask is None else attn_mask.to(y.dtype)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
         return x + self.mlp(self.ln_2(x))
 
 
-class TextTransformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, activation: type[nn.Module], device=None):
+class Transformer(nn.Module):
+    """open_clip's ``Transformer`` (batch first, no layer scale): the blocks of either tower."""
+
+    def __init__(
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        activation: type[nn.Module],
+        device=None,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
-        blocks = (ResidualAttentionBlock(width, heads, activation, device) for _ in range(layers))
+        blocks = (ResidualAttentionBlock(width, heads, activation, device, mlp_ratio) for _ in range(layers))
         self.resblocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.resblocks:
             x = block(x, attn_mask=attn_mask)
         return x
@@ -110,23 +125,55 @@ class ClipTextTower(nn.Module):
 
     def __init__(self, clip_config: dict, device=None):
         super().__init__()
-        text, embed_dim = clip_config["text_cfg"], int(clip_config["embed_dim"])
-        width, context = int(text["width"]), int(text.get("context_length", 77))
-        activation = QuickGELU if clip_config.get("quick_gelu", False) else nn.GELU
-        vocabulary = int(text.get("vocab_size", 49408))
-        # _weight: nothing drawn (drawing on the meta device would import torch's compiler: seconds)
-        table = torch.empty(vocabulary, width, device=device)
-        self.token_embedding = nn.Embedding(vocabulary, width, _weight=table)
-        self.positional_embedding = nn.Parameter(torch.empty(context, width, device=device))
-        self.transformer = TextTransformer(width, int(text["layers"]), int(text["heads"]), activation, device)
-        self.ln_final = LayerNorm(width, device=device)
-        self.text_projection = nn.Parameter(torch.empty(width, embed_dim, device=device))
-        self.logit_scale = nn.Parameter(torch.full([], LOGIT_SCALE_INIT, device=device))
-        self.register_buffer("attn_mask", causal_mask(context), persistent=False)
+        add_text_tower(self, clip_config, device)
 
     def text_features(self, token_ids: torch.Tensor) -> torch.Tensor:
         """token_ids (N, L) long -> (N, C) at each row's end token (the largest id), not normalised."""
         return clip_text_features(self, token_ids)
+
+
+def activation_of(clip_config: dict) -> type[nn.Module]:
+    """The MLPs' activation: QuickGELU for configs of OpenAI's weights (``quick_gelu``), else GELU."""
+    return QuickGELU if clip_config.get("quick_gelu", False) else nn.GELU
+
+
+def add_text_tower(module: nn.Module, clip_config: dict, device=None, initialise: bool = False) -> None:
+    """Give ``module`` CLIP's text attributes (``token_embedding`` ... ``logit_scale``, ``attn_mask``).
+
+    initialise False: nothing drawn (the weights are assigned after; drawing on the meta device would
+    import torch's compiler: seconds). True: drawn as open_clip's ``TextTransformer`` draws them, in the
+    same order (the embedding's default init, the blocks', then its ``init_parameters``), so that a
+    seeded build gives open_clip's numbers and leaves the generator where open_clip leaves it.
+    """
+    text, embed_dim = clip_config["text_cfg"], int(clip_config["embed_dim"])
+    width, context = int(text["width"]), int(text.get("context_length", 77))
+    layers, vocabulary = int(text["layers"]), int(text.get("vocab_size", 49408))
+    if initialise:
+        embedding = nn.Embedding(vocabulary, width, device=device)
+    else:
+        embedding = nn.Embedding(vocabulary, width, _weight=torch.empty(vocabulary, width, device=device))
+    positional = nn.Parameter(torch.empty(context, width, device=device))
+    transformer = Transformer(width, layers, int(text["heads"]), activation_of(clip_config), device)
+    projection = nn.Parameter(torch.empty(width, embed_dim, device=device))
+    if initialise:  # open_clip's TextTransformer.init_parameters
+        nn.init.normal_(embedding.weight, std=0.02)
+        nn.init.normal_(positional, std=0.01)
+        attn_std, proj_std = width**-0.5, (width**-0.5) * ((2 * layers) ** -0.5)
+        for block in transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(projection, std=width**-0.5)
+    # Registered in open_clip CLIP's order, so that state dicts and parameter lists list them alike.
+    module.transformer, module.token_embedding, module.positional_embedding = (
+        transformer,
+        embedding,
+        positional,
+    )
+    module.ln_final, module.text_projection = LayerNorm(width, device=device), projection
+    module.logit_scale = nn.Parameter(torch.full([], LOGIT_SCALE_INIT, device=device))
+    module.register_buffer("attn_mask", causal_mask(context), persistent=False)
 
 
 def causal_mask(context: int) -> torch.Tensor:

@@ -1,0 +1,155 @@
+"""Model start-up: what a command that encodes videos waits for before its first video, in fresh processes.
+
+    python benchmarks/bench_model_load.py --repeats 5 --json docs/results/model_load.json
+    python benchmarks/bench_model_load.py --before ../before   # also a checkout of an older commit
+
+Prepares (once, in --dir) a ViT-B-32 CLIP weights file (seeded random weights under open_clip's names,
+as a downloaded ``open_clip_model.safetensors`` holds them) and a folder of --videos small generated
+videos; then runs, alternately, --repeats times, each a fresh process (wall seconds):
+
+- ``python -c "import torch"`` (the floor every command pays);
+- ``load_model("tiny")`` (random CLIP weights, the test model);
+- ``load_model("ViT-B-32", clip_weights=FILE)`` (a real model's size, its weights read from the file);
+- ``muse-infer encode-videos FOLDER --out OUT --model tiny --overwrite`` (the whole command).
+
+With --before DIR (a checkout of another commit, e.g. ``git worktree add ../before da6a52b``, its
+compiled libraries copied in), that checkout's runs take part in the same rounds (PYTHONPATH=DIR).
+Prints medians, each minus ``import torch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def weights_file(folder: Path) -> Path:
+    """ViT-B-32's CLIP weights (seeded, random) as a safetensors file of open_clip's names."""
+    import torch
+    from safetensors.torch import save_file
+
+    from muse_infer.loading.reference import model_config, resolve_model
+    from muse_infer.model.backbone import build_clip
+
+    path = folder / "vit-b-32-clip.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        clip = build_clip(model_config(resolve_model("ViT-B-32")).clip)
+        save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
+    return path
+
+
+def video_folder(folder: Path, count: int) -> Path:
+    """``count`` 2 s 160x120 H.264 videos of moving noise (made once)."""
+    import av
+
+    videos = folder / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for number in range(count):
+        path = videos / f"v{number}.mp4"
+        if path.exists():
+            continue
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+            base = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+            for index in range(20):
+                frame = av.VideoFrame.from_ndarray(np.roll(base, 4 * index, axis=1), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    return videos
+
+
+def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
+    """Wall seconds of ``command`` run in ``cwd`` (not the checkout: ``python -m`` would put it first on
+    the path, and --before would time this checkout twice)."""
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr}")
+    return time.perf_counter() - started
+
+
+def commands(weights: Path, videos: Path, out: Path) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "import torch": [python, "-c", "import torch"],
+        "load tiny": [python, "-c", "import muse_infer; muse_infer.load_model('tiny')"],
+        "load ViT-B-32 + file": [
+            python,
+            "-c",
+            f"import muse_infer; muse_infer.load_model('ViT-B-32', clip_weights={str(weights)!r})",
+        ],
+        "encode-videos tiny": [
+            python,
+            "-m",
+            "muse_infer",
+            "encode-videos",
+            str(videos),
+            "--out",
+            str(out),
+            "--model",
+            "tiny",
+            "--overwrite",
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--dir", type=Path, default=Path("out/model_load"))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--before", type=Path, default=None, help="a checkout of an older commit")
+    args = parser.parse_args()
+    folder = args.dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, videos = weights_file(folder), video_folder(folder, args.videos)
+    variants = {
+        name: (command, None) for name, command in commands(weights, videos, folder / "emb.npy").items()
+    }
+    if args.before:
+        before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        for name, command in commands(weights, videos, folder / "emb_before.npy").items():
+            if name != "import torch":
+                variants[f"{name} (before)"] = (command, before_env)
+    for command, env in variants.values():
+        wall(command, folder, env)  # files cached, as for every later run
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (command, env) in variants.items():
+            times[name].append(wall(command, folder, env))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    floor = medians["import torch"]
+    print(f"medians of {args.repeats} rounds, wall seconds (each run a fresh process):")
+    for name, value in medians.items():
+        runs_text = ", ".join(f"{v:.2f}" for v in times[name])
+        print(f"  {name:<32} {value:6.2f}   - import torch {value - floor:+6.2f}   (runs: {runs_text})")
+    if args.json:
+        record = {
+            "repeats": args.repeats,
+            "videos": args.videos,
+            "times": times,
+            "medians": medians,
+            "before": str(args.before) if args.before else None,
+            "machine": platform.platform(),
+            "python": platform.python_version(),
+        }
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
