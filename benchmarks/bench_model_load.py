@@ -3,14 +3,17 @@
     python benchmarks/bench_model_load.py --repeats 5 --json docs/results/model_load.json
     python benchmarks/bench_model_load.py --before ../before   # also a checkout of an older commit
 
-Prepares (once, in --dir) a ViT-B-32 CLIP weights file (seeded random weights under open_clip's names,
-as a downloaded ``open_clip_model.safetensors`` holds them) and a folder of --videos small generated
-videos; then runs, alternately, --repeats times, each a fresh process (wall seconds):
+Prepares (once, in --dir) ViT-B-32's CLIP weights (seeded random weights under open_clip's names) as
+its default "openai" weights stand in a Hugging Face cache after a download (``DIR/hub``, the cache every
+run is pointed to, offline), a folder of --videos small generated videos and an index of 1,000 random
+rows recorded as made by ViT-B-32 with those weights; then runs, alternately, --repeats times, each a
+fresh process (wall seconds):
 
 - ``python -c "import torch"`` (the floor every command pays);
 - ``load_model("tiny")`` (random CLIP weights, the test model);
-- ``load_model("ViT-B-32", clip_weights=FILE)`` (a real model's size, its weights read from the file);
-- ``muse-infer encode-videos FOLDER --out OUT --model tiny --overwrite`` (the whole command).
+- ``load_model("ViT-B-32")`` (a real model's size, its default weights found in the cache and read);
+- ``muse-infer encode-videos FOLDER --out OUT --model tiny --overwrite`` (the whole command);
+- ``muse-infer search QUERY --index EMB.npy`` over the ViT-B-32 index (its text tower, from the cache).
 
 With --before DIR (a checkout of another commit, e.g. ``git worktree add ../before da6a52b``, its
 compiled libraries copied in), that checkout's runs take part in the same rounds (PYTHONPATH=DIR).
@@ -32,20 +35,41 @@ from pathlib import Path
 import numpy as np
 
 
-def weights_file(folder: Path) -> Path:
-    """ViT-B-32's CLIP weights (seeded, random) as a safetensors file of open_clip's names."""
+def cached_weights(folder: Path) -> Path:
+    """ViT-B-32's CLIP weights (seeded, random, open_clip's names) where a download of its default
+    "openai" weights leaves them: the Hugging Face cache ``folder/hub`` (returned)."""
     import torch
     from safetensors.torch import save_file
 
+    from muse_infer.catalog import pretrained_tags
     from muse_infer.loading.reference import model_config, resolve_model
     from muse_infer.model.backbone import build_clip
 
-    path = folder / "vit-b-32-clip.safetensors"
+    hub = folder / "hub"
+    repo = hub / ("models--" + pretrained_tags("ViT-B-32")["openai"]["hf_hub"].replace("/", "--"))
+    path = repo / "snapshots" / "bench" / "open_clip_model.safetensors"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("bench")
         torch.manual_seed(0)
         clip = build_clip(model_config(resolve_model("ViT-B-32")).clip)
         save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
-    return path
+    return hub
+
+
+def vit_b_32_index(folder: Path, rows: int = 1000) -> Path:
+    """``rows`` random unit rows recorded as made by ViT-B-32 with its default weights (made once)."""
+    from muse_infer import ModelSpec
+    from muse_infer.index import write_index
+
+    out = folder / "b32" / "emb.npy"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        embeddings = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
+        paths = [f"v{i:05d}.mp4" for i in range(rows)]
+        write_index(out, embeddings, paths, model=ModelSpec.resolve("ViT-B-32"), root=str(out.parent))
+    return out
 
 
 def video_folder(folder: Path, count: int) -> Path:
@@ -80,15 +104,15 @@ def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
     return time.perf_counter() - started
 
 
-def commands(weights: Path, videos: Path, out: Path) -> dict[str, list[str]]:
+def commands(index: Path, videos: Path, out: Path) -> dict[str, list[str]]:
     python = sys.executable
     return {
         "import torch": [python, "-c", "import torch"],
         "load tiny": [python, "-c", "import muse_infer; muse_infer.load_model('tiny')"],
-        "load ViT-B-32 + file": [
+        "load ViT-B-32 (cached weights)": [
             python,
             "-c",
-            f"import muse_infer; muse_infer.load_model('ViT-B-32', clip_weights={str(weights)!r})",
+            "import muse_infer; muse_infer.load_model('ViT-B-32')",
         ],
         "encode-videos tiny": [
             python,
@@ -102,6 +126,7 @@ def commands(weights: Path, videos: Path, out: Path) -> dict[str, list[str]]:
             "tiny",
             "--overwrite",
         ],
+        "search ViT-B-32 index": [python, "-m", "muse_infer", "search", "a dog", "--index", str(index)],
     }
 
 
@@ -117,13 +142,12 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    weights, videos = weights_file(folder), video_folder(folder, args.videos)
-    variants = {
-        name: (command, None) for name, command in commands(weights, videos, folder / "emb.npy").items()
-    }
+    hub, videos, index = cached_weights(folder), video_folder(folder, args.videos), vit_b_32_index(folder)
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    variants = {name: (command, env) for name, command in commands(index, videos, folder / "emb.npy").items()}
     if args.before:
-        before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
-        for name, command in commands(weights, videos, folder / "emb_before.npy").items():
+        before_env = {**env, "PYTHONPATH": str(args.before.resolve())}
+        for name, command in commands(index, videos, folder / "emb_before.npy").items():
             if name != "import torch":
                 variants[f"{name} (before)"] = (command, before_env)
     for command, env in variants.values():

@@ -1,13 +1,14 @@
 """The plain CLIP built without open_clip (``muse_infer.model.plain_clip``) against open_clip's ``CLIP``,
 its reference twin: the same seeded weights under the same names in the same order, the random
 generator left in the same state, and the same outputs bit for bit (both dtypes, eval and training,
-gradients included); ``supports`` refuses every config it does not build; a model loads and encodes
-without importing open_clip."""
+gradients included); ``supports`` refuses every config it does not build; a model loads and encodes,
+and downloaded CLIP weights are found, without importing open_clip."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -238,3 +239,36 @@ def test_a_whole_seeded_model_is_unchanged():
     assert list(ours) == list(theirs)
     for name, tensor in theirs.items():
         assert torch.equal(ours[name], tensor), name
+
+
+def test_downloaded_clip_weights_are_found_without_importing_open_clip(tmp_path, monkeypatch):
+    """ViT-B-32's default "openai" weights, downloaded before into the Hugging Face cache, resolve to the
+    cached file from the shipped copy of open_clip's table, in a process that never imports open_clip;
+    open_clip's own table (this process) names the same file."""
+    from muse_infer.loading import models
+
+    repo = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai"
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"not read here")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    code = (
+        "import sys\n"
+        "from muse_infer.loading.models import resolve_clip_weights\n"
+        "from muse_infer.loading.reference import model_config, resolve_model\n"
+        "print(resolve_clip_weights(model_config(resolve_model('ViT-B-32')), 'openai'))\n"
+        "print(sorted(m for m in ('open_clip', 'torchvision', 'timm') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    found, imported = run.stdout.splitlines()
+    assert found == str(snapshot / "open_clip_model.safetensors") and imported == "[]"
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(models, "pretrained_tags", lambda name: {})  # open_clip's table decides
+    config = shipped("ViT-B-32")
+    assert str(models.resolve_clip_weights(config, "openai")) == found

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..catalog import pretrained_tags
 from ..config import MuseConfig
 from ..errors import CheckpointError, ConfigError, PretrainedWeightsError
 from .checkpoint import load_checkpoint, read_torch_state_dict
@@ -135,9 +136,15 @@ def resolve_clip_weights(config: MuseConfig, weights: str | ClipWeights) -> Path
     if weights.kind == "file":
         return Path(weights.value)
     source = weights.value
+    model_name = config.clip_model or config.name
+    # The usual case, weights downloaded before: found from the shipped copy of open_clip's table and
+    # the Hugging Face cache, without importing open_clip (seconds: docs/benchmarks.md, "Model start-up").
+    shipped = pretrained_tags(model_name).get(source)
+    cached = _cached_open_clip_file(shipped) if shipped else None
+    if cached is not None:
+        return cached
     import open_clip
 
-    model_name = config.clip_model or config.name
     pretrained = open_clip.get_pretrained_cfg(model_name, source)
     if not pretrained:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
