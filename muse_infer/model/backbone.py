@@ -101,7 +101,8 @@ def tower_kind(visual: nn.Module) -> str:
 
 
 class ClipBackbone(nn.Module):
-    """Wraps an open_clip CLIP (as ``self.clip``, so state-dict keys read ``clip.visual.*`` etc.).
+    """Wraps a CLIP model (open_clip's, or ``plain_clip.PlainClip``) as ``self.clip``, so state-dict keys
+    read ``clip.visual.*`` etc.
 
     need_tokens: whether the patch grid is needed (a MUSE head); a tower without one ("pooled") then
     raises ConfigError."""

@@ -52,10 +52,8 @@ class VisionTransformer(nn.Module):
         vision, embed_dim = clip_config["vision_cfg"], int(clip_config["embed_dim"])
         width, layers = int(vision.get("width", 768)), int(vision.get("layers", 12))
         heads = width // int(vision.get("head_width", 64))
-        self.image_size, self.patch_size = (
-            _pair(vision.get("image_size", 224)),
-            _pair(vision.get("patch_size", 16)),
-        )
+        self.image_size = _pair(vision.get("image_size", 224))
+        self.patch_size = _pair(vision.get("patch_size", 16))
         self.grid_size = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.output_dim = embed_dim
         self.pool_type, self.attn_pool, self.final_ln_after_pool = "tok", None, False

@@ -8,6 +8,9 @@ dtype, LayerNorms that return the input's dtype, QuickGELU or GELU), so its feat
 model's bit for bit (tests). It covers the plain CLIP text transformer (``supports``); other text
 towers (Hugging Face models, other pooling) are built by open_clip with the whole model.
 
+``add_text_tower`` makes these attributes, for this tower and for the text half of the whole plain CLIP
+(``plain_clip.PlainClip``, which also takes its ``Transformer`` for the image tower).
+
 Built on the meta device it costs nothing; weights are then assigned from a checkpoint or a CLIP
 weights file (only the text tensors are read), or drawn by ``random_text_weights``: the seeded random
 CLIP text weights, the same values whether drawn here or for the whole model (``loading.models``).
@@ -166,12 +169,11 @@ def add_text_tower(module: nn.Module, clip_config: dict, device=None, initialise
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
         nn.init.normal_(projection, std=width**-0.5)
     # Registered in open_clip CLIP's order, so that state dicts and parameter lists list them alike.
-    module.transformer, module.token_embedding, module.positional_embedding = (
-        transformer,
-        embedding,
-        positional,
-    )
-    module.ln_final, module.text_projection = LayerNorm(width, device=device), projection
+    module.transformer = transformer
+    module.token_embedding = embedding
+    module.positional_embedding = positional
+    module.ln_final = LayerNorm(width, device=device)
+    module.text_projection = projection
     module.logit_scale = nn.Parameter(torch.full([], LOGIT_SCALE_INIT, device=device))
     module.register_buffer("attn_mask", causal_mask(context), persistent=False)
 
