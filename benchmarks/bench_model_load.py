@@ -27,12 +27,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_search_startup, beside this file
+from bench_search_startup import wall  # noqa: E402  (fresh-process wall time, shared)
 
 
 def cached_weights(folder: Path) -> Path:
@@ -92,16 +93,6 @@ def video_folder(folder: Path, count: int) -> Path:
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
     return videos
-
-
-def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
-    """Wall seconds of ``command`` run in ``cwd`` (not the checkout: ``python -m`` would put it first on
-    the path, and --before would time this checkout twice)."""
-    started = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
-    if run.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr}")
-    return time.perf_counter() - started
 
 
 def commands(index: Path, videos: Path, out: Path) -> dict[str, list[str]]:

@@ -52,7 +52,9 @@ def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
     """Wall seconds of ``command`` run in ``cwd``: not the checkout, whose folder ``python -m`` would put
     ahead of PYTHONPATH (so --before would time this checkout twice)."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env, cwd=cwd)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr}")
     return time.perf_counter() - started
 
 
