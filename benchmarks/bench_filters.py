@@ -79,7 +79,8 @@ def build(npy: Path, count: int, dim: int, threads: int) -> dict:
 
 
 def filters_to_measure(index) -> dict:
-    from muse_infer.index.filters import SearchFilter, numpy_values
+    from muse_infer.index.arrow_columns import numpy_values
+    from muse_infer.index.filters import SearchFilter
 
     durations = numpy_values(index.row_column("duration_s"), np.float64, np.nan)
     return {

@@ -13,7 +13,8 @@ fresh process (wall seconds):
 - ``load_model("tiny")`` (random CLIP weights, the test model);
 - ``load_model("ViT-B-32")`` (a real model's size, its default weights found in the cache and read);
 - ``muse-infer encode-videos FOLDER --out OUT --model tiny --overwrite`` (the whole command);
-- ``muse-infer search QUERY --index EMB.npy`` over the ViT-B-32 index (its text tower, from the cache).
+- ``muse-infer search QUERY --index EMB.npy`` over the ViT-B-32 index (its text tower, from the cache);
+- the same over an index of 1,000 moments (100 videos, 10 windows each; the rows' time ranges read).
 
 With --before DIR (a checkout of another commit, e.g. ``git worktree add ../before da6a52b``, its
 compiled libraries copied in), that checkout's runs take part in the same rounds (PYTHONPATH=DIR).
@@ -73,6 +74,25 @@ def vit_b_32_index(folder: Path, rows: int = 1000) -> Path:
     return out
 
 
+def vit_b_32_moments(folder: Path, videos: int = 100, windows: int = 10) -> Path:
+    """An index of moments: ``windows`` 3 s windows of each of ``videos`` videos, random unit rows
+    recorded as made by ViT-B-32 with its default weights (made once)."""
+    from muse_infer import ModelSpec
+    from muse_infer.index import write_index
+
+    out = folder / "b32_moments" / "emb.npy"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = videos * windows
+        embeddings = np.random.default_rng(1).standard_normal((rows, 512)).astype(np.float32)
+        paths = [f"v{i // windows:05d}.mp4" for i in range(rows)]
+        starts = [3.0 * (i % windows) for i in range(rows)]
+        model = ModelSpec.resolve("ViT-B-32")
+        ends = [start + 3.0 for start in starts]
+        write_index(out, embeddings, paths, model=model, root=str(out.parent), start_s=starts, end_s=ends)
+    return out
+
+
 def video_folder(folder: Path, count: int) -> Path:
     """``count`` 2 s 160x120 H.264 videos of moving noise (made once)."""
     import av
@@ -95,7 +115,7 @@ def video_folder(folder: Path, count: int) -> Path:
     return videos
 
 
-def commands(index: Path, videos: Path, out: Path) -> dict[str, list[str]]:
+def commands(index: Path, moments: Path, videos: Path, out: Path) -> dict[str, list[str]]:
     python = sys.executable
     return {
         "import torch": [python, "-c", "import torch"],
@@ -118,6 +138,7 @@ def commands(index: Path, videos: Path, out: Path) -> dict[str, list[str]]:
             "--overwrite",
         ],
         "search ViT-B-32 index": [python, "-m", "muse_infer", "search", "a dog", "--index", str(index)],
+        "search ViT-B-32 moments": [python, "-m", "muse_infer", "search", "a dog", "--index", str(moments)],
     }
 
 
@@ -134,11 +155,14 @@ def main() -> None:
     folder = args.dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     hub, videos, index = cached_weights(folder), video_folder(folder, args.videos), vit_b_32_index(folder)
+    moments = vit_b_32_moments(folder)
     env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
-    variants = {name: (command, env) for name, command in commands(index, videos, folder / "emb.npy").items()}
+    variants = {
+        name: (command, env) for name, command in commands(index, moments, videos, folder / "emb.npy").items()
+    }
     if args.before:
         before_env = {**env, "PYTHONPATH": str(args.before.resolve())}
-        for name, command in commands(index, videos, folder / "emb_before.npy").items():
+        for name, command in commands(index, moments, videos, folder / "emb_before.npy").items():
             if name != "import torch":
                 variants[f"{name} (before)"] = (command, before_env)
     for command, env in variants.values():

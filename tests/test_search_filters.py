@@ -26,7 +26,8 @@ from muse_infer.index import (
     filtered,
     write_index,
 )
-from muse_infer.index.filters import RowSelection, folder_prefix, numpy_values, parse_time, under_mask
+from muse_infer.index.arrow_columns import numpy_values
+from muse_infer.index.filters import RowSelection, folder_prefix, parse_time, under_mask
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_index import paths_for, write_v1_index  # noqa: E402
@@ -279,19 +280,3 @@ def test_filters_on_shards_and_moments_match_one_index(tmp_path):
         )
         assert [(h.path, h.row, h.score) for h in got] == [(h.path, h.row, h.score) for h in want]
         assert got[0].row == row and got[0].score == pytest.approx(1.0, abs=1e-6)
-
-
-def test_numpy_values_reads_arrow_buffers_like_to_pylist():
-    import pyarrow as pa
-
-    for values, kind, dtype, fill in (
-        ([1.5, None, 3.0], pa.float64(), np.float64, np.nan),
-        ([7, None, -1, 2**40], pa.int64(), np.int64, -1),
-        ([1, None, 3], pa.int32(), np.int64, 0),
-    ):
-        chunked = pa.chunked_array([pa.array(values[:1], kind), pa.array(values[1:], kind)])
-        sliced = pa.array([0, *values], kind).slice(1)  # an offset into the buffer
-        for column in (chunked, sliced, pa.array(values, kind)):
-            got = numpy_values(column, dtype, fill)
-            want = np.array([fill if v is None else v for v in values], dtype)
-            np.testing.assert_array_equal(got, want)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import IndexFileError, IndexInputError
 from . import ann as ann_files
+from .arrow_columns import array, numbers
 from .store import (
     FACT_COLUMNS,
     INDEX_FORMAT,
@@ -152,9 +153,9 @@ def row_table(
         texts, raw = path_arrays(paths)  # names of any bytes: see store.row_schema
     except ValueError as error:
         raise IndexInputError(f"paths: {error}") from None
-    arrays = [pa.array(np.arange(count, dtype=np.int64)), texts]
-    arrays.append(pa.array(_optional(values["size"], count, int), pa.int64()))
-    arrays.append(pa.array(_optional(values["mtime_ns"], count, int, unknown=-1), pa.int64()))
+    arrays = [numbers(np.arange(count, dtype=np.int64), pa.int64()), texts]
+    arrays.append(numbers(_optional(values["size"], count, int), pa.int64()))
+    arrays.append(numbers(_optional(values["mtime_ns"], count, int, unknown=-1), pa.int64()))
     starts, ends = (_optional(values[n], count, float) for n in ("start_s", "end_s"))
     bad = [
         i
@@ -163,7 +164,7 @@ def row_table(
     ]
     if bad:
         raise IndexInputError(f"row {bad[0]}: end_s {ends[bad[0]]} is before start_s {starts[bad[0]]}")
-    arrays += [pa.array(starts, pa.float64()), pa.array(ends, pa.float64()), raw]
+    arrays += [numbers(starts, pa.float64()), numbers(ends, pa.float64()), raw]
     arrays += fact_arrays(facts, count)
     table = pa.table(arrays, schema=row_schema())
     for name, column in (columns or {}).items():
@@ -195,7 +196,7 @@ def fact_arrays(facts: dict | None, count: int) -> list:
             raise IndexInputError(f"facts[{name!r}]: values must be {kind.__name__}s or None") from None
         if kind is float and any(v is not None and not v >= 0 for v in column):
             raise IndexInputError(f"facts[{name!r}]: values must be >= 0 (None: unknown)")
-        arrays.append(pa.array(column, types[name]))
+        arrays.append(array(column, types[name]))
     return arrays
 
 

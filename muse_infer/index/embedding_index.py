@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import IndexFileError, IndexInputError, ModelMismatchError
 from ..loading.identity import describe_identity, identity_difference, same_model
 from . import ann as ann_files
+from .arrow_columns import numpy_values
 from .paths import PathColumn
 from .results import SearchResult
 from .search import exact_search, rerank
@@ -399,7 +400,7 @@ class EmbeddingIndex:
         """A time-range column as float64 (N,), NaN where null (or when the index has no such column)."""
         if name not in self._rows.column_names:
             return np.full(len(self), np.nan)
-        return self._rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        return numpy_values(self._rows.column(name), np.float64, np.nan)
 
     def video_row_count(self, path: str) -> int:
         """How many rows the video ``path`` has (its windows)."""

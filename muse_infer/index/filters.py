@@ -34,6 +34,7 @@ from datetime import date, datetime, time, timezone
 import numpy as np
 
 from ..errors import IndexInputError
+from .arrow_columns import numpy_values
 
 ROW_CONDITIONS = ("under", "min_duration", "max_duration", "modified_after", "modified_before")
 FILTER_NAMES = (*ROW_CONDITIONS, "min_score")
@@ -232,26 +233,6 @@ def _values(index, column: str, option: str, dtype, fill) -> np.ndarray:
             "filter on them"
         )
     return numpy_values(values, dtype, fill)
-
-
-def numpy_values(column, dtype, fill) -> np.ndarray:
-    """A numeric Arrow (chunked) array as a NumPy array of ``dtype``, nulls as ``fill``, read from its
-    buffers (``to_numpy`` would import pandas, a second on a cold start)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if column.null_count:
-        column = pc.fill_null(column, pa.scalar(fill, column.type))
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    stored = np.dtype(_NUMPY_TYPES[str(column.type)])
-    raw = np.frombuffer(
-        column.buffers()[1], dtype=stored, count=len(column), offset=column.offset * stored.itemsize
-    )
-    return raw.astype(dtype, copy=False)
-
-
-_NUMPY_TYPES = {"double": "<f8", "float": "<f4", "int64": "<i8", "int32": "<i4", "uint8": "u1"}
 
 
 def folder_prefix(folder: str, root) -> str:

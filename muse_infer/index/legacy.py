@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFileError
+from .arrow_columns import array
 from .store import AUTO_VERIFY_BYTES, FIX, OpenedIndex, path_arrays, pyarrow_modules, row_schema
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ def v1_rows(paths: list[str], stats: list):
     texts, raw = path_arrays(paths)  # format 1 kept names of any bytes in JSON (\udcXX escapes)
     columns = [np.arange(count, dtype=np.int64), texts, sizes, mtimes, [None] * count, [None] * count, raw]
     columns += [[None] * count] * 5  # duration_s, width, height, fps, codec: format 1 knew none
-    return pa.table(
-        [pa.array(c, type=f.type) for c, f in zip(columns, row_schema(), strict=True)], schema=row_schema()
-    )
+    arrays = [
+        c if isinstance(c, pa.Array) else array(c, f.type) for c, f in zip(columns, row_schema(), strict=True)
+    ]
+    return pa.table(arrays, schema=row_schema())
 
 
 def inverse_norms(embeddings: np.ndarray) -> np.ndarray:

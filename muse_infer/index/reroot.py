@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import IndexInputError
 from ..filenames import display_name
+from .arrow_columns import numbers
 from .files import IndexFiles
 
 
@@ -113,7 +114,7 @@ def _refusal(root: Path, report: RerootReport) -> str:
 def _int64_array(values: list):
     import pyarrow as pa
 
-    return pa.array(values, pa.int64())
+    return numbers(values, pa.int64())
 
 
 def _rename_keyframes(files: IndexFiles, rows, new_mtimes: list) -> None:

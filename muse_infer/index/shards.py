@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import IndexInputError
 from ..loading.identity import describe_identity, same_model
+from .arrow_columns import numbers, numpy_values, texts
 from .embedding_index import EmbeddingIndex, SearchResult, above, search_one
 from .search import select_top
 
@@ -283,18 +284,18 @@ def merged_rows(indexes: Sequence[EmbeddingIndex], prefixes: Sequence[str]):
     for index, prefix in zip(indexes, prefixes, strict=True):
         table = index.rows
         table = table.set_column(
-            0, "row", pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64))
+            0, "row", numbers(np.arange(offset, offset + table.num_rows, dtype=np.int64), pa.int64())
         )
         raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
         if prefix and is_utf8(prefix) and not exact_paths(raw):  # text joined in Arrow: the usual case
             where = table.column_names.index("path")
-            table = table.set_column(
-                where, "path", pc.binary_join_element_wise(prefix, table.column("path"), "")
-            )
+            before, separator = texts([prefix, ""])  # Arrow scalars: pc makes a str one by pa.scalar (pandas)
+            joined = pc.binary_join_element_wise(before, table.column("path"), separator)
+            table = table.set_column(where, "path", joined)
         elif prefix:  # a name (or the prefix) not UTF-8: both columns made again from the exact paths
-            texts, raw = path_arrays(prefix + path for path in index.paths)
+            shown, raw = path_arrays(prefix + path for path in index.paths)
             table = _with_column(
-                table.set_column(table.column_names.index("path"), "path", texts), "path_bytes", raw
+                table.set_column(table.column_names.index("path"), "path", shown), "path_bytes", raw
             )
         tables.append(table)
         offset += table.num_rows
@@ -315,15 +316,33 @@ def _with_column(table, name: str, values):
     return table.append_column(name, values)
 
 
+def first_repeated_row(table, keys: Sequence[str]) -> int | None:
+    """A row of ``table`` whose ``keys`` (nulls equal to nulls) another row has too; None when none has.
+
+    Each key column is dictionary-encoded (equal values, equal codes) and the (N, keys) codes sorted:
+    ``group_by`` would do it in one call but loads Acero, whose import imports pandas."""
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return None
+    codes = [
+        numpy_values(pc.dictionary_encode(table.column(key).combine_chunks()).indices, np.int64, -1)
+        for key in keys
+    ]
+    order = np.lexsort(codes[::-1])
+    ordered = np.stack(codes, axis=1)[order]
+    same = np.all(ordered[1:] == ordered[:-1], axis=1)
+    return int(order[np.argmax(same) + 1]) if same.any() else None
+
+
 def check_unique(rows, names: Sequence[str]) -> None:
     """IndexInputError when two rows are the same video (path) and time range."""
     from ..filenames import display_name
 
     keys = ["path", "path_bytes", "start_s", "end_s"]  # path_bytes: two names that only look alike differ
-    counts = rows.select(keys).group_by(keys).aggregate([([], "count_all")])
-    repeated = counts.filter(counts.column("count_all").to_numpy() > 1)
-    if repeated.num_rows:
-        path = display_name(repeated.column("path")[0].as_py())
+    repeated = first_repeated_row(rows, [key for key in keys if key in rows.column_names])
+    if repeated is not None:
+        path = display_name(rows.column("path")[repeated].as_py())
         raise IndexInputError(
             f"{path!r} is in more than one of the shards {', '.join(names)}: each row must be in one"
         )

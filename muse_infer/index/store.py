@@ -78,6 +78,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import IndexFileError, IndexInputError
+from .arrow_columns import binaries, int64_values, texts
 from .files import IndexFiles
 
 logger = logging.getLogger(__name__)
@@ -159,12 +160,12 @@ def path_arrays(paths) -> tuple:
 
     pa, _ = pyarrow_modules()
     paths = list(paths)
-    try:  # every name UTF-8 (the usual case): one C call, no Python loop
-        return pa.array(paths, pa.string()), pa.nulls(len(paths), pa.binary())
+    try:  # every name UTF-8 (the usual case)
+        return texts(paths), pa.nulls(len(paths), pa.binary())
     except UnicodeEncodeError:
         pass
-    texts, raw = zip(*(stored_name(path) for path in paths), strict=True)
-    return pa.array(list(texts), pa.string()), pa.array(list(raw), pa.binary())
+    shown, raw = zip(*(stored_name(path) for path in paths), strict=True)
+    return texts(shown), binaries(raw)
 
 
 def exact_paths(bytes_column) -> dict[int, str]:
@@ -594,17 +595,6 @@ def decode_rows(data: bytes):
     """The whole rows table (every column) of a rows file's bytes."""
     pa, pq = pyarrow_modules()
     return pq.ParquetFile(pa.BufferReader(data)).read()
-
-
-def int64_values(column) -> np.ndarray:
-    """A non-null int64 Arrow column as a NumPy array, read from its buffers (``to_numpy`` imports
-    pandas, which costs a second on a cold start)."""
-    parts = [
-        np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk), offset=chunk.offset * 8)
-        for chunk in column.chunks
-        if len(chunk)
-    ]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def chunks_to_check(verify: bool | str, embeddings: np.ndarray, metadata: dict) -> list[int]:
