@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_search_startup, beside this file
-from bench_search_startup import wall  # noqa: E402  (fresh-process wall time, shared)
+from bench_search_startup import alternating, machine  # noqa: E402  (fresh-process rounds, shared)
 
 
 def cached_weights(folder: Path) -> Path:
@@ -165,12 +164,7 @@ def main() -> None:
         for name, command in commands(index, moments, videos, folder / "emb_before.npy").items():
             if name != "import torch":
                 variants[f"{name} (before)"] = (command, before_env)
-    for command, env in variants.values():
-        wall(command, folder, env)  # files cached, as for every later run
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, (command, env) in variants.items():
-            times[name].append(wall(command, folder, env))
+    times = alternating(variants, args.repeats, folder)
     medians = {name: statistics.median(values) for name, values in times.items()}
     floor = medians["import torch"]
     print(f"medians of {args.repeats} rounds, wall seconds (each run a fresh process):")
@@ -184,8 +178,7 @@ def main() -> None:
             "times": times,
             "medians": medians,
             "before": str(args.before) if args.before else None,
-            "machine": platform.platform(),
-            "python": platform.python_version(),
+            **machine(),
         }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

@@ -58,6 +58,23 @@ def wall(command: list[str], cwd: Path, env: dict | None = None) -> float:
     return time.perf_counter() - started
 
 
+def alternating(variants: dict, repeats: int, cwd: Path) -> dict[str, list[float]]:
+    """Wall seconds of each variant, {name: (command, env or None)}: one warm-up run each (files
+    cached, as every later run finds them), then ``repeats`` rounds running every variant in turn."""
+    for command, env in variants.values():
+        wall(command, cwd, env)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (command, env) in variants.items():
+            times[name].append(wall(command, cwd, env))
+    return times
+
+
+def machine() -> dict:
+    """What a JSON record says of where it ran."""
+    return {"machine": platform.platform(), "python": platform.python_version()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -74,19 +91,12 @@ def main() -> None:
     cwd = index.parent
     torch_only = [sys.executable, "-c", "import torch"]
     search = [sys.executable, "-m", "muse_infer", "search", args.query, "--index", str(index)]
+    variants = {"import torch": (torch_only, None), "search": (search, None)}
     before_env = None
     if args.before:
         before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
-    wall(search, cwd)  # caches the files, as the issue's goal assumes
-    times = {"import torch": [], "search": []}
-    if before_env:
-        wall(search, cwd, before_env)
-        times["search (before)"] = []
-    for _ in range(args.repeats):
-        times["import torch"].append(wall(torch_only, cwd))
-        times["search"].append(wall(search, cwd))
-        if before_env:
-            times["search (before)"].append(wall(search, cwd, before_env))
+        variants["search (before)"] = (search, before_env)
+    times = alternating(variants, args.repeats, cwd)  # the warm-up caches the files, as the goal assumes
     medians = {name: statistics.median(values) for name, values in times.items()}
     extra = medians["search"] - medians["import torch"]
     print(f"{args.rows} rows ({'with' if not args.no_ann else 'without'} ANN), medians of {args.repeats}:")
@@ -106,8 +116,7 @@ def main() -> None:
             "medians": medians,
             "search_minus_import_torch": extra,
             "before": str(args.before) if args.before else None,
-            "machine": platform.platform(),
-            "python": platform.python_version(),
+            **machine(),
         }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
