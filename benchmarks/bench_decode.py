@@ -7,6 +7,7 @@ the decode workers' allocator setting (``--part allocator``).
     python benchmarks/bench_decode.py --part workers                  # worker start-up, encode throughput
     python benchmarks/bench_decode.py --part fit --repeats 5          # the frame fit: kernel vs PIL
     python benchmarks/bench_decode.py --part allocator --repeats 5    # decode workers' allocator setting
+    python benchmarks/bench_decode.py --part allocator --before ../before   # + an older checkout's read_clip
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_decode.py --part workers --json out/other.json
 
 Readers (CPU seconds a video, this process and all its threads, ``time.process_time``; medians over
@@ -43,7 +44,9 @@ Allocator (``--part allocator``): ``read_clip`` of the ``--kinds`` videos, exact
 processes as a decode worker runs it, with glibc's allocator as it comes and as
 ``pool.keep_freed_memory`` sets it (the decode workers' setting), and the old reader ("before", as
 glibc comes), in turn ``--repeats`` times: CPU seconds and minor page faults a clip, the ratio to
-"before" in the same run, and the process's peak resident memory.
+"before" in the same run, and the process's peak resident memory; with ``--before DIR``, that
+checkout's ``read_clip`` (exact and keyframes, as glibc comes) in the same rounds (run in DIR, with
+``PYTHONPATH=DIR``).
 
 Fit (``--part fit``): ``fit_frame`` (``muse_infer._fit``) against ``fit_frame_reference`` (PIL) fitting
 frames of video sizes to 224 px, both resize modes: thread CPU ms a frame, the bytes compared.
@@ -545,23 +548,34 @@ def run_allocator(args) -> dict:
     """``read_clip`` in fresh processes as a decode worker runs it, with glibc's allocator as it comes
     and as ``pool.keep_freed_memory`` sets it, and the old reader (``read_clip_reference``'s frames
     fitted by PIL) as glibc comes, in turn, ``--repeats`` rounds: CPU s and minor page faults a clip
-    (medians over the videos x 3 passes, then over the rounds), the peak resident memory."""
+    (medians over the videos x 3 passes, then over the rounds), the peak resident memory. With
+    ``--before DIR``, that checkout's ``read_clip`` (both samplings, as glibc comes) in the same rounds."""
+    import os
     import subprocess
 
     folder = work_folder(args)
+    runs_asked = list(ALLOCATOR_RUNS)
+    if args.before:
+        code = args.before.resolve()
+        runs_asked += [("exact", False, code), ("keyframes", False, code)]
     report = {"command": "python benchmarks/bench_decode.py " + " ".join(sys.argv[1:]), "rows": []}
     print("| videos | reader | allocator | CPU s a clip | x before | page faults a clip | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for kind in args.kinds:
         paths = [str(path) for path in make_videos(folder, kind, args.videos)]
-        runs = {run: [] for run in ALLOCATOR_RUNS}
+        runs = {(run + (None,))[:3]: [] for run in runs_asked}
         for _ in range(args.repeats):
-            for reader, kept in ALLOCATOR_RUNS:
+            for reader, kept, code in runs:
                 command = [sys.executable, "-c", ALLOCATOR_CHILD, str(int(kept)), reader, "3", *paths]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                runs[reader, kept].append(json.loads(output))
-        before = statistics.median(run["cpu_s"] for run in runs["before", False])
-        for (reader, kept), results in runs.items():
+                # In the checkout (``-c`` puts the working directory first on the path) and on its path.
+                env, cwd = (dict(os.environ, PYTHONPATH=str(code)), code) if code else (None, None)
+                output = subprocess.run(
+                    command, check=True, capture_output=True, text=True, env=env, cwd=cwd
+                ).stdout
+                runs[reader, kept, code].append(json.loads(output))
+        before = statistics.median(run["cpu_s"] for run in runs["before", False, None])
+        for (reader, kept, code), results in runs.items():
+            reader = f"{reader} (--before)" if code else reader
             row = {"kind": kind, "reader": reader, "allocator": "kept" if kept else "as glibc comes"}
             for field in ("cpu_s", "faults", "peak_mb"):
                 row[field] = statistics.median(result[field] for result in results)
@@ -630,6 +644,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="[default: readers 5, workers 3]")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model process")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="allocator: an older checkout whose read_clip joins the rounds",
+    )
     args = parser.parse_args()
     readers_part = args.part in ("readers", "fit", "allocator")
     args.videos = args.videos or (3 if readers_part else 24)

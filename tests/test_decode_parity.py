@@ -251,6 +251,43 @@ def test_keyframe_sampling_takes_the_nearest_keyframe_and_decodes_nothing_else(c
         assert stats.frames_decoded <= distinct + 1, stats  # the keyframes taken (and the first frame)
 
 
+@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("sampling", ["exact", "keyframes"])
+def test_a_clip_is_its_frames_fitted(corpus, name, sampling):
+    """``read_clip`` fits each frame into the clip as it reads it: the same bytes as the frames read
+    first and fitted after, falling back (the raw stream) or not."""
+    path = corpus(name)
+    settings = FrameSettings(max_frames=7, framerate=3.0, size=24, sampling=sampling)
+    if sampling == "keyframes":
+        frames = reader.read_keyframes(path, settings)
+    else:
+        frames = read_frames(path, settings.max_frames, settings.framerate, settings.slice_mode)
+    clip = read_clip(path, settings)
+    assert clip.dtype == np.uint8 and clip.flags.c_contiguous
+    np.testing.assert_array_equal(clip, np.stack([reader.fit_frame(frame, 24) for frame in frames]))
+
+
+@pytest.mark.parametrize("sampling", ["exact", "keyframes"])
+def test_a_clip_holds_one_full_size_frame_at_a_time(corpus, monkeypatch, sampling):
+    """Each decoded frame is fitted and let go before the next is read (a clip's full-size frames
+    held together cost the next clip their page faults: ``reader._frames_at``)."""
+    import weakref
+
+    alive, most, frame_at = [], [0], reader._Timeline.frame_at
+
+    def watched(self, path, seconds):
+        most[0] = max(most[0], sum(ref() is not None for ref in alive))
+        frame = frame_at(self, path, seconds)
+        alive.append(weakref.ref(frame))
+        return frame
+
+    monkeypatch.setattr(reader._Timeline, "frame_at", watched)
+    settings = FrameSettings(max_frames=6, framerate=2.0, size=24, sampling=sampling)
+    clip = read_clip(corpus("b-frames, keyframe every 2 s"), settings)
+    assert len(alive) == len(clip) == 6
+    assert most[0] == 0, f"{most[0]} earlier frames still held when a frame was read"
+
+
 def test_a_straight_read_holds_a_keyframe_interval_of_packets(tmp_path, monkeypatch):
     """MPEG-TS is read straight through (no seeks): the packets read ahead between two samples 25 s
     apart are dropped at each keyframe, so at most about a keyframe interval is held, not 25 s."""

@@ -142,6 +142,43 @@ def test_bad_frames_are_refused_by_name():
         fit_frame(np.zeros((5, 5, 3), np.uint8), 0)
 
 
+@pytest.mark.parametrize("by", ["kernel", "PIL"])
+def test_a_frame_fitted_into_a_given_array_is_the_same_bytes(monkeypatch, by):
+    """``out=``: the row of a clip a reader fills as it decodes (``reader.read_clip``) gets the bytes a
+    new array would, and is what is returned; by the kernel, and by PIL where the kernel is not used."""
+    if by == "PIL":
+        monkeypatch.setattr(frames, "_fit_kernel", lambda: None)
+    rng = np.random.default_rng(7)
+    clip = np.full((3, 31, 31, 3), 7, np.uint8)
+    for row, (height, width, mode) in enumerate(
+        ((90, 160, "shortest"), (160, 90, "squash"), (31, 31, "shortest"))
+    ):
+        rgb = picture(rng, height, width, "noise")
+        returned = fit_frame(rgb, 31, mode, "bicubic", out=clip[row])
+        assert returned is clip[row] or np.shares_memory(returned, clip[row])
+        np.testing.assert_array_equal(clip[row], fit_frame_reference(rgb, 31, mode))
+    settings = frames.FrameSettings(size=31, interpolation="bilinear")
+    rgb = picture(rng, 50, 70, "noise")
+    settings.fit(rgb, out=clip[0])
+    np.testing.assert_array_equal(clip[0], fit_frame_reference(rgb, 31, "shortest", "bilinear"))
+
+
+def test_a_wrong_out_array_is_refused_by_name():
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    wrong = {
+        "size": np.zeros((8, 9, 3), np.uint8),
+        "dtype": np.zeros((8, 8, 3), np.float32),
+        "layout": np.zeros((8, 8, 6), np.uint8)[..., ::2],
+        "read-only": np.zeros((8, 8, 3), np.uint8),
+        "type": bytearray(8 * 8 * 3),
+    }
+    wrong["read-only"].flags.writeable = False
+    for name, out in wrong.items():
+        with pytest.raises(ValueError, match=r"out must be a writable C-contiguous \(8, 8, 3\) uint8"):
+            fit_frame(rgb, 8, out=out)
+        assert not np.any(out) if isinstance(out, np.ndarray) else not any(out), name  # nothing written
+
+
 class _WrongKernel:
     """A kernel that fits every frame black: the check against Pillow must refuse it."""
 

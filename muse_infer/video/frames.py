@@ -106,9 +106,9 @@ class FrameSettings:
         fields = {k: v for k, v in recorded.items() if k != "image_size"}
         return cls(size=int(recorded["image_size"]), **fields)
 
-    def fit(self, rgb: np.ndarray) -> np.ndarray:
-        """``fit_frame`` with these settings: (H, W, 3) uint8 -> (size, size, 3) uint8."""
-        return fit_frame(rgb, self.size, self.resize_mode, self.interpolation)
+    def fit(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``fit_frame`` with these settings: (H, W, 3) uint8 -> (size, size, 3) uint8 (into ``out``)."""
+        return fit_frame(rgb, self.size, self.resize_mode, self.interpolation, out)
 
 
 _PREPROCESS_DEFAULTS = {
@@ -120,7 +120,11 @@ _PREPROCESS_DEFAULTS = {
 
 
 def fit_frame(
-    rgb: np.ndarray, size: int = 224, resize_mode: str = "shortest", interpolation: str = "bicubic"
+    rgb: np.ndarray,
+    size: int = 224,
+    resize_mode: str = "shortest",
+    interpolation: str = "bicubic",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (size, size, 3) uint8: short side to ``size`` then centre crop
     ("shortest", CLIP's), or resized to size x size ("squash", SigLIP's); PIL ``interpolation``
@@ -128,12 +132,21 @@ def fit_frame(
 
     PIL's bytes, computed by ``muse_infer._fit`` (csrc/fit: Pillow's resampling on packed RGB, only the
     pixels the crop keeps; 3.5x cheaper for a 640x360 frame) where that reproduces the installed Pillow,
-    which is checked once a process; else by PIL itself (``fit_frame_reference``)."""
+    which is checked once a process; else by PIL itself (``fit_frame_reference``).
+
+    out: a C-contiguous (size, size, 3) uint8 array to write into and return (a clip's row, so that a
+    reader fills one clip array as it decodes: ``reader.read_clip``), or None for a new array."""
     rgb = _check_fit(rgb, size, resize_mode, interpolation)
+    if out is not None:
+        _check_out(out, size)
     kernel = _fit_kernel()
     if kernel is None:
-        return _fit_by_pil(rgb, size, resize_mode, interpolation)
-    return _fit_by_kernel(kernel, rgb, size, resize_mode, interpolation)
+        fitted = _fit_by_pil(rgb, size, resize_mode, interpolation)
+        if out is None:
+            return fitted
+        out[...] = fitted
+        return out
+    return _fit_by_kernel(kernel, rgb, size, resize_mode, interpolation, out)
 
 
 def fit_frame_reference(
@@ -143,10 +156,12 @@ def fit_frame_reference(
     return _fit_by_pil(_check_fit(rgb, size, resize_mode, interpolation), size, resize_mode, interpolation)
 
 
-def _fit_by_kernel(kernel, rgb: np.ndarray, size: int, resize_mode: str, interpolation: str) -> np.ndarray:
+def _fit_by_kernel(
+    kernel, rgb: np.ndarray, size: int, resize_mode: str, interpolation: str, out: np.ndarray | None = None
+) -> np.ndarray:
     height, width = rgb.shape[:2]
     new_w, new_h, left, top = fit_geometry(height, width, size, resize_mode)
-    fitted = np.empty((size, size, 3), dtype=np.uint8)
+    fitted = np.empty((size, size, 3), dtype=np.uint8) if out is None else out
     source = np.ascontiguousarray(rgb)
     kernel.fit(source, height, width, fitted, size, size, new_w, new_h, left, top, interpolation == "bicubic")
     return fitted
@@ -186,6 +201,18 @@ def _check_fit(rgb, size: int, resize_mode: str, interpolation: str) -> np.ndarr
     if resize_mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
         raise ValueError(f"resize_mode/interpolation must be in {RESIZE_MODES}/{INTERPOLATIONS}")
     return rgb
+
+
+def _check_out(out, size: int) -> None:
+    if not (
+        isinstance(out, np.ndarray)
+        and out.shape == (size, size, 3)
+        and out.dtype == np.uint8
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        shown = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a writable C-contiguous ({size}, {size}, 3) uint8 array, got {shown}")
 
 
 # Frames the kernel must fit as the installed PIL does before it is used: (height, width, size, mode,

@@ -95,22 +95,32 @@ def read_clip(
     Raises ``VideoDecodeError`` naming the file and the reason when it cannot be read as a video.
     """
     if settings.sampling == "keyframes":
-        images = read_keyframes(path, settings, stats, facts)
-    else:
-        images = read_frames(
-            path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts, settings.decoder
-        )
-    return np.stack([settings.fit(image) for image in images])
+        return read_keyframes(path, settings, stats, facts, fitted=True)
+    return read_frames(
+        path,
+        settings.max_frames,
+        settings.framerate,
+        settings.slice_mode,
+        stats,
+        facts,
+        settings.decoder,
+        fit_to=settings,
+    )
 
 
 def read_keyframes(
-    path: str | os.PathLike, settings: FrameSettings, stats: DecodeStats | None = None, facts=None
-) -> list[np.ndarray]:
+    path: str | os.PathLike,
+    settings: FrameSettings,
+    stats: DecodeStats | None = None,
+    facts=None,
+    fitted: bool = False,
+) -> list[np.ndarray] | np.ndarray:
     """The keyframes nearest the sample times of a whole video (``keyframes.KeyframeCursor``), upright
     RGB (H, W, 3) uint8 arrays; the exact frames where the cursor cannot work (``planned.Unplanned``).
 
-    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. Raises
-    ``VideoDecodeError`` naming the file when it cannot be read as a video.
+    facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. fitted: each frame
+    fitted by ``settings`` as soon as it is read, the clip (t, S, S, 3) uint8 returned (``read_clip``).
+    Raises ``VideoDecodeError`` naming the file when it cannot be read as a video.
     """
     stats = stats if stats is not None else DecodeStats()
     rate = _check_sampling(settings.max_frames, settings.framerate, settings.slice_mode)
@@ -121,11 +131,18 @@ def read_keyframes(
                 if facts is not None:
                     facts.fill(timeline)
                 times = _sample_times(timeline, rate, settings.max_frames, settings.slice_mode)
-                return [timeline.frame_at(path, t) for t in times]
+                return _frames_at(timeline, path, times, settings if fitted else None)
             except Unplanned:
                 stats.fallbacks += 1
     return read_frames(
-        path, settings.max_frames, settings.framerate, settings.slice_mode, stats, facts, settings.decoder
+        path,
+        settings.max_frames,
+        settings.framerate,
+        settings.slice_mode,
+        stats,
+        facts,
+        settings.decoder,
+        fit_to=settings if fitted else None,
     )
 
 
@@ -167,17 +184,19 @@ def read_frames(
     stats: DecodeStats | None = None,
     facts=None,
     decoder: str = "cpu",
-) -> list[np.ndarray]:
+    fit_to: FrameSettings | None = None,
+) -> list[np.ndarray] | np.ndarray:
     """The sampled frames of a video, upright, as a list of 1..max_frames (H, W, 3) uint8 RGB arrays.
 
     Decoded by the planned cursor (``planned.PlannedCursor``); the same frames, bit for bit, as
     ``read_frames_reference``, which reads the files the plan does not cover (``stats.fallbacks``).
     facts: a ``video.facts.VideoFacts`` filled from the opened video, or None. decoder: where to
-    decode (``devices``: "cpu", "cuda", "cuda:N"; the same frames).
+    decode (``devices``: "cpu", "cuda", "cuda:N"; the same frames). fit_to: each frame fitted by
+    these settings as soon as it is read, the clip (t, S, S, 3) uint8 returned (``read_clip``).
     """
     rate = _check_sampling(max_frames, framerate, slice_mode)
     times = lambda timeline: _sample_times(timeline, rate, max_frames, slice_mode)  # noqa: E731
-    return read_planned(path, times, stats, facts, decoder)
+    return read_planned(path, times, stats, facts, decoder, fit_to)
 
 
 def read_frames_reference(
@@ -213,10 +232,12 @@ def read_planned(
     stats: DecodeStats | None = None,
     facts=None,
     decoder: str = "cpu",
-) -> list[np.ndarray]:
+    fit_to: FrameSettings | None = None,
+) -> list[np.ndarray] | np.ndarray:
     """The frames shown at ``times_of(timeline)`` (seconds from time 0, ascending), upright RGB, read by
     the planned cursor; by the reference cursor when the plan does not cover the file. facts: a
-    ``video.facts.VideoFacts`` filled from the opened video, or None. decoder: as ``_open``."""
+    ``video.facts.VideoFacts`` filled from the opened video, or None. decoder: as ``_open``. fit_to:
+    as ``read_frames`` (``_frames_at``)."""
     stats = stats if stats is not None else DecodeStats()
     for planned in (True, False):
         opened = (
@@ -230,7 +251,7 @@ def read_planned(
                         facts.fill(timeline)
                     times = times_of(timeline)
                     timeline.plan(times)
-                    return [timeline.frame_at(path, t) for t in times]
+                    return _frames_at(timeline, path, times, fit_to)
                 except Unplanned:
                     stats.fallbacks += 1
     raise AssertionError("the reference cursor never raises Unplanned")
@@ -248,6 +269,25 @@ def _sample_times(timeline: _Timeline, rate: Fraction, max_frames: int, slice_mo
     """The sample times of a whole video (see the module docstring for the rule)."""
     n = max(1, math.ceil(timeline.duration * rate))
     return [k / rate for k in sample_indices(n, max_frames, slice_mode)]
+
+
+def _frames_at(
+    timeline: _Timeline, path, times, fit_to: FrameSettings | None
+) -> list[np.ndarray] | np.ndarray:
+    """The frames at ``times``: a list of upright RGB (H, W, 3) arrays, or with ``fit_to`` the clip
+    (len(times), S, S, 3) uint8, each frame fitted into its row as soon as it is read.
+
+    Why fit as they come: a clip's full-size frames held together (12 x 0.7 MB at 640x360) are freed
+    together, and glibc hands that much freed memory back to the system, so the next clip page-faults
+    it all in again; one frame at a time reuses the same memory (page faults a clip and what they cost:
+    docs/benchmarks.md, "Decoding").
+    """
+    if fit_to is None:
+        return [timeline.frame_at(path, t) for t in times]
+    clip = np.empty((len(times), fit_to.size, fit_to.size, 3), dtype=np.uint8)
+    for row, t in zip(clip, times, strict=True):
+        fit_to.fit(timeline.frame_at(path, t), out=row)
+    return clip
 
 
 class _ffmpeg_errors:
@@ -290,8 +330,7 @@ def read_window_clip(
             timeline = open_timeline(path, container, seek=True, cursor_kind=kind)
             end = timeline.exact(end_s)
             times = exact_sample_times(timeline.exact(start_s), end, settings)
-            images = [timeline.frame_at(path, t) for t in times]
-    return np.stack([settings.fit(image) for image in images])
+            return _frames_at(timeline, path, times, settings)
 
 
 class _Timeline:
