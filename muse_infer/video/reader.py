@@ -96,16 +96,7 @@ def read_clip(
     """
     if settings.sampling == "keyframes":
         return read_keyframes(path, settings, stats, facts, fitted=True)
-    return read_frames(
-        path,
-        settings.max_frames,
-        settings.framerate,
-        settings.slice_mode,
-        stats,
-        facts,
-        settings.decoder,
-        fit_to=settings,
-    )
+    return _read_exact(path, settings, stats, facts, fitted=True)
 
 
 def read_keyframes(
@@ -134,16 +125,13 @@ def read_keyframes(
                 return _frames_at(timeline, path, times, settings if fitted else None)
             except Unplanned:
                 stats.fallbacks += 1
-    return read_frames(
-        path,
-        settings.max_frames,
-        settings.framerate,
-        settings.slice_mode,
-        stats,
-        facts,
-        settings.decoder,
-        fit_to=settings if fitted else None,
-    )
+    return _read_exact(path, settings, stats, facts, fitted)
+
+
+def _read_exact(path, settings: FrameSettings, stats: DecodeStats | None, facts, fitted: bool):
+    """``read_frames`` with the sampling and decoder of ``settings``; fitted: the clip (``fit_to``)."""
+    args = (settings.max_frames, settings.framerate, settings.slice_mode, stats, facts, settings.decoder)
+    return read_frames(path, *args, fit_to=settings if fitted else None)
 
 
 def read_clip_reference(path: str | os.PathLike, settings: FrameSettings) -> np.ndarray:
