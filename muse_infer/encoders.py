@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,8 +38,10 @@ from .runtime import Backend, ModelSpec
 from .runtime.devices import default_batch_size
 from .video.devices import check_decoder
 from .video.frames import FrameSettings
-from .video.pool import Decoded, DecodePool, decode_inline
 from .video.windows import WindowSettings
+
+if TYPE_CHECKING:
+    from .video.pool import Decoded
 
 ON_ERROR = ("raise", "skip", "nan")
 logger = logging.getLogger(__name__)
@@ -381,12 +384,7 @@ class VideoEncoder:
         """
         batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
-        if workers == 0:
-            decoded = decode_inline(paths, self.frame_settings)
-        else:
-            decoded = DecodePool(
-                self.frame_settings, workers, timeout, prefetch=2 * batch_size + workers
-            ).imap(paths)
+        decoded = _decoded(paths, self.frame_settings, workers, timeout, 2 * batch_size + workers)
         ahead = 1 if self.backend.asynchronous else 0
         on_item = None if on_decoded is None else (lambda _item: on_decoded())
         yield from self._batched(_observed(decoded, on_item), batch_size, ahead)
@@ -410,11 +408,7 @@ class VideoEncoder:
         """
         batch_size, workers = self._check_run(batch_size, workers, timeout)
         paths = [os.fspath(p) for p in paths]
-        if workers == 0:
-            decoded = decode_inline(paths, self.frame_settings, windows)
-        else:
-            pool = DecodePool(self.frame_settings, workers, timeout, batch_size + workers, windows=windows)
-            decoded = pool.imap(paths)
+        decoded = _decoded(paths, self.frame_settings, workers, timeout, batch_size + workers, windows)
         ahead = 1 if self.backend.asynchronous else 0
         on_item = None if on_moments is None else _MomentCount(on_moments)
         yield from _MomentBatcher(self, batch_size, ahead).run(_observed(decoded, on_item))
@@ -481,6 +475,24 @@ class VideoEncoder:
         if not good:
             return _Batch(items, good, None)
         return _Batch(items, good, self.submit([item.pixels for item in good]))
+
+
+def _decoded(
+    paths: list[str],
+    settings: FrameSettings,
+    workers: int,
+    timeout: float,
+    prefetch: int,
+    windows: WindowSettings | None = None,
+) -> Iterator[Decoded]:
+    """The videos decoded in input order (``video.pool``): in this process when ``workers`` is 0, else
+    by that many decode workers, at most ``prefetch`` videos ahead. Imported here, not with this
+    module: the pool and the readers cost a text search's start-up ~50 ms it does not need."""
+    from .video.pool import DecodePool, decode_inline
+
+    if workers == 0:
+        return decode_inline(paths, settings, windows)
+    return DecodePool(settings, workers, timeout, prefetch, windows=windows).imap(paths)
 
 
 @dataclass

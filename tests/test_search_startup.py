@@ -49,6 +49,41 @@ def test_the_bpe_gives_open_clips_ids_on_awkward_texts():
     assert (ours.sot_token_id, ours.eot_token_id) == (theirs.sot_token_id, theirs.eot_token_id)
 
 
+def test_texts_taken_as_left_alone_by_ftfy_are():
+    """``clip_bpe.clean`` skips ftfy for texts ``LEFT_AS_IS_BY_FTFY`` matches: ftfy must return each
+    unchanged (random texts of that alphabet, every character of it, and its edges), and texts just
+    outside it (one other character added) must not match, so that ftfy sees them."""
+    import ftfy
+
+    from muse_infer.clip_bpe import LEFT_AS_IS_BY_FTFY
+
+    plain = "\t\n" + "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "&")
+    rng = random.Random(11)
+    texts = ["", plain, " " * 5, "\n\n", "\t", "a <b> c", "x" * 5000, "'s 'll ;-) ~`^|"]
+    texts += ["".join(rng.choice(plain) for _ in range(rng.randint(1, 300))) for _ in range(3000)]
+    for text in texts:
+        assert LEFT_AS_IS_BY_FTFY.fullmatch(text), repr(text)
+        assert ftfy.fix_text(text) == text, repr(text)
+    outside = "&\r\x1b\x00\x0b\x0c\x7f\x85\xa0é\u2028\u201c\ufb01\uff21"
+    for char in outside:
+        assert not LEFT_AS_IS_BY_FTFY.fullmatch("a dog" + char + "runs"), repr(char)
+    # ASCII texts ftfy does change: the alphabet must leave each of these to it
+    for text in ("a &amp; b", "a\r\nb", "a\rb", "a \x1b[31mred\x1b[0m", "a\x00b", "a\x0bb", "a\x7fb"):
+        assert ftfy.fix_text(text) != text and not LEFT_AS_IS_BY_FTFY.fullmatch(text), repr(text)
+
+
+def test_a_plain_query_is_tokenised_without_ftfy():
+    code = (
+        "import sys; from muse_infer.tokenizer import tokenize\n"
+        "ids = tokenize(['a dog catches a frisbee (2 dogs!)'])\n"
+        "print('FTFY', 'ftfy' in sys.modules)\n"
+        "tokenize(['caf\\u00e9'])\n"
+        "print('FTFY', 'ftfy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["FTFY", "False", "FTFY", "True"], result.stdout + result.stderr[-2000:]
+
+
 def write_clip_weights(tmp_path: Path, name: str) -> dict[str, Path]:
     """A model's random CLIP weights saved as open_clip files: .safetensors and a torch .bin."""
     from safetensors.torch import save_file

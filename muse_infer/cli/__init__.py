@@ -8,7 +8,6 @@ entry-point group (see ``MuseGroup``), so muse_infer never imports them.
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 
 import click
 
@@ -49,6 +48,10 @@ class MuseGroup(CommandGroup):
             ctx.exit(EXIT_INTERRUPTED)
 
     def _plugins(self) -> dict:
+        # Imported here: importlib.metadata (and the email package under it) costs ~30 ms of every
+        # command's start-up, and only a name that is not a built-in command needs it.
+        from importlib.metadata import entry_points
+
         return {entry.name: entry for entry in entry_points(group="muse_infer.commands")}
 
     def list_commands(self, ctx) -> list[str]:
