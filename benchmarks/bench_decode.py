@@ -534,13 +534,14 @@ for _ in range(passes):
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"cpu_s": statistics.median(cpu), "faults": statistics.median(faults), "peak_mb": peak_mb}))
 """
-# (reader, allocator kept): the old reader in a process as glibc comes, then each sampling both ways
+# (reader, allocator kept, checkout: None for this one): the old reader in a process as glibc comes,
+# then each sampling both ways
 ALLOCATOR_RUNS = (
-    ("before", False),
-    ("exact", False),
-    ("exact", True),
-    ("keyframes", False),
-    ("keyframes", True),
+    ("before", False, None),
+    ("exact", False, None),
+    ("exact", True, None),
+    ("keyframes", False, None),
+    ("keyframes", True, None),
 )
 
 
@@ -563,7 +564,7 @@ def run_allocator(args) -> dict:
     print("|---|---|---|---|---|---|---|")
     for kind in args.kinds:
         paths = [str(path) for path in make_videos(folder, kind, args.videos)]
-        runs = {(run + (None,))[:3]: [] for run in runs_asked}
+        runs = {run: [] for run in runs_asked}
         for _ in range(args.repeats):
             for reader, kept, code in runs:
                 command = [sys.executable, "-c", ALLOCATOR_CHILD, str(int(kept)), reader, "3", *paths]

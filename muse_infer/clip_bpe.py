@@ -27,7 +27,7 @@ VOCABULARY_FILE = "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2  # the merges CLIP uses (the file holds more)
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 WORD_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-# Texts that ``ftfy.fix_text`` returns unchanged, told apart without importing ftfy (70-160 ms of a
+# Texts that ``ftfy.fix_text`` returns unchanged, told apart without importing ftfy (60-160 ms of a
 # search's start-up): printable ASCII, tabs and newlines, no "&". ftfy leaves ASCII's encoding alone,
 # and each of its other fixes acts only on non-ASCII characters, control characters, "\r", terminal
 # escapes (ESC) or HTML entities (tests/test_search_startup.py holds the two equal on random texts).
