@@ -62,12 +62,35 @@ def byte_characters() -> dict[int, str]:
     return mapping
 
 
+def read_merges(path: str, chunk_bytes: int = 1 << 17) -> list[str]:
+    """The ``MERGES`` merges CLIP uses ("first second" each): the lines after the file's header.
+
+    The file holds 262,144 merges and CLIP's are the first fifth, so it is decompressed only as far as
+    they go (half the tokeniser's set-up). A shorter file is refused (ConfigError naming it)."""
+    line_breaks = MERGES + 1  # one ends the header, one each merge
+    chunks, seen = [], 0
+    with gzip.open(path) as handle:
+        while seen < line_breaks and (chunk := handle.read(chunk_bytes)):
+            chunks.append(chunk)
+            seen += chunk.count(b"\n")
+    data = b"".join(chunks)
+    whole_lines = data[: data.rfind(b"\n") + 1]  # a chunk may end inside a UTF-8 character
+    merges = whole_lines.decode("utf-8").split("\n", line_breaks)[1 : MERGES + 1]
+    if len(merges) < MERGES:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"{path}: holds {len(merges)} BPE merges, CLIP's tokeniser needs {MERGES} "
+            "(a truncated file? reinstall open_clip_torch)"
+        )
+    return merges
+
+
 class ClipBpe:
     """``encode(text)`` -> CLIP token ids (no start/end tokens); ``sot_token_id``, ``eot_token_id``."""
 
     def __init__(self, path: str | None = None):
-        with gzip.open(path or vocabulary_path()) as handle:
-            merges = handle.read().decode("utf-8").split("\n")[1 : MERGES + 1]  # "first second" a line
+        merges = read_merges(path or vocabulary_path())
         characters = list(byte_characters().values())
         vocabulary = characters + [c + "</w>" for c in characters] + [m.replace(" ", "") for m in merges]
         vocabulary += list(SPECIAL_TOKENS)

@@ -416,6 +416,74 @@ def test_a_damaged_or_stale_ann_index_falls_back_to_exact_search(ann_indexes, tm
     assert message in invoke("index", "info", npy, check_rc=0).output
 
 
+def test_the_ann_file_read_meanwhile_is_the_one_searched(ann_indexes):
+    """``ann_read_meanwhile`` reads the faiss file in another thread while the block runs (here: while
+    the block waits for it), and the search then uses that index: the same results as a fresh load."""
+    import threading
+
+    from muse_infer.index import ann_read_meanwhile
+
+    index = EmbeddingIndex.load(ann_indexes["hnsw"], ann=True)
+    queries = shifted_queries(index.embeddings, 5, seed=31)
+    readers = []
+    real_load = index.load_ann
+
+    def load_and_note():
+        readers.append(threading.current_thread())
+        real_load()
+
+    index.load_ann = load_and_note
+    with ann_read_meanwhile(index):
+        pass
+    assert len(readers) == 1 and readers[0] is not threading.current_thread()
+    assert index._faiss is not None
+    fresh = EmbeddingIndex.load(ann_indexes["hnsw"], ann=True)
+    for (rows, scores), (want_rows, want_scores) in zip(
+        index.search_rows(queries, 10), fresh.search_rows(queries, 10), strict=True
+    ):
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_nothing_is_read_meanwhile_for_an_exact_search(ann_indexes):
+    from muse_infer.index import ann_read_meanwhile
+
+    for index, exact in (
+        (EmbeddingIndex.load(ann_indexes["flat"]), False),
+        (EmbeddingIndex.load(ann_indexes["hnsw"]), True),
+    ):
+        with ann_read_meanwhile(index, exact):
+            pass
+        assert index._faiss is None
+
+
+def test_an_ann_file_read_meanwhile_reports_as_a_search_would(ann_indexes, tmp_path, caplog):
+    """A file faiss cannot read: required (ann=True), its IndexFileError comes out when the block ends;
+    by default, the warning and an exact search. An error of the block itself wins over the reading's."""
+    from muse_infer.index import ann_read_meanwhile
+
+    npy = tmp_path / "hnsw.npy"
+    for suffix in (".npy", ".json", ".rows.parquet", ".ann.faiss", ".ann.json"):
+        shutil.copy(ann_indexes["hnsw"].with_suffix(suffix), npy.with_suffix(suffix))
+    message = damage("unreadable by faiss", npy, npy)
+    with pytest.raises(IndexFileError, match=message):
+        with ann_read_meanwhile(EmbeddingIndex.load(npy, ann=True)):
+            pass
+    with pytest.raises(KeyError, match="the block's own"):
+        with ann_read_meanwhile(EmbeddingIndex.load(npy, ann=True)):
+            raise KeyError("the block's own")
+    with caplog.at_level(logging.WARNING):
+        index = EmbeddingIndex.load(npy)
+        with ann_read_meanwhile(index):
+            pass
+    assert message in caplog.text and index.search_method == "exact"
+    queries = shifted_queries(np.load(npy), 3, seed=9)
+    for (rows, _), (want, _) in zip(
+        index.search_rows(queries, 10), exact_search(index.embeddings, queries, 10), strict=True
+    ):
+        np.testing.assert_array_equal(rows, want)
+
+
 # --- shards and merging -------------------------------------------------------------------------
 
 

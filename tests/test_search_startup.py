@@ -49,6 +49,47 @@ def test_the_bpe_gives_open_clips_ids_on_awkward_texts():
     assert (ours.sot_token_id, ours.eot_token_id) == (theirs.sot_token_id, theirs.eot_token_id)
 
 
+def test_the_merges_read_in_part_are_the_files_first_merges():
+    """``read_merges`` decompresses only as far as CLIP's merges go, in chunks that may end inside a
+    line or a UTF-8 character: the same merges as the whole file read and split, for the default chunk,
+    awkward ones, one larger than the file, and one whose last chunk ends inside a character."""
+    import gzip
+
+    from muse_infer.clip_bpe import MERGES, read_merges, vocabulary_path
+
+    with gzip.open(vocabulary_path()) as handle:
+        raw = handle.read()
+    whole = raw.decode("utf-8").split("\n")[1 : MERGES + 1]
+    assert len(whole) == MERGES
+    splitting = next(size for size in range(4096, 1 << 16) if _last_chunk_splits_a_character(raw, size))
+    for chunk_bytes in (1 << 17, 4099, 65_537, 1 << 22, splitting):
+        assert read_merges(vocabulary_path(), chunk_bytes) == whole, chunk_bytes
+
+
+def _last_chunk_splits_a_character(raw: bytes, chunk_bytes: int) -> bool:
+    """Whether reading ``raw`` in ``chunk_bytes`` chunks until CLIP's merges are in stops inside a
+    UTF-8 character (the byte after the stop is a continuation byte)."""
+    from muse_infer.clip_bpe import MERGES
+
+    end = len(b"\n".join(raw.split(b"\n", MERGES + 1)[: MERGES + 1]))  # the line break after the last
+    stop = (end // chunk_bytes + 1) * chunk_bytes
+    return stop < len(raw) and 0x80 <= raw[stop] <= 0xBF
+
+
+def test_a_vocabulary_file_short_of_clips_merges_is_refused_by_name(tmp_path):
+    import gzip
+
+    from muse_infer.clip_bpe import ClipBpe, vocabulary_path
+    from muse_infer.errors import ConfigError
+
+    with gzip.open(vocabulary_path()) as handle:
+        lines = handle.read().split(b"\n")
+    short = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    short.write_bytes(gzip.compress(b"\n".join(lines[:1000])))
+    with pytest.raises(ConfigError, match="bpe_simple_vocab_16e6.txt.gz: holds 999 BPE merges"):
+        ClipBpe(str(short))
+
+
 def test_texts_taken_as_left_alone_by_ftfy_are():
     """``clip_bpe.clean`` skips ftfy for texts ``LEFT_AS_IS_BY_FTFY`` matches: ftfy must return each
     unchanged (random texts of that alphabet, every character of it, and its edges), and texts just

@@ -146,7 +146,7 @@ def search(
     from pathlib import Path
 
     from ..errors import MuseError, VideoDecodeError
-    from ..index import EmbeddingIndex, RowQuery, ShardedIndex
+    from ..index import EmbeddingIndex, RowQuery, ShardedIndex, ann_read_meanwhile
     from ..index.queries import query_label
     from ..loading.reference import search_caution
 
@@ -169,7 +169,8 @@ def search(
     logging.getLogger(__name__).info("searching %d rows: %s", len(index), _method_text(index, method))
     asked = [*queries, *(Path(f) for f in like_files), *(RowQuery(r) for r in like_rows)]
     try:
-        encoders = _encoders(index, bool(queries), bool(like_files), options)
+        with ann_read_meanwhile(index, exact):  # the ANN file is read while the model loads
+            encoders = _encoders(index, bool(queries), bool(like_files), options)
         hits = index.search_batch(
             asked, top_k, exact=exact, per_video=per_video, filters=filters, dedup=dedup, **encoders
         )

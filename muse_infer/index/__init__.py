@@ -31,7 +31,7 @@ from .ann import (
     plan_ann,
 )
 from .build import build_ann, refresh_ann, upgrade_index, write_index
-from .embedding_index import EmbeddingIndex, SearchResult
+from .embedding_index import EmbeddingIndex, SearchResult, ann_read_meanwhile
 from .files import IndexFiles
 from .filters import SearchFilter
 from .opening import open_index
@@ -66,6 +66,7 @@ __all__ = [
     "SearchFilter",
     "RowQuery",
     "ShardedIndex",
+    "ann_read_meanwhile",
     "write_index",
     "build_ann",
     "refresh_ann",

@@ -12,6 +12,7 @@ Search is cosine similarity, best first, ties broken by row number. With an ANN 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -208,6 +209,11 @@ class EmbeddingIndex:
         if self._ann_required:
             raise IndexFileError(f"{problem}; {advice}")
         logger.warning("%s; searching exactly (slower) until you %s", problem, advice)
+
+    def load_ann(self) -> None:
+        """Read the approximate index's file now rather than at the first search (nothing for an index
+        searched exactly). Its problems are reported as a search would report them."""
+        self._faiss_index()
 
     def _faiss_index(self):
         """The faiss index to search, loaded on first use, or None (exact search)."""
@@ -518,6 +524,25 @@ class EmbeddingIndex:
 def _path_bytes(rows):
     """The rows table's ``path_bytes`` column, None when it has none (indexes written before it)."""
     return rows.column("path_bytes") if "path_bytes" in rows.column_names else None
+
+
+@contextlib.contextmanager
+def ann_read_meanwhile(index, exact: bool = False):
+    """Read ``index``'s approximate index file (``load_ann``) in a thread while the block runs: a search
+    loading its query model meanwhile (torch's import holds the interpreter; faiss reads its file without
+    it) starts that much sooner. Nothing for an index searched exactly (or ``exact``). The reading's
+    errors are raised when the block ends; an error of the block itself comes first.
+    """
+    if exact or index.search_method == "exact":
+        yield
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    ann_files.faiss_module()  # imported here: imports in two threads at once can wait on each other
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="muse-ann") as thread:
+        reading = thread.submit(index.load_ann)
+        yield
+    reading.result()
 
 
 def search_one(

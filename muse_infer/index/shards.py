@@ -90,6 +90,11 @@ class ShardedIndex:
     def check_model(self, identity: dict, given: str | None = None) -> None:
         self.shards[0].check_model(identity, given)
 
+    def load_ann(self) -> None:
+        """Each shard's ``EmbeddingIndex.load_ann``."""
+        for shard in self.shards:
+            shard.load_ann()
+
     def _no_model_message(self) -> str:
         return self.shards[0]._no_model_message()
 

@@ -130,7 +130,7 @@ def open_index_service(
     check_bind(host, token)
     require_web_extra()
     from ..encoders import TextEncoder
-    from ..index import EmbeddingIndex, IndexFiles
+    from ..index import EmbeddingIndex, IndexFiles, ann_read_meanwhile
     from ..video.thumbnails import ThumbnailStore
     from .app import create_app
 
@@ -140,7 +140,8 @@ def open_index_service(
         raise ServeError(
             f"{index_path}: the folder it indexes ({root}) is not there; the service serves videos from it"
         )
-    encoder = text_encoder or TextEncoder.for_index(index, **(model_options or {}))
+    with ann_read_meanwhile(index):  # the ANN file is read while the model loads
+        encoder = text_encoder or TextEncoder.for_index(index, **(model_options or {}))
     sock = bind_socket(host, port)
     app = create_app(
         index,
