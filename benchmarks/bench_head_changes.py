@@ -9,8 +9,9 @@ Variants of MUSE (the same model object; a shortcut is turned off only while its
 - ``all``: as ``encode_video`` runs;
 - ``no class-token rows``: the last block runs on every step and is sliced (``forward_rows``'s own
   fallback, what a gradient or a tracer gets) instead of ``BiMamba.mix_rows`` at the class tokens;
-- ``no Winograd`` (bf16 only; fp32 never takes it): the pyramid's 3x3 convolutions as the Conv2d modules
-  on the tokens' channels-last view instead of ``muse::conv3x3_winograd``.
+- ``no Winograd`` (where the precision takes it: bf16, and fp32 on an Intel CPU with AVX-512,
+  ``ops.winograd.winograd_dtypes``): the pyramid's 3x3 convolutions as the Conv2d modules on the tokens'
+  channels-last view instead of ``muse::conv3x3_winograd``.
 The scan kernel's exp2 is compiled in: compare two builds with ``bench_scan.py`` instead.
 
 Models, frames and timing as ``bench_head.py`` (random seeded CLIP weights, opened gates, 12 frames,
@@ -37,6 +38,7 @@ from bench_head import build, interleaved, run, video_batch  # noqa: E402
 
 from muse_infer.model import pyramid as pyramid_module  # noqa: E402
 from muse_infer.model.bimamba import ResMambaBlock  # noqa: E402
+from muse_infer.ops.winograd import winograd_dtypes  # noqa: E402
 
 
 def whole_block_sliced(block: ResMambaBlock, x: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -62,7 +64,8 @@ def measure(args, precision: str, batch: int) -> dict:
     muse = build(args.architecture, precision)
     meanp = build(f"{args.architecture}-meanP", precision)
     frames, mask = video_batch(muse, batch)
-    names = [n for n in SWITCHES if n != "no Winograd" or precision == "bf16"]
+    takes_winograd = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision] in winograd_dtypes()
+    names = [n for n in SWITCHES if n != "no Winograd" or takes_winograd]
     calls = {name: variant_call(muse, frames, mask, SWITCHES[name]) for name in names}
     calls["meanP"] = lambda: meanp.encode_video(frames, mask)
     with torch.inference_mode():

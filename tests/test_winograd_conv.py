@@ -16,7 +16,7 @@ from muse_infer.model.precision import cast_for_inference
 from muse_infer.model.pyramid import MultiScaleGenerator
 from muse_infer.ops import op as ops_op
 from muse_infer.ops.op import op_available
-from muse_infer.ops.winograd import conv3x3_winograd_ref, winograd_applies, winograd_weight
+from muse_infer.ops.winograd import conv3x3_winograd_ref, winograd_applies, winograd_dtypes, winograd_weight
 
 needs_kernel = pytest.mark.skipif(not op_available("cpu"), reason="muse_infer._C is not built")
 # Against the float64 truth, relative to the module's own error (see WINOGRAD_ERROR_FACTOR in
@@ -161,14 +161,16 @@ def test_schema_is_the_cpp_one():
 
 @needs_kernel
 def test_taken_only_where_it_applies():
-    """bf16 eager inference on the CPU with a 3x3/stride 1/padding 1 conv: yes; fp32, gradients, a
-    tracer, inference-tensor weights and other convolutions: no."""
+    """bf16 eager inference on the CPU with a 3x3/stride 1/padding 1 conv: yes; fp32 where this CPU's
+    ``winograd_dtypes`` has it; gradients, a tracer, inference-tensor weights, other convolutions and
+    mixed dtypes: no."""
     conv = torch.nn.Conv2d(8, 8, 3, padding=1).bfloat16()
     conv32 = torch.nn.Conv2d(8, 8, 3, padding=1)
     x = tokens(1, 5, 5, 8, torch.bfloat16, "contiguous")
     with torch.no_grad():
         assert winograd_applies(conv, x)
-        assert not winograd_applies(conv32, x.float())
+        assert winograd_applies(conv32, x.float()) == (torch.float32 in winograd_dtypes())
+        assert not winograd_applies(conv32, x) and not winograd_applies(conv, x.float())
         seen = []
         torch.jit.trace(
             lambda t: t + len(seen.append(winograd_applies(conv, t)) or ()), (x,), check_trace=False
@@ -186,6 +188,26 @@ def test_taken_only_where_it_applies():
     with torch.inference_mode():
         frozen = torch.nn.Conv2d(8, 8, 3, padding=1, dtype=torch.bfloat16)
         assert frozen.weight.is_inference() and not winograd_applies(frozen, x)
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 6\nflags\t\t: fpu sse2 avx2 fma {extra}\n\n"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "extra", "float32"),
+    [
+        ("GenuineIntel", "avx512f avx512bw amx_bf16", True),  # MKL's fp32 matmuls use AVX-512
+        ("GenuineIntel", "", False),  # no AVX-512
+        ("AuthenticAMD", "avx512f avx512bw avx512_bf16", False),  # MKL keeps to AVX2 there
+    ],
+)
+def test_float32_is_taken_on_intel_cpus_with_avx512_alone(tmp_path, vendor, extra, float32):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(vendor=vendor, extra=extra) * 2)
+    dtypes = winograd_dtypes(str(cpuinfo))
+    assert torch.bfloat16 in dtypes
+    assert (torch.float32 in dtypes) == (float32 and torch.backends.mkl.is_available())
+    assert winograd_dtypes(str(tmp_path / "none")) == (torch.bfloat16,)  # no CPU description: bf16 alone
 
 
 @needs_kernel

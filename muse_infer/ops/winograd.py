@@ -15,11 +15,15 @@ as 16 matmuls (tiles, Ci) x (Ci, Co). In bfloat16 those matmuls run at the speed
 convolution, so the pyramid's largest layer (12 frames of 14x14, 512 -> 512) takes ~0.6 of the time
 (docs/benchmarks.md, "The MUSE head"). The price is rounding: V and M are rounded to bfloat16 where a
 direct convolution rounds only its output, about twice the error of the module on one layer, invisible
-in the embeddings (tests/test_head_fast_paths.py measures both). In float32 the matmuls are MKL's,
-slower than oneDNN's convolution by about what the algorithm saves: there the module runs.
+in the embeddings (tests/test_head_fast_paths.py measures both). In float32 the matmuls are MKL's:
+on an Intel CPU with AVX-512 they run at the core's peak and the op takes 0.6 of the module's time
+(14x14: 38 ms against 64); on an AMD CPU, where MKL does not use AVX-512, it was slower than oneDNN's
+convolution (55 ms against 48), so there float32 keeps the module (``winograd_dtypes``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -27,14 +31,40 @@ from torch import nn
 from .dispatch import graph_being_recorded
 from .winograd_reference import conv3x3_winograd_ref, winograd_weight
 
-__all__ = ["WINOGRAD_DTYPES", "conv3x3_winograd_ref", "winograd_applies", "winograd_weight"]
+__all__ = [
+    "WINOGRAD_DTYPES",
+    "conv3x3_winograd_ref",
+    "winograd_applies",
+    "winograd_dtypes",
+    "winograd_weight",
+]
 
-WINOGRAD_DTYPES = (torch.bfloat16,)  # where it is faster than the module (see above)
+WINOGRAD_DTYPES = (torch.bfloat16,)  # where it is faster than the module on any x86 CPU (see above)
+WINOGRAD_DTYPES_INTEL_AVX512 = (torch.bfloat16, torch.float32)  # MKL's float32 matmuls use AVX-512 there
+
+
+@functools.cache
+def winograd_dtypes(cpuinfo: str = "/proc/cpuinfo") -> tuple[torch.dtype, ...]:
+    """The dtypes the op is taken in on this CPU: bfloat16 everywhere, float32 too on an Intel CPU with
+    AVX-512 (``cpuinfo``'s vendor and flags; where there is no such file, bfloat16 alone)."""
+    vendor, flags = "", []
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    vendor = line.partition(":")[2].strip()
+                elif line.startswith("flags"):
+                    flags = line.partition(":")[2].split()
+                    break
+    except OSError:
+        pass
+    intel_avx512 = vendor == "GenuineIntel" and "avx512f" in flags and torch.backends.mkl.is_available()
+    return WINOGRAD_DTYPES_INTEL_AVX512 if intel_avx512 else WINOGRAD_DTYPES
 
 
 def winograd_applies(conv: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``conv`` on tokens x runs as ``torch.ops.muse.conv3x3_winograd``: a Conv2d 3x3, stride 1,
-    zero padding 1, no dilation or groups; x and the weight bfloat16 (WINOGRAD_DTYPES) on the CPU, the
+    zero padding 1, no dilation or groups; x and the weight of a dtype of ``winograd_dtypes`` on the CPU, the
     extension built; no gradient needed; weights that track versions (the transformed weight is kept
     until the weight changes; inference tensors have no version); no tracer or exporter recording."""
     if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or conv.groups != 1:
@@ -42,7 +72,7 @@ def winograd_applies(conv: nn.Module, x: torch.Tensor) -> bool:
     if (conv.kernel_size, conv.stride, conv.padding, conv.dilation) != ((3, 3), (1, 1), (1, 1), (1, 1)):
         return False
     weight = conv.weight
-    if x.device.type != "cpu" or x.dtype not in WINOGRAD_DTYPES or weight.dtype != x.dtype or x.dim() != 4:
+    if x.device.type != "cpu" or x.dtype not in winograd_dtypes() or weight.dtype != x.dtype or x.dim() != 4:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
