@@ -7,8 +7,9 @@ Two ways to run the same modules:
   the backbone gives and the blocks read, so no layout copy is made around the pyramid. Its layers run
   as ``layer_tokens`` says: ChannelLayerNorm as a plain LayerNorm over the last axis, every other layer
   (convolutions, pooling, GELU) as the module itself on a channels-last view of the tokens; except the
-  3x3 convolutions in bfloat16 inference on the CPU, which run by Winograd's F(2x2, 3x3)
-  (``ops.winograd``, where ``winograd_applies``), their transformed weights kept per layer.
+  3x3 convolutions in inference on the CPU in bfloat16 (and float32 on Intel CPUs with AVX-512), which
+  run by Winograd's F(2x2, 3x3) (``ops.winograd``, where ``winograd_applies``), their transformed
+  weights kept per layer.
 tests/test_head_fast_paths.py checks the two against each other; docs/benchmarks.md ("The MUSE head") has the
 measurements behind the choice.
 """
