@@ -457,6 +457,34 @@ def test_nothing_is_read_meanwhile_for_an_exact_search(ann_indexes):
         assert index._faiss is None
 
 
+def test_without_faiss_the_search_after_a_read_meanwhile_falls_back_as_before(
+    ann_indexes, monkeypatch, caplog
+):
+    """faiss not installed: nothing is read meanwhile, and the search warns and scans exactly, as it
+    does without ``ann_read_meanwhile``; required (ann=True), the search raises the error naming faiss."""
+    from muse_infer.index import ann as ann_module
+    from muse_infer.index import ann_read_meanwhile
+
+    def no_faiss():
+        raise IndexFileError("approximate search needs faiss: pip install faiss-cpu")
+
+    monkeypatch.setattr(ann_module, "faiss_module", no_faiss)
+    index = EmbeddingIndex.load(ann_indexes["hnsw"])
+    queries = shifted_queries(index.embeddings, 3, seed=12)
+    with caplog.at_level(logging.WARNING):
+        with ann_read_meanwhile(index):
+            pass
+        found = index.search_rows(queries, 10)
+    assert "needs faiss" in caplog.text and index.search_method == "exact"
+    for (rows, _), (want, _) in zip(found, exact_search(index.embeddings, queries, 10), strict=True):
+        np.testing.assert_array_equal(rows, want)
+    required = EmbeddingIndex.load(ann_indexes["hnsw"], ann=True)
+    with ann_read_meanwhile(required):
+        pass
+    with pytest.raises(IndexFileError, match="needs faiss"):
+        required.search_rows(queries, 10)
+
+
 def test_an_ann_file_read_meanwhile_reports_as_a_search_would(ann_indexes, tmp_path, caplog):
     """A file faiss cannot read: required (ann=True), its IndexFileError comes out when the block ends;
     by default, the warning and an exact search. An error of the block itself wins over the reading's."""

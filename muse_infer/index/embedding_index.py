@@ -538,7 +538,11 @@ def ann_read_meanwhile(index, exact: bool = False):
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    ann_files.faiss_module()  # imported here: imports in two threads at once can wait on each other
+    try:
+        ann_files.faiss_module()  # imported here: imports in two threads at once can wait on each other
+    except IndexFileError:  # no faiss: the search reports it as it always has (a warning, or the error)
+        yield
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="muse-ann") as thread:
         reading = thread.submit(index.load_ann)
         yield
