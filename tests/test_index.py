@@ -416,6 +416,21 @@ def test_a_damaged_or_stale_ann_index_falls_back_to_exact_search(ann_indexes, tm
     assert message in invoke("index", "info", npy, check_rc=0).output
 
 
+def test_building_on_one_thread_leaves_the_process_threads_as_they_were(tmp_path):
+    """faiss and torch share one OpenMP runtime: ``build_ann(threads=1)`` sets it for the build and
+    restores the count after (it used to leave torch on one thread for the rest of the process)."""
+    import torch
+
+    out = write_index(tmp_path / "e.npy", clustered_rows(2000, DIM, seed=3), paths_for(2000))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        build_ann(out, kind="hnsw", threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_ann_file_read_meanwhile_is_the_one_searched(ann_indexes):
     """``ann_read_meanwhile`` reads the faiss file in another thread while the block runs (here: while
     the block waits for it), and the search then uses that index: the same results as a fresh load."""

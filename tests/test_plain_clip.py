@@ -195,8 +195,9 @@ def test_a_model_loads_and_encodes_without_importing_open_clip(tmp_path):
     weights = tmp_path / "clip.safetensors"
     clip, _ = seeded(build_open_clip, config["clip"], seed=11)
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(weights))
-    code = (
+    code = (  # on this process's thread count: the CPU kernels' sums may split by thread
         "import sys, json, torch, muse_infer\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "out = {}\n"
         "for name, ref, weights in json.loads(sys.argv[1]):\n"
         "    model = muse_infer.load_model(ref, clip_weights=weights)\n"

@@ -347,17 +347,24 @@ def tune(index, plan: AnnPlan, embeddings: np.ndarray, tuning: Tuning, target: f
 
 
 def build_faiss(embeddings: np.ndarray, plan: AnnPlan, target: float, tune_queries=None, threads=None):
-    """(faiss index, search settings, tuning report) for ``embeddings`` (N, C) as ``plan`` says."""
+    """(faiss index, search settings, tuning report) for ``embeddings`` (N, C) as ``plan`` says.
+
+    threads: OpenMP threads for the build, the process's count restored after it (faiss and torch share
+    one OpenMP runtime: left set, it would change torch's threads for the rest of the process)."""
     faiss = faiss_module()
+    previous = faiss.omp_get_max_threads()
     if threads:
         faiss.omp_set_num_threads(int(threads))
-    index = new_faiss_index(plan, embeddings.shape[1])
-    started = time.perf_counter()
-    train_and_add(index, embeddings, plan)
-    built = time.perf_counter() - started
-    tuning = tuning_set(embeddings, tune_queries)
-    logger.info("tuning search effort to recall@10 %.2f on %s", target, tuning.source)
-    search, recall = tune(index, plan, embeddings, tuning, target)
+    try:
+        index = new_faiss_index(plan, embeddings.shape[1])
+        started = time.perf_counter()
+        train_and_add(index, embeddings, plan)
+        built = time.perf_counter() - started
+        tuning = tuning_set(embeddings, tune_queries)
+        logger.info("tuning search effort to recall@10 %.2f on %s", target, tuning.source)
+        search, recall = tune(index, plan, embeddings, tuning, target)
+    finally:
+        faiss.omp_set_num_threads(previous)
     report = {
         "source": tuning.source,
         "target_recall": target,
