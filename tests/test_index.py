@@ -432,8 +432,8 @@ def test_building_on_one_thread_leaves_the_process_threads_as_they_were(tmp_path
 
 
 def test_the_ann_file_read_meanwhile_is_the_one_searched(ann_indexes):
-    """``ann_read_meanwhile`` reads the faiss file in another thread while the block runs (here: while
-    the block waits for it), and the search then uses that index: the same results as a fresh load."""
+    """``ann_read_meanwhile`` reads the faiss file in another thread while the block runs, and the
+    search then uses that index: the same results as a fresh load."""
     import threading
 
     from muse_infer.index import ann_read_meanwhile

@@ -23,11 +23,10 @@ convolution (55 ms against 48), so there float32 keeps the module (``winograd_dt
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
+from ..cpu import CPUINFO, cpu_description
 from .dispatch import graph_being_recorded
 from .winograd_reference import conv3x3_winograd_ref, winograd_weight
 
@@ -43,21 +42,11 @@ WINOGRAD_DTYPES = (torch.bfloat16,)  # where it is faster than the module on any
 WINOGRAD_DTYPES_INTEL_AVX512 = (torch.bfloat16, torch.float32)  # MKL's float32 matmuls use AVX-512 there
 
 
-@functools.cache
-def winograd_dtypes(cpuinfo: str = "/proc/cpuinfo") -> tuple[torch.dtype, ...]:
+def winograd_dtypes(cpuinfo: str = CPUINFO) -> tuple[torch.dtype, ...]:
     """The dtypes the op is taken in on this CPU: bfloat16 everywhere, float32 too on an Intel CPU with
-    AVX-512 (``cpuinfo``'s vendor and flags; where there is no such file, bfloat16 alone)."""
-    vendor, flags = "", []
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    vendor = line.partition(":")[2].strip()
-                elif line.startswith("flags"):
-                    flags = line.partition(":")[2].split()
-                    break
-    except OSError:
-        pass
+    AVX-512 (``muse_infer.cpu``: ``cpuinfo``'s vendor and flags; where there is no such file, bfloat16
+    alone)."""
+    vendor, flags = cpu_description(cpuinfo)
     intel_avx512 = vendor == "GenuineIntel" and "avx512f" in flags and torch.backends.mkl.is_available()
     return WINOGRAD_DTYPES_INTEL_AVX512 if intel_avx512 else WINOGRAD_DTYPES
 

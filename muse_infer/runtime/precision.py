@@ -11,8 +11,7 @@ precision of the run that wrote it (``"precision"``, beside ``"backend"``).
 
 from __future__ import annotations
 
-import functools
-
+from ..cpu import CPUINFO, cpu_description
 from ..errors import BackendError
 from .choices import PRECISION_CHOICES, PRECISIONS
 
@@ -43,18 +42,11 @@ def resolve_precision(precision: str | None, device: str, cpu_bf16: bool | None 
     return precision
 
 
-@functools.cache
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+def cpu_has_native_bf16(cpuinfo: str = CPUINFO) -> bool:
     """Whether this CPU reports native bf16 instructions (``CPU_BF16_FLAGS``) in ``cpuinfo``'s flags.
 
-    Read from the kernel's CPU description (Linux x86); where there is none (macOS, Windows, ARM
-    without the file) the answer is False and "auto" stays fp32: detected, never assumed.
+    Read from the kernel's CPU description (Linux x86, ``muse_infer.cpu``); where there is none (macOS,
+    Windows, ARM without the file) the answer is False and "auto" stays fp32: detected, never assumed.
     """
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return any(flag in line.split() for flag in CPU_BF16_FLAGS)
-    except OSError:
-        pass
-    return False
+    _, flags = cpu_description(cpuinfo)
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
