@@ -11,7 +11,11 @@ Variants of MUSE (the same model object; a shortcut is turned off only while its
   fallback, what a gradient or a tracer gets) instead of ``BiMamba.mix_rows`` at the class tokens;
 - ``no Winograd`` (where the precision takes it: bf16, and fp32 on an Intel CPU with AVX-512,
   ``ops.winograd.winograd_dtypes``): the pyramid's 3x3 convolutions as the Conv2d modules on the tokens'
-  channels-last view instead of ``muse::conv3x3_winograd``.
+  channels-last view instead of ``muse::conv3x3_winograd``;
+- ``LayerNorms cast`` (bf16): the kept-float32 LayerNorms take their input cast to float32 and their
+  output cast back (what a traced graph holds) instead of reading bf16 themselves
+  (``model.precision.layer_norm_reads_reduced``). CLIP's LayerNorms change too, so meanP is also timed
+  with it (``meanP, LayerNorms cast``), and ``same_switch_ratio`` compares the two switched calls.
 The scan kernel's exp2 is compiled in: compare two builds with ``bench_scan.py`` instead.
 
 Models, frames and timing as ``bench_head.py`` (random seeded CLIP weights, opened gates, 12 frames,
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_head import build, interleaved, run, video_batch  # noqa: E402
 
+from muse_infer.model import precision as precision_module  # noqa: E402
 from muse_infer.model import pyramid as pyramid_module  # noqa: E402
 from muse_infer.model.bimamba import ResMambaBlock  # noqa: E402
 from muse_infer.ops.winograd import winograd_dtypes  # noqa: E402
@@ -49,6 +54,9 @@ SWITCHES = {
     "all": contextlib.nullcontext,
     "no class-token rows": lambda: mock.patch.object(ResMambaBlock, "forward_rows", whole_block_sliced),
     "no Winograd": lambda: mock.patch.object(pyramid_module, "winograd_applies", lambda conv, x: False),
+    "LayerNorms cast": lambda: mock.patch.object(
+        precision_module, "layer_norm_reads_reduced", lambda x: False
+    ),
 }
 
 
@@ -66,8 +74,12 @@ def measure(args, precision: str, batch: int) -> dict:
     frames, mask = video_batch(muse, batch)
     takes_winograd = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision] in winograd_dtypes()
     names = [n for n in SWITCHES if n != "no Winograd" or takes_winograd]
+    if precision == "fp32":  # no LayerNorm is cast in fp32
+        names.remove("LayerNorms cast")
     calls = {name: variant_call(muse, frames, mask, SWITCHES[name]) for name in names}
     calls["meanP"] = lambda: meanp.encode_video(frames, mask)
+    if "LayerNorms cast" in names:
+        calls["meanP, LayerNorms cast"] = variant_call(meanp, frames, mask, SWITCHES["LayerNorms cast"])
     with torch.inference_mode():
         outputs = {name: calls[name]().float() for name in names}
         times = interleaved(calls, args.repeats)
@@ -78,6 +90,11 @@ def measure(args, precision: str, batch: int) -> dict:
         "seconds": {name: [round(s, 4) for s in t] for name, t in times.items()},
         "median_s": {name: round(s, 4) for name, s in medians.items()},
         "throughput_ratio": {name: round(medians["meanP"] / medians[name], 4) for name in names},
+        "same_switch_ratio": {
+            name: round(medians[f"meanP, {name}"] / medians[name], 4)
+            for name in names
+            if f"meanP, {name}" in medians
+        },
         "max_abs_diff_to_all": {
             name: (outputs[name] - outputs["all"]).abs().max().item() for name in names if name != "all"
         },

@@ -108,6 +108,44 @@ def test_cast_keeps_layernorms_and_scan_parameters_in_fp32():
     assert model.compute_dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(3, 7, 33), (1, 613, 512), (12, 50, 768), (5, 1), (2, 9, 4, 17)])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_a_kept_fp32_layernorm_reads_reduced_inputs_as_its_cast_form_computes(dtype, shape, layout):
+    """The eager CPU path (the reduced input into the float32 LayerNorm) against the cast form it
+    replaces (input to float32, LayerNorm, output rounded): equal up to one step of the output's dtype
+    (the float32 sums run in another order), nearly all values equal."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    width = shape[-1]
+    norm = torch.nn.LayerNorm(width)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.5 * torch.randn(width, generator=generator))
+        norm.bias.copy_(0.1 * torch.randn(width, generator=generator))
+    model_precision.cast_for_inference(norm, "bf16" if dtype == torch.bfloat16 else "fp16")
+    x = (3 * torch.randn(shape, generator=generator) + 1).to(dtype)
+    if layout == "transposed" and x.dim() > 2:
+        x = x.transpose(0, -2)
+    assert model_precision.layer_norm_reads_reduced(x)
+    with torch.no_grad():
+        fast = norm(x)
+        reference = torch.nn.functional.layer_norm(x.float(), (width,), norm.weight, norm.bias).to(dtype)
+    assert fast.dtype == dtype and fast.shape == x.shape
+    step = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10  # one step of the dtype, relative
+    torch.testing.assert_close(fast.float(), reference.float(), rtol=step, atol=1e-5)
+    assert (fast != reference).float().mean().item() < 1e-3
+
+
+def test_a_kept_fp32_layernorm_casts_where_a_graph_is_recorded_or_a_gradient_needed():
+    norm = model_precision.cast_for_inference(torch.nn.LayerNorm(8), "bf16")
+    x = torch.randn(2, 3, 8).to(torch.bfloat16)
+    assert model_precision.layer_norm_reads_reduced(x)
+    assert not model_precision.layer_norm_reads_reduced(x.float())
+    assert not model_precision.layer_norm_reads_reduced(x.clone().requires_grad_())
+    graph = str(torch.jit.trace(norm, x).graph)
+    assert "aten::layer_norm" in graph and graph.count("aten::to") >= 2  # the explicit casts
+    assert norm(x).dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("model_name", ["gated", "demo"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_embeddings_are_close_to_fp32(model_name, precision, gated_checkpoint):
