@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from muse_infer.video import reader
+from muse_infer.video import keyframes, reader
 from muse_infer.video.frames import FrameSettings
 from muse_infer.video.reader import (
     DecodeStats,
@@ -52,6 +52,21 @@ def _raw_h264(path, frames: int):
         for packet in stream.encode():
             container.mux(packet)
     return str(path)
+
+
+def _fragmented(path, out):
+    """``path``'s packets remuxed into a fragmented mp4 (a fragment a keyframe, no sample table up front)."""
+    with (
+        av.open(str(path)) as source,
+        av.open(str(out), "w", options={"movflags": "frag_keyframe+empty_moov"}) as sink,
+    ):
+        stream = source.streams.video[0]
+        copy = sink.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is not None:
+                packet.stream = copy
+                sink.mux(packet)
+    return str(out)
 
 
 def _damaged(path, out):
@@ -144,6 +159,14 @@ CORPUS = {
     ),
     "flv": (lambda d: make_video(d / "v.flv", 100, 25, SMALL, codec="libx264", options=TWO_S), False),
     "mov": (lambda d: make_video(d / "v.mov", 100, 25, SMALL, options=TWO_S), False),
+    "fragmented mp4": (
+        lambda d: _fragmented(make_video(d / "whole2.mp4", 250, 25, SMALL, options=TWO_S), d / "frag.mp4"),
+        False,
+    ),
+    "every frame a keyframe": (
+        lambda d: make_video(d / "intra.mp4", 40, 10, SMALL, keyframe_interval=1),
+        False,
+    ),
     "raw h264 without timestamps": (lambda d: _raw_h264(d / "raw.h264", 60), True),
     "a damaged packet": (
         lambda d: _damaged(
@@ -249,6 +272,65 @@ def test_keyframe_sampling_takes_the_nearest_keyframe_and_decodes_nothing_else(c
         np.testing.assert_array_equal(clip, expected, err_msg=f"{name}, {settings}")
         assert stats.fallbacks == 0, stats
         assert stats.frames_decoded <= distinct + 1, stats  # the keyframes taken (and the first frame)
+
+
+@pytest.mark.parametrize(
+    "name", ["b-frames, keyframe every 2 s", "ntsc 29.97 fps", "mov", "every frame a keyframe"]
+)
+def test_keyframe_sampling_jumps_from_keyframe_to_keyframe_in_a_sample_table(corpus, name):
+    """Where the sample table lists every frame (mp4/mov), the next keyframe is reached by a seek, not
+    by demuxing the packets before it: a packet or two read a keyframe taken (the keyframe after a
+    sample time is read to know which is nearer), the same frames."""
+    path = corpus(name)
+    settings = FrameSettings(max_frames=12, framerate=4.0, size=32, sampling="keyframes")
+    stats = DecodeStats()
+    clip = read_clip(path, settings, stats)
+    frames, distinct = nearest_keyframe_frames(path, settings)
+    np.testing.assert_array_equal(clip, np.stack([reader.fit_frame(frame, 32) for frame in frames]))
+    with av.open(path) as container:
+        packets = sum(1 for p in container.demux(video=0) if p.size)
+    assert stats.fallbacks == 0 and stats.seeks >= 1, stats
+    assert stats.packets_demuxed <= 2 * distinct + 2 < packets, (stats, distinct, packets)
+
+
+@pytest.mark.parametrize("name", ["fragmented mp4", "mpeg-ts", "variable frame rate mkv"])
+def test_keyframe_sampling_demuxes_where_there_is_no_sample_table(corpus, name):
+    """A fragmented mp4 (no frame count declared) and containers without a sample table are read by
+    demuxing, the same frames."""
+    path = corpus(name)
+    settings = FrameSettings(max_frames=6, framerate=2.0, size=32, sampling="keyframes")
+    stats = DecodeStats()
+    clip = read_clip(path, settings, stats)
+    frames, _ = nearest_keyframe_frames(path, settings)
+    np.testing.assert_array_equal(clip, np.stack([reader.fit_frame(frame, 32) for frame in frames]))
+    with av.open(path) as container:
+        assert not keyframes.lists_every_sample(container.streams.video[0])
+    assert stats.fallbacks == 0 and stats.packets_demuxed > 6, stats
+
+
+def test_a_jump_that_lands_elsewhere_is_read_by_demuxing(corpus, monkeypatch):
+    """A seek that lands on another packet than the keyframe looked up (here: the table answer moved
+    one entry on, to a frame that is no keyframe) stops the jumps; the cursor seeks back and demuxes,
+    and the frames are those of the nearest keyframes still."""
+    path = corpus("b-frames, keyframe every 2 s")
+    looked_up = keyframes.next_keyframe_entry
+    misses = []
+
+    def one_entry_late(entries, dts):
+        found = looked_up(entries, dts)
+        if found is None or found is keyframes.UNUSABLE_TABLE:
+            return found
+        position, entry = found
+        misses.append(entry.timestamp)
+        return position + 1, entries[position + 1]
+
+    monkeypatch.setattr(keyframes, "next_keyframe_entry", one_entry_late)
+    settings = FrameSettings(max_frames=12, framerate=4.0, size=32, sampling="keyframes")
+    stats = DecodeStats()
+    clip = read_clip(path, settings, stats)
+    frames, _ = nearest_keyframe_frames(path, settings)
+    np.testing.assert_array_equal(clip, np.stack([reader.fit_frame(frame, 32) for frame in frames]))
+    assert len(misses) == 1 and stats.fallbacks == 0, (misses, stats)
 
 
 @pytest.mark.parametrize("name", CORPUS)

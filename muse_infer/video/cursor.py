@@ -25,6 +25,7 @@ class DecodeStats:
 
     packets_decoded: int = 0
     frames_decoded: int = 0
+    packets_demuxed: int = 0  # by the keyframe cursor: packets read to find the keyframes
     seeks: int = 0
     probe_packets: int = 0
     frames_converted: int = 0  # frames turned into RGB (the sampled ones)
