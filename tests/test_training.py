@@ -233,7 +233,13 @@ def test_resume_continues_the_same_run(synthetic, tmp_path):
     whole = run_config(synthetic, tmp_path / "whole", tmp_path / "cache", epochs=2, batch_size=32)
     train(whole)
     first = whole.replace(out_dir=str(tmp_path / "split"))
-    Trainer(first).run(until_epoch=1)  # stops after epoch 1, as an interrupted run would
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Trainer(first).run(until_epoch=1)  # stops after epoch 1, as an interrupted run would
+        assert torch.get_num_threads() == 2  # the run's threads=1 did not outlive it
+    finally:
+        torch.set_num_threads(previous)
     resume(str(tmp_path / "split"))
     _, expected, _ = read_checkpoint(tmp_path / "whole" / "epoch_2.safetensors")
     _, got, _ = read_checkpoint(tmp_path / "split" / "epoch_2.safetensors")

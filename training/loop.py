@@ -32,6 +32,7 @@ from muse_infer.loading.models import build_model
 from muse_infer.loading.reference import model_config as model_config_of
 from muse_infer.model import MuseModel
 from muse_infer.progress import progress_bar
+from muse_infer.runtime.devices import torch_threads
 from muse_infer.runtime.spec import ModelSpec
 from muse_infer.video import FrameSettings
 
@@ -103,8 +104,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = False):
         self.config, self.out = config, Path(config.out_dir)
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.device = _resolve_device(config.device)
         self.dist = init_distributed(self.device.type)
         self.progress = progress and self.dist.is_main
@@ -170,7 +169,13 @@ class Trainer:
     # ---------------------------------------------------------------- training
 
     def run(self, until_epoch: int | None = None) -> dict:
-        """Train epochs self.epoch + 1 .. config.epochs (or only up to ``until_epoch``, as if interrupted)."""
+        """Train epochs self.epoch + 1 .. config.epochs (or only up to ``until_epoch``, as if interrupted),
+        on ``config.threads`` torch threads (None: as the process has them), the process's count
+        restored after (a run inside a larger program leaves its threads as they were)."""
+        with torch_threads(self.config.threads or None):
+            return self._run(until_epoch)
+
+    def _run(self, until_epoch: int | None) -> dict:
         last = self.config.epochs if until_epoch is None else min(until_epoch, self.config.epochs)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
