@@ -91,7 +91,7 @@ def class_token_rows(model, frames: int) -> slice:
 def head_parts(model, frames: torch.Tensor, repeats: int) -> dict[str, float]:
     """Median thread CPU seconds of the pyramid and of the blocks alone, on MUSE's own inputs, run as
     ``encode_video`` runs them: one call per group of videos where the model splits the batch
-    (``videos_per_head_call``, since 2026-12-07: one video a call on the CPU), else the whole batch.
+    (``videos_per_call``, since 2026-12-07: one video a call on the CPU), else the whole batch.
 
     The pyramid runs ``forward_tokens`` on (N, G, G, C) tokens where it exists (since 2026-12-07),
     else ``forward`` on (N, C, G, G) maps; the last block ``forward_rows`` at the class tokens where it

@@ -15,7 +15,10 @@ Variants of MUSE (the same model object; a shortcut is turned off only while its
 - ``LayerNorms cast`` (bf16): the kept-float32 LayerNorms take their input cast to float32 and their
   output cast back (what a traced graph holds) instead of reading bf16 themselves
   (``model.precision.layer_norm_reads_reduced``). CLIP's LayerNorms change too, so meanP is also timed
-  with it (``meanP, LayerNorms cast``), and ``same_switch_ratio`` compares the two switched calls.
+  with it (``meanP, LayerNorms cast``), and ``same_switch_ratio`` compares the two switched calls;
+- ``image tower at once`` (batch > 1): the image tower takes all the batch's frames in one call, the
+  head one video a call (``frame_features`` as before 2026-12-08, ``image_tower_at_once``), instead
+  of one video a call through both; meanP too (``meanP, image tower at once``).
 The scan kernel's exp2 is compiled in: compare two builds with ``bench_scan.py`` instead.
 
 Models, frames and timing as ``bench_head.py`` (random seeded CLIP weights, opened gates, 12 frames,
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_head import build, interleaved, run, video_batch  # noqa: E402
 
+from muse_infer.model import muse as muse_module  # noqa: E402
 from muse_infer.model import precision as precision_module  # noqa: E402
 from muse_infer.model import pyramid as pyramid_module  # noqa: E402
 from muse_infer.model.bimamba import ResMambaBlock  # noqa: E402
@@ -57,7 +61,21 @@ SWITCHES = {
     "LayerNorms cast": lambda: mock.patch.object(
         precision_module, "layer_norm_reads_reduced", lambda x: False
     ),
+    "image tower at once": lambda: mock.patch.object(
+        muse_module.MuseModel, "frame_features", image_tower_at_once
+    ),
 }
+ALSO_MEANP = ("LayerNorms cast", "image tower at once")  # switches that change meanP too: timed on it as well
+
+
+def image_tower_at_once(model, frames: torch.Tensor) -> torch.Tensor:
+    """``frame_features`` before 2026-12-08: the image tower over all the frames of the batch in one
+    call, then the head one video a call. frames (B, T, 3, H, W) -> (B, T, C)."""
+    batch, length = frames.shape[:2]
+    if model.pyramid is None:
+        return model.backbone.image_features(frames.flatten(0, 1)).unflatten(0, (batch, length))
+    tokens = model.backbone.image_tokens(frames.flatten(0, 1)).unflatten(0, (batch, length))
+    return torch.cat([model.head_features(part) for part in tokens.split(1)])
 
 
 def variant_call(model, frames, mask, switch):
@@ -76,10 +94,13 @@ def measure(args, precision: str, batch: int) -> dict:
     names = [n for n in SWITCHES if n != "no Winograd" or takes_winograd]
     if precision == "fp32":  # no LayerNorm is cast in fp32
         names.remove("LayerNorms cast")
+    if batch == 1:  # one video a call either way
+        names.remove("image tower at once")
     calls = {name: variant_call(muse, frames, mask, SWITCHES[name]) for name in names}
     calls["meanP"] = lambda: meanp.encode_video(frames, mask)
-    if "LayerNorms cast" in names:
-        calls["meanP, LayerNorms cast"] = variant_call(meanp, frames, mask, SWITCHES["LayerNorms cast"])
+    for name in ALSO_MEANP:
+        if name in names:
+            calls[f"meanP, {name}"] = variant_call(meanp, frames, mask, SWITCHES[name])
     with torch.inference_mode():
         outputs = {name: calls[name]().float() for name in names}
         times = interleaved(calls, args.repeats)

@@ -463,10 +463,10 @@ def test_no_activation_sized_copy_in_the_blocks():
 
 
 def test_head_one_video_at_a_time_equals_the_whole_batch():
-    """On the CPU the head takes one video a call (videos_per_head_call); the result is the whole
+    """On the CPU the video tower takes one video a call (videos_per_call); the result is the whole
     batch's, and a tracer sees the whole batch (no loop baked into an exported graph)."""
     from muse_infer import load_model
-    from muse_infer.model.muse import videos_per_head_call
+    from muse_infer.model.muse import videos_per_call
 
     model = load_model("tiny").eval()
     for i, block in enumerate(model.blocks):
@@ -474,12 +474,48 @@ def test_head_one_video_at_a_time_equals_the_whole_batch():
             block.temporal_fc.weight.copy_(0.1 * randn(*block.temporal_fc.weight.shape, seed=20 + i))
     frames = randn(3, 2, 3, 224, 224, seed=21)
     with torch.no_grad():
+        assert videos_per_call(frames) == 1
         tokens = model.backbone.image_tokens(frames.flatten(0, 1)).unflatten(0, (3, 2))
-        assert videos_per_head_call(tokens) == 1
         whole_batch = model.head_features(tokens)
         torch.testing.assert_close(model.frame_features(frames), whole_batch, rtol=1e-5, atol=1e-6)
         seen = []
         torch.jit.trace(
-            lambda t: t.sum() + len(seen.append(videos_per_head_call(t)) or ()), (tokens,), check_trace=False
+            lambda t: t.sum() + len(seen.append(videos_per_call(t)) or ()), (frames,), check_trace=False
         )
     assert [int(n) for n in seen] == [3]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-meanP"])
+@pytest.mark.parametrize("budget", [1, 60, 10**6])
+def test_the_image_tower_in_chunks_equals_all_frames_at_once(monkeypatch, name, budget):
+    """On the CPU a video's frames go through the image tower in chunks of at most
+    IMAGE_TOKENS_PER_CPU_CALL tokens (one frame a call, a few, all): the features of every frame at
+    once, for MUSE and meanP; a tracer sees all the frames in one call."""
+    from muse_infer import load_model
+    from muse_infer.model import muse
+
+    model = load_model(name).eval()
+    frames = randn(2, 5, 3, 224, 224, seed=22)
+    monkeypatch.setattr(muse, "IMAGE_TOKENS_PER_CPU_CALL", budget)
+    grid = model.backbone.grid_size
+    calls = []
+    tower = model.backbone.image_tokens if model.pyramid is not None else model.backbone.image_features
+    with torch.no_grad():
+        expected = tower(frames.flatten(0, 1)).unflatten(0, (2, 5))
+        if model.pyramid is not None:
+            expected = model.head_features(expected)
+        monkeypatch.setattr(
+            model.backbone, tower.__name__, lambda images: calls.append(len(images)) or tower(images)
+        )
+        got = model.frame_features(frames)
+    per_call = max(1, budget // (grid * grid + 1))
+    assert muse.frames_per_image_call(frames[0], grid) == per_call
+    assert calls == [len(c) for _ in range(2) for c in torch.arange(5).split(per_call)]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    seen = []
+    torch.jit.trace(
+        lambda x: x.sum() + len(seen.append(muse.frames_per_image_call(x, grid)) or ()),
+        (frames[0],),
+        check_trace=False,
+    )
+    assert [int(n) for n in seen] == [5]

@@ -81,16 +81,32 @@ class MuseModel(nn.Module):
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, T, 3, H, W) -> per-frame features (B, T, C) at the frame-token positions (the
-        image tower's pooled embedding: ``model.backbone``)."""
+        image tower's pooled embedding: ``model.backbone``).
+
+        On the CPU outside a tracer, one video a call (``videos_per_call``), its frames through the
+        image tower in chunks of at most ``frames_per_image_call``; elsewhere the whole batch at once.
+        """
+        per_call = videos_per_call(frames)
+        if per_call >= frames.shape[0]:
+            return self._video_features(frames)
+        return torch.cat([self._video_features(part) for part in frames.split(per_call)])
+
+    def _video_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frame_features`` of one group of videos: (B, T, 3, H, W) -> (B, T, C)."""
         batch, length = frames.shape[:2]
+        images = frames.flatten(0, 1)  # (B*T, 3, H, W)
         if self.pyramid is None:  # meanP: each frame's encode_image
-            return self.backbone.image_features(frames.flatten(0, 1)).unflatten(0, (batch, length))
-        tokens = self.backbone.image_tokens(frames.flatten(0, 1))  # (B*T, 1 + G*G, C)
-        tokens = tokens.unflatten(0, (batch, length))  # (B, T, 1 + G*G, C)
-        per_call = videos_per_head_call(tokens)
-        if per_call >= batch:
-            return self.head_features(tokens)
-        return torch.cat([self.head_features(part) for part in tokens.split(per_call)])
+            return self._image_tower(self.backbone.image_features, images).unflatten(0, (batch, length))
+        tokens = self._image_tower(self.backbone.image_tokens, images)  # (B*T, 1 + G*G, C)
+        return self.head_features(tokens.unflatten(0, (batch, length)))  # (B, T, 1 + G*G, C) in
+
+    def _image_tower(self, tower, images: torch.Tensor) -> torch.Tensor:
+        """``tower`` (the backbone's ``image_features`` or ``image_tokens``) over images (N, 3, H, W),
+        in chunks of ``frames_per_image_call`` frames; the results concatenated along N."""
+        step = frames_per_image_call(images, self.backbone.grid_size)
+        if step >= images.shape[0]:
+            return tower(images)
+        return torch.cat([tower(chunk) for chunk in images.split(step)])
 
     def head_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """The MUSE head: tokens (B, T, 1 + G*G, C) -> features (B, T, C) at the class-token positions
@@ -147,20 +163,41 @@ class MuseModel(nn.Module):
         return self.logit_scale.exp() * text_embeddings @ video_embeddings.t()
 
 
-def videos_per_head_call(tokens: torch.Tensor) -> int:
-    """How many videos of ``tokens`` (B, ...) the head takes in one call: all of them, except on the
-    CPU outside a tracer or compiler, where it takes one at a time.
+def videos_per_call(frames: torch.Tensor) -> int:
+    """How many videos of ``frames`` (B, ...) the video tower takes in one call: all of them, except on
+    the CPU outside a tracer or compiler, where it takes one at a time (image tower and head).
 
-    Why one on the CPU: each video's head is independent, and a whole batch's activations are hundreds
-    of MB (batch 8: 50 MB a (B, S, C) tensor, a dozen a block). Allocations that large bypass the C
-    allocator's reusable heap, and every fresh one page-faults its memory in again: measured here, a
-    copy of 50 MB took 38 ms against 8 x 0.6 ms for 6 MB pieces. One video's tensors (6-12 MB) are
-    reused from call to call. Accelerators keep the batch (their allocators cache; they need the
-    parallel work). Traced or exported graphs keep the batch dimension dynamic, so they see no loop.
+    Why one on the CPU: each video is independent, and a whole batch's activations are hundreds of MB
+    (batch 8: 50 MB a (B, S, C) tensor in the head, a dozen a block; 29 MB for one MLP activation of
+    CLIP's 96 frames in bf16). Allocations that large bypass the C allocator's reusable heap, and every
+    fresh one page-faults its memory in again: measured here, a copy of 50 MB took 38 ms against 8 x
+    0.6 ms for 6 MB pieces; and they leave the caches. One video's tensors are reused from call to
+    call. ViT-B-32, batch 8, against the image tower over the whole batch's frames
+    (docs/benchmarks.md): 1.21x the throughput in bf16 and 0.98-1.09x in fp32 on one thread (meanP:
+    1.35x and 1.14x), 1.16x and 1.10x on two; ViT-B-16 bf16 1.22x.
+    Accelerators keep the batch (their allocators cache; they need the parallel work). Traced or
+    exported graphs keep the batch dimension dynamic, so they see no loop.
     """
-    if tokens.device.type != "cpu" or graph_being_recorded():
-        return tokens.shape[0]
+    if frames.device.type != "cpu" or graph_being_recorded():
+        return frames.shape[0]
     return 1
+
+
+# The most tokens (frames x tokens a frame) the image tower takes in one call on the CPU: past that its
+# activations leave the caches. Per frame, one thread, ms by frames a call (benchmarks/bench_image_chunks.py,
+# docs/results/image_chunks_2026-12-08_*.json): ViT-B-32 (50 tokens a frame) bf16 6: 20.0, 12: 17.1,
+# 24: 17.8, 48: 24.0, 96: 23.6; fp32 6: 69.2, 12: 70.1, 24: 69.5, 48: 67.7, 96: 77.1; ViT-B-16 (197)
+# bf16 6: 72.1, 12: 71.2, 24: 93.8, 48: 129.6. 1200 tokens: 24 frames of ViT-B-32, 6 of ViT-B-16.
+IMAGE_TOKENS_PER_CPU_CALL = 1200
+
+
+def frames_per_image_call(images: torch.Tensor, grid_size: int) -> int:
+    """How many of ``images`` (N, 3, H, W) the image tower takes in one call: on the CPU outside a
+    tracer or compiler, as many as fit ``IMAGE_TOKENS_PER_CPU_CALL`` (at least one; ViT-B-32: 24,
+    ViT-B-16: 6), else all of them."""
+    if images.device.type != "cpu" or graph_being_recorded():
+        return images.shape[0]
+    return max(1, IMAGE_TOKENS_PER_CPU_CALL // (grid_size * grid_size + 1))
 
 
 def masked_mean_pool(frame_features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
