@@ -98,7 +98,7 @@ class MuseModel(nn.Module):
         if self.pyramid is None:  # meanP: each frame's encode_image
             return self._image_tower(self.backbone.image_features, images).unflatten(0, (batch, length))
         tokens = self._image_tower(self.backbone.image_tokens, images)  # (B*T, 1 + G*G, C)
-        return self.head_features(tokens.unflatten(0, (batch, length)))  # (B, T, 1 + G*G, C) in
+        return self.head_features(tokens.unflatten(0, (batch, length)))  # reads (B, T, 1 + G*G, C)
 
     def _image_tower(self, tower, images: torch.Tensor) -> torch.Tensor:
         """``tower`` (the backbone's ``image_features`` or ``image_tokens``) over images (N, 3, H, W),
